@@ -1,0 +1,182 @@
+/* kiln.h — the public API of kiln: lazy tensors, realized by a fusing compiler.
+ * Every function is prefixed kiln_. Tensors are opaque handles owned by the current scope. */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_MAX_DIMS 8
+
+/* ---- dtypes ------------------------------------------------------------------------------
+ * Promotion (kiln_promote): bool < every integer < every float.
+ *   Two floats: the wider wins; f16 with bf16 gives f32.
+ *   Two integers of the same signedness: the wider wins.
+ *   Signed with unsigned: the signed type wide enough for both (u8+i8 -> i16, u32+i32 -> i64,
+ *   u64 with any signed -> i64 as there is nothing wider).
+ *   A float with an integer: the float.
+ * Half types (f16, bf16) are stored as 16 bits and computed in f32 inside a kernel; the
+ * result is rounded to 16 bits when it is stored or cast. */
+typedef enum {
+  KILN_BOOL,
+  KILN_U8,
+  KILN_I8,
+  KILN_U16,
+  KILN_I16,
+  KILN_U32,
+  KILN_I32,
+  KILN_U64,
+  KILN_I64,
+  KILN_F16,
+  KILN_BF16,
+  KILN_F32,
+  KILN_F64,
+  KILN_NDTYPES
+} kiln_dtype;
+
+const char *kiln_dtype_name(kiln_dtype dt);
+size_t kiln_dtype_size(kiln_dtype dt);
+bool kiln_dtype_is_float(kiln_dtype dt);
+kiln_dtype kiln_promote(kiln_dtype a, kiln_dtype b);
+
+/* ---- errors ------------------------------------------------------------------------------
+ * Functions returning a tensor return NULL on error; those returning int return < 0.
+ * kiln_error() returns the message of the first error since the last kiln_clear_error(),
+ * e.g. "matmul: inner dims differ: (3,4) @ (5,2)". Any op given a NULL input returns NULL
+ * and keeps the first message, so a chain of calls can be checked once at its end. */
+const char *kiln_error(void);
+void kiln_clear_error(void);
+
+/* ---- devices -----------------------------------------------------------------------------
+ * Devices: "CPU" (generated C, compiled and cached), "INTERP" (the reference interpreter).
+ * The default is $KILN_DEVICE or CPU. New tensors are created on the default device. */
+int kiln_set_device(const char *name); /* < 0 and an error if unknown */
+const char *kiln_get_device(void);
+int kiln_device_count(void);
+const char *kiln_device_name(int i);
+
+/* ---- ownership ---------------------------------------------------------------------------
+ * Every tensor belongs to the innermost open scope at its creation (a global scope exists).
+ * kiln_scope_end frees every tensor of the scope not moved out with kiln_keep. */
+void kiln_scope_begin(void);
+void kiln_scope_end(void);
+typedef struct kiln_tensor kiln_tensor;
+kiln_tensor *kiln_keep(kiln_tensor *t); /* moves t to the enclosing scope; returns t */
+void kiln_free(kiln_tensor *t);         /* frees t now (optional) */
+
+/* ---- creation (lazy) --------------------------------------------------------------------- */
+kiln_tensor *kiln_empty(kiln_dtype dt, int ndim, const int64_t *shape);
+kiln_tensor *kiln_zeros(kiln_dtype dt, int ndim, const int64_t *shape);
+kiln_tensor *kiln_ones(kiln_dtype dt, int ndim, const int64_t *shape);
+kiln_tensor *kiln_full(kiln_dtype dt, int ndim, const int64_t *shape, double value);
+kiln_tensor *kiln_scalar(kiln_dtype dt, double value); /* 0-d */
+kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt);
+/* Uniform [0,1) and standard normal f32, reproducible from the seed on every device. */
+kiln_tensor *kiln_rand(int ndim, const int64_t *shape, uint64_t seed);
+kiln_tensor *kiln_randn(int ndim, const int64_t *shape, uint64_t seed);
+/* Copies numel*dtype_size bytes from data. */
+kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
+
+/* ---- inspection ------------------------------------------------------------------------- */
+int kiln_ndim(const kiln_tensor *t);
+int64_t kiln_dim(const kiln_tensor *t, int axis); /* negative axis counts from the end */
+const int64_t *kiln_shape(const kiln_tensor *t);
+int64_t kiln_numel(const kiln_tensor *t);
+kiln_dtype kiln_dtype_of(const kiln_tensor *t);
+
+/* ---- elementwise (numpy broadcasting; operands promoted with kiln_promote) ----------------- */
+typedef enum {
+  KILN_NEG, KILN_ABS, KILN_EXP, KILN_EXP2, KILN_LOG, KILN_LOG2, KILN_SIN, KILN_COS,
+  KILN_SQRT, KILN_RSQRT, KILN_RECIP, KILN_RELU, KILN_SIGMOID, KILN_TANH, KILN_NOT,
+  KILN_SIGN, KILN_SQUARE, KILN_NUNARY
+} kiln_unary_op;
+kiln_tensor *kiln_unary(kiln_unary_op op, kiln_tensor *x);
+kiln_tensor *kiln_neg(kiln_tensor *x);
+kiln_tensor *kiln_exp(kiln_tensor *x);
+kiln_tensor *kiln_log(kiln_tensor *x);
+kiln_tensor *kiln_sqrt(kiln_tensor *x);
+kiln_tensor *kiln_relu(kiln_tensor *x);
+
+typedef enum {
+  KILN_ADD, KILN_SUB, KILN_MUL, KILN_DIV, KILN_MAXIMUM, KILN_MINIMUM, KILN_MOD,
+  KILN_AND, KILN_OR, KILN_XOR, KILN_SHL, KILN_SHR, KILN_POW,
+  KILN_LT, KILN_LE, KILN_GT, KILN_GE, KILN_EQ, KILN_NE, KILN_NBINARY
+} kiln_binary_op;
+/* DIV on integers truncates toward zero; MOD takes the sign of the dividend (as C).
+ * Comparisons return bool. AND/OR/XOR/SHL/SHR take integers or bools. */
+kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b);
+kiln_tensor *kiln_add(kiln_tensor *a, kiln_tensor *b);
+kiln_tensor *kiln_sub(kiln_tensor *a, kiln_tensor *b);
+kiln_tensor *kiln_mul(kiln_tensor *a, kiln_tensor *b);
+kiln_tensor *kiln_div(kiln_tensor *a, kiln_tensor *b);
+/* op with a scalar of a's dtype on the right: kiln_binary_s(KILN_MUL, x, 2.0). */
+kiln_tensor *kiln_binary_s(kiln_binary_op op, kiln_tensor *a, double b);
+kiln_tensor *kiln_where(kiln_tensor *cond, kiln_tensor *a, kiln_tensor *b);
+kiln_tensor *kiln_cast(kiln_tensor *x, kiln_dtype dt);
+kiln_tensor *kiln_bitcast(kiln_tensor *x, kiln_dtype dt); /* same element size only */
+
+/* ---- reductions --------------------------------------------------------------------------
+ * axes may be negative; naxes == 0 reduces over every axis. keepdim keeps reduced axes as 1.
+ * sum of bool/ints accumulates in i64 (u64 for unsigned); mean returns a float. */
+typedef enum { KILN_SUM, KILN_MAX, KILN_MIN, KILN_MEAN, KILN_PROD, KILN_NREDUCE } kiln_reduce_op;
+kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int *axes, bool keepdim);
+kiln_tensor *kiln_sum(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
+kiln_tensor *kiln_max(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
+kiln_tensor *kiln_mean(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
+/* Index (i64) of the first maximum / minimum along axis. */
+kiln_tensor *kiln_argmax(kiln_tensor *x, int axis, bool keepdim);
+kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdim);
+kiln_tensor *kiln_softmax(kiln_tensor *x, int axis);
+kiln_tensor *kiln_log_softmax(kiln_tensor *x, int axis);
+
+/* ---- movement (views: they copy nothing) -------------------------------------------------- */
+kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shape); /* one -1 allowed */
+kiln_tensor *kiln_permute(kiln_tensor *x, const int *perm);
+kiln_tensor *kiln_transpose(kiln_tensor *x, int a, int b);
+kiln_tensor *kiln_expand(kiln_tensor *x, int ndim, const int64_t *shape); /* broadcast to shape */
+/* before[i]/after[i] elements of value added around axis i. */
+kiln_tensor *kiln_pad(kiln_tensor *x, const int64_t *before, const int64_t *after, double value);
+/* Keeps [start[i], end[i]) of every axis. */
+kiln_tensor *kiln_shrink(kiln_tensor *x, const int64_t *start, const int64_t *end);
+/* Python-style slice of one axis: negative indices count from the end, step != 0. */
+kiln_tensor *kiln_slice(kiln_tensor *x, int axis, int64_t start, int64_t stop, int64_t step);
+kiln_tensor *kiln_flip(kiln_tensor *x, int naxes, const int *axes);
+kiln_tensor *kiln_cat(int n, kiln_tensor *const *xs, int axis);
+kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis);
+kiln_tensor *kiln_squeeze(kiln_tensor *x, int axis);
+kiln_tensor *kiln_unsqueeze(kiln_tensor *x, int axis);
+kiln_tensor *kiln_contiguous(kiln_tensor *x); /* forces a real buffer when realized */
+
+/* ---- matmul: (..., n, k) @ (..., k, m) with broadcast batch dims; 1-d operands as numpy ---- */
+kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
+
+/* ---- running ----------------------------------------------------------------------------- */
+int kiln_realize(kiln_tensor *t);
+int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */
+/* Realizes t and copies its contiguous data out; nbytes must equal numel*dtype_size. */
+int kiln_to_host(kiln_tensor *t, void *dst, size_t nbytes);
+/* Realizes t and reads element 0 of t (usually a 0-d tensor) as a double. */
+double kiln_item(kiln_tensor *t);
+
+/* ---- statistics (for tests, DEBUG output and benchmarks) --------------------------------- */
+typedef struct {
+  int64_t kernels_run;      /* kernel launches */
+  int64_t kernels_compiled; /* compiler invocations (disk cache misses) */
+  int64_t schedules;        /* realize calls that ran at least one kernel */
+  int64_t bytes_allocated;  /* device bytes live now */
+  int64_t nodes_live;       /* graph nodes alive now */
+  int64_t tensors_live;     /* tensor handles alive now */
+} kiln_stats;
+void kiln_get_stats(kiln_stats *s);
+/* Frees cached programs and pooled memory (tests use it to see a cold start). */
+void kiln_reset_caches(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

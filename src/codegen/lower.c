@@ -1,0 +1,527 @@
+/* lower.c — codegen: turns one scheduled kernel into a linear low-level program. Movement
+ * views become index arithmetic, simplified as it is built (constant folding, div/mod rules
+ * from value ranges); upcast axes are unrolled into registers; every op is placed in the
+ * outermost loop it depends on. */
+#include "internal.h"
+#include <math.h>
+
+typedef struct {
+  kn_lop op;
+  int level;    /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
+  bool post;    /* reads an accumulator: runs after the reduce loops */
+  int64_t lo, hi; /* value range of integer lops */
+} blop;
+
+typedef struct {
+  blop *b;
+  int n, cap;
+  int *ht; /* CSE: open-addressing table of lop indices + 1 */
+  int htcap;
+  int nglobal, nred;
+  /* memo of lowered (node, index, valid) */
+  struct memo { kn_node *n; int idx[KILN_MAX_DIMS]; int valid, val; } *memo;
+  int nmemo, memocap;
+  const kn_sched_item *it;
+  int red_range[KILN_MAX_DIMS]; /* reduce loop var per axis, -1 when the axis has size 1 */
+  bool red_ready;
+} lb;
+
+#define IMIN INT64_MIN
+#define IMAX INT64_MAX
+
+static uint64_t lop_hash(const kn_lop *o) {
+  uint64_t h = kn_hash_bytes(0, &o->op, 2);
+  h = kn_hash_bytes(h, o->src, sizeof o->src);
+  h = kn_hash_bytes(h, &o->arg, sizeof o->arg);
+  h = kn_hash_bytes(h, &o->ival, sizeof o->ival);
+  return kn_hash_bytes(h, &o->fval, sizeof o->fval);
+}
+static bool lop_eq(const kn_lop *a, const kn_lop *b) {
+  return a->op == b->op && a->dtype == b->dtype && !memcmp(a->src, b->src, sizeof a->src) &&
+         a->arg == b->arg && a->ival == b->ival && !memcmp(&a->fval, &b->fval, sizeof a->fval);
+}
+
+static int push(lb *L, kn_lop o, int level, bool post, int64_t lo, int64_t hi, bool cse) {
+  uint64_t h = 0;
+  if (cse) {
+    if (L->n * 2 >= L->htcap) { /* grow and rehash */
+      free(L->ht);
+      L->htcap = L->htcap ? L->htcap * 2 : 1024;
+      L->ht = kn_xcalloc(L->htcap, sizeof(int));
+      for (int i = 0; i < L->n; i++) {
+        uint64_t hh = lop_hash(&L->b[i].op);
+        for (size_t j = hh;; j++)
+          if (!L->ht[j & (L->htcap - 1)]) {
+            L->ht[j & (L->htcap - 1)] = i + 1;
+            break;
+          }
+      }
+    }
+    h = lop_hash(&o);
+    for (size_t j = h;; j++) {
+      int e = L->ht[j & (L->htcap - 1)];
+      if (!e) break;
+      if (lop_eq(&L->b[e - 1].op, &o)) return e - 1;
+    }
+  }
+  if (L->n == L->cap) {
+    L->cap = L->cap ? L->cap * 2 : 256;
+    L->b = kn_xrealloc(L->b, sizeof(blop) * L->cap);
+  }
+  L->b[L->n] = (blop){o, level, post, lo, hi};
+  if (cse)
+    for (size_t j = h;; j++)
+      if (!L->ht[j & (L->htcap - 1)]) {
+        L->ht[j & (L->htcap - 1)] = L->n + 1;
+        break;
+      }
+  return L->n++;
+}
+
+static bool is_intlike(int dt) { return !kiln_dtype_is_float(dt); }
+static void dtype_range(int dt, int64_t *lo, int64_t *hi) {
+  int bits = kn_dtype_bits(dt);
+  if (dt == KILN_BOOL) *lo = 0, *hi = 1;
+  else if (kn_dtype_is_unsigned(dt)) *lo = 0, *hi = bits >= 63 ? IMAX : (int64_t)((1ull << bits) - 1);
+  else if (kn_dtype_is_int(dt) && bits < 64) *lo = -(1ll << (bits - 1)), *hi = (1ll << (bits - 1)) - 1;
+  else *lo = IMIN, *hi = IMAX;
+}
+
+static int cint(lb *L, int dt, int64_t v) {
+  kn_lop o = {.op = L_CONST, .dtype = dt, .src = {-1, -1, -1}, .ival = v};
+  return push(L, o, 0, false, v, v, true);
+}
+static int cflt(lb *L, int dt, double v) {
+  kn_lop o = {.op = L_CONST, .dtype = dt, .src = {-1, -1, -1}, .fval = v};
+  return push(L, o, 0, false, IMIN, IMAX, true);
+}
+static int cval(lb *L, int dt, double v) {
+  if (kiln_dtype_is_float(dt)) return cflt(L, dt, v);
+  if (kn_dtype_is_unsigned(dt) && v >= 9.2233720368547758e18) return cint(L, dt, (int64_t)(uint64_t)v);
+  return cint(L, dt, (int64_t)v);
+}
+static bool is_const(lb *L, int i) { return i >= 0 && L->b[i].op.op == L_CONST; }
+static bool is_ci(lb *L, int i, int64_t v) {
+  return is_const(L, i) && is_intlike(L->b[i].op.dtype) && L->b[i].op.ival == v;
+}
+static int64_t cv(lb *L, int i) { return L->b[i].op.ival; }
+
+static bool ovf_add(int64_t a, int64_t b, int64_t *r) { return __builtin_add_overflow(a, b, r); }
+static bool ovf_mul(int64_t a, int64_t b, int64_t *r) { return __builtin_mul_overflow(a, b, r); }
+
+/* Integer ALU with folding and index simplification; other dtypes get plain folding. */
+static int alu(lb *L, int op, int dt, int a, int b, int c) {
+  bool ints = is_intlike(dt) && (a < 0 || is_intlike(L->b[a].op.dtype));
+  bool idx = dt == KILN_I64; /* index math is i64; rules below assume no wrap-around */
+  int64_t alo = a >= 0 ? L->b[a].lo : 0, ahi = a >= 0 ? L->b[a].hi : 0;
+  int64_t blo = b >= 0 ? L->b[b].lo : 0, bhi = b >= 0 ? L->b[b].hi : 0;
+  if (op == N_WHERE) {
+    if (is_const(L, a)) return cv(L, a) ? b : c;
+    if (b == c) return b;
+  }
+  if (idx && ints) {
+    if (op == N_ADD) {
+      if (is_ci(L, a, 0)) return b;
+      if (is_ci(L, b, 0)) return a;
+      if (is_const(L, a) && is_const(L, b)) return cint(L, dt, cv(L, a) + cv(L, b));
+      if (is_const(L, a)) return alu(L, N_ADD, dt, b, a, -1);
+      /* (x + c1) + c2 -> x + (c1 + c2) */
+      if (is_const(L, b) && L->b[a].op.op == N_ADD && is_const(L, L->b[a].op.src[1]))
+        return alu(L, N_ADD, dt, L->b[a].op.src[0], cint(L, dt, cv(L, b) + cv(L, L->b[a].op.src[1])), -1);
+    }
+    if (op == N_MUL) {
+      if (is_ci(L, a, 1)) return b;
+      if (is_ci(L, b, 1)) return a;
+      if (is_ci(L, a, 0) || is_ci(L, b, 0)) return cint(L, dt, 0);
+      if (is_const(L, a) && is_const(L, b)) return cint(L, dt, cv(L, a) * cv(L, b));
+      if (is_const(L, a)) return alu(L, N_MUL, dt, b, a, -1);
+      /* (x * c1) * c2 -> x * (c1 * c2) */
+      if (is_const(L, b) && L->b[a].op.op == N_MUL && is_const(L, L->b[a].op.src[1]))
+        return alu(L, N_MUL, dt, L->b[a].op.src[0], cint(L, dt, cv(L, b) * cv(L, L->b[a].op.src[1])), -1);
+    }
+    if ((op == N_IDIV || op == N_MOD) && is_const(L, b) && cv(L, b) > 0 && alo >= 0) {
+      int64_t d = cv(L, b);
+      if (op == N_IDIV && d == 1) return a;
+      if (op == N_MOD && d == 1) return cint(L, dt, 0);
+      if (ahi < d) return op == N_IDIV ? cint(L, dt, 0) : a;
+      if (is_const(L, a)) return cint(L, dt, op == N_IDIV ? cv(L, a) / d : cv(L, a) % d);
+      kn_lop *x = &L->b[a].op;
+      if (x->op == N_MUL && is_const(L, x->src[1]) && cv(L, x->src[1]) % d == 0)
+        return op == N_MOD ? cint(L, dt, 0)
+                           : alu(L, N_MUL, dt, x->src[0], cint(L, dt, cv(L, x->src[1]) / d), -1);
+      if (x->op == N_ADD && L->b[x->src[0]].lo >= 0 && L->b[x->src[1]].lo >= 0) {
+        for (int k = 0; k < 2; k++) { /* (p + q) with p % d == 0 */
+          int p = x->src[k], q = x->src[1 - k];
+          kn_lop *po = &L->b[p].op;
+          bool pdiv = (po->op == N_MUL && is_const(L, po->src[1]) && cv(L, po->src[1]) % d == 0) ||
+                      (is_const(L, p) && cv(L, p) % d == 0);
+          if (!pdiv) continue;
+          int qd = alu(L, op, dt, q, b, -1);
+          if (op == N_MOD) return qd;
+          return alu(L, N_ADD, dt, alu(L, N_IDIV, dt, p, b, -1), qd, -1);
+        }
+      }
+    }
+    if (op == N_CMPLT) {
+      if (ahi < blo) return cint(L, KILN_BOOL, 1);
+      if (alo >= bhi) return cint(L, KILN_BOOL, 0);
+    }
+  }
+  if (dt == KILN_BOOL && op == N_AND) {
+    if (is_const(L, a)) return cv(L, a) ? b : cint(L, dt, 0);
+    if (is_const(L, b)) return cv(L, b) ? a : cint(L, dt, 0);
+  }
+  /* value ranges of the new lop */
+  int64_t lo, hi;
+  dtype_range(dt, &lo, &hi);
+  if (idx && ints) {
+    int64_t r1, r2, r3, r4;
+    if (op == N_ADD && !ovf_add(alo, blo, &r1) && !ovf_add(ahi, bhi, &r2)) lo = r1, hi = r2;
+    if (op == N_MUL && !ovf_mul(alo, blo, &r1) && !ovf_mul(alo, bhi, &r2) &&
+        !ovf_mul(ahi, blo, &r3) && !ovf_mul(ahi, bhi, &r4)) {
+      lo = r1 < r2 ? r1 : r2, lo = lo < r3 ? lo : r3, lo = lo < r4 ? lo : r4;
+      hi = r1 > r2 ? r1 : r2, hi = hi > r3 ? hi : r3, hi = hi > r4 ? hi : r4;
+    }
+    if (op == N_IDIV && is_const(L, b) && cv(L, b) > 0 && alo >= 0) lo = alo / cv(L, b), hi = ahi / cv(L, b);
+    if (op == N_MOD && is_const(L, b) && cv(L, b) > 0 && alo >= 0) lo = 0, hi = ahi < cv(L, b) ? ahi : cv(L, b) - 1;
+    if (op == N_NEG && alo > IMIN) lo = -ahi, hi = -alo;
+  }
+  if (op == N_CMPLT || op == N_CMPNE) lo = 0, hi = 1;
+  int level = 0;
+  bool post = false;
+  int srcs[3] = {a, b, c};
+  for (int i = 0; i < 3; i++)
+    if (srcs[i] >= 0) {
+      if (L->b[srcs[i]].level > level) level = L->b[srcs[i]].level;
+      post = post || L->b[srcs[i]].post || L->b[srcs[i]].op.op == L_ACC;
+    }
+  kn_lop o = {.op = op, .dtype = dt, .src = {a, b, c}};
+  return push(L, o, level, post, lo, hi, true);
+}
+static int add(lb *L, int a, int b) { return alu(L, N_ADD, KILN_I64, a, b, -1); }
+static int mul(lb *L, int a, int64_t c) { return alu(L, N_MUL, KILN_I64, a, cint(L, KILN_I64, c), -1); }
+static int land(lb *L, int a, int b) { /* valid conditions: -1 means always */
+  if (a < 0) return b;
+  if (b < 0) return a;
+  return alu(L, N_AND, KILN_BOOL, a, b, -1);
+}
+
+static int range(lb *L, int64_t bound, int gdim, int level) {
+  kn_lop o = {.op = L_RANGE, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = bound, .ival = gdim};
+  return push(L, o, level, false, 0, bound > 0 ? bound - 1 : 0, false);
+}
+
+static int slot_of(const kn_sched_item *it, kn_node *n) {
+  for (int i = 0; i < it->ninputs; i++)
+    if (it->inputs[i] == n) return i + 1;
+  return -1;
+}
+
+static int lower(lb *L, kn_node *n, const int *idx, int valid);
+
+static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
+  kn_node *s = n->src[0];
+  int rop = (int)n->arg[0];
+  if (!L->red_ready) { /* the kernel's reduce loops, created once */
+    for (int i = 0; i < s->ndim; i++) {
+      L->red_range[i] = -1;
+      if ((n->arg[1] >> i & 1) && s->shape[i] != 1)
+        L->red_range[i] = range(L, s->shape[i], -1, L->nglobal + 1 + L->nred++);
+    }
+    L->red_ready = true;
+  }
+  int sidx[KILN_MAX_DIMS];
+  for (int i = 0; i < s->ndim; i++)
+    sidx[i] = !(n->arg[1] >> i & 1) ? idx[i] : L->red_range[i] >= 0 ? L->red_range[i] : cint(L, KILN_I64, 0);
+  int cdt = kn_compute_dtype(n->dtype);
+  kn_lop acc = {.op = L_ACC, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = rop};
+  if (rop == N_ADD) acc.fval = 0, acc.ival = 0;
+  else if (rop == N_MUL) acc.fval = 1, acc.ival = 1;
+  else if (kiln_dtype_is_float(cdt)) acc.fval = -INFINITY;
+  else {
+    int64_t lo, hi;
+    dtype_range(n->dtype, &lo, &hi);
+    acc.ival = lo;
+  }
+  int64_t lo, hi;
+  dtype_range(n->dtype, &lo, &hi);
+  int a = push(L, acc, L->nglobal, false, lo, hi, false);
+  int v = lower(L, s, sidx, valid);
+  kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, -1}, .arg = rop};
+  push(L, up, L->nglobal + L->nred, false, lo, hi, false);
+  return a;
+}
+
+static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
+  int si[KILN_MAX_DIMS];
+  kn_node *s = n->nsrc ? n->src[0] : NULL;
+  int slot = slot_of(L->it, n);
+  if (slot >= 0 || n->op == N_BUFFER) {
+    KN_ASSERT(slot >= 0, "kernel reads a buffer that is not among its inputs");
+    int flat = cint(L, KILN_I64, 0);
+    int64_t stride = 1;
+    for (int i = n->ndim - 1; i >= 0; i--) {
+      if (n->shape[i] != 1) flat = add(L, flat, mul(L, idx[i], stride));
+      stride *= n->shape[i];
+    }
+    kn_lop o = {.op = L_LOAD, .dtype = n->dtype, .src = {flat, valid, -1}, .arg = slot};
+    int level = L->b[flat].level;
+    if (valid >= 0 && L->b[valid].level > level) level = L->b[valid].level;
+    int64_t lo, hi;
+    dtype_range(n->dtype, &lo, &hi);
+    return push(L, o, level, false, lo, hi, true);
+  }
+  switch (n->op) {
+  case N_CONST: return cval(L, n->dtype, n->cval);
+  case N_CONTIGUOUS: return lower(L, s, idx, valid);
+  case N_REDUCE: return lower_reduce(L, n, idx, valid);
+  case N_PERMUTE:
+    for (int i = 0; i < n->ndim; i++) si[n->arg[i]] = idx[i];
+    return lower(L, s, si, valid);
+  case N_EXPAND:
+    for (int i = 0; i < n->ndim; i++) si[i] = s->shape[i] == 1 ? cint(L, KILN_I64, 0) : idx[i];
+    return lower(L, s, si, valid);
+  case N_SHRINK:
+    for (int i = 0; i < n->ndim; i++) si[i] = add(L, idx[i], cint(L, KILN_I64, n->arg[2 * i]));
+    return lower(L, s, si, valid);
+  case N_FLIP:
+    for (int i = 0; i < n->ndim; i++)
+      si[i] = n->arg[i] ? add(L, cint(L, KILN_I64, s->shape[i] - 1), alu(L, N_NEG, KILN_I64, idx[i], -1, -1)) : idx[i];
+    return lower(L, s, si, valid);
+  case N_PAD: {
+    int cond = -1;
+    for (int i = 0; i < n->ndim; i++) {
+      int64_t before = n->arg[2 * i];
+      si[i] = add(L, idx[i], cint(L, KILN_I64, -before));
+      if (n->arg[2 * i] == 0 && n->arg[2 * i + 1] == 0) continue;
+      int ge = alu(L, N_CMPLT, KILN_BOOL, cint(L, KILN_I64, -1), si[i], -1);
+      int lt = alu(L, N_CMPLT, KILN_BOOL, si[i], cint(L, KILN_I64, s->shape[i]), -1);
+      cond = land(L, cond, land(L, is_ci(L, ge, 1) ? -1 : ge, is_ci(L, lt, 1) ? -1 : lt));
+    }
+    if (cond >= 0 && is_ci(L, cond, 0)) return cval(L, n->dtype, 0);
+    int v = lower(L, s, si, land(L, valid, cond));
+    return cond < 0 ? v : alu(L, N_WHERE, n->dtype, cond, v, cval(L, n->dtype, 0));
+  }
+  case N_RESHAPE: {
+    /* group dims whose products match; within a group, linearize then split */
+    int i = 0, j = 0;
+    while (i < n->ndim || j < s->ndim) {
+      int i0 = i, j0 = j;
+      int64_t po = 1, ps = 1;
+      do {
+        if (j >= s->ndim || (i < n->ndim && po <= ps)) po *= n->shape[i++];
+        else ps *= s->shape[j++];
+      } while (po != ps && (i < n->ndim || j < s->ndim));
+      int flat = cint(L, KILN_I64, 0);
+      int64_t st = 1;
+      for (int k = i - 1; k >= i0; k--) {
+        if (n->shape[k] != 1) flat = add(L, flat, mul(L, idx[k], st));
+        st *= n->shape[k];
+      }
+      st = 1;
+      for (int k = j - 1; k >= j0; k--) {
+        int q = alu(L, N_IDIV, KILN_I64, flat, cint(L, KILN_I64, st), -1);
+        si[k] = s->shape[k] == 1 ? cint(L, KILN_I64, 0) : alu(L, N_MOD, KILN_I64, q, cint(L, KILN_I64, s->shape[k]), -1);
+        st *= s->shape[k];
+      }
+    }
+    return lower(L, s, si, valid);
+  }
+  default: break;
+  }
+  KN_ASSERT(kn_is_alu(n->op), "cannot lower op %s", kn_op_names[n->op]);
+  int v[3] = {-1, -1, -1};
+  for (int k = 0; k < n->nsrc; k++) v[k] = lower(L, n->src[k], idx, valid);
+  return alu(L, n->op, n->dtype, v[0], v[1], v[2]);
+}
+
+static int lower(lb *L, kn_node *n, const int *idx, int valid) {
+  for (int i = L->nmemo - 1; i >= 0; i--) { /* recent entries first: chains hit at once */
+    struct memo *m = &L->memo[i];
+    if (m->n == n && m->valid == valid && !memcmp(m->idx, idx, sizeof(int) * n->ndim)) return m->val;
+  }
+  int v = lower_uncached(L, n, idx, valid);
+  if (L->nmemo == L->memocap) {
+    L->memocap = L->memocap ? L->memocap * 2 : 256;
+    L->memo = kn_xrealloc(L->memo, sizeof(struct memo) * L->memocap);
+  }
+  struct memo *m = &L->memo[L->nmemo++];
+  m->n = n, m->valid = valid, m->val = v;
+  memcpy(m->idx, idx, sizeof(int) * n->ndim);
+  return v;
+}
+
+/* ---- heuristic optimizations: pick upcast factors for the global dims ---- */
+static void pick_upcasts(const kn_sched_item *it, int ng, const int64_t *gshape, int64_t *up) {
+  for (int i = 0; i < ng; i++) up[i] = 1;
+  if (!it->reduce || ng < 2) return;
+  kn_node *r = it->reduce, *s = r->src[0];
+  int64_t rsize = 1;
+  for (int i = 0; i < s->ndim; i++)
+    if (r->arg[1] >> i & 1) rsize *= s->shape[i];
+  if (rsize < 16) return;
+  static const int64_t inner[] = {16, 8, 4, 2}, outer[] = {4, 2};
+  for (int k = 0; k < 4; k++)
+    if (gshape[ng - 1] % inner[k] == 0 && gshape[ng - 1] >= 2 * inner[k]) {
+      up[ng - 1] = inner[k];
+      break;
+    }
+  for (int k = 0; k < 2; k++)
+    if (gshape[ng - 2] % outer[k] == 0 && gshape[ng - 2] >= 2 * outer[k]) {
+      up[ng - 2] = outer[k];
+      break;
+    }
+}
+
+kn_kernel *kn_lower(const kn_sched_item *it) {
+  lb L = {.it = it};
+  kn_node *out = it->out;
+  kn_kernel *k = kn_xcalloc(1, sizeof *k);
+  k->nbufs = it->ninputs + 1;
+  k->buf_dtype[0] = out->dtype;
+  k->buf_numel[0] = kn_numel(out->ndim, out->shape);
+  for (int i = 0; i < it->ninputs; i++) {
+    k->buf_dtype[i + 1] = it->inputs[i]->dtype;
+    k->buf_numel[i + 1] = kn_numel(it->inputs[i]->ndim, it->inputs[i]->shape);
+  }
+  /* global dims: the output's dims larger than 1 */
+  int gdim_of[KILN_MAX_DIMS], ng = 0;
+  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
+  for (int i = 0; i < out->ndim; i++)
+    if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
+  pick_upcasts(it, ng, gshape, up);
+  L.nglobal = ng;
+  int gvar[KILN_MAX_DIMS];
+  int o = 0;
+  for (int g = 0; g < ng; g++) {
+    gvar[g] = range(&L, gshape[g] / up[g], g, g + 1);
+    k->global[g] = gshape[g] / up[g];
+    k->local[g] = 1;
+    if (up[g] > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
+  }
+  k->nglobal = ng;
+  /* every combination of upcast offsets is one unrolled copy of the body */
+  int64_t ncombo = 1;
+  for (int g = 0; g < ng; g++) ncombo *= up[g];
+  for (int64_t c = 0; c < ncombo; c++) {
+    int idx[KILN_MAX_DIMS];
+    int64_t rem = c;
+    for (int i = 0; i < out->ndim; i++) idx[i] = cint(&L, KILN_I64, 0);
+    for (int g = ng - 1; g >= 0; g--) {
+      int64_t off = rem % up[g];
+      rem /= up[g];
+      idx[gdim_of[g]] = up[g] == 1 ? gvar[g] : add(&L, mul(&L, gvar[g], up[g]), cint(&L, KILN_I64, off));
+    }
+    int v = lower(&L, out, idx, -1);
+    int flat = cint(&L, KILN_I64, 0);
+    int64_t stride = 1;
+    for (int i = out->ndim - 1; i >= 0; i--) {
+      if (out->shape[i] != 1) flat = add(&L, flat, mul(&L, idx[i], stride));
+      stride *= out->shape[i];
+    }
+    kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
+    push(&L, st, ng, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
+  }
+  /* ---- linearize: loops open outermost first; each lop goes to its level ---- */
+  int G = ng, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)), *remap = kn_xmalloc(sizeof(int) * L.n);
+  int no = 0;
+  int ends[2 * KILN_MAX_DIMS], nends = 0;
+  bool has_acc = false;
+  for (int i = 0; i < L.n; i++) has_acc = has_acc || L.b[i].op.op == L_ACC;
+#define EMIT_LEVEL(lvl, want_post)                                                               \
+  for (int i = 0; i < L.n; i++) {                                                                \
+    kn_lop *x = &L.b[i].op;                                                                      \
+    if (x->op == L_RANGE || x->op == L_ACC || x->op == L_ACCUP || x->op == L_CONST) continue;   \
+    if (L.b[i].level == (lvl) && L.b[i].post == (want_post)) order[no++] = i;                    \
+  }
+  for (int i = 0; i < L.n; i++)
+    if (L.b[i].op.op == L_CONST) order[no++] = i;
+  for (int lvl = 0; lvl <= G; lvl++) {
+    if (lvl > 0)
+      for (int i = 0; i < L.n; i++)
+        if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
+    if (lvl < G || !has_acc) {
+      for (int i = 0; i < L.n; i++) {
+        kn_lop *x = &L.b[i].op;
+        if (x->op == L_RANGE || x->op == L_ACC || x->op == L_ACCUP || x->op == L_CONST) continue;
+        if (L.b[i].level == lvl && !L.b[i].post && !(x->op == L_STORE && lvl < G)) order[no++] = i;
+      }
+    } else {
+      EMIT_LEVEL(lvl, false)
+    }
+  }
+  if (has_acc) {
+    for (int i = 0; i < L.n; i++)
+      if (L.b[i].op.op == L_ACC) order[no++] = i;
+    for (int lvl = G + 1; lvl <= G + R; lvl++) {
+      for (int i = 0; i < L.n; i++)
+        if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
+      EMIT_LEVEL(lvl, false)
+    }
+    for (int i = 0; i < L.n; i++)
+      if (L.b[i].op.op == L_ACCUP) order[no++] = i;
+    for (int r = 0; r < R; r++) order[no++] = -1 - ends[--nends];
+    for (int i = 0; i < L.n; i++) /* after the reduce: everything that reads an accumulator */
+      if (L.b[i].post && L.b[i].op.op != L_ACC && L.b[i].op.op != L_ACCUP) order[no++] = i;
+  }
+  while (nends) order[no++] = -1 - ends[--nends];
+#undef EMIT_LEVEL
+  /* renumber */
+  k->ops = kn_xcalloc(no, sizeof(kn_lop));
+  k->nops = no;
+  double trips = 1;
+  double tripstack[2 * KILN_MAX_DIMS + 1];
+  int depth = 0;
+  for (int p = 0; p < no; p++) {
+    kn_lop *d = &k->ops[p];
+    if (order[p] < 0) { /* END */
+      int r = -1 - order[p];
+      *d = (kn_lop){.op = L_END, .dtype = KILN_I64, .src = {remap[r], -1, -1}};
+      k->ops[remap[r]].arg2 = p;
+      trips = tripstack[--depth];
+      continue;
+    }
+    *d = L.b[order[p]].op;
+    remap[order[p]] = p;
+    for (int s = 0; s < 3; s++)
+      if (d->src[s] >= 0) d->src[s] = remap[d->src[s]];
+    if (d->op == L_RANGE) {
+      tripstack[depth++] = trips;
+      trips *= (double)d->arg;
+    } else if (kn_is_alu(d->op) && kiln_dtype_is_float(d->dtype)) k->flops += trips;
+    else if (d->op == L_ACCUP && kiln_dtype_is_float(d->dtype)) k->flops += trips;
+  }
+  /* every lop must come after its sources */
+  for (int p = 0; p < no; p++)
+    for (int s = 0; s < 3; s++)
+      KN_ASSERT(k->ops[p].src[s] < p || k->ops[p].op == L_END, "lop %d reads a later lop", p);
+  for (int i = 0; i < k->nbufs; i++) k->bytes += (double)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]);
+  int nn = snprintf(k->name, sizeof k->name, "%s", it->reduce ? "r" : "E");
+  for (int g = 0; g < ng && nn < 80; g++) nn += snprintf(k->name + nn, sizeof k->name - nn, "_%lld", (long long)gshape[g]);
+  if (!ng) snprintf(k->name + nn, sizeof k->name - nn, "_1");
+  if (ng == 0) k->nglobal = 0;
+  free(order);
+  free(remap);
+  free(L.b);
+  free(L.ht);
+  free(L.memo);
+  return k;
+}
+
+void kn_kernel_free(kn_kernel *k) {
+  if (!k) return;
+  free(k->ops);
+  free(k);
+}
+
+void kn_kernel_print(FILE *f, const kn_kernel *k) {
+  static const char *lnames[] = {"CONST", "RANGE", "END", "LOAD", "STORE", "ACC", "ACCUP"};
+  fprintf(f, "kernel %s (%d lops)\n", k->name, k->nops);
+  for (int i = 0; i < k->nops; i++) {
+    const kn_lop *o = &k->ops[i];
+    const char *nm = o->op >= N_NOPS ? lnames[o->op - N_NOPS] : kn_op_names[o->op];
+    fprintf(f, "  %4d %-8s %-5s src=(%d,%d,%d) arg=%lld i=%lld f=%g\n", i, nm,
+            kiln_dtype_name(o->dtype), o->src[0], o->src[1], o->src[2], (long long)o->arg,
+            (long long)o->ival, o->fval);
+  }
+}

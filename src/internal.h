@@ -1,0 +1,191 @@
+/* internal.h — the contracts between kiln's stages: graph nodes (front end), kernels
+ * (scheduler -> codegen), the linear low-level program (codegen -> renderers), and the
+ * device interface (runtime). Cross-file internals use the kn_ prefix. */
+#ifndef KN_INTERNAL_H
+#define KN_INTERNAL_H
+
+#include "kiln.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors and invariants ---------------------------------------------------------------- */
+/* Records a user-facing error (the first one since kiln_clear_error wins). */
+void kn_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Broken internal invariant: print file:line and what was expected, then abort. */
+#define KN_ASSERT(cond, ...)                                                                     \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      fprintf(stderr, "kiln: internal error at %s:%d: ", __FILE__, __LINE__);                   \
+      fprintf(stderr, __VA_ARGS__);                                                              \
+      fprintf(stderr, "\n");                                                                     \
+      abort();                                                                                   \
+    }                                                                                            \
+  } while (0)
+void *kn_xmalloc(size_t n); /* aborts on out-of-memory with a hint */
+void *kn_xcalloc(size_t n, size_t sz);
+void *kn_xrealloc(void *p, size_t n);
+/* "(3,4)" into buf (at least 200 bytes). */
+const char *kn_shape_str(char *buf, int ndim, const int64_t *shape);
+int kn_debug_level(void);
+uint64_t kn_hash_bytes(uint64_t h, const void *p, size_t n);
+double kn_now(void); /* seconds, monotonic */
+
+/* ---- graph IR ----------------------------------------------------------------------------
+ * One node type, hash-consed: structurally equal nodes are the same pointer. A realized node
+ * is taken out of the table and turned into a BUFFER leaf in place, dropping its sources. */
+typedef enum {
+  N_BUFFER, N_CONST,
+  /* unary */
+  N_NEG, N_EXP2, N_LOG2, N_SIN, N_SQRT, N_RECIP, N_CAST, N_BITCAST,
+  /* binary */
+  N_ADD, N_MUL, N_MAX, N_CMPLT, N_CMPNE, N_IDIV, N_MOD, N_AND, N_OR, N_XOR, N_SHL, N_SHR,
+  /* ternary */
+  N_WHERE,
+  /* reduce: arg[0] = N_ADD or N_MAX, arg[1] = bitmask of reduced axes (kept as size 1) */
+  N_REDUCE,
+  /* movement: arg holds the new shape / permutation / (before,after) pairs / (start,end)
+   * pairs / flip mask */
+  N_RESHAPE, N_PERMUTE, N_EXPAND, N_PAD, N_SHRINK, N_FLIP,
+  /* buffer ops */
+  N_CONTIGUOUS,
+  N_NOPS
+} kn_op;
+
+struct kn_device;
+typedef struct kn_buffer {
+  struct kn_device *dev;
+  void *ptr;
+  size_t nbytes;
+} kn_buffer;
+
+typedef struct kn_node {
+  /* identity (hashed) */
+  uint8_t op, dtype, ndim, nsrc;
+  int16_t device;
+  int64_t shape[KILN_MAX_DIMS];
+  struct kn_node *src[3];
+  int64_t arg[2 * KILN_MAX_DIMS];
+  double cval; /* N_CONST value */
+  /* bookkeeping */
+  uint64_t hash;
+  struct kn_node *chain; /* hash bucket chain */
+  int64_t refs;
+  kn_buffer *buf; /* N_BUFFER: the data */
+  int mark;       /* scheduler scratch */
+} kn_node;
+
+extern const char *const kn_op_names[N_NOPS];
+static inline bool kn_is_unary(int op) { return op >= N_NEG && op <= N_BITCAST; }
+static inline bool kn_is_binary(int op) { return op >= N_ADD && op <= N_SHR; }
+static inline bool kn_is_alu(int op) { return op >= N_NEG && op <= N_WHERE; }
+static inline bool kn_is_movement(int op) { return op >= N_RESHAPE && op <= N_FLIP; }
+static inline bool kn_is_cmp(int op) { return op == N_CMPLT || op == N_CMPNE; }
+
+int64_t kn_numel(int ndim, const int64_t *shape);
+/* Returns a new reference to the unique node with these fields (sources are not consumed). */
+kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *shape, int nsrc,
+                      kn_node *const *src, const int64_t *arg, int narg, double cval);
+kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, kn_buffer *buf);
+void kn_node_ref(kn_node *n);
+void kn_node_unref(kn_node *n);
+/* Turns a computed node into a BUFFER leaf holding buf. */
+void kn_node_set_realized(kn_node *n, kn_buffer *buf);
+int64_t kn_nodes_live(void);
+
+/* ---- dtypes ----------------------------------------------------------------------------- */
+bool kn_dtype_is_unsigned(int dt);
+bool kn_dtype_is_int(int dt); /* integers, not bool */
+int kn_dtype_bits(int dt);
+/* dtype a kernel computes in for values of dt (f16/bf16 compute as f32) */
+int kn_compute_dtype(int dt);
+
+/* ---- scheduler: graph -> kernels ----------------------------------------------------------- */
+typedef struct {
+  kn_node *out;      /* the node this kernel computes into a new buffer */
+  kn_node *reduce;   /* the one reduce fused into it, or NULL */
+  kn_node **inputs;  /* materialized nodes read (BUFFER after earlier kernels ran) */
+  int ninputs;
+} kn_sched_item;
+typedef struct {
+  kn_sched_item *items;
+  int nitems;
+} kn_schedule;
+int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out);
+void kn_schedule_free(kn_schedule *s);
+/* Runs a schedule: lowers, compiles (cached), allocates and launches. */
+int kn_schedule_run(kn_schedule *s);
+
+/* ---- codegen: the linear low-level program --------------------------------------------------
+ * A lop's sources index earlier lops. ALU lops reuse the graph op codes. */
+enum {
+  L_CONST = N_NOPS, /* fval / ival by dtype */
+  L_RANGE,          /* loop var: arg = bound, arg2 = index of its L_END; global if ival >= 0 */
+  L_END,            /* closes src[0] */
+  L_LOAD,           /* arg = buffer slot, src0 = index, src1 = valid (or -1) */
+  L_STORE,          /* arg = buffer slot, src0 = index, src1 = value */
+  L_ACC,            /* accumulator: fval/ival = initial value, arg = N_ADD / N_MAX */
+  L_ACCUP,          /* src0 = acc, src1 = value: acc = acc (op) value */
+  L_NLOPS
+};
+typedef struct {
+  uint8_t op, dtype;
+  int32_t src[3];
+  int64_t arg, arg2;
+  int64_t ival; /* integer constants; for L_RANGE: global dim number or -1 */
+  double fval;  /* float constants */
+} kn_lop;
+
+typedef struct {
+  kn_lop *ops;
+  int nops;
+  int nbufs; /* slot 0 is the output */
+  uint8_t buf_dtype[64];
+  int64_t buf_numel[64];
+  int nglobal;
+  int64_t global[KILN_MAX_DIMS]; /* launch dims; the C device splits global[0] over threads */
+  int64_t local[KILN_MAX_DIMS];
+  char name[96];
+  char opts[128];   /* applied optimizations, for DEBUG=3 */
+  double flops;     /* estimated per launch */
+  double bytes;     /* estimated memory traffic per launch */
+} kn_kernel;
+
+/* Lowers one scheduled kernel to a linear program. Slots: 0 = output, 1.. = item inputs. */
+kn_kernel *kn_lower(const kn_sched_item *it);
+void kn_kernel_free(kn_kernel *k);
+void kn_kernel_print(FILE *f, const kn_kernel *k);
+
+/* ---- renderers -------------------------------------------------------------------------- */
+/* C source of a kernel; entry point `void NAME(void **bufs, long start, long end)` runs the
+ * global[0] indices [start, end). Caller frees. */
+char *kn_render_c(const kn_kernel *k);
+
+/* ---- runtime ---------------------------------------------------------------------------- */
+typedef struct kn_device {
+  const char *name;
+  void *(*alloc)(struct kn_device *d, size_t n);
+  void (*free)(struct kn_device *d, void *p);
+  void (*copyin)(struct kn_device *d, void *dst, const void *src, size_t n);
+  void (*copyout)(struct kn_device *d, void *dst, const void *src, size_t n);
+  /* program from a lowered kernel; NULL with an error set on failure */
+  void *(*compile)(struct kn_device *d, const kn_kernel *k);
+  void (*launch)(struct kn_device *d, void *prog, const kn_kernel *k, void **bufs);
+  void (*free_program)(struct kn_device *d, void *prog);
+  void (*synchronize)(struct kn_device *d);
+} kn_device;
+
+kn_device *kn_device_get(int idx);
+int kn_device_default(void);
+extern kn_device kn_dev_cpu, kn_dev_interp;
+void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end);
+kn_buffer *kn_buffer_alloc(int device, size_t nbytes);
+void kn_buffer_free(kn_buffer *b);
+/* stats */
+extern kiln_stats kn_stats;
+void kn_program_cache_clear(void);
+void kn_cpu_reset(void);
+const char *kn_cache_dir(void);
+
+#endif

@@ -1,0 +1,268 @@
+/* cpu.c — the CPU device and INTERP device tables. CPU renders C, compiles it with the
+ * system compiler into a shared object cached on disk by content hash (checksummed, so a
+ * corrupt entry is rebuilt), loads it with dlopen, and splits global[0] over a thread pool. */
+#include "internal.h"
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef void (*kfn)(void **bufs, long start, long end);
+typedef struct {
+  kfn fn;
+  void *handle;
+} cprog;
+
+static void *host_alloc(kn_device *d, size_t n) {
+  (void)d;
+  void *p = aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  if (!p) kn_xmalloc((size_t)-1 / 2); /* reports out-of-memory */
+  return p;
+}
+static void host_free(kn_device *d, void *p) {
+  (void)d;
+  free(p);
+}
+static void host_copy(kn_device *d, void *dst, const void *src, size_t n) {
+  (void)d;
+  if (n) memcpy(dst, src, n);
+}
+static void nop_sync(kn_device *d) { (void)d; }
+
+/* ---- cache directory ---- */
+static char cache_dir[1024];
+const char *kn_cache_dir(void) {
+  const char *e = getenv("KILN_CACHE"), *home = getenv("HOME");
+  if (e && *e) snprintf(cache_dir, sizeof cache_dir, "%s", e);
+  else snprintf(cache_dir, sizeof cache_dir, "%s/.cache/kiln", home && *home ? home : "/tmp");
+  return cache_dir;
+}
+static int mkdirs(const char *path) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      mkdir(tmp, 0755);
+      *p = '/';
+    }
+  return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static uint64_t file_sum(const char *path, bool *ok) {
+  FILE *f = fopen(path, "rb");
+  *ok = false;
+  if (!f) return 0;
+  uint64_t h = 0;
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = kn_hash_bytes(h, buf, n);
+  *ok = !ferror(f);
+  fclose(f);
+  return h;
+}
+
+static const char *compiler(void) {
+  const char *cc = getenv("KILN_CC");
+  return cc && *cc ? cc : "cc";
+}
+#define CFLAGS "-O2 -march=native -fPIC -shared -fwrapv -fno-math-errno -w"
+
+static int run_compiler(const char *src_path, const char *so_path) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    /* argv built from the fixed flags; paths are ours (hex names in the cache dir) */
+    execlp(compiler(), compiler(), "-O2", "-march=native", "-fPIC", "-shared", "-fwrapv",
+           "-fno-math-errno", "-w", "-o", so_path, src_path, "-lm", (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool cc_missing;
+static cprog *load(const char *so, const char *name) {
+  void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  if (!h) return NULL;
+  kfn fn = (kfn)dlsym(h, name);
+  if (!fn) {
+    dlclose(h);
+    return NULL;
+  }
+  cprog *p = kn_xmalloc(sizeof *p);
+  p->fn = fn, p->handle = h;
+  return p;
+}
+
+static void *cpu_compile(kn_device *d, const kn_kernel *k) {
+  (void)d;
+  if (cc_missing) return kn_xcalloc(1, sizeof(cprog)); /* fn NULL: interpreted */
+  char *src = kn_render_c(k);
+  if (kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
+  uint64_t key = kn_hash_bytes(0, src, strlen(src));
+  key = kn_hash_bytes(key, compiler(), strlen(compiler()));
+  key = kn_hash_bytes(key, CFLAGS, sizeof CFLAGS);
+  char dir[1100], so[1200], sum[1200], tmpc[1200], tmpso[1200];
+  snprintf(dir, sizeof dir, "%s/cpu", kn_cache_dir());
+  snprintf(so, sizeof so, "%s/%016llx.so", dir, (unsigned long long)key);
+  snprintf(sum, sizeof sum, "%s/%016llx.sum", dir, (unsigned long long)key);
+  /* a cached object is used only if its checksum file agrees with its bytes */
+  bool ok;
+  uint64_t have = file_sum(so, &ok);
+  unsigned long long want = 0;
+  FILE *f = ok ? fopen(sum, "r") : NULL;
+  if (f) {
+    ok = fscanf(f, "%llx", &want) == 1 && want == have;
+    fclose(f);
+  } else ok = false;
+  cprog *p = ok ? load(so, k->name) : NULL;
+  if (p) {
+    free(src);
+    return p;
+  }
+  if (mkdirs(dir) < 0) {
+    kn_err("CPU: cannot create the kernel cache %s\nHINT: set KILN_CACHE to a writable folder", dir);
+    free(src);
+    return NULL;
+  }
+  snprintf(tmpc, sizeof tmpc, "%s/tmp-%d-%016llx.c", dir, (int)getpid(), (unsigned long long)key);
+  snprintf(tmpso, sizeof tmpso, "%s/tmp-%d-%016llx.so", dir, (int)getpid(), (unsigned long long)key);
+  f = fopen(tmpc, "w");
+  if (!f || fputs(src, f) < 0 || fclose(f) != 0) {
+    kn_err("CPU: cannot write %s", tmpc);
+    free(src);
+    return NULL;
+  }
+  free(src);
+  int rc = run_compiler(tmpc, tmpso);
+  kn_stats.kernels_compiled++;
+  if (rc == 127) {
+    fprintf(stderr, "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
+                    "HINT: install gcc (apt-get install build-essential) or set KILN_CC\n", compiler());
+    cc_missing = true;
+    unlink(tmpc);
+    return kn_xcalloc(1, sizeof(cprog));
+  }
+  if (rc != 0) {
+    kn_err("CPU: compiling kernel %s failed (exit %d); source kept at %s", k->name, rc, tmpc);
+    return NULL;
+  }
+  unlink(tmpc);
+  have = file_sum(tmpso, &ok);
+  rename(tmpso, so);
+  f = fopen(sum, "w");
+  if (f) {
+    fprintf(f, "%016llx\n", (unsigned long long)have);
+    fclose(f);
+  }
+  p = load(so, k->name);
+  if (!p) kn_err("CPU: cannot load compiled kernel %s: %s", so, dlerror());
+  return p;
+}
+
+static void cpu_free_program(kn_device *d, void *pg) {
+  (void)d;
+  cprog *p = pg;
+  if (p && p->handle) dlclose(p->handle);
+  free(p);
+}
+
+/* ---- thread pool: workers run slices of global[0] ---- */
+static struct {
+  pthread_t th[64];
+  int n; /* workers besides the caller */
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  uint64_t gen;
+  int pending;
+  kfn fn;
+  const kn_kernel *k;
+  void **bufs;
+  long total;
+  int parts;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void run_part(int part) {
+  long a = pool.total * part / pool.parts, b = pool.total * (part + 1) / pool.parts;
+  if (a < b) {
+    if (pool.fn) pool.fn(pool.bufs, a, b);
+    else kn_interp_run(pool.k, pool.bufs, a, b);
+  }
+}
+static void *worker(void *arg) {
+  int id = (int)(intptr_t)arg;
+  uint64_t seen = 0;
+  for (;;) {
+    pthread_mutex_lock(&pool.mu);
+    while (pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
+    seen = pool.gen;
+    pthread_mutex_unlock(&pool.mu);
+    if (id < pool.parts) run_part(id);
+    pthread_mutex_lock(&pool.mu);
+    if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+    pthread_mutex_unlock(&pool.mu);
+  }
+  return NULL;
+}
+static int nthreads(void) {
+  static int n = 0;
+  if (!n) {
+    const char *e = getenv("KILN_THREADS");
+    n = e && atoi(e) > 0 ? atoi(e) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 64) n = 64;
+  }
+  return n;
+}
+
+static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) {
+  (void)d;
+  cprog *p = pg;
+  long total = k->nglobal ? k->global[0] : 1;
+  double work = 1;
+  for (int i = 0; i < k->nglobal; i++) work *= (double)k->global[i];
+  work *= k->nops + k->flops / (work > 0 ? work : 1);
+  int nt = nthreads();
+  if (nt == 1 || total < 2 || work < 200000) {
+    if (p->fn) p->fn(bufs, 0, total);
+    else kn_interp_run(k, bufs, 0, total);
+    return;
+  }
+  pthread_mutex_lock(&pool.mu);
+  while (pool.n < nt - 1) {
+    pthread_create(&pool.th[pool.n], NULL, worker, (void *)(intptr_t)(pool.n + 1));
+    pthread_detach(pool.th[pool.n]);
+    pool.n++;
+  }
+  pool.fn = p->fn, pool.k = k, pool.bufs = bufs, pool.total = total;
+  pool.parts = nt < total ? nt : (int)total;
+  pool.pending = pool.n;
+  pool.gen++;
+  pthread_cond_broadcast(&pool.go);
+  pthread_mutex_unlock(&pool.mu);
+  run_part(0);
+  pthread_mutex_lock(&pool.mu);
+  while (pool.pending) pthread_cond_wait(&pool.done, &pool.mu);
+  pthread_mutex_unlock(&pool.mu);
+}
+
+kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
+                        cpu_launch, cpu_free_program, nop_sync};
+
+/* ---- INTERP: programs are the lowered kernels themselves ---- */
+static void *interp_compile(kn_device *d, const kn_kernel *k) {
+  (void)d;
+  return (void *)k;
+}
+static void interp_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) {
+  (void)d, (void)pg;
+  kn_interp_run(k, bufs, 0, k->nglobal ? k->global[0] : 1);
+}
+static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
+kn_device kn_dev_interp = {"INTERP", host_alloc, host_free, host_copy, host_copy, interp_compile,
+                           interp_launch, interp_free, nop_sync};

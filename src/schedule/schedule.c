@@ -1,0 +1,115 @@
+/* schedule.c — cuts the lazy graph into kernels. Elementwise ops and movement views fuse
+ * into their consumer; a reduce fuses with the ops feeding it and those after it. A node gets
+ * its own buffer when it is a root, a CONTIGUOUS, or a reduce that would otherwise be
+ * recomputed (read through an expand, nested in another reduce, or a second reduce). */
+#include "internal.h"
+
+/* ---- a small pointer set (open addressing) ---- */
+typedef struct {
+  uintptr_t *keys;
+  size_t cap, len;
+} pset;
+static bool pset_add(pset *s, uintptr_t k) { /* true if newly added */
+  if (s->len * 2 >= s->cap) {
+    pset o = *s;
+    s->cap = o.cap ? o.cap * 2 : 64;
+    s->keys = kn_xcalloc(s->cap, sizeof(uintptr_t));
+    s->len = 0;
+    for (size_t i = 0; i < o.cap; i++)
+      if (o.keys[i]) pset_add(s, o.keys[i]);
+    free(o.keys);
+  }
+  size_t i = (k * 0x9E3779B97F4A7C15ull) >> 7;
+  for (;; i++) {
+    uintptr_t *slot = &s->keys[i & (s->cap - 1)];
+    if (*slot == k) return false;
+    if (!*slot) {
+      *slot = k;
+      s->len++;
+      return true;
+    }
+  }
+}
+static bool pset_has(const pset *s, uintptr_t k) {
+  if (!s->cap) return false;
+  for (size_t i = (k * 0x9E3779B97F4A7C15ull) >> 7;; i++) {
+    uintptr_t v = s->keys[i & (s->cap - 1)];
+    if (v == k) return true;
+    if (!v) return false;
+  }
+}
+
+typedef struct {
+  kn_schedule *out;
+  int cap;
+  pset scheduled; /* nodes that get a buffer in this schedule */
+} builder;
+
+static void add_input(kn_sched_item *it, kn_node *n) {
+  for (int i = 0; i < it->ninputs; i++)
+    if (it->inputs[i] == n) return;
+  KN_ASSERT(it->ninputs < 63, "kernel reads more than 63 buffers");
+  it->inputs[it->ninputs++] = n;
+  kn_node_ref(n);
+}
+
+static void schedule_node(builder *b, kn_node *n);
+
+/* Visits the part of the graph fused into kernel `it`. */
+static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool expand, bool inred,
+                  bool root) {
+  if (!pset_add(seen, (uintptr_t)n ^ (expand ? 1 : 0) ^ (inred ? 2 : 0) ^ (root ? 4 : 0))) return;
+  if (n->op == N_BUFFER || (!root && pset_has(&b->scheduled, (uintptr_t)n))) {
+    add_input(it, n);
+    return;
+  }
+  if (n->op == N_CONST) return;
+  bool own = !root && (n->op == N_CONTIGUOUS ||
+                       (n->op == N_REDUCE && (expand || inred || (it->reduce && it->reduce != n))));
+  if (own) {
+    schedule_node(b, n);
+    add_input(it, n);
+    return;
+  }
+  if (n->op == N_REDUCE) {
+    it->reduce = n;
+    inred = true;
+  }
+  if (n->op == N_EXPAND) expand = true;
+  for (int i = 0; i < n->nsrc; i++) visit(b, it, seen, n->src[i], expand, inred, false);
+}
+
+static void schedule_node(builder *b, kn_node *n) {
+  if (n->op == N_BUFFER || !pset_add(&b->scheduled, (uintptr_t)n)) return;
+  kn_sched_item it = {.out = n, .inputs = kn_xmalloc(sizeof(kn_node *) * 64)};
+  kn_node_ref(n);
+  pset seen = {0};
+  visit(b, &it, &seen, n, false, false, true);
+  free(seen.keys);
+  for (int i = 0; i < it.ninputs; i++)
+    if (it.inputs[i] == it.reduce) it.reduce = NULL; /* materialized after all: read it */
+  kn_schedule *s = b->out;
+  if (s->nitems == b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 16;
+    s->items = kn_xrealloc(s->items, sizeof(kn_sched_item) * b->cap);
+  }
+  s->items[s->nitems++] = it;
+}
+
+int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
+  memset(out, 0, sizeof *out);
+  builder b = {.out = out};
+  for (int i = 0; i < nroots; i++) schedule_node(&b, roots[i]);
+  free(b.scheduled.keys);
+  return 0;
+}
+
+void kn_schedule_free(kn_schedule *s) {
+  for (int i = 0; i < s->nitems; i++) {
+    for (int j = 0; j < s->items[i].ninputs; j++) kn_node_unref(s->items[i].inputs[j]);
+    free(s->items[i].inputs);
+    kn_node_unref(s->items[i].out);
+  }
+  free(s->items);
+  memset(s, 0, sizeof *s);
+}
