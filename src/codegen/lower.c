@@ -3,7 +3,7 @@
  * from value ranges); upcast axes are unrolled into registers; every op is placed in the
  * outermost loop it depends on. */
 #include "internal.h"
-#include <math.h>
+#include "render/prelude.h"
 
 typedef struct {
   kn_lop op;
@@ -97,7 +97,7 @@ static int cflt(lb *L, int dt, double v) {
 }
 static int cval(lb *L, int dt, double v) {
   if (kiln_dtype_is_float(dt)) return cflt(L, dt, v);
-  if (kn_dtype_is_unsigned(dt) && v >= 9.2233720368547758e18) return cint(L, dt, (int64_t)(uint64_t)v);
+  if (kn_dtype_is_unsigned(dt) && v >= 9.2233720368547758e18) return cint(L, dt, (int64_t)kn_d2u(v, 1.8446744073709552e19));
   return cint(L, dt, (int64_t)v);
 }
 static bool is_const(lb *L, int i) { return i >= 0 && L->b[i].op.op == L_CONST; }

@@ -476,6 +476,9 @@ kiln_tensor *kiln_unary(kiln_unary_op op, kiln_tensor *x) {
   }
   kiln_scope_begin();
   T *r = NULL;
+  bool half = dt == KILN_F16 || dt == KILN_BF16;
+  if (half && op != KILN_NEG && op != KILN_NOT && op != KILN_ABS && op != KILN_RELU && op != KILN_SIGN && op != KILN_SQUARE)
+    return ret(kiln_cast(kiln_unary(op, kiln_cast(x, KILN_F32)), dt)); /* one rounding at the end */
   switch (op) {
   case KILN_NEG: r = un(N_NEG, x); break;
   case KILN_ABS:
@@ -891,6 +894,7 @@ static T *drop_axes(T *r, uint32_t mask, bool keepdim) {
 static T *prim_reduce(int rop, T *x, uint32_t mask) {
   return wrap(nd_reduce(rop, x->node, mask));
 }
+static double all_ones(int dt) { return ldexp(1, kn_dtype_bits(dt)) - 1; }
 static const char *const reduce_names[KILN_NREDUCE] = {"sum", "max", "min", "mean", "prod"};
 
 kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int *axes,
@@ -916,7 +920,7 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
   case KILN_MAX: r = prim_reduce(N_MAX, x, mask); break;
   case KILN_MIN:
     if (dt == KILN_BOOL) r = not_(prim_reduce(N_MAX, not_(x), mask));
-    else if (uns) r = ews(N_XOR, prim_reduce(N_MAX, ews(N_XOR, x, -1.0), mask), -1.0);
+    else if (uns) r = ews(N_XOR, prim_reduce(N_MAX, ews(N_XOR, x, all_ones(dt)), mask), all_ones(dt));
     else r = un(N_NEG, prim_reduce(N_MAX, un(N_NEG, x), mask));
     break;
   case KILN_MEAN: {
@@ -956,7 +960,7 @@ static T *argext(T *x, int axis, bool keepdim, bool is_min) {
   }
   kiln_scope_begin();
   T *v = x;
-  if (is_min) v = x->node->dtype == KILN_BOOL ? not_(x) : kn_dtype_is_unsigned(x->node->dtype) ? ews(N_XOR, x, -1.0) : un(N_NEG, x);
+  if (is_min) v = x->node->dtype == KILN_BOOL ? not_(x) : kn_dtype_is_unsigned(x->node->dtype) ? ews(N_XOR, x, all_ones(x->node->dtype)) : un(N_NEG, x);
   T *m = kiln_max(v, 1, &a, true);
   T *hit = ew(N_CMPNE, "argmax", v, m);
   hit = ews(N_XOR, hit, 1);
