@@ -60,7 +60,7 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
   kn_node key;
   memset(&key, 0, sizeof key);
   key.op = op, key.dtype = dtype, key.device = device, key.ndim = ndim, key.nsrc = nsrc;
-  memcpy(key.shape, shape, sizeof(int64_t) * ndim);
+  if (ndim) memcpy(key.shape, shape, sizeof(int64_t) * ndim);
   for (int i = 0; i < nsrc; i++) key.src[i] = src[i];
   if (narg) memcpy(key.arg, arg, sizeof(int64_t) * narg);
   if (cval == 0) cval = 0; /* -0.0 and 0.0 hash alike only where they are equal values */

@@ -88,14 +88,16 @@ int kiln_ndim(const kiln_tensor *t) { return t ? t->node->ndim : -1; }
 const int64_t *kiln_shape(const kiln_tensor *t) { return t ? t->node->shape : NULL; }
 int64_t kiln_numel(const kiln_tensor *t) { return t ? kn_numel(t->node->ndim, t->node->shape) : -1; }
 kiln_dtype kiln_dtype_of(const kiln_tensor *t) { return t ? t->node->dtype : KILN_F32; }
-static int norm_axis(int axis, int ndim, const char *op) {
+static int norm_axis_of(int axis, int ndim, const int64_t *shape, const char *op) {
   int a = axis < 0 ? axis + ndim : axis;
   if (a < 0 || a >= ndim) {
-    kn_err("%s: axis %d out of range for %d dims", op, axis, ndim);
+    if (shape) kn_err("%s: axis %d out of range for shape %s", op, axis, kn_shape_str((char[200]){0}, ndim, shape));
+    else kn_err("%s: axis %d out of range for %d dims", op, axis, ndim);
     return -1;
   }
   return a;
 }
+static int norm_axis(int axis, int ndim, const char *op) { return norm_axis_of(axis, ndim, NULL, op); }
 int64_t kiln_dim(const kiln_tensor *t, int axis) {
   if (!t) return -1;
   int a = norm_axis(axis, t->node->ndim, "dim");
@@ -247,15 +249,18 @@ kiln_tensor *kiln_empty(kiln_dtype dt, int ndim, const int64_t *shape) {
   if (!check_dtype("empty", dt) || !check_shape("empty", ndim, shape)) return NULL;
   return wrap(buffer_from(dt, ndim, shape, NULL));
 }
-kiln_tensor *kiln_full(kiln_dtype dt, int ndim, const int64_t *shape, double v) {
-  if (!check_dtype("full", dt) || !check_shape("full", ndim, shape)) return NULL;
+static kiln_tensor *full_named(const char *name, int dt, int ndim, const int64_t *shape, double v) {
+  if (!check_dtype(name, dt) || !check_shape(name, ndim, shape)) return NULL;
   return wrap(nd_const(dt, kn_device_default(), ndim, shape, v));
 }
+kiln_tensor *kiln_full(kiln_dtype dt, int ndim, const int64_t *shape, double v) {
+  return full_named("full", dt, ndim, shape, v);
+}
 kiln_tensor *kiln_zeros(kiln_dtype dt, int ndim, const int64_t *shape) {
-  return kiln_full(dt, ndim, shape, 0);
+  return full_named("zeros", dt, ndim, shape, 0);
 }
 kiln_tensor *kiln_ones(kiln_dtype dt, int ndim, const int64_t *shape) {
-  return kiln_full(dt, ndim, shape, 1);
+  return full_named("ones", dt, ndim, shape, 1);
 }
 kiln_tensor *kiln_scalar(kiln_dtype dt, double v) { return kiln_full(dt, 0, NULL, v); }
 kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const void *data) {
@@ -841,6 +846,7 @@ kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis) {
     kn_err("stack: needs at least one tensor");
     return NULL;
   }
+  if (!xs[0] || norm_axis_of(axis, xs[0]->node->ndim + 1, NULL, "stack") < 0) return NULL;
   kiln_scope_begin();
   T *tmp[256];
   if (n > 256) {
@@ -866,7 +872,7 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x) {
                            x->node->shape, 1, &x->node, NULL, 0, 0));
 }
 /* ---- reductions ------------------------------------------------------------------------- */
-static bool axes_mask(const char *op, int ndim, int naxes, const int *axes, uint32_t *mask) {
+static bool axes_mask(const char *op, int ndim, const int64_t *shape, int naxes, const int *axes, uint32_t *mask) {
   *mask = 0;
   if (naxes == 0) {
     *mask = (1u << ndim) - 1;
@@ -877,7 +883,7 @@ static bool axes_mask(const char *op, int ndim, int naxes, const int *axes, uint
     return false;
   }
   for (int i = 0; i < naxes; i++) {
-    int a = norm_axis(axes[i], ndim, op);
+    int a = norm_axis_of(axes[i], ndim, shape, op);
     if (a < 0) return false;
     *mask |= 1u << a;
   }
@@ -905,7 +911,7 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
     return NULL;
   }
   uint32_t mask;
-  if (!axes_mask(reduce_names[op], x->node->ndim, naxes, axes, &mask)) return NULL;
+  if (!axes_mask(reduce_names[op], x->node->ndim, x->node->shape, naxes, axes, &mask)) return NULL;
   int dt = x->node->dtype;
   bool is_int = !kiln_dtype_is_float(dt), uns = kn_dtype_is_unsigned(dt);
   kiln_scope_begin();
@@ -978,14 +984,14 @@ kiln_tensor *kiln_argmax(kiln_tensor *x, int axis, bool keepdim) { return argext
 kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdim) { return argext(x, axis, keepdim, true); }
 
 kiln_tensor *kiln_softmax(kiln_tensor *x, int axis) {
-  if (!x) return NULL;
+  if (!x || norm_axis_of(axis, x->node->ndim, x->node->shape, "softmax") < 0) return NULL;
   kiln_scope_begin();
   T *f = to_f(x);
   T *e = kiln_exp(kiln_sub(f, kiln_max(f, 1, &axis, true)));
   return ret(kiln_div(e, kiln_sum(e, 1, &axis, true)));
 }
 kiln_tensor *kiln_log_softmax(kiln_tensor *x, int axis) {
-  if (!x) return NULL;
+  if (!x || norm_axis_of(axis, x->node->ndim, x->node->shape, "log_softmax") < 0) return NULL;
   kiln_scope_begin();
   T *f = to_f(x);
   T *s = kiln_sub(f, kiln_max(f, 1, &axis, true));
@@ -1048,6 +1054,10 @@ int kiln_realize(kiln_tensor *t) { return kiln_realize_many(1, &t); }
 int kiln_to_host(kiln_tensor *t, void *dst, size_t nbytes) {
   if (!t) {
     kn_err("to_host: tensor is NULL (an earlier op failed)");
+    return -1;
+  }
+  if (!dst && nbytes) {
+    kn_err("to_host: destination is NULL");
     return -1;
   }
   size_t want = (size_t)kn_numel(t->node->ndim, t->node->shape) * kiln_dtype_size(t->node->dtype);
