@@ -83,9 +83,19 @@ static void schedule_node(builder *b, kn_node *n) {
   if (n->op == N_BUFFER || !pset_add(&b->scheduled, (uintptr_t)n)) return;
   kn_sched_item it = {.out = n, .inputs = kn_xmalloc(sizeof(kn_node *) * 64)};
   kn_node_ref(n);
-  pset seen = {0};
-  visit(b, &it, &seen, n, false, false, true);
-  free(seen.keys);
+  /* Visiting may schedule nodes that an earlier part of the same visit had fused (a reduce
+   * seen first directly, then through an expand): visit again until nothing new is scheduled,
+   * so every node with its own buffer is read as an input. */
+  size_t before;
+  do {
+    before = b->scheduled.len;
+    for (int i = 0; i < it.ninputs; i++) kn_node_unref(it.inputs[i]);
+    it.ninputs = 0;
+    it.reduce = NULL;
+    pset seen = {0};
+    visit(b, &it, &seen, n, false, false, true);
+    free(seen.keys);
+  } while (b->scheduled.len != before);
   for (int i = 0; i < it.ninputs; i++)
     if (it.inputs[i] == it.reduce) it.reduce = NULL; /* materialized after all: read it */
   kn_schedule *s = b->out;
