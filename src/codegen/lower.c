@@ -21,6 +21,8 @@ typedef struct {
   /* memo of lowered (node, index, valid) */
   struct memo { kn_node *n; int idx[KILN_MAX_DIMS]; int valid, val; } *memo;
   int nmemo, memocap;
+  int *memoht; /* hash index into memo: entry + 1 */
+  size_t memohtcap;
   const kn_sched_item *it;
   int red_range[KILN_MAX_DIMS]; /* reduce loop var per axis, -1 when the axis has size 1 */
   bool red_ready;
@@ -335,9 +337,17 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
   return alu(L, n->op, n->dtype, v[0], v[1], v[2]);
 }
 
+static uint64_t memo_hash(kn_node *n, const int *idx, int valid) {
+  uint64_t h = kn_hash_bytes(0, &n, sizeof n);
+  h = kn_hash_bytes(h, idx, sizeof(int) * n->ndim);
+  return kn_hash_bytes(h, &valid, sizeof valid);
+}
 static int lower(lb *L, kn_node *n, const int *idx, int valid) {
-  for (int i = L->nmemo - 1; i >= 0; i--) { /* recent entries first: chains hit at once */
-    struct memo *m = &L->memo[i];
+  uint64_t h = memo_hash(n, idx, valid);
+  for (size_t j = h; L->memoht; j++) {
+    int e = L->memoht[j & (L->memohtcap - 1)];
+    if (!e) break;
+    struct memo *m = &L->memo[e - 1];
     if (m->n == n && m->valid == valid && !memcmp(m->idx, idx, sizeof(int) * n->ndim)) return m->val;
   }
   int v = lower_uncached(L, n, idx, valid);
@@ -345,9 +355,25 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid) {
     L->memocap = L->memocap ? L->memocap * 2 : 256;
     L->memo = kn_xrealloc(L->memo, sizeof(struct memo) * L->memocap);
   }
+  if ((size_t)(L->nmemo + 1) * 2 > L->memohtcap) { /* grow the index and re-insert every entry */
+    free(L->memoht);
+    L->memohtcap = L->memohtcap ? L->memohtcap * 2 : 1024;
+    L->memoht = kn_xcalloc(L->memohtcap, sizeof(int));
+    for (int i = 0; i < L->nmemo; i++)
+      for (size_t j = memo_hash(L->memo[i].n, L->memo[i].idx, L->memo[i].valid);; j++)
+        if (!L->memoht[j & (L->memohtcap - 1)]) {
+          L->memoht[j & (L->memohtcap - 1)] = i + 1;
+          break;
+        }
+  }
   struct memo *m = &L->memo[L->nmemo++];
   m->n = n, m->valid = valid, m->val = v;
   memcpy(m->idx, idx, sizeof(int) * n->ndim);
+  for (size_t j = h;; j++)
+    if (!L->memoht[j & (L->memohtcap - 1)]) {
+      L->memoht[j & (L->memohtcap - 1)] = L->nmemo;
+      break;
+    }
   return v;
 }
 
@@ -505,6 +531,7 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   free(L.b);
   free(L.ht);
   free(L.memo);
+  free(L.memoht);
   return k;
 }
 
