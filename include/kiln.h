@@ -155,6 +155,24 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x); /* forces a real buffer when reali
 /* ---- matmul: (..., n, k) @ (..., k, m) with broadcast batch dims; 1-d operands as numpy ---- */
 kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
 
+/* ---- autograd ----------------------------------------------------------------------------
+ * Mark leaf tensors (parameters) with kiln_set_requires_grad before using them. Ops on them
+ * record the graph; kiln_backward(loss) adds d loss / d leaf into each leaf's gradient (lazy
+ * tensors, so backward and the optimizer update fuse when realized). Gradients are f32-typed
+ * like their leaves; only float leaves may require grad. */
+int kiln_set_requires_grad(kiln_tensor *t, bool on); /* realizes t; < 0 if t is not float */
+bool kiln_requires_grad(const kiln_tensor *t);
+int kiln_backward(kiln_tensor *loss);       /* loss must have exactly one element */
+kiln_tensor *kiln_grad(const kiln_tensor *t); /* a new handle on t's gradient; NULL if none */
+void kiln_zero_grad(kiln_tensor *t);
+/* Turns gradient recording off (e.g. for optimizer updates and evaluation); returns the old
+ * state so callers can restore it. */
+bool kiln_set_grad_enabled(bool on);
+kiln_tensor *kiln_detach(kiln_tensor *t); /* same values, no gradient flows through */
+/* dst takes src's value (same shape and dtype, src realized first); dst keeps its
+ * requires-grad flag and drops its gradient history. Used by optimizers. */
+int kiln_assign(kiln_tensor *dst, kiln_tensor *src);
+
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);
 int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */

@@ -63,6 +63,7 @@ typedef struct kn_buffer {
 typedef struct kn_node {
   /* identity (hashed) */
   uint8_t op, dtype, ndim, nsrc;
+  uint8_t rg; /* requires grad: a gradient may flow through it (derived from sources) */
   int16_t device;
   int64_t shape[KILN_MAX_DIMS];
   struct kn_node *src[3];
@@ -72,7 +73,9 @@ typedef struct kn_node {
   uint64_t hash;
   struct kn_node *chain; /* hash bucket chain */
   int64_t refs;
-  kn_buffer *buf; /* N_BUFFER: the data */
+  kn_buffer *buf;   /* the data: always for N_BUFFER; for a realized rg node, which keeps its
+                       sources for backward */
+  struct kn_node *grad; /* accumulated gradient of a requires-grad leaf */
   int mark;       /* scheduler scratch */
 } kn_node;
 
@@ -90,9 +93,20 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
 kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, kn_buffer *buf);
 void kn_node_ref(kn_node *n);
 void kn_node_unref(kn_node *n);
-/* Turns a computed node into a BUFFER leaf holding buf. */
+/* Gives a computed node its data. A node without rg becomes a BUFFER leaf and drops its
+ * sources; a node with rg keeps them, since backward may still walk through it. */
 void kn_node_set_realized(kn_node *n, kn_buffer *buf);
+static inline bool kn_is_realized(const kn_node *n) { return n->buf != NULL; }
+extern bool kn_grad_enabled;
 int64_t kn_nodes_live(void);
+
+/* ---- tensor handles (front end) ---- */
+struct kiln_tensor {
+  kn_node *node;
+  int scope; /* index in the scope stack */
+  int64_t slot;
+};
+kiln_tensor *kn_wrap(kn_node *n); /* takes ownership of one reference; NULL stays NULL */
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 bool kn_dtype_is_unsigned(int dt);

@@ -26,7 +26,8 @@ ref_t *kt_read_at(const char *file, int line, kiln_tensor *t) {
     return NULL;
   }
   int64_t n = 1;
-  for (int d = 0; d < nd; d++) n *= shape[d];
+  for (int d = 0; d < nd; d++)
+    n *= shape[d];
   size_t nbytes = (size_t)n * ref_dtype_size(dt);
   void *buf = calloc(nbytes ? nbytes : 1, 1);
   int rc = kiln_to_host(t, buf, nbytes);
@@ -42,8 +43,8 @@ ref_t *kt_read_at(const char *file, int line, kiln_tensor *t) {
 
 static void fmt_value(char *buf, size_t n, double v) { snprintf(buf, n, "%.9g", v); }
 
-bool kt_compare_at(const char *file, int line, const char *what, const ref_t *got,
-                   const ref_t *exp, const ref_t *tolbase, double rtol, double atol) {
+bool kt_compare_at(const char *file, int line, const char *what, const ref_t *got, const ref_t *exp,
+                   const ref_t *tolbase, double rtol, double atol) {
   char s1[128], s2[128];
   if (!got || !exp) {
     test_fail(file, line, "%s: nothing to compare (%s)", what, got ? "no expected" : "no result");
@@ -61,9 +62,12 @@ bool kt_compare_at(const char *file, int line, const char *what, const ref_t *go
   for (int64_t i = 0; i < n; i++) {
     double g = ref_get(got, i), e = ref_get(exp, i);
     bool ok;
-    if (isnan(e)) ok = isnan(g);
-    else if (isinf(e)) ok = g == e;
-    else if (isnan(g) || isinf(g)) ok = false;
+    if (isnan(e))
+      ok = isnan(g);
+    else if (isinf(e))
+      ok = g == e;
+    else if (isnan(g) || isinf(g))
+      ok = false;
     else {
       double scale = tolbase ? fabs(ref_get(tolbase, i)) : fabs(e);
       ok = fabs(g - e) <= atol + rtol * scale;
@@ -92,14 +96,16 @@ kt_view kt_random_view(ref_rng *g, int ndim, const int64_t *shape) {
   kt_view v;
   memset(&v, 0, sizeof v);
   v.ndim = ndim;
-  for (int d = 0; d < ndim; d++) v.perm[d] = d;
+  for (int d = 0; d < ndim; d++)
+    v.perm[d] = d;
   for (int d = ndim - 1; d > 0; d--) { /* Fisher-Yates */
     int j = (int)ref_rng_int(g, 0, d), t = v.perm[d];
     v.perm[d] = v.perm[j];
     v.perm[j] = t;
   }
   int64_t s[REF_MAX_DIMS];
-  for (int d = 0; d < ndim; d++) s[v.perm[d]] = shape[d];
+  for (int d = 0; d < ndim; d++)
+    s[v.perm[d]] = shape[d];
   for (int i = 0; i < ndim; i++) {
     int64_t extra = ref_rng_int(g, 0, 2);
     v.base[i] = s[i] + extra;
@@ -122,7 +128,8 @@ kiln_tensor *kt_view_apply(const kt_view *v, kiln_tensor *base) {
   return kiln_permute(t, v->perm);
 }
 
-/* ---- cases ------------------------------------------------------------------------------------- */
+/* ---- cases -------------------------------------------------------------------------------------
+ */
 static bool same_value(double a, double b) {
   if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
   return a == b && signbit(a) == signbit(b);
@@ -167,8 +174,8 @@ bool kt_run_case_at(const char *file, int line, const kt_case *c, kt_build_fn bu
       test_fail(file, line, "%s: op returned NULL: %s", what, test_errmsg());
     } else {
       if (kiln_dtype_of(out) != c->out_dt)
-        test_fail(file, line, "%s: dtype %s, expected %s", what, kiln_dtype_name(kiln_dtype_of(out)),
-                  kiln_dtype_name(c->out_dt));
+        test_fail(file, line, "%s: dtype %s, expected %s", what,
+                  kiln_dtype_name(kiln_dtype_of(out)), kiln_dtype_name(c->out_dt));
       got[dv] = kt_read_at(file, line, out);
       if (got[dv] && exp) kt_compare_at(file, line, what, got[dv], exp, c->tolbase, rtol, atol);
       if (test_has_error()) test_fail(file, line, "%s: unexpected error: %s", what, test_errmsg());
@@ -178,7 +185,8 @@ bool kt_run_case_at(const char *file, int line, const kt_case *c, kt_build_fn bu
   kiln_clear_error();
   kiln_set_device(saved_dev_buf);
 
-  if (c->cross != KT_CROSS_NONE && got[0] && got[1] && ref_same_shape(got[0], got[1]->ndim, got[1]->shape)) {
+  if (c->cross != KT_CROSS_NONE && got[0] && got[1] &&
+      ref_same_shape(got[0], got[1]->ndim, got[1]->shape)) {
     snprintf(what, sizeof what, "CPU vs INTERP %s", c->what);
     if (c->cross == KT_CROSS_CLOSE) {
       kt_compare_at(file, line, what, got[0], got[1], c->tolbase, rtol, atol);

@@ -21,7 +21,7 @@ ref_t *kt_read_at(const char *file, int line, kiln_tensor *t);
  * mismatch count and the first few mismatches. Returns true when equal. */
 bool kt_compare_at(const char *file, int line, const char *what, const ref_t *got,
                    const ref_t *expected, const ref_t *tolbase, double rtol, double atol);
-#define kt_compare(what, got, exp, tolbase, rtol, atol)                                    \
+#define kt_compare(what, got, exp, tolbase, rtol, atol)                                            \
   kt_compare_at(__FILE__, __LINE__, (what), (got), (exp), (tolbase), (rtol), (atol))
 
 /* ---- views: flip -> shrink -> permute, applied alike to a reference and a kiln tensor ---- */
@@ -45,7 +45,7 @@ enum { KT_CROSS_NONE, KT_CROSS_EXACT, KT_CROSS_CLOSE };
 typedef struct {
   const char *what; /* printed on failure, e.g. "add f32 (3,1)+(4)" */
   int nin;
-  const ref_t *in[4];  /* inputs as uploaded (already rounded to in_dt) */
+  const ref_t *in[4]; /* inputs as uploaded (already rounded to in_dt) */
   kiln_dtype in_dt[4];
   const kt_view *view[4]; /* optional: in[i] is the base, the op sees view[i] of it */
   const ref_t *expected;  /* in double; rounded to out_dt before comparing */

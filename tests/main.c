@@ -145,8 +145,8 @@ static void setup_cache_dir(void) {
 /* ---- crashes ----------------------------------------------------------------------------- */
 static void on_crash(int sig) {
   char buf[256];
-  int n = snprintf(buf, sizeof buf, "\nCRASH: signal %d in test %s [%s]\n", sig, g_current,
-                   g_context);
+  int n =
+      snprintf(buf, sizeof buf, "\nCRASH: signal %d in test %s [%s]\n", sig, g_current, g_context);
   if (n > 0) (void)!write(2, buf, (size_t)n);
   _exit(3);
 }
@@ -163,19 +163,24 @@ int main(int argc, char **argv) {
   int nfilters = 0;
   const char **filters = calloc((size_t)argc + 1, sizeof *filters);
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "-v")) verbose = true;
-    else if (!strcmp(argv[i], "-l")) list = true;
-    else filters[nfilters++] = argv[i];
+    if (!strcmp(argv[i], "-v"))
+      verbose = true;
+    else if (!strcmp(argv[i], "-l"))
+      list = true;
+    else
+      filters[nfilters++] = argv[i];
   }
   qsort(g_tests, (size_t)g_ntests, sizeof *g_tests, cmp_entry);
   if (list) {
-    for (int i = 0; i < g_ntests; i++) printf("%s\n", g_tests[i].name);
+    for (int i = 0; i < g_ntests; i++)
+      printf("%s\n", g_tests[i].name);
     return 0;
   }
 
   setup_cache_dir();
   int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
-  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], on_crash);
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+    signal(sigs[i], on_crash);
 
   char default_dev[64];
   snprintf(default_dev, sizeof default_dev, "%s", kiln_get_device() ? kiln_get_device() : "CPU");
@@ -185,7 +190,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < g_ntests; i++) {
     test_entry *t = &g_tests[i];
     bool selected = nfilters == 0;
-    for (int f = 0; f < nfilters && !selected; f++) selected = strstr(t->name, filters[f]) != NULL;
+    for (int f = 0; f < nfilters && !selected; f++)
+      selected = strstr(t->name, filters[f]) != NULL;
     if (!selected) continue;
 
     g_current = t->name;
@@ -207,7 +213,8 @@ int main(int argc, char **argv) {
     } else {
       failed++;
       printf("FAIL %s:", t->name);
-      for (int m = 0; m < g_nfail && m < MAX_MSGS; m++) printf(" %s%s", m ? "| " : "", g_msgs[m]);
+      for (int m = 0; m < g_nfail && m < MAX_MSGS; m++)
+        printf(" %s%s", m ? "| " : "", g_msgs[m]);
       if (g_nfail > MAX_MSGS) printf(" | (+%d more)", g_nfail - MAX_MSGS);
       if (verbose) printf(" (%.3f s)", dt);
       printf("\n");

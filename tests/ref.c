@@ -33,10 +33,12 @@ void ref_free_all(void) {
   }
 }
 
-/* ---- construction and access ------------------------------------------------------------------ */
+/* ---- construction and access ------------------------------------------------------------------
+ */
 static int64_t numel_of(int ndim, const int64_t *shape) {
   int64_t n = 1;
-  for (int d = 0; d < ndim; d++) n *= shape[d];
+  for (int d = 0; d < ndim; d++)
+    n *= shape[d];
   return n;
 }
 
@@ -90,7 +92,8 @@ void ref_set(ref_t *r, int64_t i, double v) { r->data[pos_of(r, i)] = v; }
 ref_t *ref_contig(const ref_t *x) {
   ref_t *r = ref_new(x->ndim, x->shape);
   int64_t n = ref_numel(x);
-  for (int64_t i = 0; i < n; i++) r->data[i] = ref_get(x, i);
+  for (int64_t i = 0; i < n; i++)
+    r->data[i] = ref_get(x, i);
   return r;
 }
 
@@ -130,7 +133,8 @@ static double get_bcast(const ref_t *x, int out_ndim, const int64_t *idx) {
   return x->data[p];
 }
 
-/* ---- elementwise ------------------------------------------------------------------------------ */
+/* ---- elementwise ------------------------------------------------------------------------------
+ */
 int ref_broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, int64_t *out) {
   int n = na > nb ? na : nb;
   for (int d = 0; d < n; d++) {
@@ -145,7 +149,8 @@ int ref_broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, in
 ref_t *ref_map(const ref_t *x, ref_fn1 f) {
   ref_t *r = ref_new(x->ndim, x->shape);
   int64_t n = ref_numel(x);
-  for (int64_t i = 0; i < n; i++) r->data[i] = f(ref_get(x, i));
+  for (int64_t i = 0; i < n; i++)
+    r->data[i] = f(ref_get(x, i));
   return r;
 }
 
@@ -177,12 +182,15 @@ ref_t *ref_where(const ref_t *c, const ref_t *a, const ref_t *b) {
   return r;
 }
 
-/* ---- reductions -------------------------------------------------------------------------------- */
+/* ---- reductions --------------------------------------------------------------------------------
+ */
 ref_t *ref_reduce(const ref_t *x, ref_reduce_op op, int naxes, const int *axes, bool keepdim) {
   bool red[REF_MAX_DIMS] = {0};
   if (naxes == 0)
-    for (int d = 0; d < x->ndim; d++) red[d] = true;
-  for (int k = 0; k < naxes; k++) red[axes[k] < 0 ? axes[k] + x->ndim : axes[k]] = true;
+    for (int d = 0; d < x->ndim; d++)
+      red[d] = true;
+  for (int k = 0; k < naxes; k++)
+    red[axes[k] < 0 ? axes[k] + x->ndim : axes[k]] = true;
 
   int64_t oshape[REF_MAX_DIMS], kshape[REF_MAX_DIMS];
   int ond = 0;
@@ -195,7 +203,8 @@ ref_t *ref_reduce(const ref_t *x, ref_reduce_op op, int naxes, const int *axes, 
   double *cnt = ref_alloc((size_t)(on > 0 ? on : 1) * sizeof(double));
   double *best = ref_alloc((size_t)(on > 0 ? on : 1) * sizeof(double));
   double init = op == REF_PROD ? 1 : op == REF_MAX ? -INFINITY : op == REF_MIN ? INFINITY : 0;
-  for (int64_t o = 0; o < on; o++) r->data[o] = init;
+  for (int64_t o = 0; o < on; o++)
+    r->data[o] = init;
 
   for (int64_t i = 0; i < n; i++) {
     unravel(i, x->ndim, x->shape, idx);
@@ -207,10 +216,18 @@ ref_t *ref_reduce(const ref_t *x, ref_reduce_op op, int naxes, const int *axes, 
     double v = ref_get(x, i), *acc = &r->data[o];
     switch (op) {
     case REF_SUM:
-    case REF_MEAN: *acc += v; break;
-    case REF_PROD: *acc *= v; break;
-    case REF_MAX: *acc = (isnan(v) || isnan(*acc)) ? NAN : (v > *acc ? v : *acc); break;
-    case REF_MIN: *acc = (isnan(v) || isnan(*acc)) ? NAN : (v < *acc ? v : *acc); break;
+    case REF_MEAN:
+      *acc += v;
+      break;
+    case REF_PROD:
+      *acc *= v;
+      break;
+    case REF_MAX:
+      *acc = (isnan(v) || isnan(*acc)) ? NAN : (v > *acc ? v : *acc);
+      break;
+    case REF_MIN:
+      *acc = (isnan(v) || isnan(*acc)) ? NAN : (v < *acc ? v : *acc);
+      break;
     case REF_ARGMAX:
     case REF_ARGMIN:
       if (cnt[o] == 0 || (op == REF_ARGMAX ? v > best[o] : v < best[o])) {
@@ -222,7 +239,8 @@ ref_t *ref_reduce(const ref_t *x, ref_reduce_op op, int naxes, const int *axes, 
     cnt[o] += 1;
   }
   if (op == REF_MEAN)
-    for (int64_t o = 0; o < on; o++) r->data[o] = r->data[o] / cnt[o];
+    for (int64_t o = 0; o < on; o++)
+      r->data[o] = r->data[o] / cnt[o];
   if (!keepdim) r = ref_reshape(r, ond, oshape);
   return r;
 }
@@ -238,9 +256,12 @@ static ref_t *softmax_impl(const ref_t *x, int axis, bool log_) {
       unravel(i, x->ndim, x->shape, idx);
       double mv = get_bcast(m, x->ndim, idx), e = exp(ref_get(x, i) - mv);
       int64_t o = 0;
-      for (int d = 0; d < x->ndim; d++) o = o * m->shape[d] + (d == axis ? 0 : idx[d]);
-      if (pass == 0) s->data[o] += e;
-      else r->data[i] = log_ ? ref_get(x, i) - mv - log(s->data[o]) : e / s->data[o];
+      for (int d = 0; d < x->ndim; d++)
+        o = o * m->shape[d] + (d == axis ? 0 : idx[d]);
+      if (pass == 0)
+        s->data[o] += e;
+      else
+        r->data[i] = log_ ? ref_get(x, i) - mv - log(s->data[o]) : e / s->data[o];
     }
   }
   return r;
@@ -249,14 +270,17 @@ static ref_t *softmax_impl(const ref_t *x, int axis, bool log_) {
 ref_t *ref_softmax(const ref_t *x, int axis) { return softmax_impl(x, axis, false); }
 ref_t *ref_log_softmax(const ref_t *x, int axis) { return softmax_impl(x, axis, true); }
 
-/* ---- movement ---------------------------------------------------------------------------------- */
+/* ---- movement ----------------------------------------------------------------------------------
+ */
 ref_t *ref_reshape(const ref_t *x, int ndim, const int64_t *shape) {
   int64_t s[REF_MAX_DIMS], known = 1;
   int infer = -1;
   for (int d = 0; d < ndim; d++) {
     s[d] = shape[d];
-    if (s[d] == -1) infer = d;
-    else known *= s[d];
+    if (s[d] == -1)
+      infer = d;
+    else
+      known *= s[d];
   }
   if (infer >= 0) s[infer] = known ? ref_numel(x) / known : 0;
   ref_t *c = ref_contig(x);
@@ -278,7 +302,8 @@ ref_t *ref_transpose(const ref_t *x, int a, int b) {
   int perm[REF_MAX_DIMS];
   if (a < 0) a += x->ndim;
   if (b < 0) b += x->ndim;
-  for (int d = 0; d < x->ndim; d++) perm[d] = d;
+  for (int d = 0; d < x->ndim; d++)
+    perm[d] = d;
   perm[a] = b;
   perm[b] = a;
   return ref_permute(x, perm);
@@ -298,7 +323,8 @@ ref_t *ref_expand(const ref_t *x, int ndim, const int64_t *shape) {
 
 ref_t *ref_pad(const ref_t *x, const int64_t *before, const int64_t *after, double value) {
   int64_t s[REF_MAX_DIMS], idx[REF_MAX_DIMS];
-  for (int d = 0; d < x->ndim; d++) s[d] = x->shape[d] + before[d] + after[d];
+  for (int d = 0; d < x->ndim; d++)
+    s[d] = x->shape[d] + before[d] + after[d];
   ref_t *r = ref_new(x->ndim, s);
   int64_t n = ref_numel(r);
   for (int64_t i = 0; i < n; i++) {
@@ -349,8 +375,10 @@ ref_t *ref_slice(const ref_t *x, int axis, int64_t start, int64_t stop, int64_t 
   if (axis < 0) axis += x->ndim;
   int64_t n = x->shape[axis];
   int64_t b = slice_bound(start, n, step), e = slice_bound(stop, n, step), cnt;
-  if (step > 0) cnt = e > b ? (e - b + step - 1) / step : 0;
-  else cnt = b > e ? (b - e - step - 1) / (-step) : 0;
+  if (step > 0)
+    cnt = e > b ? (e - b + step - 1) / step : 0;
+  else
+    cnt = b > e ? (b - e - step - 1) / (-step) : 0;
   ref_t *r = view_like(x);
   r->shape[axis] = cnt;
   if (cnt > 0) r->offset += b * x->strides[axis];
@@ -364,15 +392,18 @@ ref_t *ref_cat(int n, ref_t *const *xs, int axis) {
   int64_t s[REF_MAX_DIMS], idx[REF_MAX_DIMS];
   memcpy(s, xs[0]->shape, sizeof s);
   s[axis] = 0;
-  for (int k = 0; k < n; k++) s[axis] += xs[k]->shape[axis];
+  for (int k = 0; k < n; k++)
+    s[axis] += xs[k]->shape[axis];
   ref_t *r = ref_new(nd, s);
   int64_t total = ref_numel(r);
   for (int64_t i = 0; i < total; i++) {
     unravel(i, nd, s, idx);
     int k = 0;
-    while (idx[axis] >= xs[k]->shape[axis]) idx[axis] -= xs[k++]->shape[axis];
+    while (idx[axis] >= xs[k]->shape[axis])
+      idx[axis] -= xs[k++]->shape[axis];
     int64_t flat = 0;
-    for (int d = 0; d < nd; d++) flat = flat * xs[k]->shape[d] + idx[d];
+    for (int d = 0; d < nd; d++)
+      flat = flat * xs[k]->shape[d] + idx[d];
     r->data[i] = ref_get(xs[k], flat);
   }
   return r;
@@ -381,7 +412,8 @@ ref_t *ref_cat(int n, ref_t *const *xs, int axis) {
 ref_t *ref_stack(int n, ref_t *const *xs, int axis) {
   if (axis < 0) axis += xs[0]->ndim + 1;
   ref_t **us = ref_alloc((size_t)n * sizeof *us);
-  for (int k = 0; k < n; k++) us[k] = ref_unsqueeze(xs[k], axis);
+  for (int k = 0; k < n; k++)
+    us[k] = ref_unsqueeze(xs[k], axis);
   return ref_cat(n, us, axis);
 }
 
@@ -408,7 +440,8 @@ ref_t *ref_unsqueeze(const ref_t *x, int axis) {
   return r;
 }
 
-/* ---- matmul ------------------------------------------------------------------------------------ */
+/* ---- matmul ------------------------------------------------------------------------------------
+ */
 ref_t *ref_matmul(const ref_t *a, const ref_t *b) {
   bool a1 = a->ndim == 1, b1 = b->ndim == 1;
   if (a1) a = ref_unsqueeze(a, 0);
@@ -443,14 +476,29 @@ ref_t *ref_matmul(const ref_t *a, const ref_t *b) {
   return r;
 }
 
-/* ---- dtypes ------------------------------------------------------------------------------------ */
+/* ---- dtypes ------------------------------------------------------------------------------------
+ */
 size_t ref_dtype_size(kiln_dtype dt) {
   switch (dt) {
-  case KILN_BOOL: case KILN_U8: case KILN_I8: return 1;
-  case KILN_U16: case KILN_I16: case KILN_F16: case KILN_BF16: return 2;
-  case KILN_U32: case KILN_I32: case KILN_F32: return 4;
-  case KILN_U64: case KILN_I64: case KILN_F64: return 8;
-  default: return 0;
+  case KILN_BOOL:
+  case KILN_U8:
+  case KILN_I8:
+    return 1;
+  case KILN_U16:
+  case KILN_I16:
+  case KILN_F16:
+  case KILN_BF16:
+    return 2;
+  case KILN_U32:
+  case KILN_I32:
+  case KILN_F32:
+    return 4;
+  case KILN_U64:
+  case KILN_I64:
+  case KILN_F64:
+    return 8;
+  default:
+    return 0;
   }
 }
 
@@ -519,26 +567,35 @@ static int dtype_bits(kiln_dtype dt) { return (int)ref_dtype_size(dt) * 8; }
 
 double ref_round(double v, kiln_dtype dt) {
   switch (dt) {
-  case KILN_BOOL: return v != 0;
-  case KILN_F16: return ref_f16_value(ref_f16_bits(v));
-  case KILN_BF16: return ref_bf16_value(ref_bf16_bits(v));
-  case KILN_F32: return (double)(float)v;
-  case KILN_F64: return v;
-  case KILN_U64: return (double)(uint64_t)v;
-  default: break;
+  case KILN_BOOL:
+    return v != 0;
+  case KILN_F16:
+    return ref_f16_value(ref_f16_bits(v));
+  case KILN_BF16:
+    return ref_bf16_value(ref_bf16_bits(v));
+  case KILN_F32:
+    return (double)(float)v;
+  case KILN_F64:
+    return v;
+  case KILN_U64:
+    return (double)(uint64_t)v;
+  default:
+    break;
   }
   /* integers: two's complement wrap modulo 2^bits */
   int bits = dtype_bits(dt);
   uint64_t u = (uint64_t)(int64_t)v;
   if (bits < 64) u &= (UINT64_C(1) << bits) - 1;
-  if (ref_dtype_is_signed(dt) && bits < 64 && (u >> (bits - 1)) & 1) return (double)((int64_t)u - (INT64_C(1) << bits));
+  if (ref_dtype_is_signed(dt) && bits < 64 && (u >> (bits - 1)) & 1)
+    return (double)((int64_t)u - (INT64_C(1) << bits));
   return ref_dtype_is_signed(dt) ? (double)(int64_t)u : (double)u;
 }
 
 ref_t *ref_round_all(const ref_t *x, kiln_dtype dt) {
   ref_t *r = ref_contig(x);
   int64_t n = ref_numel(r);
-  for (int64_t i = 0; i < n; i++) r->data[i] = ref_round(r->data[i], dt);
+  for (int64_t i = 0; i < n; i++)
+    r->data[i] = ref_round(r->data[i], dt);
   return r;
 }
 
@@ -547,20 +604,47 @@ void ref_to_bytes(const ref_t *x, kiln_dtype dt, void *out) {
   for (int64_t i = 0; i < n; i++) {
     double v = ref_round(ref_get(x, i), dt);
     switch (dt) {
-    case KILN_BOOL: ((uint8_t *)out)[i] = v != 0; break;
-    case KILN_U8: ((uint8_t *)out)[i] = (uint8_t)v; break;
-    case KILN_I8: ((int8_t *)out)[i] = (int8_t)v; break;
-    case KILN_U16: ((uint16_t *)out)[i] = (uint16_t)v; break;
-    case KILN_I16: ((int16_t *)out)[i] = (int16_t)v; break;
-    case KILN_U32: ((uint32_t *)out)[i] = (uint32_t)v; break;
-    case KILN_I32: ((int32_t *)out)[i] = (int32_t)v; break;
-    case KILN_U64: ((uint64_t *)out)[i] = (uint64_t)v; break;
-    case KILN_I64: ((int64_t *)out)[i] = (int64_t)v; break;
-    case KILN_F16: ((uint16_t *)out)[i] = ref_f16_bits(v); break;
-    case KILN_BF16: ((uint16_t *)out)[i] = ref_bf16_bits(v); break;
-    case KILN_F32: ((float *)out)[i] = (float)v; break;
-    case KILN_F64: ((double *)out)[i] = v; break;
-    default: break;
+    case KILN_BOOL:
+      ((uint8_t *)out)[i] = v != 0;
+      break;
+    case KILN_U8:
+      ((uint8_t *)out)[i] = (uint8_t)v;
+      break;
+    case KILN_I8:
+      ((int8_t *)out)[i] = (int8_t)v;
+      break;
+    case KILN_U16:
+      ((uint16_t *)out)[i] = (uint16_t)v;
+      break;
+    case KILN_I16:
+      ((int16_t *)out)[i] = (int16_t)v;
+      break;
+    case KILN_U32:
+      ((uint32_t *)out)[i] = (uint32_t)v;
+      break;
+    case KILN_I32:
+      ((int32_t *)out)[i] = (int32_t)v;
+      break;
+    case KILN_U64:
+      ((uint64_t *)out)[i] = (uint64_t)v;
+      break;
+    case KILN_I64:
+      ((int64_t *)out)[i] = (int64_t)v;
+      break;
+    case KILN_F16:
+      ((uint16_t *)out)[i] = ref_f16_bits(v);
+      break;
+    case KILN_BF16:
+      ((uint16_t *)out)[i] = ref_bf16_bits(v);
+      break;
+    case KILN_F32:
+      ((float *)out)[i] = (float)v;
+      break;
+    case KILN_F64:
+      ((double *)out)[i] = v;
+      break;
+    default:
+      break;
     }
   }
 }
@@ -571,27 +655,55 @@ ref_t *ref_from_bytes(kiln_dtype dt, int ndim, const int64_t *shape, const void 
   for (int64_t i = 0; i < n; i++) {
     double v = 0;
     switch (dt) {
-    case KILN_BOOL: v = ((const uint8_t *)p)[i] != 0; break;
-    case KILN_U8: v = ((const uint8_t *)p)[i]; break;
-    case KILN_I8: v = ((const int8_t *)p)[i]; break;
-    case KILN_U16: v = ((const uint16_t *)p)[i]; break;
-    case KILN_I16: v = ((const int16_t *)p)[i]; break;
-    case KILN_U32: v = ((const uint32_t *)p)[i]; break;
-    case KILN_I32: v = ((const int32_t *)p)[i]; break;
-    case KILN_U64: v = (double)((const uint64_t *)p)[i]; break;
-    case KILN_I64: v = (double)((const int64_t *)p)[i]; break;
-    case KILN_F16: v = ref_f16_value(((const uint16_t *)p)[i]); break;
-    case KILN_BF16: v = ref_bf16_value(((const uint16_t *)p)[i]); break;
-    case KILN_F32: v = ((const float *)p)[i]; break;
-    case KILN_F64: v = ((const double *)p)[i]; break;
-    default: break;
+    case KILN_BOOL:
+      v = ((const uint8_t *)p)[i] != 0;
+      break;
+    case KILN_U8:
+      v = ((const uint8_t *)p)[i];
+      break;
+    case KILN_I8:
+      v = ((const int8_t *)p)[i];
+      break;
+    case KILN_U16:
+      v = ((const uint16_t *)p)[i];
+      break;
+    case KILN_I16:
+      v = ((const int16_t *)p)[i];
+      break;
+    case KILN_U32:
+      v = ((const uint32_t *)p)[i];
+      break;
+    case KILN_I32:
+      v = ((const int32_t *)p)[i];
+      break;
+    case KILN_U64:
+      v = (double)((const uint64_t *)p)[i];
+      break;
+    case KILN_I64:
+      v = (double)((const int64_t *)p)[i];
+      break;
+    case KILN_F16:
+      v = ref_f16_value(((const uint16_t *)p)[i]);
+      break;
+    case KILN_BF16:
+      v = ref_bf16_value(((const uint16_t *)p)[i]);
+      break;
+    case KILN_F32:
+      v = ((const float *)p)[i];
+      break;
+    case KILN_F64:
+      v = ((const double *)p)[i];
+      break;
+    default:
+      break;
     }
     r->data[i] = v;
   }
   return r;
 }
 
-/* ---- random ------------------------------------------------------------------------------------ */
+/* ---- random ------------------------------------------------------------------------------------
+ */
 ref_rng ref_rng_seed(uint64_t seed) { return (ref_rng){seed}; }
 
 uint64_t ref_rng_next(ref_rng *g) {
@@ -608,17 +720,21 @@ int64_t ref_rng_int(ref_rng *g, int64_t lo, int64_t hi) {
   return lo + (int64_t)(ref_rng_next(g) % span);
 }
 
-ref_t *ref_random(ref_rng *g, int ndim, const int64_t *shape, kiln_dtype dt, double lo,
-                  double hi, double specials) {
+ref_t *ref_random(ref_rng *g, int ndim, const int64_t *shape, kiln_dtype dt, double lo, double hi,
+                  double specials) {
   ref_t *r = ref_new(ndim, shape);
   int64_t n = ref_numel(r);
   static const double sp[] = {NAN, INFINITY, -INFINITY, 0.0};
   for (int64_t i = 0; i < n; i++) {
     double v;
-    if (dt == KILN_BOOL) v = (double)(ref_rng_next(g) & 1);
-    else if (!ref_dtype_is_float(dt)) v = (double)ref_rng_int(g, (int64_t)lo, (int64_t)hi);
-    else if (specials > 0 && ref_rng_uniform(g) < specials) v = sp[ref_rng_next(g) % 4];
-    else v = lo + (hi - lo) * ref_rng_uniform(g);
+    if (dt == KILN_BOOL)
+      v = (double)(ref_rng_next(g) & 1);
+    else if (!ref_dtype_is_float(dt))
+      v = (double)ref_rng_int(g, (int64_t)lo, (int64_t)hi);
+    else if (specials > 0 && ref_rng_uniform(g) < specials)
+      v = sp[ref_rng_next(g) % 4];
+    else
+      v = lo + (hi - lo) * ref_rng_uniform(g);
     r->data[i] = ref_round(v, dt);
   }
   return r;

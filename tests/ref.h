@@ -52,7 +52,15 @@ int ref_broadcast_shape(int na, const int64_t *sa, int nb, const int64_t *sb, in
  * naxes == 0 reduces all axes; axes may be negative. Empty reductions give the identity
  * (0, 1, -inf, +inf; mean NaN). max/min propagate NaN. ARGMAX/ARGMIN take one axis and give
  * the index of the first extreme. */
-typedef enum { REF_SUM, REF_MAX, REF_MIN, REF_MEAN, REF_PROD, REF_ARGMAX, REF_ARGMIN } ref_reduce_op;
+typedef enum {
+  REF_SUM,
+  REF_MAX,
+  REF_MIN,
+  REF_MEAN,
+  REF_PROD,
+  REF_ARGMAX,
+  REF_ARGMIN
+} ref_reduce_op;
 ref_t *ref_reduce(const ref_t *x, ref_reduce_op op, int naxes, const int *axes, bool keepdim);
 ref_t *ref_softmax(const ref_t *x, int axis);
 ref_t *ref_log_softmax(const ref_t *x, int axis);
@@ -95,13 +103,13 @@ typedef struct {
   uint64_t state;
 } ref_rng;
 ref_rng ref_rng_seed(uint64_t seed);
-uint64_t ref_rng_next(ref_rng *g); /* splitmix64 */
-double ref_rng_uniform(ref_rng *g); /* [0,1) */
+uint64_t ref_rng_next(ref_rng *g);                       /* splitmix64 */
+double ref_rng_uniform(ref_rng *g);                      /* [0,1) */
 int64_t ref_rng_int(ref_rng *g, int64_t lo, int64_t hi); /* inclusive */
 /* A random array of shape with values uniform in [lo,hi], rounded to dt (integers: whole
  * numbers in [lo,hi]; bool: 0/1). specials > 0: that fraction of elements are drawn from
  * {NaN, +inf, -inf, 0} for float dtypes. */
-ref_t *ref_random(ref_rng *g, int ndim, const int64_t *shape, kiln_dtype dt, double lo,
-                  double hi, double specials);
+ref_t *ref_random(ref_rng *g, int ndim, const int64_t *shape, kiln_dtype dt, double lo, double hi,
+                  double specials);
 
 #endif

@@ -48,8 +48,13 @@ static bool corrupt(const char *path, bool truncate_it, uint64_t seed) {
     unsigned char buf[4096];
     while (n > 0 && ok) {
       size_t k = n < sizeof buf ? n : sizeof buf;
-      for (size_t i = 0; i < k; i++) buf[i] = (unsigned char)ref_rng_next(&g);
-      if (k > 4) memcpy(buf, "\x7f" "ELF", 4); /* looks like a binary, is not one */
+      for (size_t i = 0; i < k; i++)
+        buf[i] = (unsigned char)ref_rng_next(&g);
+      if (k > 4)
+        memcpy(buf,
+               "\x7f"
+               "ELF",
+               4); /* looks like a binary, is not one */
       ok = write(fd, buf, k) == (ssize_t)k;
       n -= k;
     }
@@ -69,7 +74,9 @@ static int64_t run_program(const ref_t *x, const char *stage, int64_t *kernels) 
   kiln_tensor *t = kt_from_ref(x, KILN_F32);
   if (t) kiln_realize(t);
   kiln_get_stats(&before);
-  kiln_tensor *y = kiln_binary_s(KILN_SUB, kiln_unary(KILN_SIN, kiln_binary_s(KILN_ADD, kiln_binary_s(KILN_MUL, t, g_c), 7.5)), 0.125);
+  kiln_tensor *y = kiln_binary_s(
+      KILN_SUB, kiln_unary(KILN_SIN, kiln_binary_s(KILN_ADD, kiln_binary_s(KILN_MUL, t, g_c), 7.5)),
+      0.125);
   int rc = y ? kiln_realize(y) : -1;
   kiln_get_stats(&after);
   CHECKF(rc >= 0, "%s: realize failed: %s", stage, test_errmsg());
@@ -113,7 +120,8 @@ TEST(cache_disk_hit_and_corruption) {
   kiln_reset_caches();
   nfiles = list_files(dir);
   int corrupted = 0;
-  for (int i = 0; i < nfiles; i++) corrupted += corrupt(g_files[i], i % 3 == 0, (uint64_t)i + 99);
+  for (int i = 0; i < nfiles; i++)
+    corrupted += corrupt(g_files[i], i % 3 == 0, (uint64_t)i + 99);
   CHECKF(corrupted == nfiles && nfiles > 0, "corrupted %d of %d cache files", corrupted, nfiles);
 
   int64_t c3 = run_program(x, "after corrupting the cache", &kr);

@@ -22,12 +22,12 @@ static void expect_fail_at(const char *file, int line, const char *expr, kiln_te
       test_fail(file, line, "%s: message \"%s\" lacks \"%s\"", expr, m ? m : "(null)", subs[i]);
   kiln_clear_error();
 }
-#define EXPECT_FAIL(expr, ...)                                                              \
-  do {                                                                                      \
-    kiln_clear_error();                                                                     \
-    kiln_tensor *ef_t_ = (expr);                                                            \
-    const char *const ef_s_[] = {__VA_ARGS__, NULL};                                        \
-    expect_fail_at(__FILE__, __LINE__, #expr, ef_t_, ef_s_);                                \
+#define EXPECT_FAIL(expr, ...)                                                                     \
+  do {                                                                                             \
+    kiln_clear_error();                                                                            \
+    kiln_tensor *ef_t_ = (expr);                                                                   \
+    const char *const ef_s_[] = {__VA_ARGS__, NULL};                                               \
+    expect_fail_at(__FILE__, __LINE__, #expr, ef_t_, ef_s_);                                       \
   } while (0)
 
 static kiln_tensor *zeros(kiln_dtype dt, int nd, int64_t d0, int64_t d1, int64_t d2) {
@@ -150,7 +150,8 @@ TEST(errors_running) {
   CHECK(kiln_set_device("NOPE") < 0);
   CHECK_CONTAINS(kiln_error(), "NOPE");
   CHECKF(kiln_get_device() && strcmp(kiln_get_device(), saved) == 0,
-         "device changed to %s after a failed set", kiln_get_device() ? kiln_get_device() : "(null)");
+         "device changed to %s after a failed set",
+         kiln_get_device() ? kiln_get_device() : "(null)");
   kiln_clear_error();
   CHECK(kiln_set_device(NULL) < 0);
   kiln_clear_error();
@@ -159,7 +160,8 @@ TEST(errors_running) {
   bool cpu = false, interp = false;
   for (int i = 0; i < n; i++) {
     const char *name = kiln_device_name(i);
-    CHECKF(name && kiln_set_device(name) == 0, "device %d (%s) not selectable", i, name ? name : "(null)");
+    CHECKF(name && kiln_set_device(name) == 0, "device %d (%s) not selectable", i,
+           name ? name : "(null)");
     if (name) cpu |= !strcmp(name, "CPU"), interp |= !strcmp(name, "INTERP");
   }
   CHECK(cpu && interp);
@@ -202,7 +204,8 @@ TEST(errors_null_propagation) {
   CHECK(kiln_where(n, x, x) == NULL && kiln_where(x, n, x) == NULL);
   CHECK(kiln_cast(n, KILN_I32) == NULL && kiln_bitcast(n, KILN_I32) == NULL);
   CHECK(kiln_reduce(KILN_SUM, n, 0, NULL, false) == NULL && kiln_mean(n, 0, NULL, true) == NULL);
-  CHECK(kiln_argmax(n, 0, false) == NULL && kiln_softmax(n, 0) == NULL && kiln_log_softmax(n, 0) == NULL);
+  CHECK(kiln_argmax(n, 0, false) == NULL && kiln_softmax(n, 0) == NULL &&
+        kiln_log_softmax(n, 0) == NULL);
   CHECK(kiln_reshape(n, 2, shape) == NULL && kiln_permute(n, perm) == NULL);
   CHECK(kiln_transpose(n, 0, 1) == NULL && kiln_expand(n, 2, shape) == NULL);
   CHECK(kiln_pad(n, st, st, 0) == NULL && kiln_shrink(n, st, en) == NULL);

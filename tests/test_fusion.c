@@ -88,16 +88,16 @@ TEST_DEVICES(fusion_elementwise_chain) {
   ref_t *ra;
   kiln_tensor *x = input(2, sa, -3, 3, &ra);
   REQUIRE(x);
-  kiln_tensor *y = kiln_binary_s(KILN_MUL, x, 1.5);          /* 1 */
-  y = kiln_binary_s(KILN_ADD, y, 0.25);                       /* 2 */
-  y = kiln_neg(y);                                            /* 3 */
-  y = kiln_unary(KILN_ABS, y);                                /* 4 */
-  y = kiln_binary_s(KILN_ADD, y, 1.0);                        /* 5 */
-  y = kiln_log(y);                                            /* 6 */
-  y = kiln_mul(y, x);                                         /* 7 */
-  y = kiln_binary_s(KILN_SUB, y, 0.5);                        /* 8 */
-  y = kiln_relu(y);                                           /* 9 */
-  y = kiln_unary(KILN_SQUARE, y);                             /* 10 */
+  kiln_tensor *y = kiln_binary_s(KILN_MUL, x, 1.5); /* 1 */
+  y = kiln_binary_s(KILN_ADD, y, 0.25);             /* 2 */
+  y = kiln_neg(y);                                  /* 3 */
+  y = kiln_unary(KILN_ABS, y);                      /* 4 */
+  y = kiln_binary_s(KILN_ADD, y, 1.0);              /* 5 */
+  y = kiln_log(y);                                  /* 6 */
+  y = kiln_mul(y, x);                               /* 7 */
+  y = kiln_binary_s(KILN_SUB, y, 0.5);              /* 8 */
+  y = kiln_relu(y);                                 /* 9 */
+  y = kiln_unary(KILN_SQUARE, y);                   /* 10 */
   int64_t k = kernels_for(y);
   CHECKF(k == 1, "[%s] chain of 10 elementwise ops: %lld kernels, want 1", device, (long long)k);
   ref_t *got = kt_read(y);
@@ -112,14 +112,14 @@ TEST_DEVICES(fusion_through_movement) {
   REQUIRE(a && b);
   int perm[] = {1, 0};
   int64_t r3[] = {2, 3, 4}, start[] = {0, 0, 1}, end[] = {2, 3, 4}, e4[] = {5, 2, 3, 3};
-  kiln_tensor *y = kiln_exp(a);                              /* (4,6) */
-  y = kiln_permute(y, perm);                                 /* (6,4) */
+  kiln_tensor *y = kiln_exp(a); /* (4,6) */
+  y = kiln_permute(y, perm);    /* (6,4) */
   y = kiln_binary_s(KILN_ADD, y, 1.0);
-  y = kiln_reshape(y, 3, r3);                                /* (2,3,4) */
+  y = kiln_reshape(y, 3, r3); /* (2,3,4) */
   y = kiln_binary_s(KILN_MUL, y, 2.0);
-  y = kiln_shrink(y, start, end);                            /* (2,3,3) */
-  y = kiln_expand(kiln_unsqueeze(y, 0), 4, e4);              /* (5,2,3,3) */
-  y = kiln_add(y, b);                                        /* + (3) */
+  y = kiln_shrink(y, start, end);               /* (2,3,3) */
+  y = kiln_expand(kiln_unsqueeze(y, 0), 4, e4); /* (5,2,3,3) */
+  y = kiln_add(y, b);                           /* + (3) */
   int64_t k = kernels_for(y);
   CHECKF(k == 1, "[%s] elementwise through permute/reshape/shrink/expand: %lld kernels, want 1",
          device, (long long)k);

@@ -29,15 +29,22 @@ TEST(graph_layernorm) {
   ref_rng g = ref_rng_seed(test_seed(SEED));
   int64_t sx[] = {3, 5, 16}, sw[] = {16};
   ref_t *x = ref_random(&g, 3, sx, KILN_F32, -3, 3, 0);
-  ref_t *w = ref_random(&g, 1, sw, KILN_F32, 0.5, 1.5, 0), *b = ref_random(&g, 1, sw, KILN_F32, -1, 1, 0);
+  ref_t *w = ref_random(&g, 1, sw, KILN_F32, 0.5, 1.5, 0),
+        *b = ref_random(&g, 1, sw, KILN_F32, -1, 1, 0);
   int ax[] = {-1};
   ref_t *c = ref_map2(x, ref_reduce(x, REF_MEAN, 1, ax, true), r_sub);
   ref_t *var = ref_reduce(ref_map(c, r_sq), REF_MEAN, 1, ax, true);
   ref_t *y = ref_map2(c, ref_map(ref_map(var, r_plus_eps), sqrt), r_div);
   ref_t *e = ref_map2(ref_map2(y, w, r_mul), b, r_add);
-  kt_case k = {.what = "layernorm (3,5,16)", .nin = 3, .in = {x, w, b},
-               .in_dt = {KILN_F32, KILN_F32, KILN_F32}, .expected = e, .out_dt = KILN_F32,
-               .rtol = 1e-5, .atol = 1e-5, .cross = KT_CROSS_CLOSE};
+  kt_case k = {.what = "layernorm (3,5,16)",
+               .nin = 3,
+               .in = {x, w, b},
+               .in_dt = {KILN_F32, KILN_F32, KILN_F32},
+               .expected = e,
+               .out_dt = KILN_F32,
+               .rtol = 1e-5,
+               .atol = 1e-5,
+               .cross = KT_CROSS_CLOSE};
   kt_run_case(&k, build_layernorm, NULL);
 }
 
@@ -46,7 +53,7 @@ static kiln_tensor *build_reduce_reduce(kiln_tensor *const *in, const void *ctx)
   (void)ctx;
   int a2[] = {2}, a0[] = {0}, f[] = {1};
   kiln_tensor *m = kiln_max(kiln_flip(in[0], 1, f), 1, a2, false); /* (4,5) */
-  kiln_tensor *s = kiln_sum(m, 1, a0, false);                       /* (5) */
+  kiln_tensor *s = kiln_sum(m, 1, a0, false);                      /* (5) */
   int64_t e[] = {6, 5};
   kiln_tensor *t = kiln_sum(kiln_expand(in[1], 2, e), 1, a0, false); /* 6 * in[1] */
   return kiln_add(s, t);
@@ -55,22 +62,30 @@ static kiln_tensor *build_reduce_reduce(kiln_tensor *const *in, const void *ctx)
 TEST(graph_reduce_of_reduce) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 1));
   int64_t sx[] = {4, 5, 3}, sy[] = {5};
-  ref_t *x = ref_random(&g, 3, sx, KILN_F32, -5, 5, 0), *y = ref_random(&g, 1, sy, KILN_F32, -5, 5, 0);
+  ref_t *x = ref_random(&g, 3, sx, KILN_F32, -5, 5, 0),
+        *y = ref_random(&g, 1, sy, KILN_F32, -5, 5, 0);
   int a2[] = {2}, a0[] = {0}, f[] = {1};
   int64_t e6[] = {6, 5};
-  ref_t *s = ref_reduce(ref_reduce(ref_flip(x, 1, f), REF_MAX, 1, a2, false), REF_SUM, 1, a0, false);
+  ref_t *s =
+      ref_reduce(ref_reduce(ref_flip(x, 1, f), REF_MAX, 1, a2, false), REF_SUM, 1, a0, false);
   ref_t *t = ref_reduce(ref_expand(y, 2, e6), REF_SUM, 1, a0, false);
-  kt_case k = {.what = "sum(max(flip(x),2),0) + sum(expand(y),0)", .nin = 2, .in = {x, y},
-               .in_dt = {KILN_F32, KILN_F32}, .expected = ref_map2(s, t, r_add),
-               .out_dt = KILN_F32, .rtol = 1e-5, .atol = 1e-5, .cross = KT_CROSS_CLOSE};
+  kt_case k = {.what = "sum(max(flip(x),2),0) + sum(expand(y),0)",
+               .nin = 2,
+               .in = {x, y},
+               .in_dt = {KILN_F32, KILN_F32},
+               .expected = ref_map2(s, t, r_add),
+               .out_dt = KILN_F32,
+               .rtol = 1e-5,
+               .atol = 1e-5,
+               .cross = KT_CROSS_CLOSE};
   kt_run_case(&k, build_reduce_reduce, NULL);
 }
 
 /* matmul of a computed operand and a transposed, sliced view */
 static kiln_tensor *build_mm_views(kiln_tensor *const *in, const void *ctx) {
   (void)ctx;
-  kiln_tensor *a = kiln_exp(kiln_binary_s(KILN_MUL, in[0], 0.5));         /* (6,9) */
-  kiln_tensor *b = kiln_slice(kiln_transpose(in[1], 0, 1), 1, 0, 7, 2);  /* (9,7)->(9,4) */
+  kiln_tensor *a = kiln_exp(kiln_binary_s(KILN_MUL, in[0], 0.5));       /* (6,9) */
+  kiln_tensor *b = kiln_slice(kiln_transpose(in[1], 0, 1), 1, 0, 7, 2); /* (9,7)->(9,4) */
   return kiln_matmul(a, b);
 }
 
@@ -79,12 +94,20 @@ static double r_half_exp(double x) { return exp(0.5 * x); }
 TEST(graph_matmul_of_views) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 2));
   int64_t sa[] = {6, 9}, sb[] = {7, 9};
-  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0), *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
+  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0),
+        *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
   ref_t *ea = ref_map(a, r_half_exp), *vb = ref_slice(ref_transpose(b, 0, 1), 1, 0, 7, 2);
   ref_t *tb = ref_matmul(ea, ref_map(vb, fabs));
-  kt_case k = {.what = "exp(a/2) @ b.T[:, ::2]", .nin = 2, .in = {a, b},
-               .in_dt = {KILN_F32, KILN_F32}, .expected = ref_matmul(ea, vb), .out_dt = KILN_F32,
-               .tolbase = tb, .rtol = 1e-5, .atol = 1e-6, .cross = KT_CROSS_CLOSE};
+  kt_case k = {.what = "exp(a/2) @ b.T[:, ::2]",
+               .nin = 2,
+               .in = {a, b},
+               .in_dt = {KILN_F32, KILN_F32},
+               .expected = ref_matmul(ea, vb),
+               .out_dt = KILN_F32,
+               .tolbase = tb,
+               .rtol = 1e-5,
+               .atol = 1e-6,
+               .cross = KT_CROSS_CLOSE};
   kt_run_case(&k, build_mm_views, NULL);
 }
 
@@ -101,8 +124,13 @@ TEST(graph_one_buffer_two_views) {
   ref_t *x = ref_random(&g, 2, s, KILN_I32, -100, 100, 0);
   int f[] = {0, 1};
   ref_t *e = ref_map2(ref_map2(x, ref_flip(x, 2, f), r_add), ref_transpose(x, 0, 1), r_add);
-  kt_case k = {.what = "x + flip(x) + x.T", .nin = 1, .in = {x}, .in_dt = {KILN_I32},
-               .expected = e, .out_dt = KILN_I32, .cross = KT_CROSS_EXACT};
+  kt_case k = {.what = "x + flip(x) + x.T",
+               .nin = 1,
+               .in = {x},
+               .in_dt = {KILN_I32},
+               .expected = e,
+               .out_dt = KILN_I32,
+               .cross = KT_CROSS_EXACT};
   kt_run_case(&k, build_self_views, NULL);
 }
 
@@ -114,8 +142,8 @@ static void reuse_body(const char *device) {
   kiln_tensor *x = kt_from_ref(rx, KILN_F32);
   kiln_tensor *a = kiln_binary_s(KILN_MUL, x, 2.0);
   REQUIRE(kiln_realize(a) >= 0);
-  kiln_tensor *b = kiln_add(a, x);                 /* 3x */
-  kiln_tensor *c = kiln_mul(a, kiln_exp(b));       /* 2x * e^{3x} */
+  kiln_tensor *b = kiln_add(a, x);           /* 3x */
+  kiln_tensor *c = kiln_mul(a, kiln_exp(b)); /* 2x * e^{3x} */
   int ax[] = {1};
   kiln_tensor *outs[] = {c, kiln_sum(b, 1, ax, false), b};
   CHECKF(kiln_realize_many(3, outs) >= 0, "[%s] realize_many: %s", device, test_errmsg());
@@ -123,7 +151,9 @@ static void reuse_body(const char *device) {
   ref_t *ec = ref_map2(ref_map2(rx, ref_scalar(2), r_mul), ref_map(e3, exp), r_mul);
   ref_t *g0 = kt_read(outs[0]), *g1 = kt_read(outs[1]), *g2 = kt_read(outs[2]);
   if (g0) kt_compare("2x*exp(3x)", g0, ec, NULL, 1e-5, 1e-6);
-  if (g1) kt_compare("sum(3x,1)", g1, ref_reduce(e3, REF_SUM, 1, ax, false), ref_reduce(ref_map(e3, fabs), REF_SUM, 1, ax, false), 1e-5, 1e-6);
+  if (g1)
+    kt_compare("sum(3x,1)", g1, ref_reduce(e3, REF_SUM, 1, ax, false),
+               ref_reduce(ref_map(e3, fabs), REF_SUM, 1, ax, false), 1e-5, 1e-6);
   if (g2) kt_compare("3x", g2, e3, NULL, 1e-6, 0);
   /* the realized intermediate still reads back unchanged */
   ref_t *ga = kt_read(a);
@@ -142,9 +172,14 @@ TEST(graph_long_sum) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 5));
   int64_t s[] = {20000};
   ref_t *x = ref_random(&g, 1, s, KILN_F32, 0, 1, 0);
-  kt_case k = {.what = "sum of 20000 in [0,1)", .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-               .expected = ref_reduce(x, REF_SUM, 0, NULL, false), .out_dt = KILN_F32,
-               .rtol = 1e-4, .cross = KT_CROSS_CLOSE};
+  kt_case k = {.what = "sum of 20000 in [0,1)",
+               .nin = 1,
+               .in = {x},
+               .in_dt = {KILN_F32},
+               .expected = ref_reduce(x, REF_SUM, 0, NULL, false),
+               .out_dt = KILN_F32,
+               .rtol = 1e-4,
+               .cross = KT_CROSS_CLOSE};
   kt_run_case(&k, build_sum_all, NULL);
 }
 
@@ -160,16 +195,22 @@ static kiln_tensor *build_exp(kiln_tensor *const *in, const void *ctx) {
 
 TEST(graph_half_rounding_ties) {
   static const double v[] = {
-      1 + 0x1p-11, 1 + 0x3p-11, -(1 + 0x1p-11), 2049, 2051, 0x1p-25, 0x1.8p-24, 0x1.4p-23,
-      1e-6, 65519, 65520, -70000, 1 + 0x1p-8, 1 + 0x3p-8, 0x1p-130, 3.0e38,
+      1 + 0x1p-11, 1 + 0x3p-11, -(1 + 0x1p-11), 2049,   2051,  0x1p-25,
+      0x1.8p-24,   0x1.4p-23,   1e-6,           65519,  65520, -70000,
+      1 + 0x1p-8,  1 + 0x3p-8,  0x1p-130,       3.0e38,
   };
   int64_t n = (int64_t)(sizeof v / sizeof v[0]);
   ref_t *x = ref_from(1, &n, v);
   static const kiln_dtype halves[] = {KILN_F16, KILN_BF16};
   for (int i = 0; i < 2; i++) {
     snprintf(g_what, sizeof g_what, "cast f32->%s at rounding ties", kiln_dtype_name(halves[i]));
-    kt_case k = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-                 .expected = ref_round_all(x, KILN_F32), .out_dt = halves[i], .cross = KT_CROSS_EXACT};
+    kt_case k = {.what = g_what,
+                 .nin = 1,
+                 .in = {x},
+                 .in_dt = {KILN_F32},
+                 .expected = ref_round_all(x, KILN_F32),
+                 .out_dt = halves[i],
+                 .cross = KT_CROSS_EXACT};
     kt_run_case(&k, build_cast, &halves[i]);
   }
   /* the same values must round exactly, not within a tolerance: compare bits by hand */
@@ -194,9 +235,15 @@ TEST(graph_half_rounding_ties) {
   /* exp in f16 overflows to inf and underflows to 0 */
   int64_t m = 5;
   ref_t *y = ref_from(1, &m, (double[]){10, 11.5, 12, -20, -5});
-  kt_case k = {.what = "exp f16 overflow", .nin = 1, .in = {y}, .in_dt = {KILN_F16},
-               .expected = ref_map(ref_round_all(y, KILN_F16), exp), .out_dt = KILN_F16,
-               .rtol = 1e-3, .atol = 1e-7, .cross = KT_CROSS_CLOSE};
+  kt_case k = {.what = "exp f16 overflow",
+               .nin = 1,
+               .in = {y},
+               .in_dt = {KILN_F16},
+               .expected = ref_map(ref_round_all(y, KILN_F16), exp),
+               .out_dt = KILN_F16,
+               .rtol = 1e-3,
+               .atol = 1e-7,
+               .cross = KT_CROSS_CLOSE};
   kt_run_case(&k, build_exp, NULL);
 }
 
@@ -211,8 +258,12 @@ TEST(graph_mean_empty_axis) {
   int64_t s[] = {3, 0};
   ref_t *x = ref_new(2, s);
   int ax[] = {1};
-  kt_case k = {.what = "mean over empty axis", .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-               .expected = ref_reduce(x, REF_MEAN, 1, ax, false), .out_dt = KILN_F32,
+  kt_case k = {.what = "mean over empty axis",
+               .nin = 1,
+               .in = {x},
+               .in_dt = {KILN_F32},
+               .expected = ref_reduce(x, REF_MEAN, 1, ax, false),
+               .out_dt = KILN_F32,
                .cross = KT_CROSS_EXACT};
   kt_run_case(&k, build_mean_axis1, NULL);
 }
@@ -232,8 +283,12 @@ TEST(graph_contiguous_of_expand) {
   int64_t s[] = {4, 1};
   ref_t *x = ref_random(&g, 2, s, KILN_F32, -2, 2, 0);
   int64_t e[] = {3, 4, 2}, before[] = {0, 1, 0}, after[] = {1, 0, 2};
-  kt_case k = {.what = "relu(contiguous(pad(expand)))", .nin = 1, .in = {x}, .in_dt = {KILN_F32},
+  kt_case k = {.what = "relu(contiguous(pad(expand)))",
+               .nin = 1,
+               .in = {x},
+               .in_dt = {KILN_F32},
                .expected = ref_map(ref_pad(ref_expand(x, 3, e), before, after, -1), r_relu),
-               .out_dt = KILN_F32, .cross = KT_CROSS_EXACT};
+               .out_dt = KILN_F32,
+               .cross = KT_CROSS_EXACT};
   kt_run_case(&k, build_contig_expand, NULL);
 }

@@ -40,7 +40,8 @@ static double step(int i) {
   int64_t shape[] = {4, 4};
   kiln_scope_begin();
   kiln_tensor *x = kiln_from_data(KILN_F32, 2, shape, data);
-  kiln_tensor *y = kiln_sum(kiln_relu(kiln_binary_s(KILN_SUB, kiln_binary_s(KILN_MUL, x, 2.0), 3.0)), 0, NULL, false);
+  kiln_tensor *y = kiln_sum(
+      kiln_relu(kiln_binary_s(KILN_SUB, kiln_binary_s(KILN_MUL, x, 2.0), 3.0)), 0, NULL, false);
   double got = y ? kiln_item(y) : NAN;
   kiln_scope_end();
   return fabs(got - want);
@@ -57,7 +58,8 @@ static void flat_loop(const char *device, int iters, int rss_from) {
   for (int i = 1; i <= iters; i++) {
     if (i == rss_from) rss_a = rss_kb();
     double e = step(i);
-    if (!(e < 1e-4) && bad++ < 3) test_fail(__FILE__, __LINE__, "[%s] step %d wrong by %g: %s", device, i, e, test_errmsg());
+    if (!(e < 1e-4) && bad++ < 3)
+      test_fail(__FILE__, __LINE__, "[%s] step %d wrong by %g: %s", device, i, e, test_errmsg());
   }
   long rss_b = rss_kb();
   kiln_get_stats(&after);
@@ -100,7 +102,8 @@ TEST(memory_scope_keep_free) {
          (long long)s1.tensors_live, (long long)s0.tensors_live);
   float out[8];
   CHECK(kept && kiln_to_host(kept, out, sizeof out) == 0);
-  for (int i = 0; i < 8; i++) CHECK_NEAR(out[i], 0.5 * exp(2.0), 1e-5);
+  for (int i = 0; i < 8; i++)
+    CHECK_NEAR(out[i], 0.5 * exp(2.0), 1e-5);
   kiln_scope_end();
   kiln_get_stats(&s2);
   CHECKF(s2.tensors_live == s0.tensors_live, "tensors_live %lld -> %lld after the scopes closed",

@@ -7,7 +7,8 @@
 
 #define SEED 0x6b696c6eULL /* fixed: runs are reproducible */
 
-/* ---- helpers ------------------------------------------------------------------------------------ */
+/* ---- helpers ------------------------------------------------------------------------------------
+ */
 static char g_what[256];
 
 static const char *shp(const ref_t *r) {
@@ -70,7 +71,8 @@ static kiln_dtype doc_promote(kiln_dtype a, kiln_dtype b) {
 static const kiln_dtype DT8[] = {KILN_F32, KILN_F16, KILN_BF16, KILN_I32,
                                  KILN_I64, KILN_U8,  KILN_I8,   KILN_BOOL};
 
-/* ---- dtypes and promotion --------------------------------------------------------------------- */
+/* ---- dtypes and promotion ---------------------------------------------------------------------
+ */
 TEST(dtype_info) {
   static const size_t sizes[KILN_NDTYPES] = {1, 1, 1, 2, 2, 4, 4, 8, 8, 2, 2, 4, 8};
   for (int a = 0; a < KILN_NDTYPES; a++) {
@@ -104,11 +106,13 @@ TEST(promote_table) {
   CHECK(kiln_promote(KILN_BOOL, KILN_U8) == KILN_U8);
 }
 
-/* ---- creation ----------------------------------------------------------------------------------- */
+/* ---- creation -----------------------------------------------------------------------------------
+ */
 static void check_fill(kiln_tensor *t, kiln_dtype dt, int nd, const int64_t *shape, double v,
                        const char *what) {
   ref_t *want = ref_new(nd, shape);
-  for (int64_t i = 0; i < ref_numel(want); i++) want->data[i] = ref_round(v, dt);
+  for (int64_t i = 0; i < ref_numel(want); i++)
+    want->data[i] = ref_round(v, dt);
   CHECKF(t && kiln_dtype_of(t) == dt, "%s: dtype", what);
   ref_t *got = kt_read(t);
   if (got) kt_compare(what, got, want, NULL, 0, 0);
@@ -150,7 +154,8 @@ static void check_arange(double start, double stop, double step, kiln_dtype dt) 
   int64_t n = (int64_t)ceil((stop - start) / step);
   if (n < 0) n = 0;
   want = ref_new(1, &n);
-  for (int64_t i = 0; i < n; i++) want->data[i] = ref_round(start + (double)i * step, dt);
+  for (int64_t i = 0; i < n; i++)
+    want->data[i] = ref_round(start + (double)i * step, dt);
   char what[96];
   snprintf(what, sizeof what, "arange(%g,%g,%g,%s)", start, stop, step, kiln_dtype_name(dt));
   kiln_tensor *t = kiln_arange(start, stop, step, dt);
@@ -206,7 +211,8 @@ TEST(creation_rand_randn) {
   int64_t shape[] = {250, 400};
   float *buf[2][3];
   for (int dv = 0; dv < 2; dv++)
-    for (int k = 0; k < 3; k++) buf[dv][k] = ref_alloc(N * sizeof(float));
+    for (int k = 0; k < 3; k++)
+      buf[dv][k] = ref_alloc(N * sizeof(float));
   for (int normal = 0; normal < 2; normal++) {
     const char *name = normal ? "randn" : "rand";
     for (int dv = 0; dv < TEST_NDEVICES; dv++) {
@@ -215,8 +221,10 @@ TEST(creation_rand_randn) {
       kiln_tensor *a = normal ? kiln_randn(2, shape, 42) : kiln_rand(2, shape, 42);
       kiln_tensor *b = normal ? kiln_randn(2, shape, 42) : kiln_rand(2, shape, 42);
       kiln_tensor *c = normal ? kiln_randn(2, shape, 43) : kiln_rand(2, shape, 43);
-      CHECKF(a && kiln_dtype_of(a) == KILN_F32, "%s on %s: %s", name, test_devices[dv], test_errmsg());
-      bool ok = read_f32(a, buf[dv][0], N) && read_f32(b, buf[dv][1], N) && read_f32(c, buf[dv][2], N);
+      CHECKF(a && kiln_dtype_of(a) == KILN_F32, "%s on %s: %s", name, test_devices[dv],
+             test_errmsg());
+      bool ok =
+          read_f32(a, buf[dv][0], N) && read_f32(b, buf[dv][1], N) && read_f32(c, buf[dv][2], N);
       kiln_scope_end();
       CHECKF(ok, "%s on %s: could not read: %s", name, test_devices[dv], test_errmsg());
       if (!ok) continue;
@@ -233,11 +241,13 @@ TEST(creation_rand_randn) {
         other_seed_same += buf[dv][0][i] == buf[dv][2][i];
       }
       double mean = s / N, var = s2 / N - mean * mean;
-      CHECKF(nonfinite == 0, "%s on %s: %lld non-finite samples", name, test_devices[dv], (long long)nonfinite);
+      CHECKF(nonfinite == 0, "%s on %s: %lld non-finite samples", name, test_devices[dv],
+             (long long)nonfinite);
       if (normal) {
         CHECKF(fabs(mean) < 0.02, "randn on %s: mean %g", test_devices[dv], mean);
         CHECKF(fabs(sqrt(var) - 1) < 0.02, "randn on %s: std %g", test_devices[dv], sqrt(var));
-        CHECKF(hi > 3 && lo < -3, "randn on %s: range [%g,%g] too narrow", test_devices[dv], lo, hi);
+        CHECKF(hi > 3 && lo < -3, "randn on %s: range [%g,%g] too narrow", test_devices[dv], lo,
+               hi);
       } else {
         CHECKF(lo >= 0 && hi < 1, "rand on %s: range [%g,%g]", test_devices[dv], lo, hi);
         CHECKF(fabs(mean - 0.5) < 0.01, "rand on %s: mean %g", test_devices[dv], mean);
@@ -256,13 +266,16 @@ TEST(creation_rand_randn) {
       if (d > maxd || isnan(d)) maxd = isnan(d) ? INFINITY : d;
     }
     if (normal)
-      CHECKF(maxd <= 1e-5, "randn: CPU and INTERP differ by up to %g (%lld elements)", maxd, (long long)diff);
+      CHECKF(maxd <= 1e-5, "randn: CPU and INTERP differ by up to %g (%lld elements)", maxd,
+             (long long)diff);
     else
-      CHECKF(diff == 0, "rand: CPU and INTERP differ in %lld elements (max %g)", (long long)diff, maxd);
+      CHECKF(diff == 0, "rand: CPU and INTERP differ in %lld elements (max %g)", (long long)diff,
+             maxd);
   }
 }
 
-/* ---- unary ------------------------------------------------------------------------------------- */
+/* ---- unary -------------------------------------------------------------------------------------
+ */
 static double r_neg(double x) { return -x; }
 static double r_relu(double x) { return x > 0 ? x : 0; }
 static double r_sigmoid(double x) { return 1 / (1 + exp(-x)); }
@@ -306,8 +319,8 @@ static kiln_tensor *build_unary(kiln_tensor *const *in, const void *ctx) {
   return kiln_unary(*(const kiln_unary_op *)ctx, in[0]);
 }
 
-static void unary_case(ref_rng *g, const unary_spec *s, kiln_dtype dt, int nd,
-                       const int64_t *shape, bool view, double specials) {
+static void unary_case(ref_rng *g, const unary_spec *s, kiln_dtype dt, int nd, const int64_t *shape,
+                       bool view, double specials) {
   kt_view v;
   ref_t *base, *x;
   double lo = s->lo, hi = s->hi;
@@ -322,8 +335,15 @@ static void unary_case(ref_rng *g, const unary_spec *s, kiln_dtype dt, int nd,
   x = view ? kt_view_ref(&v, base) : base;
   snprintf(g_what, sizeof g_what, "%s %s %s%s", s->name, kiln_dtype_name(dt), shp(x),
            view ? " (view)" : "");
-  kt_case c = {.what = g_what, .nin = 1, .in = {base}, .in_dt = {dt}, .view = {view ? &v : NULL},
-               .expected = ref_map(x, s->f), .out_dt = dt, .rtol = s->rtol, .atol = s->atol,
+  kt_case c = {.what = g_what,
+               .nin = 1,
+               .in = {base},
+               .in_dt = {dt},
+               .view = {view ? &v : NULL},
+               .expected = ref_map(x, s->f),
+               .out_dt = dt,
+               .rtol = s->rtol,
+               .atol = s->atol,
                .cross = s->cross};
   kt_run_case(&c, build_unary, &s->op);
 }
@@ -345,9 +365,15 @@ TEST(unary_f32) {
         UNARY[i].op != KILN_LOG && UNARY[i].op != KILN_SQRT && UNARY[i].op != KILN_RECIP)
       continue;
     snprintf(g_what, sizeof g_what, "%s f32 specials", UNARY[i].name);
-    kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-                 .expected = ref_map(x, UNARY[i].f), .out_dt = KILN_F32,
-                 .rtol = UNARY[i].rtol, .atol = UNARY[i].atol, .cross = KT_CROSS_CLOSE};
+    kt_case c = {.what = g_what,
+                 .nin = 1,
+                 .in = {x},
+                 .in_dt = {KILN_F32},
+                 .expected = ref_map(x, UNARY[i].f),
+                 .out_dt = KILN_F32,
+                 .rtol = UNARY[i].rtol,
+                 .atol = UNARY[i].atol,
+                 .cross = KT_CROSS_CLOSE};
     kt_run_case(&c, build_unary, &UNARY[i].op);
   }
 }
@@ -375,10 +401,13 @@ static const unary_spec *find_unary(kiln_unary_op op) {
 
 TEST(unary_int_bool) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 12));
-  struct { kiln_unary_op op; kiln_dtype dt; } cases[] = {
-      {KILN_NEG, KILN_I32}, {KILN_ABS, KILN_I32}, {KILN_SIGN, KILN_I32}, {KILN_SQUARE, KILN_I32},
-      {KILN_RELU, KILN_I32}, {KILN_NEG, KILN_I64}, {KILN_ABS, KILN_I64}, {KILN_ABS, KILN_I8},
-      {KILN_NEG, KILN_I8}, {KILN_SQUARE, KILN_U8}, {KILN_SIGN, KILN_I8},
+  struct {
+    kiln_unary_op op;
+    kiln_dtype dt;
+  } cases[] = {
+      {KILN_NEG, KILN_I32},  {KILN_ABS, KILN_I32},   {KILN_SIGN, KILN_I32}, {KILN_SQUARE, KILN_I32},
+      {KILN_RELU, KILN_I32}, {KILN_NEG, KILN_I64},   {KILN_ABS, KILN_I64},  {KILN_ABS, KILN_I8},
+      {KILN_NEG, KILN_I8},   {KILN_SQUARE, KILN_U8}, {KILN_SIGN, KILN_I8},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int64_t shape[4];
@@ -391,7 +420,8 @@ TEST(unary_int_bool) {
   unary_case(&g, &not_spec, KILN_BOOL, 2, shape, true, 0);
 }
 
-/* ---- binary ------------------------------------------------------------------------------------- */
+/* ---- binary -------------------------------------------------------------------------------------
+ */
 static double r_add(double a, double b) { return a + b; }
 static double r_sub(double a, double b) { return a - b; }
 static double r_mul(double a, double b) { return a * b; }
@@ -420,16 +450,24 @@ typedef struct {
 } binary_spec;
 
 static const binary_spec BINARY[KILN_NBINARY] = {
-    [KILN_ADD] = {KILN_ADD, "add", r_add, false},    [KILN_SUB] = {KILN_SUB, "sub", r_sub, false},
-    [KILN_MUL] = {KILN_MUL, "mul", r_mul, false},    [KILN_DIV] = {KILN_DIV, "div", r_div, false},
+    [KILN_ADD] = {KILN_ADD, "add", r_add, false},
+    [KILN_SUB] = {KILN_SUB, "sub", r_sub, false},
+    [KILN_MUL] = {KILN_MUL, "mul", r_mul, false},
+    [KILN_DIV] = {KILN_DIV, "div", r_div, false},
     [KILN_MAXIMUM] = {KILN_MAXIMUM, "maximum", r_max, false},
     [KILN_MINIMUM] = {KILN_MINIMUM, "minimum", r_min, false},
-    [KILN_MOD] = {KILN_MOD, "mod", r_mod, false},    [KILN_AND] = {KILN_AND, "and", r_and, false},
-    [KILN_OR] = {KILN_OR, "or", r_or, false},        [KILN_XOR] = {KILN_XOR, "xor", r_xor, false},
-    [KILN_SHL] = {KILN_SHL, "shl", r_shl, false},    [KILN_SHR] = {KILN_SHR, "shr", r_shr, false},
-    [KILN_POW] = {KILN_POW, "pow", pow, false},      [KILN_LT] = {KILN_LT, "lt", r_lt, true},
-    [KILN_LE] = {KILN_LE, "le", r_le, true},         [KILN_GT] = {KILN_GT, "gt", r_gt, true},
-    [KILN_GE] = {KILN_GE, "ge", r_ge, true},         [KILN_EQ] = {KILN_EQ, "eq", r_eq, true},
+    [KILN_MOD] = {KILN_MOD, "mod", r_mod, false},
+    [KILN_AND] = {KILN_AND, "and", r_and, false},
+    [KILN_OR] = {KILN_OR, "or", r_or, false},
+    [KILN_XOR] = {KILN_XOR, "xor", r_xor, false},
+    [KILN_SHL] = {KILN_SHL, "shl", r_shl, false},
+    [KILN_SHR] = {KILN_SHR, "shr", r_shr, false},
+    [KILN_POW] = {KILN_POW, "pow", pow, false},
+    [KILN_LT] = {KILN_LT, "lt", r_lt, true},
+    [KILN_LE] = {KILN_LE, "le", r_le, true},
+    [KILN_GT] = {KILN_GT, "gt", r_gt, true},
+    [KILN_GE] = {KILN_GE, "ge", r_ge, true},
+    [KILN_EQ] = {KILN_EQ, "eq", r_eq, true},
     [KILN_NE] = {KILN_NE, "ne", r_ne, true},
 };
 
@@ -439,12 +477,12 @@ static kiln_tensor *build_binary(kiln_tensor *const *in, const void *ctx) {
 
 typedef struct {
   double alo, ahi, blo, bhi;
-  double specials;   /* fraction of NaN/±inf/0 in float inputs */
-  bool nan_ok;       /* NaN inputs have a defined result */
-  bool b_nonzero;    /* integer divisors */
+  double specials; /* fraction of NaN/±inf/0 in float inputs */
+  bool nan_ok;     /* NaN inputs have a defined result */
+  bool b_nonzero;  /* integer divisors */
   double rtol;
   int cross;
-  int mode;          /* 0: broadcast shapes, 1: a is a view, 2: a size-0 broadcast */
+  int mode; /* 0: broadcast shapes, 1: a is a view, 2: a size-0 broadcast */
 } binary_dom;
 
 /* Two random broadcast-compatible shapes. */
@@ -454,8 +492,10 @@ static void broadcast_shapes(ref_rng *g, int *na, int64_t *sa, int *nb, int64_t 
   if (zero) out[ref_rng_int(g, 0, nd - 1)] = 0;
   *na = nd;
   *nb = (int)ref_rng_int(g, nd > 1 ? nd - 1 : 1, nd);
-  for (int d = 0; d < nd; d++) sa[d] = ref_rng_uniform(g) < 0.25 ? 1 : out[d];
-  for (int d = 0; d < *nb; d++) sb[d] = ref_rng_uniform(g) < 0.25 ? 1 : out[d + nd - *nb];
+  for (int d = 0; d < nd; d++)
+    sa[d] = ref_rng_uniform(g) < 0.25 ? 1 : out[d];
+  for (int d = 0; d < *nb; d++)
+    sb[d] = ref_rng_uniform(g) < 0.25 ? 1 : out[d + nd - *nb];
 }
 
 static void binary_case(ref_rng *g, kiln_binary_op op, kiln_dtype da, kiln_dtype db,
@@ -483,9 +523,15 @@ static void binary_case(ref_rng *g, kiln_binary_op op, kiln_dtype da, kiln_dtype
   ref_t *expected = ref_map2(ref_round_all(a, p), ref_round_all(b, p), f);
   snprintf(g_what, sizeof g_what, "%s %s%s %s %s", s->name, kiln_dtype_name(da), shp(a),
            kiln_dtype_name(db), shp(b));
-  kt_case c = {.what = g_what, .nin = 2, .in = {abase, b}, .in_dt = {da, db},
-               .view = {view ? &v : NULL, NULL}, .expected = expected, .out_dt = out,
-               .rtol = dm->rtol, .cross = dm->cross};
+  kt_case c = {.what = g_what,
+               .nin = 2,
+               .in = {abase, b},
+               .in_dt = {da, db},
+               .view = {view ? &v : NULL, NULL},
+               .expected = expected,
+               .out_dt = out,
+               .rtol = dm->rtol,
+               .cross = dm->cross};
   kt_run_case(&c, build_binary, &s->op);
 }
 
@@ -522,8 +568,12 @@ TEST(binary_f32_nan_maximum_consistent) {
   ref_t *a = ref_from(1, &n, av), *b = ref_from(1, &n, bv);
   for (int op = KILN_MAXIMUM; op <= KILN_MINIMUM; op++) {
     snprintf(g_what, sizeof g_what, "%s with NaN", BINARY[op].name);
-    kt_case c = {.what = g_what, .nin = 2, .in = {a, b}, .in_dt = {KILN_F32, KILN_F32},
-                 .out_dt = KILN_F32, .cross = KT_CROSS_EXACT};
+    kt_case c = {.what = g_what,
+                 .nin = 2,
+                 .in = {a, b},
+                 .in_dt = {KILN_F32, KILN_F32},
+                 .out_dt = KILN_F32,
+                 .cross = KT_CROSS_EXACT};
     kt_run_case(&c, build_binary, &BINARY[op].op);
   }
 }
@@ -554,7 +604,7 @@ TEST(binary_int) {
   dv.b_nonzero = true;
   binary_dom sh = {0, 1000, 0, 8, 0, true, false, 0, KT_CROSS_EXACT, 0};
   kiln_binary_op i32ops[] = {KILN_ADD, KILN_SUB, KILN_MUL, KILN_MAXIMUM, KILN_MINIMUM, KILN_AND,
-                             KILN_OR, KILN_XOR, KILN_LT, KILN_EQ, KILN_GE};
+                             KILN_OR,  KILN_XOR, KILN_LT,  KILN_EQ,      KILN_GE};
   for (size_t i = 0; i < sizeof i32ops / sizeof i32ops[0]; i++) {
     s.mode = (int)(i % 3);
     binary_case(&g, i32ops[i], KILN_I32, KILN_I32, &s);
@@ -615,8 +665,8 @@ TEST(binary_mixed_promotion) {
   binary_case(&g, KILN_ADD, KILN_F16, KILN_BF16, &d); /* -> f32 */
   binary_case(&g, KILN_LT, KILN_I8, KILN_F32, &d);    /* compare after promotion */
   binary_dom u = {0, 200, -100, 100, 0, true, false, 0, KT_CROSS_EXACT, 0};
-  binary_case(&g, KILN_ADD, KILN_U8, KILN_I8, &u);    /* -> i16, no wrap */
-  binary_case(&g, KILN_SUB, KILN_U8, KILN_I32, &u);   /* -> i32 */
+  binary_case(&g, KILN_ADD, KILN_U8, KILN_I8, &u);  /* -> i16, no wrap */
+  binary_case(&g, KILN_SUB, KILN_U8, KILN_I32, &u); /* -> i32 */
   binary_dom bl = {0, 1, -50, 50, 0, true, false, 0, KT_CROSS_EXACT, 0};
   binary_case(&g, KILN_ADD, KILN_BOOL, KILN_I32, &bl); /* -> i32 */
 }
@@ -660,14 +710,20 @@ TEST(binary_scalar) {
     scalar_ctx ctx = {cases[i].op, cases[i].s};
     snprintf(g_what, sizeof g_what, "binary_s %s %s%s %g", BINARY[cases[i].op].name,
              kiln_dtype_name(cases[i].dt), shp(x), cases[i].s);
-    kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {cases[i].dt},
-                 .expected = ref_map(x, cases[i].f), .out_dt = cases[i].out, .rtol = 1e-6,
+    kt_case c = {.what = g_what,
+                 .nin = 1,
+                 .in = {x},
+                 .in_dt = {cases[i].dt},
+                 .expected = ref_map(x, cases[i].f),
+                 .out_dt = cases[i].out,
+                 .rtol = 1e-6,
                  .cross = KT_CROSS_EXACT};
     kt_run_case(&c, build_binary_s, &ctx);
   }
 }
 
-/* ---- where, cast, bitcast ------------------------------------------------------------------------ */
+/* ---- where, cast, bitcast
+ * ------------------------------------------------------------------------ */
 static kiln_tensor *build_where(kiln_tensor *const *in, const void *ctx) {
   (void)ctx;
   return kiln_where(in[0], in[1], in[2]);
@@ -675,18 +731,25 @@ static kiln_tensor *build_where(kiln_tensor *const *in, const void *ctx) {
 
 TEST(where_op) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 30));
-  kiln_dtype dts[] = {KILN_F32, KILN_I32, KILN_F16, KILN_U8, KILN_BF16, KILN_I64, KILN_I8, KILN_BOOL};
+  kiln_dtype dts[] = {KILN_F32,  KILN_I32, KILN_F16, KILN_U8,
+                      KILN_BF16, KILN_I64, KILN_I8,  KILN_BOOL};
   for (int i = 0; i < 8; i++) {
     int64_t sc[] = {3, 1, 4}, sa[] = {5, 1}, sb[] = {1};
     if (i == 2) sc[1] = 0, sa[0] = 1;
     ref_t *c = ref_random(&g, 3, sc, KILN_BOOL, 0, 1, 0);
-    double lo = dts[i] == KILN_U8 || dts[i] == KILN_BOOL ? 0 : -100, hi = dts[i] == KILN_BOOL ? 1 : 100;
+    double lo = dts[i] == KILN_U8 || dts[i] == KILN_BOOL ? 0 : -100,
+           hi = dts[i] == KILN_BOOL ? 1 : 100;
     ref_t *a = ref_random(&g, 2, sa, dts[i], lo, hi, 0.2);
     ref_t *b = ref_random(&g, 1, sb, dts[i], lo, hi, 0.2);
     snprintf(g_what, sizeof g_what, "where %s cond%s a%s b%s", kiln_dtype_name(dts[i]), shp(c),
              shp(a), shp(b));
-    kt_case k = {.what = g_what, .nin = 3, .in = {c, a, b}, .in_dt = {KILN_BOOL, dts[i], dts[i]},
-                 .expected = ref_where(c, a, b), .out_dt = dts[i], .cross = KT_CROSS_EXACT};
+    kt_case k = {.what = g_what,
+                 .nin = 3,
+                 .in = {c, a, b},
+                 .in_dt = {KILN_BOOL, dts[i], dts[i]},
+                 .expected = ref_where(c, a, b),
+                 .out_dt = dts[i],
+                 .cross = KT_CROSS_EXACT};
     kt_run_case(&k, build_where, NULL);
   }
 }
@@ -697,20 +760,30 @@ static kiln_tensor *build_cast(kiln_tensor *const *in, const void *ctx) {
 
 static double dtype_lo(kiln_dtype dt) {
   switch (dt) {
-  case KILN_BOOL: case KILN_U8: return 0;
-  case KILN_I8: return -120;
-  case KILN_F16: return -60000;
-  default: return -1e5;
+  case KILN_BOOL:
+  case KILN_U8:
+    return 0;
+  case KILN_I8:
+    return -120;
+  case KILN_F16:
+    return -60000;
+  default:
+    return -1e5;
   }
 }
 
 static double dtype_hi(kiln_dtype dt) {
   switch (dt) {
-  case KILN_BOOL: return 1;
-  case KILN_U8: return 250;
-  case KILN_I8: return 120;
-  case KILN_F16: return 60000;
-  default: return 1e5;
+  case KILN_BOOL:
+    return 1;
+  case KILN_U8:
+    return 250;
+  case KILN_I8:
+    return 120;
+  case KILN_F16:
+    return 60000;
+  default:
+    return 1e5;
   }
 }
 
@@ -728,7 +801,10 @@ TEST(cast_all_pairs) {
       if (dst == KILN_BOOL && src != KILN_BOOL) lo = fmax(-3, dtype_lo(src)), hi = 3;
       int64_t shape[4];
       int nd = rand_shape(&g, shape, 1, 2, 6, false);
-      ref_t *x = ref_random(&g, nd, shape, src, lo, hi, ff ? 0.1 : ref_dtype_is_float(src) ? 0.1 : 0);
+      ref_t *x = ref_random(&g, nd, shape, src, lo, hi,
+                            ff                        ? 0.1
+                            : ref_dtype_is_float(src) ? 0.1
+                                                      : 0);
       if (!ff) no_nan(x, 0);
       /* small fractional values too: truncation toward zero */
       if (ref_dtype_is_float(src) && ref_numel(x) > 2 && dtype_lo(dst) < 0)
@@ -740,8 +816,13 @@ TEST(cast_all_pairs) {
       if (!ref_dtype_is_float(dst) && dst != KILN_BOOL) expected = ref_map(x, trunc);
       snprintf(g_what, sizeof g_what, "cast %s->%s %s", kiln_dtype_name(src), kiln_dtype_name(dst),
                shp(x));
-      kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {src}, .expected = expected,
-                   .out_dt = dst, .cross = KT_CROSS_EXACT};
+      kt_case c = {.what = g_what,
+                   .nin = 1,
+                   .in = {x},
+                   .in_dt = {src},
+                   .expected = expected,
+                   .out_dt = dst,
+                   .cross = KT_CROSS_EXACT};
       kt_run_case(&c, build_cast, &DT8[j]);
     }
 }
@@ -756,9 +837,13 @@ static kiln_tensor *build_bitcast_fused(kiln_tensor *const *in, const void *ctx)
 
 TEST(bitcast_op) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 32));
-  struct { kiln_dtype src, dst; double lo, hi; } cases[] = {
-      {KILN_F32, KILN_I32, -1e3, 1e3}, {KILN_I32, KILN_F32, 0, 1e9},   {KILN_F16, KILN_I16, -100, 100},
-      {KILN_I16, KILN_F16, 0, 3e4},    {KILN_BF16, KILN_U16, -5, 5},   {KILN_U8, KILN_I8, 0, 255},
+  struct {
+    kiln_dtype src, dst;
+    double lo, hi;
+  } cases[] = {
+      {KILN_F32, KILN_I32, -1e3, 1e3}, {KILN_I32, KILN_F32, 0, 1e9},
+      {KILN_F16, KILN_I16, -100, 100}, {KILN_I16, KILN_F16, 0, 3e4},
+      {KILN_BF16, KILN_U16, -5, 5},    {KILN_U8, KILN_I8, 0, 255},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int64_t shape[] = {2, 7};
@@ -768,8 +853,13 @@ TEST(bitcast_op) {
     ref_t *expected = ref_from_bytes(cases[i].dst, 2, shape, bytes);
     snprintf(g_what, sizeof g_what, "bitcast %s->%s", kiln_dtype_name(cases[i].src),
              kiln_dtype_name(cases[i].dst));
-    kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {cases[i].src}, .expected = expected,
-                 .out_dt = cases[i].dst, .cross = KT_CROSS_EXACT};
+    kt_case c = {.what = g_what,
+                 .nin = 1,
+                 .in = {x},
+                 .in_dt = {cases[i].src},
+                 .expected = expected,
+                 .out_dt = cases[i].dst,
+                 .cross = KT_CROSS_EXACT};
     kt_run_case(&c, build_bitcast, &cases[i].dst);
   }
   /* bitcast of a computed value: (x + 1) as f32 bits */
@@ -777,16 +867,22 @@ TEST(bitcast_op) {
   ref_t *x = ref_random(&g, 1, shape, KILN_F32, -4, 4, 0);
   unsigned char bytes[64];
   ref_t *xp1 = ref_new(1, shape);
-  for (int k = 0; k < 9; k++) xp1->data[k] = ref_round(ref_get(x, k) + 1, KILN_F32);
+  for (int k = 0; k < 9; k++)
+    xp1->data[k] = ref_round(ref_get(x, k) + 1, KILN_F32);
   ref_to_bytes(xp1, KILN_F32, bytes);
   kiln_dtype i32 = KILN_I32;
-  kt_case c = {.what = "bitcast(x+1) f32->i32", .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-               .expected = ref_from_bytes(KILN_I32, 1, shape, bytes), .out_dt = KILN_I32,
+  kt_case c = {.what = "bitcast(x+1) f32->i32",
+               .nin = 1,
+               .in = {x},
+               .in_dt = {KILN_F32},
+               .expected = ref_from_bytes(KILN_I32, 1, shape, bytes),
+               .out_dt = KILN_I32,
                .cross = KT_CROSS_EXACT};
   kt_run_case(&c, build_bitcast_fused, &i32);
 }
 
-/* ---- reductions ---------------------------------------------------------------------------------- */
+/* ---- reductions
+ * ---------------------------------------------------------------------------------- */
 typedef struct {
   kiln_reduce_op op;
   int naxes, axes[4];
@@ -839,14 +935,23 @@ static void reduce_case(ref_rng *g, kiln_reduce_op op, kiln_dtype dt, int nd, co
   if (op == KILN_PROD && !ref_dtype_is_float(dt)) out = sum_dtype(dt);
   char ax[48] = "";
   size_t k = 0;
-  for (int i = 0; i < naxes; i++) k += (size_t)snprintf(ax + k, sizeof ax - k, "%s%d", i ? "," : "", axes[i]);
+  for (int i = 0; i < naxes; i++)
+    k += (size_t)snprintf(ax + k, sizeof ax - k, "%s%d", i ? "," : "", axes[i]);
   snprintf(g_what, sizeof g_what, "%s %s %s axes{%s}%s%s", reduce_name(op), kiln_dtype_name(dt),
            shp(x), ax, keepdim ? " keepdim" : "", view ? " (view)" : "");
   reduce_ctx ctx = {op, naxes, {0}, keepdim};
   if (naxes > 0) memcpy(ctx.axes, axes, sizeof(int) * (size_t)naxes);
-  kt_case c = {.what = g_what, .nin = 1, .in = {base}, .in_dt = {dt}, .view = {view ? &v : NULL},
-               .expected = expected, .out_dt = out, .tolbase = tolbase, .rtol = rtol,
-               .atol = 1e-6, .cross = ref_dtype_is_float(dt) ? KT_CROSS_CLOSE : KT_CROSS_EXACT};
+  kt_case c = {.what = g_what,
+               .nin = 1,
+               .in = {base},
+               .in_dt = {dt},
+               .view = {view ? &v : NULL},
+               .expected = expected,
+               .out_dt = out,
+               .tolbase = tolbase,
+               .rtol = rtol,
+               .atol = 1e-6,
+               .cross = ref_dtype_is_float(dt) ? KT_CROSS_CLOSE : KT_CROSS_EXACT};
   kt_run_case(&c, build_reduce, &ctx);
 }
 
@@ -912,7 +1017,13 @@ static kiln_tensor *build_arg(kiln_tensor *const *in, const void *ctx) {
 
 TEST(reduce_argmax_argmin) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 42));
-  struct { kiln_dtype dt; int64_t shape[3]; int nd, axis; bool keep, view; double lo, hi; } cases[] = {
+  struct {
+    kiln_dtype dt;
+    int64_t shape[3];
+    int nd, axis;
+    bool keep, view;
+    double lo, hi;
+  } cases[] = {
       {KILN_F32, {5, 7}, 2, 1, false, false, -10, 10},
       {KILN_F32, {4, 3, 6}, 3, 0, true, true, -10, 10},
       {KILN_I32, {6, 9}, 2, -1, false, false, 0, 3}, /* many ties: first index wins */
@@ -927,18 +1038,25 @@ TEST(reduce_argmax_argmin) {
         v = kt_random_view(&g, cases[i].nd, cases[i].shape);
         base = ref_random(&g, cases[i].nd, v.base, cases[i].dt, cases[i].lo, cases[i].hi, 0);
       } else {
-        base = ref_random(&g, cases[i].nd, cases[i].shape, cases[i].dt, cases[i].lo, cases[i].hi, 0);
+        base =
+            ref_random(&g, cases[i].nd, cases[i].shape, cases[i].dt, cases[i].lo, cases[i].hi, 0);
       }
       ref_t *x = cases[i].view ? kt_view_ref(&v, base) : base;
       if (cases[i].dt == KILN_F32 && ref_numel(x) > 3) /* infinities are ordinary extremes */
         ref_set(base, 1, mx ? INFINITY : -INFINITY), ref_set(base, 2, mx ? -INFINITY : INFINITY);
       arg_ctx ctx = {mx != 0, cases[i].axis, cases[i].keep};
       snprintf(g_what, sizeof g_what, "%s %s %s axis %d%s", mx ? "argmax" : "argmin",
-               kiln_dtype_name(cases[i].dt), shp(x), cases[i].axis, cases[i].keep ? " keepdim" : "");
-      kt_case c = {.what = g_what, .nin = 1, .in = {base}, .in_dt = {cases[i].dt},
-                   .view = {cases[i].view ? &v : NULL},
-                   .expected = ref_reduce(x, mx ? REF_ARGMAX : REF_ARGMIN, 1, &cases[i].axis, cases[i].keep),
-                   .out_dt = KILN_I64, .cross = KT_CROSS_EXACT};
+               kiln_dtype_name(cases[i].dt), shp(x), cases[i].axis,
+               cases[i].keep ? " keepdim" : "");
+      kt_case c = {
+          .what = g_what,
+          .nin = 1,
+          .in = {base},
+          .in_dt = {cases[i].dt},
+          .view = {cases[i].view ? &v : NULL},
+          .expected = ref_reduce(x, mx ? REF_ARGMAX : REF_ARGMIN, 1, &cases[i].axis, cases[i].keep),
+          .out_dt = KILN_I64,
+          .cross = KT_CROSS_EXACT};
       kt_run_case(&c, build_arg, &ctx);
     }
 }
@@ -955,7 +1073,12 @@ static kiln_tensor *build_softmax(kiln_tensor *const *in, const void *ctx) {
 
 TEST(softmax_log_softmax) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 43));
-  struct { int64_t shape[3]; int nd, axis; double lo, hi; bool masked; } cases[] = {
+  struct {
+    int64_t shape[3];
+    int nd, axis;
+    double lo, hi;
+    bool masked;
+  } cases[] = {
       {{3, 7}, 2, 1, -5, 5, false},
       {{4, 5, 2}, 3, 0, -5, 5, false},
       {{2, 9}, 2, -1, -500, 500, false}, /* large logits: must not overflow */
@@ -970,18 +1093,38 @@ TEST(softmax_log_softmax) {
       softmax_ctx ctx = {lg != 0, cases[i].axis};
       snprintf(g_what, sizeof g_what, "%s f32 %s axis %d%s", lg ? "log_softmax" : "softmax", shp(x),
                cases[i].axis, cases[i].masked ? " masked" : "");
-      kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {KILN_F32},
-                   .expected = lg ? ref_log_softmax(x, cases[i].axis) : ref_softmax(x, cases[i].axis),
-                   .out_dt = KILN_F32, .rtol = 1e-5, .atol = lg ? 1e-5 : 1e-7, .cross = KT_CROSS_CLOSE};
+      kt_case c = {.what = g_what,
+                   .nin = 1,
+                   .in = {x},
+                   .in_dt = {KILN_F32},
+                   .expected =
+                       lg ? ref_log_softmax(x, cases[i].axis) : ref_softmax(x, cases[i].axis),
+                   .out_dt = KILN_F32,
+                   .rtol = 1e-5,
+                   .atol = lg ? 1e-5 : 1e-7,
+                   .cross = KT_CROSS_CLOSE};
       kt_run_case(&c, build_softmax, &ctx);
     }
   }
 }
 
-/* ---- movement ---------------------------------------------------------------------------------- */
+/* ---- movement ----------------------------------------------------------------------------------
+ */
 /* A movement program: a list of steps applied alike to a reference and a kiln tensor. */
-enum { MV_RESHAPE, MV_PERMUTE, MV_TRANSPOSE, MV_EXPAND, MV_PAD, MV_SHRINK, MV_FLIP, MV_SLICE,
-       MV_SQUEEZE, MV_UNSQUEEZE, MV_CONTIGUOUS, MV_ADD_SELF };
+enum {
+  MV_RESHAPE,
+  MV_PERMUTE,
+  MV_TRANSPOSE,
+  MV_EXPAND,
+  MV_PAD,
+  MV_SHRINK,
+  MV_FLIP,
+  MV_SLICE,
+  MV_SQUEEZE,
+  MV_UNSQUEEZE,
+  MV_CONTIGUOUS,
+  MV_ADD_SELF
+};
 typedef struct {
   int kind, nd, axis, a2;
   int64_t v1[8], v2[8];
@@ -997,18 +1140,42 @@ static ref_t *mv_ref(const mv_prog *p, ref_t *x) {
   for (int i = 0; i < p->n; i++) {
     const mv_step *s = &p->s[i];
     switch (s->kind) {
-    case MV_RESHAPE: x = ref_reshape(x, s->nd, s->v1); break;
-    case MV_PERMUTE: x = ref_permute(x, s->iv); break;
-    case MV_TRANSPOSE: x = ref_transpose(x, s->axis, s->a2); break;
-    case MV_EXPAND: x = ref_expand(x, s->nd, s->v1); break;
-    case MV_PAD: x = ref_pad(x, s->v1, s->v2, s->value); break;
-    case MV_SHRINK: x = ref_shrink(x, s->v1, s->v2); break;
-    case MV_FLIP: x = ref_flip(x, s->nd, s->iv); break;
-    case MV_SLICE: x = ref_slice(x, s->axis, s->v1[0], s->v1[1], s->v1[2]); break;
-    case MV_SQUEEZE: x = ref_squeeze(x, s->axis); break;
-    case MV_UNSQUEEZE: x = ref_unsqueeze(x, s->axis); break;
-    case MV_CONTIGUOUS: x = ref_contig(x); break;
-    case MV_ADD_SELF: x = ref_map2(x, x, r_add); break;
+    case MV_RESHAPE:
+      x = ref_reshape(x, s->nd, s->v1);
+      break;
+    case MV_PERMUTE:
+      x = ref_permute(x, s->iv);
+      break;
+    case MV_TRANSPOSE:
+      x = ref_transpose(x, s->axis, s->a2);
+      break;
+    case MV_EXPAND:
+      x = ref_expand(x, s->nd, s->v1);
+      break;
+    case MV_PAD:
+      x = ref_pad(x, s->v1, s->v2, s->value);
+      break;
+    case MV_SHRINK:
+      x = ref_shrink(x, s->v1, s->v2);
+      break;
+    case MV_FLIP:
+      x = ref_flip(x, s->nd, s->iv);
+      break;
+    case MV_SLICE:
+      x = ref_slice(x, s->axis, s->v1[0], s->v1[1], s->v1[2]);
+      break;
+    case MV_SQUEEZE:
+      x = ref_squeeze(x, s->axis);
+      break;
+    case MV_UNSQUEEZE:
+      x = ref_unsqueeze(x, s->axis);
+      break;
+    case MV_CONTIGUOUS:
+      x = ref_contig(x);
+      break;
+    case MV_ADD_SELF:
+      x = ref_map2(x, x, r_add);
+      break;
     }
   }
   return x;
@@ -1020,18 +1187,42 @@ static kiln_tensor *build_mv(kiln_tensor *const *in, const void *ctx) {
   for (int i = 0; i < p->n; i++) {
     const mv_step *s = &p->s[i];
     switch (s->kind) {
-    case MV_RESHAPE: x = kiln_reshape(x, s->nd, s->v1); break;
-    case MV_PERMUTE: x = kiln_permute(x, s->iv); break;
-    case MV_TRANSPOSE: x = kiln_transpose(x, s->axis, s->a2); break;
-    case MV_EXPAND: x = kiln_expand(x, s->nd, s->v1); break;
-    case MV_PAD: x = kiln_pad(x, s->v1, s->v2, s->value); break;
-    case MV_SHRINK: x = kiln_shrink(x, s->v1, s->v2); break;
-    case MV_FLIP: x = kiln_flip(x, s->nd, s->iv); break;
-    case MV_SLICE: x = kiln_slice(x, s->axis, s->v1[0], s->v1[1], s->v1[2]); break;
-    case MV_SQUEEZE: x = kiln_squeeze(x, s->axis); break;
-    case MV_UNSQUEEZE: x = kiln_unsqueeze(x, s->axis); break;
-    case MV_CONTIGUOUS: x = kiln_contiguous(x); break;
-    case MV_ADD_SELF: x = kiln_add(x, x); break;
+    case MV_RESHAPE:
+      x = kiln_reshape(x, s->nd, s->v1);
+      break;
+    case MV_PERMUTE:
+      x = kiln_permute(x, s->iv);
+      break;
+    case MV_TRANSPOSE:
+      x = kiln_transpose(x, s->axis, s->a2);
+      break;
+    case MV_EXPAND:
+      x = kiln_expand(x, s->nd, s->v1);
+      break;
+    case MV_PAD:
+      x = kiln_pad(x, s->v1, s->v2, s->value);
+      break;
+    case MV_SHRINK:
+      x = kiln_shrink(x, s->v1, s->v2);
+      break;
+    case MV_FLIP:
+      x = kiln_flip(x, s->nd, s->iv);
+      break;
+    case MV_SLICE:
+      x = kiln_slice(x, s->axis, s->v1[0], s->v1[1], s->v1[2]);
+      break;
+    case MV_SQUEEZE:
+      x = kiln_squeeze(x, s->axis);
+      break;
+    case MV_UNSQUEEZE:
+      x = kiln_unsqueeze(x, s->axis);
+      break;
+    case MV_CONTIGUOUS:
+      x = kiln_contiguous(x);
+      break;
+    case MV_ADD_SELF:
+      x = kiln_add(x, x);
+      break;
     }
   }
   return x;
@@ -1041,9 +1232,15 @@ static void mv_case(ref_rng *g, const char *name, kiln_dtype dt, int nd, const i
                     const mv_prog *p) {
   ref_t *x = ref_random(g, nd, shape, dt, -50, 50, 0);
   ref_t *expected = mv_ref(p, x);
-  snprintf(g_what, sizeof g_what, "%s %s %s -> %s", name, kiln_dtype_name(dt), shp(x), shp(expected));
-  kt_case c = {.what = g_what, .nin = 1, .in = {x}, .in_dt = {dt}, .expected = expected,
-               .out_dt = dt, .cross = KT_CROSS_EXACT};
+  snprintf(g_what, sizeof g_what, "%s %s %s -> %s", name, kiln_dtype_name(dt), shp(x),
+           shp(expected));
+  kt_case c = {.what = g_what,
+               .nin = 1,
+               .in = {x},
+               .in_dt = {dt},
+               .expected = expected,
+               .out_dt = dt,
+               .cross = KT_CROSS_EXACT};
   kt_run_case(&c, build_mv, p);
 }
 
@@ -1087,17 +1284,23 @@ TEST(movement_single) {
   p = (mv_prog){1, {STEP(.kind = MV_UNSQUEEZE, .axis = -1)}};
   mv_case(&g, "unsqueeze -1", KILN_I64, 2, s34, &p);
   /* slices: steps, negative indices, empty, out of range */
-  struct { int axis; int64_t a, b, c; } sl[] = {
-      {0, 0, 7, 2}, {0, 1, 7, 3}, {0, 6, -8, -1}, {0, -1, -8, -2}, {0, -3, 100, 1},
-      {0, 5, 2, 1}, {0, 0, 7, 10}, {1, 4, 0, -3}, {-1, -100, 100, 4},
+  struct {
+    int axis;
+    int64_t a, b, c;
+  } sl[] = {
+      {0, 0, 7, 2}, {0, 1, 7, 3},  {0, 6, -8, -1}, {0, -1, -8, -2},    {0, -3, 100, 1},
+      {0, 5, 2, 1}, {0, 0, 7, 10}, {1, 4, 0, -3},  {-1, -100, 100, 4},
   };
   for (size_t i = 0; i < sizeof sl / sizeof sl[0]; i++) {
-    p = (mv_prog){1, {STEP(.kind = MV_SLICE, .axis = sl[i].axis, .v1 = {sl[i].a, sl[i].b, sl[i].c})}};
+    p = (mv_prog){1,
+                  {STEP(.kind = MV_SLICE, .axis = sl[i].axis, .v1 = {sl[i].a, sl[i].b, sl[i].c})}};
     char name[64];
     snprintf(name, sizeof name, "slice(%d,%lld,%lld,%lld)", sl[i].axis, (long long)sl[i].a,
              (long long)sl[i].b, (long long)sl[i].c);
-    if (sl[i].axis == 0) mv_case(&g, name, KILN_F32, 1, s7, &p);
-    else mv_case(&g, name, KILN_F32, 2, s5x, &p);
+    if (sl[i].axis == 0)
+      mv_case(&g, name, KILN_F32, 1, s7, &p);
+    else
+      mv_case(&g, name, KILN_F32, 2, s5x, &p);
   }
 }
 
@@ -1106,35 +1309,42 @@ TEST(movement_chains) {
   int64_t s345[] = {3, 4, 5}, s46[] = {4, 6}, s25[] = {2, 5};
   mv_prog p;
   /* permute of a shrink of a flip */
-  p = (mv_prog){3, {STEP(.kind = MV_FLIP, .nd = 2, .iv = {0, 2}),
-                    STEP(.kind = MV_SHRINK, .v1 = {1, 0, 2}, .v2 = {3, 3, 5}),
-                    STEP(.kind = MV_PERMUTE, .iv = {2, 0, 1})}};
+  p = (mv_prog){3,
+                {STEP(.kind = MV_FLIP, .nd = 2, .iv = {0, 2}),
+                 STEP(.kind = MV_SHRINK, .v1 = {1, 0, 2}, .v2 = {3, 3, 5}),
+                 STEP(.kind = MV_PERMUTE, .iv = {2, 0, 1})}};
   mv_case(&g, "permute(shrink(flip))", KILN_F32, 3, s345, &p);
   /* reshape of a non-contiguous view */
-  p = (mv_prog){2, {STEP(.kind = MV_PERMUTE, .iv = {1, 0}), STEP(.kind = MV_RESHAPE, .nd = 3, .v1 = {2, 3, 4})}};
+  p = (mv_prog){
+      2,
+      {STEP(.kind = MV_PERMUTE, .iv = {1, 0}), STEP(.kind = MV_RESHAPE, .nd = 3, .v1 = {2, 3, 4})}};
   mv_case(&g, "reshape(permute)", KILN_F32, 2, s46, &p);
   /* pad of an expand, then a slice with a step */
-  p = (mv_prog){3, {STEP(.kind = MV_UNSQUEEZE, .axis = 0),
-                    STEP(.kind = MV_EXPAND, .nd = 3, .v1 = {3, 2, 5}),
-                    STEP(.kind = MV_PAD, .v1 = {0, 1, 2}, .v2 = {1, 0, 1}, .value = 9)}};
+  p = (mv_prog){3,
+                {STEP(.kind = MV_UNSQUEEZE, .axis = 0),
+                 STEP(.kind = MV_EXPAND, .nd = 3, .v1 = {3, 2, 5}),
+                 STEP(.kind = MV_PAD, .v1 = {0, 1, 2}, .v2 = {1, 0, 1}, .value = 9)}};
   mv_case(&g, "pad(expand(unsqueeze))", KILN_I32, 2, s25, &p);
-  p = (mv_prog){3, {STEP(.kind = MV_PAD, .v1 = {1, 1}, .v2 = {1, 1}, .value = -2),
-                    STEP(.kind = MV_TRANSPOSE, .axis = 0, .a2 = 1),
-                    STEP(.kind = MV_SLICE, .axis = 0, .v1 = {-1, -100, -2})}};
+  p = (mv_prog){3,
+                {STEP(.kind = MV_PAD, .v1 = {1, 1}, .v2 = {1, 1}, .value = -2),
+                 STEP(.kind = MV_TRANSPOSE, .axis = 0, .a2 = 1),
+                 STEP(.kind = MV_SLICE, .axis = 0, .v1 = {-1, -100, -2})}};
   mv_case(&g, "slice(transpose(pad))", KILN_F32, 2, s46, &p);
   /* padded flip, reshaped, then computed on */
-  p = (mv_prog){4, {STEP(.kind = MV_FLIP, .nd = 1, .iv = {1}),
-                    STEP(.kind = MV_PAD, .v1 = {0, 2}, .v2 = {0, 0}, .value = 0.5),
-                    STEP(.kind = MV_RESHAPE, .nd = 2, .v1 = {8, 4}),
-                    STEP(.kind = MV_ADD_SELF)}};
+  p = (mv_prog){4,
+                {STEP(.kind = MV_FLIP, .nd = 1, .iv = {1}),
+                 STEP(.kind = MV_PAD, .v1 = {0, 2}, .v2 = {0, 0}, .value = 0.5),
+                 STEP(.kind = MV_RESHAPE, .nd = 2, .v1 = {8, 4}), STEP(.kind = MV_ADD_SELF)}};
   mv_case(&g, "add(reshape(pad(flip)))", KILN_F32, 2, s46, &p);
   /* a view made contiguous, then viewed again */
-  p = (mv_prog){3, {STEP(.kind = MV_PERMUTE, .iv = {2, 1, 0}), STEP(.kind = MV_CONTIGUOUS),
-                    STEP(.kind = MV_SHRINK, .v1 = {1, 1, 0}, .v2 = {4, 3, 2})}};
+  p = (mv_prog){3,
+                {STEP(.kind = MV_PERMUTE, .iv = {2, 1, 0}), STEP(.kind = MV_CONTIGUOUS),
+                 STEP(.kind = MV_SHRINK, .v1 = {1, 1, 0}, .v2 = {4, 3, 2})}};
   mv_case(&g, "shrink(contiguous(permute))", KILN_F32, 3, s345, &p);
   /* shrink/pad round trip with a 16-bit and a bool dtype */
-  p = (mv_prog){2, {STEP(.kind = MV_SHRINK, .v1 = {1, 2}, .v2 = {3, 5}),
-                    STEP(.kind = MV_PAD, .v1 = {2, 0}, .v2 = {0, 3}, .value = 1)}};
+  p = (mv_prog){2,
+                {STEP(.kind = MV_SHRINK, .v1 = {1, 2}, .v2 = {3, 5}),
+                 STEP(.kind = MV_PAD, .v1 = {2, 0}, .v2 = {0, 3}, .value = 1)}};
   mv_case(&g, "pad(shrink)", KILN_BF16, 2, s46, &p);
   mv_case(&g, "pad(shrink)", KILN_BOOL, 2, s46, &p);
 }
@@ -1144,7 +1354,7 @@ static kiln_tensor *build_views_add(kiln_tensor *const *in, const void *ctx) {
   (void)ctx;
   int perm[] = {1, 0}, fl[] = {0};
   int64_t before[] = {1, 0}, after[] = {0, 0};
-  kiln_tensor *a = kiln_permute(in[0], perm);                      /* (4,3) */
+  kiln_tensor *a = kiln_permute(in[0], perm);                             /* (4,3) */
   kiln_tensor *b = kiln_pad(kiln_flip(in[1], 1, fl), before, after, 3.0); /* (3,3)->(4,3) */
   return kiln_mul(kiln_add(a, b), kiln_slice(in[2], 0, 0, 8, 2)); /* (8,3) step 2 -> (4,3) */
 }
@@ -1157,15 +1367,22 @@ TEST(elementwise_on_views) {
   ref_t *z = ref_random(&g, 2, s83, KILN_F32, -5, 5, 0);
   int perm[] = {1, 0}, fl[] = {0};
   int64_t before[] = {1, 0}, after[] = {0, 0};
-  ref_t *e = ref_map2(ref_map2(ref_permute(x, perm), ref_pad(ref_flip(y, 1, fl), before, after, 3.0), r_add),
-                      ref_slice(z, 0, 0, 8, 2), r_mul);
-  kt_case c = {.what = "(permute(x) + pad(flip(y))) * z[::2]", .nin = 3, .in = {x, y, z},
-               .in_dt = {KILN_F32, KILN_F32, KILN_F32}, .expected = e, .out_dt = KILN_F32,
-               .rtol = 1e-6, .cross = KT_CROSS_EXACT};
+  ref_t *e = ref_map2(
+      ref_map2(ref_permute(x, perm), ref_pad(ref_flip(y, 1, fl), before, after, 3.0), r_add),
+      ref_slice(z, 0, 0, 8, 2), r_mul);
+  kt_case c = {.what = "(permute(x) + pad(flip(y))) * z[::2]",
+               .nin = 3,
+               .in = {x, y, z},
+               .in_dt = {KILN_F32, KILN_F32, KILN_F32},
+               .expected = e,
+               .out_dt = KILN_F32,
+               .rtol = 1e-6,
+               .cross = KT_CROSS_EXACT};
   kt_run_case(&c, build_views_add, NULL);
 }
 
-/* ---- cat / stack ---------------------------------------------------------------------------------- */
+/* ---- cat / stack
+ * ---------------------------------------------------------------------------------- */
 typedef struct {
   bool stack;
   int axis, n;
@@ -1175,7 +1392,8 @@ typedef struct {
 static kiln_tensor *build_cat(kiln_tensor *const *in, const void *ctx) {
   const cat_ctx *c = ctx;
   kiln_tensor *xs[4];
-  for (int i = 0; i < c->n; i++) xs[i] = in[i];
+  for (int i = 0; i < c->n; i++)
+    xs[i] = in[i];
   if (c->view_first) {
     int fl[] = {0};
     xs[0] = kiln_flip(xs[0], 1, fl);
@@ -1186,7 +1404,8 @@ static kiln_tensor *build_cat(kiln_tensor *const *in, const void *ctx) {
 static void cat_case(ref_rng *g, kiln_dtype dt, bool stack, int axis, int n, int nd,
                      const int64_t shapes[][3], bool view_first) {
   ref_t *xs[4];
-  for (int i = 0; i < n; i++) xs[i] = ref_random(g, nd, shapes[i], dt, -9, 9, 0);
+  for (int i = 0; i < n; i++)
+    xs[i] = ref_random(g, nd, shapes[i], dt, -9, 9, 0);
   ref_t *vs[4];
   memcpy(vs, xs, sizeof vs);
   int fl[] = {0};
@@ -1195,9 +1414,14 @@ static void cat_case(ref_rng *g, kiln_dtype dt, bool stack, int axis, int n, int
   snprintf(g_what, sizeof g_what, "%s of %d %s axis %d -> %s%s", stack ? "stack" : "cat", n,
            kiln_dtype_name(dt), axis, shp(e), view_first ? " (first flipped)" : "");
   cat_ctx ctx = {stack, axis, n, view_first};
-  kt_case c = {.what = g_what, .nin = n, .in_dt = {dt, dt, dt, dt}, .expected = e, .out_dt = dt,
+  kt_case c = {.what = g_what,
+               .nin = n,
+               .in_dt = {dt, dt, dt, dt},
+               .expected = e,
+               .out_dt = dt,
                .cross = KT_CROSS_EXACT};
-  for (int i = 0; i < n; i++) c.in[i] = xs[i];
+  for (int i = 0; i < n; i++)
+    c.in[i] = xs[i];
   kt_run_case(&c, build_cat, &ctx);
 }
 
@@ -1217,7 +1441,8 @@ TEST(cat_stack) {
   cat_case(&g, KILN_F32, true, -1, 3, 2, e, false);
 }
 
-/* ---- matmul ---------------------------------------------------------------------------------------- */
+/* ---- matmul
+ * ---------------------------------------------------------------------------------------- */
 typedef struct {
   bool transpose_b; /* b is given as (m,k) and transposed: a non-contiguous operand */
 } mm_ctx;
@@ -1238,15 +1463,28 @@ static void matmul_case(ref_rng *g, kiln_dtype dt, int na, const int64_t *sa, in
   snprintf(g_what, sizeof g_what, "matmul %s %s @ %s%s", kiln_dtype_name(dt), shp(a), shp(bv),
            transpose_b ? " (b transposed view)" : "");
   mm_ctx ctx = {transpose_b};
-  kt_case c = {.what = g_what, .nin = 2, .in = {a, b}, .in_dt = {dt, dt}, .expected = e,
-               .out_dt = dt, .tolbase = tb, .rtol = ref_dtype_is_float(dt) ? 1e-5 : 0,
-               .atol = 1e-6, .cross = ref_dtype_is_float(dt) ? KT_CROSS_CLOSE : KT_CROSS_EXACT};
+  kt_case c = {.what = g_what,
+               .nin = 2,
+               .in = {a, b},
+               .in_dt = {dt, dt},
+               .expected = e,
+               .out_dt = dt,
+               .tolbase = tb,
+               .rtol = ref_dtype_is_float(dt) ? 1e-5 : 0,
+               .atol = 1e-6,
+               .cross = ref_dtype_is_float(dt) ? KT_CROSS_CLOSE : KT_CROSS_EXACT};
   kt_run_case(&c, build_matmul, &ctx);
 }
 
 TEST(matmul_shapes) {
   ref_rng g = ref_rng_seed(test_seed(SEED + 70));
-  struct { int na; int64_t sa[4]; int nb; int64_t sb[4]; bool tb; } cases[] = {
+  struct {
+    int na;
+    int64_t sa[4];
+    int nb;
+    int64_t sb[4];
+    bool tb;
+  } cases[] = {
       {2, {1, 1}, 2, {1, 1}, false},
       {2, {17, 33}, 2, {33, 65}, false},
       {2, {3, 4}, 2, {5, 4}, true},

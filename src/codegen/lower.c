@@ -258,7 +258,7 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
   int si[KILN_MAX_DIMS];
   kn_node *s = n->nsrc ? n->src[0] : NULL;
   int slot = slot_of(L->it, n);
-  if (slot >= 0 || n->op == N_BUFFER) {
+  if (slot >= 0 || kn_is_realized(n)) {
     KN_ASSERT(slot >= 0, "kernel reads a buffer that is not among its inputs");
     int flat = cint(L, KILN_I64, 0);
     int64_t stride = 1;

@@ -17,6 +17,7 @@ int64_t kn_nodes_live(void) { return live_nodes; }
 static uint64_t node_hash(const kn_node *n) {
   uint64_t h = kn_hash_bytes(0, &n->op, 4);
   h = kn_hash_bytes(h, &n->device, sizeof n->device);
+  h = kn_hash_bytes(h, &n->rg, 1);
   h = kn_hash_bytes(h, n->shape, sizeof(int64_t) * n->ndim);
   h = kn_hash_bytes(h, n->src, sizeof(kn_node *) * n->nsrc);
   h = kn_hash_bytes(h, n->arg, sizeof n->arg);
@@ -25,7 +26,7 @@ static uint64_t node_hash(const kn_node *n) {
 }
 
 static bool node_eq(const kn_node *a, const kn_node *b) {
-  return a->op == b->op && a->dtype == b->dtype && a->ndim == b->ndim && a->nsrc == b->nsrc &&
+  return a->op == b->op && a->rg == b->rg && a->dtype == b->dtype && a->ndim == b->ndim && a->nsrc == b->nsrc &&
          a->device == b->device && !memcmp(a->shape, b->shape, sizeof(int64_t) * a->ndim) &&
          !memcmp(a->src, b->src, sizeof(kn_node *) * a->nsrc) &&
          !memcmp(a->arg, b->arg, sizeof a->arg) && !memcmp(&a->cval, &b->cval, sizeof a->cval);
@@ -61,7 +62,10 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
   memset(&key, 0, sizeof key);
   key.op = op, key.dtype = dtype, key.device = device, key.ndim = ndim, key.nsrc = nsrc;
   if (ndim) memcpy(key.shape, shape, sizeof(int64_t) * ndim);
-  for (int i = 0; i < nsrc; i++) key.src[i] = src[i];
+  for (int i = 0; i < nsrc; i++) {
+    key.src[i] = src[i];
+    key.rg |= src[i]->rg && kn_grad_enabled;
+  }
   if (narg) memcpy(key.arg, arg, sizeof(int64_t) * narg);
   if (cval == 0) cval = 0; /* -0.0 and 0.0 hash alike only where they are equal values */
   key.cval = cval;
@@ -98,11 +102,18 @@ void kn_node_unref(kn_node *n) {
   table_remove(n);
   for (int i = 0; i < n->nsrc; i++) kn_node_unref(n->src[i]);
   if (n->buf) kn_buffer_free(n->buf);
+  if (n->grad) kn_node_unref(n->grad);
   live_nodes--;
   free(n);
 }
 
+bool kn_grad_enabled = true;
+
 void kn_node_set_realized(kn_node *n, kn_buffer *buf) {
+  if (n->rg) { /* stays in the table: equal graphs later reuse the data */
+    n->buf = buf;
+    return;
+  }
   table_remove(n);
   n->op = N_BUFFER;
   n->buf = buf;

@@ -80,7 +80,7 @@ static uint64_t ast_hash(const kn_sched_item *it, kn_node *n, hmap *hm, uint64_t
   int slot = -1;
   for (int i = 0; i < it->ninputs; i++)
     if (it->inputs[i] == n) slot = i;
-  if (slot >= 0 || n->op == N_BUFFER) h = kn_hash_bytes(h ^ 0xabcdef, &slot, sizeof slot);
+  if (slot >= 0 || kn_is_realized(n)) h = kn_hash_bytes(h ^ 0xabcdef, &slot, sizeof slot);
   else {
     h = kn_hash_bytes(h, n->arg, sizeof n->arg);
     h = kn_hash_bytes(h, &n->cval, sizeof n->cval);

@@ -59,7 +59,7 @@ static void schedule_node(builder *b, kn_node *n);
 static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool expand, bool inred,
                   bool root) {
   if (!pset_add(seen, (uintptr_t)n ^ (expand ? 1 : 0) ^ (inred ? 2 : 0) ^ (root ? 4 : 0))) return;
-  if (n->op == N_BUFFER || (!root && pset_has(&b->scheduled, (uintptr_t)n))) {
+  if (kn_is_realized(n) || (!root && pset_has(&b->scheduled, (uintptr_t)n))) {
     add_input(it, n);
     return;
   }
@@ -80,7 +80,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
 }
 
 static void schedule_node(builder *b, kn_node *n) {
-  if (n->op == N_BUFFER || !pset_add(&b->scheduled, (uintptr_t)n)) return;
+  if (kn_is_realized(n) || !pset_add(&b->scheduled, (uintptr_t)n)) return;
   kn_sched_item it = {.out = n, .inputs = kn_xmalloc(sizeof(kn_node *) * 64)};
   kn_node_ref(n);
   /* Visiting may schedule nodes that an earlier part of the same visit had fused (a reduce

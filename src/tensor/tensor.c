@@ -3,11 +3,6 @@
 #include "internal.h"
 #include "render/prelude.h"
 
-struct kiln_tensor {
-  kn_node *node;
-  int scope; /* index in the scope stack */
-  int64_t slot;
-};
 
 /* ---- scopes ---------------------------------------------------------------------------- */
 typedef struct {
@@ -76,6 +71,7 @@ static kiln_tensor *wrap(kn_node *n) {
   tensors_live++;
   return t;
 }
+kiln_tensor *kn_wrap(kn_node *n) { return wrap(n); }
 
 void kiln_get_stats(kiln_stats *s) {
   *s = kn_stats;
@@ -867,7 +863,7 @@ kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis) {
 }
 kiln_tensor *kiln_contiguous(kiln_tensor *x) {
   if (!x) return NULL;
-  if (x->node->op == N_BUFFER) return wrap(ref(x->node));
+  if (kn_is_realized(x->node)) return wrap(ref(x->node));
   return wrap(kn_node_make(N_CONTIGUOUS, x->node->dtype, x->node->device, x->node->ndim,
                            x->node->shape, 1, &x->node, NULL, 0, 0));
 }
