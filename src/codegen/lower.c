@@ -399,6 +399,21 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int64_t *gshape,
     }
 }
 
+/* Rows of dim 0 per block for GROUP: when the reduce is long, a block of 8-16 row tiles
+ * reuses one column strip of the last dim's operand from cache. */
+static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape, const int64_t *up) {
+  if (!it->reduce || ng < 2) return 1;
+  kn_node *r = it->reduce, *s = r->src[0];
+  int64_t rsize = 1;
+  for (int i = 0; i < s->ndim; i++)
+    if (r->arg[1] >> i & 1) rsize *= s->shape[i];
+  if (rsize < 256 || gshape[ng - 1] / up[ng - 1] < 4) return 1;
+  int64_t rows = gshape[0] / up[0];
+  for (int64_t g = 16; g > 1; g /= 2)
+    if (rows % g == 0 && rows / g >= 2) return g;
+  return 1;
+}
+
 kn_kernel *kn_lower(const kn_sched_item *it) {
   lb L = {.it = it};
   kn_node *out = it->out;
@@ -416,16 +431,29 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   for (int i = 0; i < out->ndim; i++)
     if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
   pick_upcasts(it, ng, gshape, up);
-  L.nglobal = ng;
-  int gvar[KILN_MAX_DIMS];
-  int o = 0;
-  for (int g = 0; g < ng; g++) {
-    gvar[g] = range(&L, gshape[g] / up[g], g, g + 1);
-    k->global[g] = gshape[g] / up[g];
-    k->local[g] = 1;
-    if (up[g] > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
+  /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
+   * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
+  struct { int dim; int64_t bound, mult; } loops[KILN_MAX_DIMS + 1];
+  int nl = 0, o = 0;
+  for (int g = 0; g < ng; g++) loops[nl++] = (typeof(loops[0])){g, gshape[g] / up[g], up[g]};
+  int64_t grp = pick_group(it, ng, gshape, up);
+  if (grp > 1) {
+    loops[0].bound /= grp, loops[0].mult *= grp;
+    loops[nl++] = (typeof(loops[0])){0, grp, up[0]};
+    o += snprintf(k->opts + o, sizeof k->opts - o, "GROUP(0,%lld) ", (long long)grp);
   }
-  k->nglobal = ng;
+  L.nglobal = nl;
+  int base[KILN_MAX_DIMS];
+  for (int g = 0; g < ng; g++) base[g] = cint(&L, KILN_I64, 0);
+  for (int l = 0; l < nl; l++) {
+    int var = range(&L, loops[l].bound, l, l + 1);
+    base[loops[l].dim] = add(&L, base[loops[l].dim], mul(&L, var, loops[l].mult));
+    k->global[l] = loops[l].bound;
+    k->local[l] = 1;
+  }
+  for (int g = 0; g < ng; g++)
+    if (up[g] > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
+  k->nglobal = nl;
   /* every combination of upcast offsets is one unrolled copy of the body */
   int64_t ncombo = 1;
   for (int g = 0; g < ng; g++) ncombo *= up[g];
@@ -436,7 +464,7 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
     for (int g = ng - 1; g >= 0; g--) {
       int64_t off = rem % up[g];
       rem /= up[g];
-      idx[gdim_of[g]] = up[g] == 1 ? gvar[g] : add(&L, mul(&L, gvar[g], up[g]), cint(&L, KILN_I64, off));
+      idx[gdim_of[g]] = add(&L, base[g], cint(&L, KILN_I64, off));
     }
     int v = lower(&L, out, idx, -1);
     int flat = cint(&L, KILN_I64, 0);
@@ -446,10 +474,10 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
       stride *= out->shape[i];
     }
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
-    push(&L, st, ng, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
+    push(&L, st, nl, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
   }
   /* ---- linearize: loops open outermost first; each lop goes to its level ---- */
-  int G = ng, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)), *remap = kn_xmalloc(sizeof(int) * L.n);
+  int G = nl, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)), *remap = kn_xmalloc(sizeof(int) * L.n);
   int no = 0;
   int ends[2 * KILN_MAX_DIMS], nends = 0;
   bool has_acc = false;
