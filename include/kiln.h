@@ -67,6 +67,7 @@ void kiln_scope_begin(void);
 void kiln_scope_end(void);
 typedef struct kiln_tensor kiln_tensor;
 kiln_tensor *kiln_keep(kiln_tensor *t); /* moves t to the enclosing scope; returns t */
+kiln_tensor *kiln_persist(kiln_tensor *t); /* moves t to the global scope (lives until freed) */
 void kiln_free(kiln_tensor *t);         /* frees t now (optional) */
 
 /* ---- creation (lazy) --------------------------------------------------------------------- */
@@ -172,6 +173,80 @@ kiln_tensor *kiln_detach(kiln_tensor *t); /* same values, no gradient flows thro
 /* dst takes src's value (same shape and dtype, src realized first); dst keeps its
  * requires-grad flag and drops its gradient history. Used by optimizers. */
 int kiln_assign(kiln_tensor *dst, kiln_tensor *src);
+
+/* ---- nn: layers as functions over the Tensor API -------------------------------------------
+ * Shapes: x (N, C, H, W) for 2-d layers; weights as in PyTorch. b may be NULL (no bias). */
+kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b); /* x @ w^T + b, w (out, in) */
+/* w (O, C/groups, kh, kw); stride, padding, dilation are (h, w) pairs. */
+kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const int *stride,
+                         const int *padding, const int *dilation, int groups);
+kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const int *kernel, const int *stride, const int *padding);
+kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const int *kernel, const int *stride, const int *padding);
+/* Training: normalizes with batch statistics over (N, H, W) and, when running_mean/var are
+ * given, updates them in place (momentum as PyTorch, unbiased variance). Eval: uses them. */
+kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
+                               kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
+                               double momentum, double eps);
+/* Normalizes over the last naxes dims; weight/bias have those dims' shape (or NULL). */
+kiln_tensor *kiln_layer_norm(kiln_tensor *x, int naxes, kiln_tensor *weight, kiln_tensor *bias, double eps);
+kiln_tensor *kiln_rms_norm(kiln_tensor *x, kiln_tensor *weight, double eps); /* over the last dim */
+kiln_tensor *kiln_embedding(kiln_tensor *weight, kiln_tensor *ids); /* weight (V, D), ids int */
+/* Zeroes each element with probability p and scales the rest by 1/(1-p); identity unless training. */
+kiln_tensor *kiln_dropout(kiln_tensor *x, double p, uint64_t seed, bool training);
+kiln_tensor *kiln_leaky_relu(kiln_tensor *x, double slope);
+kiln_tensor *kiln_gelu(kiln_tensor *x); /* tanh approximation */
+kiln_tensor *kiln_silu(kiln_tensor *x);
+/* Mean cross-entropy of logits (N, C) against integer labels (N); label_smoothing in [0,1). */
+kiln_tensor *kiln_cross_entropy(kiln_tensor *logits, kiln_tensor *labels, double label_smoothing);
+kiln_tensor *kiln_mse_loss(kiln_tensor *a, kiln_tensor *b);
+
+/* ---- parameters: an ordered set of named tensors (a model's state) ----------------------------
+ * kiln_params_add takes the tensor out of the scopes: the set owns it until kiln_params_free. */
+typedef struct kiln_params kiln_params;
+kiln_params *kiln_params_new(void);
+void kiln_params_free(kiln_params *p);
+int kiln_params_add(kiln_params *p, const char *name, kiln_tensor *t); /* < 0 on a duplicate name */
+int kiln_params_count(const kiln_params *p);
+kiln_tensor *kiln_params_get(const kiln_params *p, int i);
+const char *kiln_params_name(const kiln_params *p, int i);
+kiln_tensor *kiln_params_find(const kiln_params *p, const char *name); /* NULL if absent */
+/* safetensors files (8-byte little-endian header length, JSON header, raw data). */
+int kiln_save_safetensors(const kiln_params *p, const char *path);
+/* Reads every tensor of the file into a new set; every field is validated first. */
+kiln_params *kiln_load_safetensors(const char *path);
+/* Copies the file's tensors into p's tensors of the same names (shapes and dtypes must match;
+ * every tensor of p must be present). */
+int kiln_params_load(kiln_params *p, const char *path);
+
+/* ---- optimizers ---------------------------------------------------------------------------
+ * An optimizer updates the requires-grad tensors of a parameter set from their gradients. A
+ * step builds every update lazily and realizes them in one schedule, then clears gradients. */
+typedef struct kiln_optim kiln_optim;
+kiln_optim *kiln_sgd(kiln_params *p, double lr, double momentum, double weight_decay, bool nesterov);
+/* Adam; decoupled = true gives AdamW (weight decay applied to the weights, not the gradient). */
+kiln_optim *kiln_adam(kiln_params *p, double lr, double beta1, double beta2, double eps,
+                      double weight_decay, bool decoupled);
+int kiln_optim_step(kiln_optim *o);
+void kiln_optim_set_lr(kiln_optim *o, double lr);
+double kiln_optim_get_lr(const kiln_optim *o);
+void kiln_optim_free(kiln_optim *o);
+/* The optimizer's own state (moments, step count) as named tensors, e.g. to checkpoint it. */
+kiln_params *kiln_optim_state(kiln_optim *o);
+/* Learning-rate schedules: the rate at step (0-based) of total steps. */
+double kiln_lr_cosine(int64_t step, int64_t total, double base_lr, double min_lr);
+double kiln_lr_warmup(int64_t step, int64_t warmup_steps, double base_lr); /* linear from 0 */
+
+/* ---- data --------------------------------------------------------------------------------- */
+typedef struct {
+  int64_t n, rows, cols;
+  uint8_t *images; /* n * rows * cols pixels, row-major */
+  uint8_t *labels; /* n */
+} kiln_image_set;
+/* Reads Fashion-MNIST (gzip IDX files) from dir, or from $KILN_DATA, or from
+ * /usr/share/datasets/fashion-mnist when dir is NULL. A missing dataset is an error whose
+ * message names the command that installs it. */
+int kiln_fashion_mnist_load(const char *dir, bool train, kiln_image_set *out);
+void kiln_image_set_free(kiln_image_set *s);
 
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);

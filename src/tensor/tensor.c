@@ -56,6 +56,14 @@ kiln_tensor *kiln_keep(kiln_tensor *t) {
   }
   return t;
 }
+kiln_tensor *kiln_persist(kiln_tensor *t) {
+  if (!t) return NULL;
+  if (t->scope > 0) {
+    scope_del(t);
+    scope_add(0, t);
+  }
+  return t;
+}
 void kiln_free(kiln_tensor *t) {
   if (!t) return;
   scope_del(t);
