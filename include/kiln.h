@@ -170,8 +170,9 @@ void kiln_zero_grad(kiln_tensor *t);
  * state so callers can restore it. */
 bool kiln_set_grad_enabled(bool on);
 kiln_tensor *kiln_detach(kiln_tensor *t); /* same values, no gradient flows through */
-/* dst takes src's value (same shape and dtype, src realized first); dst keeps its
- * requires-grad flag and drops its gradient history. Used by optimizers. */
+/* dst takes src's value (same shape and dtype). A requires-grad leaf dst stays a leaf: src is
+ * realized and dst keeps its flag (optimizers use this). Any other dst is assigned lazily and
+ * computed when next realized (realize it each step, or its history grows). */
 int kiln_assign(kiln_tensor *dst, kiln_tensor *src);
 
 /* ---- nn: layers as functions over the Tensor API -------------------------------------------

@@ -111,6 +111,25 @@ static int64_t cv(lb *L, int i) { return L->b[i].op.ival; }
 static bool ovf_add(int64_t a, int64_t b, int64_t *r) { return __builtin_add_overflow(a, b, r); }
 static bool ovf_mul(int64_t a, int64_t b, int64_t *r) { return __builtin_mul_overflow(a, b, r); }
 
+static int alu(lb *L, int op, int dt, int a, int b, int c);
+/* Flattens a nonnegative i64 sum into terms coef * lop (lop -1 for the constant term). */
+static bool collect_terms(lb *L, int x, int64_t coef, int *tv, int64_t *tc, int *nt) {
+  kn_lop *o = &L->b[x].op;
+  if (*nt >= 30 || L->b[x].lo < 0) return false;
+  if (o->op == N_ADD && o->dtype == KILN_I64)
+    return collect_terms(L, o->src[0], coef, tv, tc, nt) && collect_terms(L, o->src[1], coef, tv, tc, nt);
+  if (o->op == N_MUL && o->dtype == KILN_I64 && is_const(L, o->src[1]) && cv(L, o->src[1]) >= 0 &&
+      !__builtin_mul_overflow(coef, cv(L, o->src[1]), &(int64_t){0}))
+    return collect_terms(L, o->src[0], coef * cv(L, o->src[1]), tv, tc, nt);
+  if (is_const(L, x)) {
+    if (__builtin_mul_overflow(coef, cv(L, x), &tc[*nt])) return false;
+    tv[(*nt)++] = -1;
+    return true;
+  }
+  tv[*nt] = x, tc[(*nt)++] = coef;
+  return true;
+}
+
 /* Integer ALU with folding and index simplification; other dtypes get plain folding. */
 static int alu(lb *L, int op, int dt, int a, int b, int c) {
   bool ints = is_intlike(dt) && (a < 0 || is_intlike(L->b[a].op.dtype));
@@ -147,21 +166,23 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
       if (op == N_MOD && d == 1) return cint(L, dt, 0);
       if (ahi < d) return op == N_IDIV ? cint(L, dt, 0) : a;
       if (is_const(L, a)) return cint(L, dt, op == N_IDIV ? cv(L, a) / d : cv(L, a) % d);
-      kn_lop *x = &L->b[a].op;
-      if (x->op == N_MUL && is_const(L, x->src[1]) && cv(L, x->src[1]) % d == 0)
-        return op == N_MOD ? cint(L, dt, 0)
-                           : alu(L, N_MUL, dt, x->src[0], cint(L, dt, cv(L, x->src[1]) / d), -1);
-      if (x->op == N_ADD && L->b[x->src[0]].lo >= 0 && L->b[x->src[1]].lo >= 0) {
-        for (int k = 0; k < 2; k++) { /* (p + q) with p % d == 0 */
-          int p = x->src[k], q = x->src[1 - k];
-          kn_lop *po = &L->b[p].op;
-          bool pdiv = (po->op == N_MUL && is_const(L, po->src[1]) && cv(L, po->src[1]) % d == 0) ||
-                      (is_const(L, p) && cv(L, p) % d == 0);
-          if (!pdiv) continue;
-          int qd = alu(L, op, dt, q, b, -1);
-          if (op == N_MOD) return qd;
-          return alu(L, N_ADD, dt, alu(L, N_IDIV, dt, p, b, -1), qd, -1);
+      /* x = sum of terms t*c (t >= 0, c >= 0): x / d = sum t*(c/d) + (sum t*(c%d)) / d, and
+       * x % d = (sum t*(c%d)) % d; when the remainder sum stays below d, both fold away */
+      int tv[32], nt = 0;
+      int64_t tc[32];
+      if (collect_terms(L, a, 1, tv, tc, &nt)) {
+        bool changed = false;
+        int q = cint(L, dt, 0), r = cint(L, dt, 0);
+        for (int i = 0; i < nt; i++) {
+          changed = changed || tc[i] >= d;
+          int t = tv[i] < 0 ? cint(L, dt, 1) : tv[i];
+          if (tc[i] / d) q = alu(L, N_ADD, dt, q, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] / d), -1), -1);
+          if (tc[i] % d) r = alu(L, N_ADD, dt, r, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] % d), -1), -1);
         }
+        if (L->b[r].lo >= 0 && L->b[r].hi < d) return op == N_IDIV ? q : r;
+        if (changed)
+          return op == N_MOD ? alu(L, N_MOD, dt, r, b, -1)
+                             : alu(L, N_ADD, dt, q, alu(L, N_IDIV, dt, r, b, -1), -1);
       }
     }
     if (op == N_CMPLT) {

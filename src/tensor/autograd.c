@@ -73,6 +73,14 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
     return -1;
   }
   bool leaf_rg = a->op == N_BUFFER && a->rg;
+  if (!leaf_rg) { /* lazy: dst now names src's (detached) graph, realized with whatever reads it */
+    kiln_tensor *d = kiln_detach(src);
+    kn_node_ref(d->node);
+    kn_node_unref(dst->node);
+    dst->node = d->node;
+    kiln_free(d);
+    return 0;
+  }
   kiln_scope_begin();
   kiln_tensor *v = kiln_detach(src);
   if (kiln_realize(v) < 0) {

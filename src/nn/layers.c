@@ -1,0 +1,317 @@
+/* layers.c — nn layers written with the Tensor API like any user code: linear, conv2d and
+ * pooling (sliding windows are pure views), normalizations, embedding, dropout, activations
+ * and losses. Nothing here is special-cased in the compiler. */
+#include "internal.h"
+#include <math.h>
+
+typedef kiln_tensor T;
+static T *ret(T *r) {
+  kiln_keep(r);
+  kiln_scope_end();
+  return r;
+}
+static T *muls(T *x, double v) { return kiln_binary_s(KILN_MUL, x, v); }
+static T *adds(T *x, double v) { return kiln_binary_s(KILN_ADD, x, v); }
+static const int64_t *SHP(T *x) { return kiln_shape(x); }
+
+T *kiln_linear(T *x, T *w, T *b) {
+  if (!x || !w) return NULL;
+  if (kiln_ndim(w) != 2) {
+    kn_err("linear: weight must be (out, in), got %d dims", kiln_ndim(w));
+    return NULL;
+  }
+  kiln_scope_begin();
+  T *y = kiln_matmul(x, kiln_transpose(w, 0, 1));
+  if (y && b) y = kiln_add(y, b);
+  return ret(y);
+}
+
+/* Sliding windows of one spatial axis as a view: x (..., L) -> (..., O, K) with
+ * out[o, i] = x[o * stride + i * dil]. The axis is tiled, re-read in rows of length L + dil
+ * (each row starts dil later), then subsampled by the stride. */
+static T *windows1d(T *x, int64_t k, int64_t stride, int64_t dil) {
+  int nd = kiln_ndim(x);
+  int64_t L = SHP(x)[nd - 1], span = dil * (k - 1) + 1;
+  int64_t o1 = L - span + 1;            /* window starts with stride 1 */
+  int64_t o = (o1 - 1) / stride + 1;    /* with the stride */
+  int64_t rows = k, rowlen = L + dil, reps = (rows * rowlen + L - 1) / L;
+  int64_t s[KILN_MAX_DIMS + 2];
+  memcpy(s, SHP(x), sizeof(int64_t) * nd);
+  /* (..., L) -> (..., reps, L) -> (..., reps*L) -> (..., k*(L+dil)) -> (..., k, L+dil) */
+  s[nd - 1] = 1, s[nd] = L;
+  T *t = kiln_reshape(x, nd + 1, s);
+  s[nd - 1] = reps;
+  t = kiln_expand(t, nd + 1, s);
+  s[nd - 1] = reps * L;
+  t = kiln_reshape(t, nd, s);
+  int64_t st[KILN_MAX_DIMS] = {0}, en[KILN_MAX_DIMS];
+  memcpy(en, s, sizeof(int64_t) * nd);
+  en[nd - 1] = rows * rowlen;
+  t = kiln_shrink(t, st, en);
+  s[nd - 1] = rows, s[nd] = rowlen;
+  t = kiln_reshape(t, nd + 1, s);
+  /* keep window starts [0, o*stride) (padding the row if the stride overshoots), then every
+   * stride-th one */
+  memset(st, 0, sizeof st);
+  memcpy(en, s, sizeof(int64_t) * (nd + 1));
+  int64_t need = o * stride;
+  if (need <= rowlen) en[nd] = need;
+  t = kiln_shrink(t, st, en);
+  if (need > rowlen) {
+    int64_t bf[KILN_MAX_DIMS] = {0}, af[KILN_MAX_DIMS] = {0};
+    af[nd] = need - rowlen;
+    t = kiln_pad(t, bf, af, 0);
+  }
+  if (stride > 1) {
+    if (nd + 2 > KILN_MAX_DIMS) {
+      kn_err("conv/pool: too many dims for a strided window");
+      return NULL;
+    }
+    s[nd] = o, s[nd + 1] = stride;
+    t = kiln_reshape(t, nd + 2, s);
+    int64_t st2[KILN_MAX_DIMS] = {0}, en2[KILN_MAX_DIMS];
+    memcpy(en2, s, sizeof(int64_t) * (nd + 2));
+    en2[nd + 1] = 1;
+    t = kiln_shrink(t, st2, en2);
+    t = kiln_reshape(t, nd + 1, s);
+  }
+  /* (..., k, o) -> (..., o, k) */
+  int perm[KILN_MAX_DIMS];
+  for (int i = 0; i < nd + 1; i++) perm[i] = i;
+  perm[nd - 1] = nd, perm[nd] = nd - 1;
+  return kiln_permute(t, perm);
+}
+
+/* x (N, C, H, W) -> (N, C, OH, OW, KH, KW) windows; padding added with pad_value. */
+static T *windows2d(const char *op, T *x, const int *kernel, const int *stride, const int *padding,
+                    const int *dilation, double pad_value) {
+  if (kiln_ndim(x) != 4) {
+    kn_err("%s: input must be (N, C, H, W), got %d dims", op, kiln_ndim(x));
+    return NULL;
+  }
+  int k[2], s[2], p[2], d[2];
+  for (int i = 0; i < 2; i++) {
+    k[i] = kernel[i], s[i] = stride ? stride[i] : 1, p[i] = padding ? padding[i] : 0;
+    d[i] = dilation ? dilation[i] : 1;
+    if (k[i] < 1 || s[i] < 1 || p[i] < 0 || d[i] < 1) {
+      kn_err("%s: bad kernel %d, stride %d, padding %d or dilation %d", op, k[i], s[i], p[i], d[i]);
+      return NULL;
+    }
+    int64_t L = SHP(x)[2 + i] + 2 * p[i];
+    if (L < (int64_t)d[i] * (k[i] - 1) + 1) {
+      kn_err("%s: kernel %d (dilation %d) larger than the padded input %lld", op, k[i], d[i], (long long)L);
+      return NULL;
+    }
+  }
+  T *t = x;
+  if (p[0] || p[1]) t = kiln_pad(x, (int64_t[]){0, 0, p[0], p[1]}, (int64_t[]){0, 0, p[0], p[1]}, pad_value);
+  /* W axis: (N,C,H,W) -> (N,C,H,OW,KW); then H: move H last -> (N,C,OW,KW,H) -> (N,C,OW,KW,OH,KH) */
+  t = windows1d(t, k[1], s[1], d[1]);
+  t = kiln_permute(t, (int[]){0, 1, 3, 4, 2});
+  t = windows1d(t, k[0], s[0], d[0]);
+  return kiln_permute(t, (int[]){0, 1, 4, 2, 5, 3}); /* (N, C, OH, OW, KH, KW) */
+}
+
+T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const int *dilation, int groups) {
+  if (!x || !w) return NULL;
+  if (kiln_ndim(w) != 4 || kiln_ndim(x) != 4) {
+    kn_err("conv2d: input (N,C,H,W) and weight (O,C/groups,KH,KW) expected, got %d and %d dims",
+           kiln_ndim(x), kiln_ndim(w));
+    return NULL;
+  }
+  int64_t N = SHP(x)[0], C = SHP(x)[1], O = SHP(w)[0], CG = SHP(w)[1], KH = SHP(w)[2], KW = SHP(w)[3];
+  if (groups < 1 || C % groups || O % groups || CG != C / groups) {
+    char a[200], c[200];
+    kn_err("conv2d: input %s and weight %s do not match with groups=%d",
+           kn_shape_str(a, 4, SHP(x)), kn_shape_str(c, 4, SHP(w)), groups);
+    return NULL;
+  }
+  kiln_scope_begin();
+  T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
+  if (!win) {
+    kiln_scope_end();
+    return NULL;
+  }
+  int64_t OH = SHP(win)[2], OW = SHP(win)[3], G = groups;
+  /* x: (N, G, 1, C/G, OH, OW, KH, KW); w: (1, G, O/G, C/G, 1, 1, KH, KW) */
+  T *xv = kiln_reshape(win, 8, (int64_t[]){N, G, 1, CG, OH, OW, KH, KW});
+  T *wv = kiln_reshape(w, 8, (int64_t[]){1, G, O / G, CG, 1, 1, KH, KW});
+  T *y = kiln_sum(kiln_mul(xv, wv), 3, (int[]){3, 6, 7}, false); /* (N, G, O/G, OH, OW) */
+  y = kiln_reshape(y, 4, (int64_t[]){N, O, OH, OW});
+  if (y && b) y = kiln_add(y, kiln_reshape(b, 4, (int64_t[]){1, O, 1, 1}));
+  return ret(y);
+}
+
+T *kiln_max_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
+  if (!x || !kernel) return NULL;
+  kiln_scope_begin();
+  T *w = windows2d("max_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, -INFINITY);
+  return ret(kiln_max(w, 2, (int[]){4, 5}, false));
+}
+T *kiln_avg_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
+  if (!x || !kernel) return NULL;
+  kiln_scope_begin(); /* padded zeros count in the average, as PyTorch's default */
+  T *w = windows2d("avg_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, 0);
+  return ret(kiln_mean(w, 2, (int[]){4, 5}, false));
+}
+
+T *kiln_batch_norm2d(T *x, T *weight, T *bias, T *rmean, T *rvar, bool training, double momentum,
+                     double eps) {
+  if (!x) return NULL;
+  if (kiln_ndim(x) != 4) {
+    kn_err("batch_norm2d: input must be (N, C, H, W), got %d dims", kiln_ndim(x));
+    return NULL;
+  }
+  int64_t C = SHP(x)[1], cs[4] = {1, C, 1, 1};
+  T *params[4] = {weight, bias, rmean, rvar};
+  for (int i = 0; i < 4; i++)
+    if (params[i] && kiln_numel(params[i]) != C) {
+      kn_err("batch_norm2d: parameter %d has %lld elements, the input has %lld channels", i,
+             (long long)kiln_numel(params[i]), (long long)C);
+      return NULL;
+    }
+  if (!training && (!rmean || !rvar)) {
+    kn_err("batch_norm2d: eval mode needs running_mean and running_var");
+    return NULL;
+  }
+  kiln_scope_begin();
+  int axes[3] = {0, 2, 3};
+  T *mean, *var;
+  if (training) {
+    mean = kiln_mean(x, 3, axes, true);
+    T *xc = kiln_sub(x, mean);
+    var = kiln_mean(kiln_mul(xc, xc), 3, axes, true);
+    if (rmean && rvar) { /* running statistics, updated without gradient */
+      bool old = kiln_set_grad_enabled(false);
+      double n = (double)(kiln_numel(x) / C);
+      T *m = kiln_detach(kiln_reshape(mean, 1, &C)), *v = kiln_detach(kiln_reshape(var, 1, &C));
+      T *nm = kiln_add(muls(rmean, 1 - momentum), muls(m, momentum));
+      T *nv = kiln_add(muls(rvar, 1 - momentum), muls(v, momentum * n / (n > 1 ? n - 1 : 1)));
+      kiln_assign(rmean, kiln_cast(nm, kiln_dtype_of(rmean)));
+      kiln_assign(rvar, kiln_cast(nv, kiln_dtype_of(rvar)));
+      kiln_set_grad_enabled(old);
+    }
+  } else {
+    mean = kiln_reshape(rmean, 4, cs);
+    var = kiln_reshape(rvar, 4, cs);
+  }
+  T *y = kiln_mul(kiln_sub(x, mean), kiln_unary(KILN_RSQRT, adds(var, eps)));
+  if (weight) y = kiln_mul(y, kiln_reshape(weight, 4, cs));
+  if (bias) y = kiln_add(y, kiln_reshape(bias, 4, cs));
+  return ret(y);
+}
+
+T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {
+  if (!x) return NULL;
+  int nd = kiln_ndim(x);
+  if (naxes < 1 || naxes > nd) {
+    kn_err("layer_norm: cannot normalize over the last %d dims of a %d-dim input", naxes, nd);
+    return NULL;
+  }
+  int axes[KILN_MAX_DIMS];
+  for (int i = 0; i < naxes; i++) axes[i] = nd - naxes + i;
+  kiln_scope_begin();
+  T *xc = kiln_sub(x, kiln_mean(x, naxes, axes, true));
+  T *var = kiln_mean(kiln_mul(xc, xc), naxes, axes, true);
+  T *y = kiln_mul(xc, kiln_unary(KILN_RSQRT, adds(var, eps)));
+  if (weight) y = kiln_mul(y, weight);
+  if (bias) y = kiln_add(y, bias);
+  return ret(y);
+}
+
+T *kiln_rms_norm(T *x, T *weight, double eps) {
+  if (!x) return NULL;
+  int last = -1;
+  kiln_scope_begin();
+  T *ms = kiln_mean(kiln_mul(x, x), 1, &last, true);
+  T *y = kiln_mul(x, kiln_unary(KILN_RSQRT, adds(ms, eps)));
+  if (weight) y = kiln_mul(y, weight);
+  return ret(y);
+}
+
+T *kiln_embedding(T *weight, T *ids) {
+  if (!weight || !ids) return NULL;
+  if (kiln_ndim(weight) != 2 || kiln_dtype_is_float(kiln_dtype_of(ids))) {
+    kn_err("embedding: weight must be (V, D) and ids integer");
+    return NULL;
+  }
+  int64_t V = SHP(weight)[0], D = SHP(weight)[1];
+  int nd = kiln_ndim(ids);
+  if (nd + 2 > KILN_MAX_DIMS) {
+    kn_err("embedding: ids have too many dims (%d)", nd);
+    return NULL;
+  }
+  kiln_scope_begin(); /* one-hot rows selected by a sum over the vocabulary */
+  int64_t s[KILN_MAX_DIMS];
+  memcpy(s, SHP(ids), sizeof(int64_t) * nd);
+  s[nd] = 1;
+  T *hot = kiln_binary(KILN_EQ, kiln_reshape(ids, nd + 1, s), kiln_arange(0, (double)V, 1, KILN_I64));
+  s[nd] = V, s[nd + 1] = 1;
+  T *h = kiln_cast(kiln_reshape(hot, nd + 2, s), kiln_dtype_of(weight));
+  s[nd] = V, s[nd + 1] = D;
+  for (int i = 0; i < nd; i++) s[i] = 1;
+  T *wv = kiln_reshape(weight, nd + 2, s);
+  return ret(kiln_sum(kiln_mul(h, wv), 1, (int[]){nd}, false));
+}
+
+T *kiln_dropout(T *x, double p, uint64_t seed, bool training) {
+  if (!x) return NULL;
+  if (!(p >= 0 && p < 1)) {
+    kn_err("dropout: p must be in [0, 1), got %g", p);
+    return NULL;
+  }
+  if (!training || p == 0) {
+    kiln_scope_begin();
+    return ret(kiln_mul(x, kiln_scalar(kiln_dtype_of(x), 1)));
+  }
+  kiln_scope_begin();
+  T *keep = kiln_binary(KILN_GE, kiln_rand(kiln_ndim(x), SHP(x), seed), kiln_scalar(KILN_F32, p));
+  return ret(kiln_where(keep, muls(x, 1 / (1 - p)), kiln_scalar(kiln_dtype_of(x), 0)));
+}
+
+T *kiln_leaky_relu(T *x, double slope) {
+  if (!x) return NULL;
+  kiln_scope_begin();
+  return ret(kiln_where(kiln_binary(KILN_GT, x, kiln_scalar(kiln_dtype_of(x), 0)), x, muls(x, slope)));
+}
+T *kiln_gelu(T *x) {
+  if (!x) return NULL;
+  kiln_scope_begin();
+  T *inner = muls(kiln_add(x, muls(kiln_mul(x, kiln_mul(x, x)), 0.044715)), sqrt(2 / M_PI));
+  return ret(kiln_mul(muls(x, 0.5), adds(kiln_unary(KILN_TANH, inner), 1)));
+}
+T *kiln_silu(T *x) {
+  if (!x) return NULL;
+  kiln_scope_begin();
+  return ret(kiln_mul(x, kiln_unary(KILN_SIGMOID, x)));
+}
+
+T *kiln_cross_entropy(T *logits, T *labels, double ls) {
+  if (!logits || !labels) return NULL;
+  if (kiln_ndim(logits) != 2 || kiln_ndim(labels) != 1 || SHP(labels)[0] != SHP(logits)[0] ||
+      kiln_dtype_is_float(kiln_dtype_of(labels))) {
+    char a[200], b[200];
+    kn_err("cross_entropy: logits (N, C) and integer labels (N) expected, got %s and %s",
+           kn_shape_str(a, kiln_ndim(logits), SHP(logits)), kn_shape_str(b, kiln_ndim(labels), SHP(labels)));
+    return NULL;
+  }
+  if (!(ls >= 0 && ls < 1)) {
+    kn_err("cross_entropy: label_smoothing must be in [0, 1), got %g", ls);
+    return NULL;
+  }
+  int64_t N = SHP(logits)[0], C = SHP(logits)[1];
+  kiln_scope_begin();
+  T *logp = kiln_log_softmax(logits, 1);
+  T *hot = kiln_binary(KILN_EQ, kiln_reshape(labels, 2, (int64_t[]){N, 1}),
+                       kiln_reshape(kiln_arange(0, (double)C, 1, KILN_I64), 2, (int64_t[]){1, C}));
+  T *target = adds(muls(kiln_cast(hot, kiln_dtype_of(logp)), 1 - ls), ls / (double)C);
+  T *nll = kiln_neg(kiln_sum(kiln_mul(target, logp), 1, (int[]){1}, false));
+  return ret(kiln_mean(nll, 0, NULL, false));
+}
+
+T *kiln_mse_loss(T *a, T *b) {
+  if (!a || !b) return NULL;
+  kiln_scope_begin();
+  T *d = kiln_sub(a, b);
+  return ret(kiln_mean(kiln_mul(d, d), 0, NULL, false));
+}
