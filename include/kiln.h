@@ -165,6 +165,8 @@ int kiln_set_requires_grad(kiln_tensor *t, bool on); /* realizes t; < 0 if t is 
 bool kiln_requires_grad(const kiln_tensor *t);
 int kiln_backward(kiln_tensor *loss);       /* loss must have exactly one element */
 kiln_tensor *kiln_grad(const kiln_tensor *t); /* a new handle on t's gradient; NULL if none */
+/* Drops t's gradient. A gradient holds the graph that made it (which refers back to t), so
+ * call this (optimizer steps do) before letting go of a parameter. */
 void kiln_zero_grad(kiln_tensor *t);
 /* Turns gradient recording off (e.g. for optimizer updates and evaluation); returns the old
  * state so callers can restore it. */

@@ -33,6 +33,16 @@ static void idx_close(idx_file *x) {
   x->f = NULL;
 }
 
+/* zlib's message for the last error, without the "path: " it puts in front. */
+static const char *gz_message(idx_file *x) {
+  int code;
+  const char *msg = gzerror(x->f, &code);
+  if (!msg || !msg[0]) return "unknown zlib error";
+  size_t n = strlen(x->path);
+  if (strncmp(msg, x->path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ') msg += n + 2;
+  return msg;
+}
+
 /* Reads exactly n bytes; "what" names the part for the truncation message. */
 static int idx_read(idx_file *x, void *dst, size_t n, const char *what) {
   size_t got = 0;
@@ -40,10 +50,8 @@ static int idx_read(idx_file *x, void *dst, size_t n, const char *what) {
     size_t chunk = n - got > (1u << 30) ? (1u << 30) : n - got;
     int r = gzread(x->f, (uint8_t *)dst + got, (unsigned)chunk);
     if (r < 0) {
-      int code;
-      const char *msg = gzerror(x->f, &code);
       kn_err("fashion-mnist: %s: corrupt gzip data while reading the %s: %s", x->path, what,
-             msg ? msg : "unknown zlib error");
+             gz_message(x));
       return -1;
     }
     if (r == 0) {
@@ -94,8 +102,8 @@ static int idx_open(idx_file *x, const char *dir, const char *name, uint32_t mag
   if (idx_read(x, hdr, 4 + 4 * (size_t)ndim, "IDX header") != 0) return -1;
   uint32_t m = be32(hdr);
   if (m != magic) {
-    kn_err("fashion-mnist: %s: bad IDX magic 0x%08x, expected 0x%08x (u8 data, %d dims)", x->path,
-           m, magic, ndim);
+    kn_err("fashion-mnist: %s: bad IDX magic 0x%08x, expected 0x%08x (u8 data, %d dim%s)", x->path,
+           m, magic, ndim, ndim == 1 ? "" : "s");
     return -1;
   }
   for (int i = 0; i < ndim; i++)
@@ -110,10 +118,8 @@ static int idx_read_payload(idx_file *x, uint8_t *dst, size_t n) {
   uint8_t extra;
   int r = gzread(x->f, &extra, 1);
   if (r < 0) {
-    int code;
-    const char *msg = gzerror(x->f, &code);
     kn_err("fashion-mnist: %s: corrupt gzip data at the end of the file: %s", x->path,
-           msg ? msg : "unknown zlib error");
+           gz_message(x));
     return -1;
   }
   if (r > 0) {

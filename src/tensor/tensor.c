@@ -1035,21 +1035,24 @@ kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b) {
 
 /* ---- running ---------------------------------------------------------------------------- */
 int kiln_realize_many(int n, kiln_tensor *const *ts) {
-  kn_node *roots[256];
-  if (n < 0 || n > 256) {
-    kn_err("realize: %d tensors (at most 256 at once)", n);
+  if (n < 0 || (n && !ts)) {
+    kn_err("realize: bad tensor count %d", n);
     return -1;
   }
+  kn_node **roots = kn_xmalloc(sizeof(kn_node *) * (n + 1));
   for (int i = 0; i < n; i++) {
     if (!ts[i]) {
       kn_err("realize: tensor %d is NULL (an earlier op failed)", i);
+      free(roots);
       return -1;
     }
     roots[i] = ts[i]->node;
   }
   kn_schedule s;
-  if (kn_schedule_build(n, roots, &s) < 0) return -1;
-  int rc = kn_schedule_run(&s);
+  int rc = kn_schedule_build(n, roots, &s);
+  free(roots);
+  if (rc < 0) return -1;
+  rc = kn_schedule_run(&s);
   kn_schedule_free(&s);
   return rc;
 }
