@@ -12,9 +12,9 @@
 
 /* The format's dtype names, indexed by kiln_dtype. */
 static const char *const st_dtype_names[KILN_NDTYPES] = {
-    [KILN_BOOL] = "BOOL", [KILN_U8] = "U8",     [KILN_I8] = "I8",   [KILN_U16] = "U16",
-    [KILN_I16] = "I16",   [KILN_U32] = "U32",   [KILN_I32] = "I32", [KILN_U64] = "U64",
-    [KILN_I64] = "I64",   [KILN_F16] = "F16",   [KILN_BF16] = "BF16", [KILN_F32] = "F32",
+    [KILN_BOOL] = "BOOL", [KILN_U8] = "U8",   [KILN_I8] = "I8",     [KILN_U16] = "U16",
+    [KILN_I16] = "I16",   [KILN_U32] = "U32", [KILN_I32] = "I32",   [KILN_U64] = "U64",
+    [KILN_I64] = "I64",   [KILN_F16] = "F16", [KILN_BF16] = "BF16", [KILN_F32] = "F32",
     [KILN_F64] = "F64",
 };
 
@@ -53,10 +53,14 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   if (c < 0x80) return 1;
   size_t len;
   uint32_t cp, min;
-  if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F, min = 0x80;
-  else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
-  else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07, min = 0x10000;
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2, cp = c & 0x1F, min = 0x80;
+  else if ((c & 0xF0) == 0xE0)
+    len = 3, cp = c & 0x0F, min = 0x800;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4, cp = c & 0x07, min = 0x10000;
+  else
+    return 0;
   if (n < len) return 0;
   for (size_t i = 1; i < len; i++) {
     if ((s[i] & 0xC0) != 0x80) return 0;
@@ -94,8 +98,8 @@ static bool utf8_valid(const char *s, size_t n) {
  * Strings are decoded to UTF-8 (escapes, surrogate pairs) and may hold NULs (see len).
  * Numbers keep only what the format can use: an int64 when the text is an integer in range. */
 typedef enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ } jkind;
-static const char *const jkind_names[] = {"null", "a boolean", "a number",
-                                          "a string", "an array", "an object"};
+static const char *const jkind_names[] = {"null",     "a boolean", "a number",
+                                          "a string", "an array",  "an object"};
 
 typedef struct jval {
   jkind kind;
@@ -110,7 +114,8 @@ typedef struct jval {
 } jval;
 
 static void jfree(jval *v) {
-  for (int i = 0; i < v->n; i++) jfree(&v->items[i]);
+  for (int i = 0; i < v->n; i++)
+    jfree(&v->items[i]);
   free(v->items);
   free(v->s);
   free(v->key);
@@ -129,15 +134,16 @@ static bool jfail(jparser *jp, const char *fmt, ...) {
   int n = vsnprintf(jp->err, sizeof jp->err, fmt, ap);
   va_end(ap);
   if (n >= 0 && (size_t)n < sizeof jp->err)
-    snprintf(jp->err + n, sizeof jp->err - (size_t)n, " at byte %zu",
-             (size_t)(jp->p - jp->start));
+    snprintf(jp->err + n, sizeof jp->err - (size_t)n, " at byte %zu", (size_t)(jp->p - jp->start));
   return false;
 }
 
 /* "'x'" for a printable character, "byte 0xNN" otherwise. */
 static const char *char_desc(char *buf, unsigned c) {
-  if (c >= 0x20 && c < 0x7F) snprintf(buf, 16, "'%c'", (char)c);
-  else snprintf(buf, 16, "byte 0x%02x", c);
+  if (c >= 0x20 && c < 0x7F)
+    snprintf(buf, 16, "'%c'", (char)c);
+  else
+    snprintf(buf, 16, "byte 0x%02x", c);
   return buf;
 }
 
@@ -153,7 +159,7 @@ static bool hex4(jparser *jp, const unsigned char *limit, uint32_t *out) {
   uint32_t v = 0;
   for (int k = 0; k < 4; k++) {
     unsigned c = jp->p[k];
-    int d = is_digit(c) ? (int)(c - '0')
+    int d = is_digit(c)              ? (int)(c - '0')
             : (c >= 'a' && c <= 'f') ? (int)(c - 'a' + 10)
             : (c >= 'A' && c <= 'F') ? (int)(c - 'A' + 10)
                                      : -1;
@@ -169,7 +175,8 @@ static bool hex4(jparser *jp, const unsigned char *limit, uint32_t *out) {
  * the quoted span suffices (and a huge header cannot make every string allocate the rest). */
 static bool parse_string(jparser *jp, char **out, size_t *outlen) {
   const unsigned char *q = ++jp->p;
-  while (q < jp->end && *q != '"') q += (*q == '\\' && q + 1 < jp->end) ? 2 : 1;
+  while (q < jp->end && *q != '"')
+    q += (*q == '\\' && q + 1 < jp->end) ? 2 : 1;
   if (q >= jp->end) return jfail(jp, "unterminated string");
   /* every backslash in [p, q) now has its escaped character before q */
   char *buf = kn_xmalloc((size_t)(q - jp->p) + 1), cd[16];
@@ -194,14 +201,30 @@ static bool parse_string(jparser *jp, char **out, size_t *outlen) {
     jp->p += 2;
     uint32_t cp, lo;
     switch (e) {
-    case '"': buf[n++] = '"'; break;
-    case '\\': buf[n++] = '\\'; break;
-    case '/': buf[n++] = '/'; break;
-    case 'b': buf[n++] = '\b'; break;
-    case 'f': buf[n++] = '\f'; break;
-    case 'n': buf[n++] = '\n'; break;
-    case 'r': buf[n++] = '\r'; break;
-    case 't': buf[n++] = '\t'; break;
+    case '"':
+      buf[n++] = '"';
+      break;
+    case '\\':
+      buf[n++] = '\\';
+      break;
+    case '/':
+      buf[n++] = '/';
+      break;
+    case 'b':
+      buf[n++] = '\b';
+      break;
+    case 'f':
+      buf[n++] = '\f';
+      break;
+    case 'n':
+      buf[n++] = '\n';
+      break;
+    case 'r':
+      buf[n++] = '\r';
+      break;
+    case 't':
+      buf[n++] = '\t';
+      break;
     case 'u':
       if (!hex4(jp, q, &cp)) goto fail;
       if (cp >= 0xDC00 && cp <= 0xDFFF) {
@@ -223,7 +246,9 @@ static bool parse_string(jparser *jp, char **out, size_t *outlen) {
       }
       n += utf8_put(buf + n, cp);
       break;
-    default: jfail(jp, "invalid escape \\ followed by %s", char_desc(cd, e)); goto fail;
+    default:
+      jfail(jp, "invalid escape \\ followed by %s", char_desc(cd, e));
+      goto fail;
     }
   }
   jp->p = q + 1;
@@ -247,19 +272,23 @@ static bool parse_number(jparser *jp, jval *v) {
   } else {
     for (; s < e && is_digit(*s); s++) {
       unsigned d = *s - '0';
-      if (mag > (UINT64_MAX - d) / 10) big = true;
-      else mag = mag * 10 + d;
+      if (mag > (UINT64_MAX - d) / 10)
+        big = true;
+      else
+        mag = mag * 10 + d;
     }
   }
   if (s < e && *s == '.') {
     if (++s >= e || !is_digit(*s)) return jp->p = s, jfail(jp, "digit expected after '.'");
-    while (s < e && is_digit(*s)) s++;
+    while (s < e && is_digit(*s))
+      s++;
     is_int = false;
   }
   if (s < e && (*s == 'e' || *s == 'E')) {
     if (++s < e && (*s == '+' || *s == '-')) s++;
     if (s >= e || !is_digit(*s)) return jp->p = s, jfail(jp, "digit expected in exponent");
-    while (s < e && is_digit(*s)) s++;
+    while (s < e && is_digit(*s))
+      s++;
     is_int = false;
   }
   if (mag > (uint64_t)INT64_MAX + neg) big = true; /* INT64_MIN is representable */
@@ -313,7 +342,8 @@ static bool parse_value(jparser *jp, jval *v, int depth) {
       child->key = key, child->keylen = keylen;
       if (!parse_value(jp, child, depth + 1)) return false;
       skip_ws(jp);
-      if (jp->p >= jp->end) return jfail(jp, "unexpected end of header in %s", jkind_names[v->kind]);
+      if (jp->p >= jp->end)
+        return jfail(jp, "unexpected end of header in %s", jkind_names[v->kind]);
       if (*jp->p == ',') {
         jp->p++;
         continue;
@@ -351,7 +381,8 @@ static int key_cmp(const void *pa, const void *pb) {
 static const jval *duplicate_key(const jval *obj) {
   if (obj->n < 2) return NULL;
   const jval **ms = kn_xmalloc(sizeof(jval *) * (size_t)obj->n);
-  for (int i = 0; i < obj->n; i++) ms[i] = &obj->items[i];
+  for (int i = 0; i < obj->n; i++)
+    ms[i] = &obj->items[i];
   qsort(ms, (size_t)obj->n, sizeof *ms, key_cmp);
   const jval *dup = NULL;
   for (int i = 1; i < obj->n && !dup; i++)
@@ -360,7 +391,8 @@ static const jval *duplicate_key(const jval *obj) {
   return dup;
 }
 
-/* ---- the header: JSON tree -> validated entries ------------------------------------------------ */
+/* ---- the header: JSON tree -> validated entries ------------------------------------------------
+ */
 typedef struct {
   const char *name; /* in the parsed header */
   int dtype, ndim;
@@ -448,7 +480,8 @@ static bool parse_entry(const char *path, const jval *m, int64_t data_len, st_en
   }
   e->dtype = -1;
   for (int d = 0; d < KILN_NDTYPES; d++)
-    if (strlen(st_dtype_names[d]) == dtype->len && !strcmp(st_dtype_names[d], dtype->s)) e->dtype = d;
+    if (strlen(st_dtype_names[d]) == dtype->len && !strcmp(st_dtype_names[d], dtype->s))
+      e->dtype = d;
   if (e->dtype < 0) {
     st_err(path, "tensor '%s': unknown dtype '%s'", name, dtype->s);
     return false;
@@ -470,8 +503,8 @@ static bool parse_entry(const char *path, const jval *m, int64_t data_len, st_en
     snprintf(what, sizeof what, "shape[%d]", i);
     if (!get_count(path, name, what, &shape->items[i], &e->shape[i])) return false;
     if (e->shape[i] && numel > INT64_MAX / e->shape[i]) {
-      st_err(path, "tensor '%s': the element count of shape %s overflows 64 bits", name,
-             kn_shape_str((char[200]){0}, e->ndim, e->shape));
+      st_err(path, "tensor '%s': the element count of shape %s%s overflows 64 bits", name,
+             kn_shape_str((char[200]){0}, i + 1, e->shape), i + 1 < e->ndim ? " (and more)" : "");
       return false;
     }
     numel *= e->shape[i];
@@ -491,8 +524,8 @@ static bool parse_entry(const char *path, const jval *m, int64_t data_len, st_en
       !get_count(path, name, "data_offsets[1]", &offs->items[1], &e->end))
     return false;
   if (e->end < e->begin) {
-    st_err(path, "tensor '%s': data_offsets end %lld is before begin %lld", name,
-           (long long)e->end, (long long)e->begin);
+    st_err(path, "tensor '%s': data_offsets end %lld is before begin %lld", name, (long long)e->end,
+           (long long)e->begin);
     return false;
   }
   if (e->end > data_len) {
@@ -520,7 +553,8 @@ static int entry_cmp(const void *pa, const void *pb) {
 /* The tensors must tile the data section exactly: no overlap, no hole, nothing left over. */
 static bool check_coverage(const char *path, st_entry *es, int n, int64_t data_len) {
   st_entry **sorted = kn_xmalloc(sizeof(st_entry *) * (size_t)(n ? n : 1));
-  for (int i = 0; i < n; i++) sorted[i] = &es[i];
+  for (int i = 0; i < n; i++)
+    sorted[i] = &es[i];
   qsort(sorted, (size_t)n, sizeof *sorted, entry_cmp);
   bool ok = true;
   int64_t cursor = 0;
@@ -595,7 +629,8 @@ static bool parse_header(const char *path, const char *text, size_t len, int64_t
   return true;
 }
 
-/* ---- reading ----------------------------------------------------------------------------------- */
+/* ---- reading -----------------------------------------------------------------------------------
+ */
 static bool read_at(FILE *f, const char *path, int64_t off, void *dst, size_t n) {
   if (!n) return true;
   if (fseeko(f, (off_t)off, SEEK_SET) != 0 || fread(dst, 1, n, f) != n) {
@@ -638,7 +673,8 @@ kiln_params *kiln_load_safetensors(const char *path) {
   uint8_t lenbytes[8];
   if (!read_at(f, path, 0, lenbytes, 8)) goto done;
   uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--) hlen = hlen << 8 | lenbytes[i];
+  for (int i = 7; i >= 0; i--)
+    hlen = hlen << 8 | lenbytes[i];
   if (hlen > ST_MAX_HEADER) {
     st_err(path, "header length %llu is beyond the limit of %u bytes (a corrupt file?)",
            (unsigned long long)hlen, ST_MAX_HEADER);
@@ -740,7 +776,8 @@ done:
   return rc;
 }
 
-/* ---- writing ----------------------------------------------------------------------------------- */
+/* ---- writing -----------------------------------------------------------------------------------
+ */
 typedef struct {
   char *s;
   size_t n, cap;
@@ -748,7 +785,8 @@ typedef struct {
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
   if (b->n + n + 1 > b->cap) {
-    while (b->n + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 256;
+    while (b->n + n + 1 > b->cap)
+      b->cap = b->cap ? 2 * b->cap : 256;
     b->s = kn_xrealloc(b->s, b->cap);
   }
   memcpy(b->s + b->n, s, n);
@@ -772,22 +810,40 @@ static void sb_json_string(sbuf *b, const char *s) {
   sb_puts(b, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     switch (*p) {
-    case '"': sb_puts(b, "\\\""); break;
-    case '\\': sb_puts(b, "\\\\"); break;
-    case '\b': sb_puts(b, "\\b"); break;
-    case '\f': sb_puts(b, "\\f"); break;
-    case '\n': sb_puts(b, "\\n"); break;
-    case '\r': sb_puts(b, "\\r"); break;
-    case '\t': sb_puts(b, "\\t"); break;
+    case '"':
+      sb_puts(b, "\\\"");
+      break;
+    case '\\':
+      sb_puts(b, "\\\\");
+      break;
+    case '\b':
+      sb_puts(b, "\\b");
+      break;
+    case '\f':
+      sb_puts(b, "\\f");
+      break;
+    case '\n':
+      sb_puts(b, "\\n");
+      break;
+    case '\r':
+      sb_puts(b, "\\r");
+      break;
+    case '\t':
+      sb_puts(b, "\\t");
+      break;
     default:
-      if (*p < 0x20) sb_printf(b, "\\u%04x", *p);
-      else sb_put(b, (const char *)p, 1);
+      if (*p < 0x20)
+        sb_printf(b, "\\u%04x", *p);
+      else
+        sb_put(b, (const char *)p, 1);
     }
   }
   sb_puts(b, "\"");
 }
 
-static bool write_all(FILE *f, const void *data, size_t n) { return !n || fwrite(data, 1, n, f) == n; }
+static bool write_all(FILE *f, const void *data, size_t n) {
+  return !n || fwrite(data, 1, n, f) == n;
+}
 
 int kiln_save_safetensors(const kiln_params *p, const char *path) {
   if (!p || !path) {
@@ -806,13 +862,13 @@ int kiln_save_safetensors(const kiln_params *p, const char *path) {
       return -1;
     }
   }
-  /* One schedule for each batch of tensors still lazy, before anything is written. */
-  for (int i = 0; i < n; i += 256) {
-    kiln_tensor *ts[256];
-    int m = n - i < 256 ? n - i : 256;
-    for (int k = 0; k < m; k++) ts[k] = kiln_params_get(p, i + k);
-    if (kiln_realize_many(m, ts) < 0) return -1;
-  }
+  /* One schedule realizes every tensor still lazy, before anything is written. */
+  kiln_tensor **ts = kn_xmalloc(sizeof(kiln_tensor *) * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++)
+    ts[i] = kiln_params_get(p, i);
+  int realized = n ? kiln_realize_many(n, ts) : 0;
+  free(ts);
+  if (realized < 0) return -1;
 
   sbuf h = {0};
   sb_puts(&h, "{");
@@ -825,13 +881,15 @@ int kiln_save_safetensors(const kiln_params *p, const char *path) {
     if (i) sb_puts(&h, ",");
     sb_json_string(&h, kiln_params_name(p, i));
     sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_names[kiln_dtype_of(t)]);
-    for (int d = 0; d < kiln_ndim(t); d++) sb_printf(&h, "%s%lld", d ? "," : "", (long long)kiln_shape(t)[d]);
+    for (int d = 0; d < kiln_ndim(t); d++)
+      sb_printf(&h, "%s%lld", d ? "," : "", (long long)kiln_shape(t)[d]);
     sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
               (unsigned long long)(off + nbytes));
     off += nbytes;
   }
   sb_puts(&h, "}");
-  while (h.n % 8) sb_puts(&h, " "); /* keeps the data 8-byte aligned, as the reference does */
+  while (h.n % 8)
+    sb_puts(&h, " "); /* keeps the data 8-byte aligned, as the reference does */
 
   /* Written beside the target and renamed over it: a failed save never leaves half a file. */
   size_t plen = strlen(path);
@@ -846,7 +904,8 @@ int kiln_save_safetensors(const kiln_params *p, const char *path) {
     goto done;
   }
   uint8_t lenbytes[8];
-  for (int i = 0; i < 8; i++) lenbytes[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    lenbytes[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
   bool ok = write_all(f, lenbytes, 8) && write_all(f, h.s, h.n);
   for (int i = 0; i < n && ok; i++) {
     kiln_tensor *t = kiln_params_get(p, i);
