@@ -46,7 +46,7 @@ static kiln_tensor *slot_of(kiln_optim *o, const char *slot, int i) {
 }
 
 kiln_optim *kiln_sgd(kiln_params *p, double lr, double momentum, double wd, bool nesterov) {
-  if (momentum < 0 || wd < 0 || (nesterov && momentum <= 0)) {
+  if (!(momentum >= 0) || !(wd >= 0) || (nesterov && !(momentum > 0))) {
     kn_err("sgd: bad momentum %g / weight decay %g (nesterov needs momentum > 0)", momentum, wd);
     return NULL;
   }

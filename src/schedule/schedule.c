@@ -1,7 +1,9 @@
 /* schedule.c — cuts the lazy graph into kernels. Elementwise ops and movement views fuse
  * into their consumer; a reduce fuses with the ops feeding it and those after it. A node gets
- * its own buffer when it is a root, a CONTIGUOUS, or a reduce that would otherwise be
- * recomputed (read through an expand, nested in another reduce, or a second reduce). */
+ * its own buffer when it is a root, a CONTIGUOUS, a reduce that would otherwise be recomputed
+ * (read through an expand, nested in another reduce, a second reduce in one kernel, or read
+ * by several nodes), or an elementwise chain of more than a couple of ops that a reduce reads
+ * through an expand (recomputing it for every expanded copy costs more than storing it). */
 #include "internal.h"
 
 /* ---- a small pointer set (open addressing) ---- */
@@ -43,7 +45,36 @@ typedef struct {
   kn_schedule *out;
   int cap;
   pset scheduled; /* nodes that get a buffer in this schedule */
+  pset shared;    /* unrealized nodes read by more than one node of the graph */
 } builder;
+
+/* Marks the nodes with more than one reader (seen holds those met once). */
+static void count_readers(builder *b, pset *seen, kn_node *n) {
+  for (int i = 0; i < n->nsrc; i++) {
+    kn_node *s = n->src[i];
+    if (kn_is_realized(s)) continue;
+    if (pset_add(seen, (uintptr_t)s)) count_readers(b, seen, s);
+    else pset_add(&b->shared, (uintptr_t)s);
+  }
+}
+
+/* Whether n's kernel would fuse a reduce (one not behind an expand, which gets a buffer). */
+static bool fuses_reduce(builder *b, kn_node *n, int depth) {
+  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_EXPAND || depth > 64)
+    return false;
+  if (n->op == N_REDUCE) return true;
+  for (int i = 0; i < n->nsrc; i++)
+    if (fuses_reduce(b, n->src[i], depth + 1)) return true;
+  return false;
+}
+
+/* ALU ops in the unrealized graph under n, counted up to `limit`. */
+static int alu_cost(builder *b, kn_node *n, int limit) {
+  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_REDUCE) return 0;
+  int c = kn_is_alu(n->op) && n->op != N_CAST ? 1 : 0;
+  for (int i = 0; i < n->nsrc && c <= limit; i++) c += alu_cost(b, n->src[i], limit - c);
+  return c;
+}
 
 static void add_input(kn_sched_item *it, kn_node *n) {
   for (int i = 0; i < it->ninputs; i++)
@@ -65,7 +96,8 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
   }
   if (n->op == N_CONST) return;
   bool own = !root && (n->op == N_CONTIGUOUS ||
-                       (n->op == N_REDUCE && (expand || inred || (it->reduce && it->reduce != n))));
+                       (n->op == N_REDUCE && (expand || inred || (it->reduce && it->reduce != n))) ||
+                       (pset_has(&b->shared, (uintptr_t)n) && fuses_reduce(b, n, 0)));
   if (own) {
     schedule_node(b, n);
     add_input(it, n);
@@ -75,7 +107,15 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     it->reduce = n;
     inred = true;
   }
-  if (n->op == N_EXPAND) expand = true;
+  if (n->op == N_EXPAND) {
+    expand = true;
+    kn_node *s = n->src[0];
+    if (inred && alu_cost(b, s, 3) > 2) { /* store it once rather than recompute it per copy */
+      schedule_node(b, s);
+      add_input(it, s);
+      return;
+    }
+  }
   for (int i = 0; i < n->nsrc; i++) visit(b, it, seen, n->src[i], expand, inred, false);
 }
 
@@ -109,8 +149,13 @@ static void schedule_node(builder *b, kn_node *n) {
 int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   memset(out, 0, sizeof *out);
   builder b = {.out = out};
+  pset seen = {0};
+  for (int i = 0; i < nroots; i++)
+    if (!kn_is_realized(roots[i]) && pset_add(&seen, (uintptr_t)roots[i])) count_readers(&b, &seen, roots[i]);
+  free(seen.keys);
   for (int i = 0; i < nroots; i++) schedule_node(&b, roots[i]);
   free(b.scheduled.keys);
+  free(b.shared.keys);
   return 0;
 }
 

@@ -24,14 +24,15 @@ int kiln_set_requires_grad(kiln_tensor *t, bool on) {
            kiln_dtype_name(t->node->dtype));
     return -1;
   }
-  if (t->node->op != N_BUFFER) { /* a parameter is a leaf: give t its own buffer */
-    bool old = kiln_set_grad_enabled(false);
-    kiln_tensor *d = kiln_detach(t);
-    int rc = kiln_realize(d);
-    kiln_set_grad_enabled(old);
-    if (rc < 0) return -1;
-    kiln_assign(t, d);
-    kiln_free(d);
+  if (on && (t->node->op != N_BUFFER || t->node->refs > 1)) {
+    /* a parameter is a leaf with a buffer of its own (equal graphs share nodes) */
+    if (kiln_realize(t) < 0) return -1;
+    kn_node *n = t->node;
+    kn_buffer *buf = kn_buffer_alloc(n->device, n->buf->nbytes);
+    n->buf->dev->copyout(n->buf->dev, buf->ptr, n->buf->ptr, n->buf->nbytes);
+    kn_node *leaf = kn_node_buffer(n->dtype, n->device, n->ndim, n->shape, buf);
+    kn_node_unref(t->node);
+    t->node = leaf;
   }
   t->node->rg = on; /* a BUFFER is never looked up by structure, so its hash may stay */
   return 0;
