@@ -82,7 +82,9 @@ void kiln_optim_free(kiln_optim *o) {
   free(o);
 }
 
-static kiln_tensor *scalar_input(double v) { /* a buffer, not a constant baked into kernels */
+/* A 0-d buffer (not a constant baked into kernels) of the parameter's precision. */
+static kiln_tensor *scalar_input(double v, kiln_dtype like) {
+  if (like == KILN_F64) return kiln_from_data(KILN_F64, 0, NULL, &v);
   float f = (float)v;
   return kiln_from_data(KILN_F32, 0, NULL, &f);
 }
@@ -98,12 +100,12 @@ int kiln_optim_step(kiln_optim *o) {
   kiln_scope_begin();
   kiln_tensor *stept = kiln_params_find(o->state, "step");
   int64_t t = (int64_t)kiln_item(stept) + 1;
-  kiln_tensor *lr = scalar_input(o->lr);
   kiln_tensor **news = kn_xmalloc(sizeof(kiln_tensor *) * (3 * n + 1)), **dsts = kn_xmalloc(sizeof(kiln_tensor *) * (3 * n + 1));
   int nn = 0;
   for (int i = 0; i < n; i++) {
     kiln_tensor *w = kiln_params_get(o->p, i), *g = kiln_grad(w);
     if (!kiln_requires_grad(w) || !g) continue;
+    kiln_tensor *lr = scalar_input(o->lr, kiln_dtype_of(w));
     if (o->wd > 0 && !(o->kind == OPT_ADAM && o->decoupled)) g = kiln_add(g, muls(w, o->wd));
     kiln_tensor *upd;
     if (o->kind == OPT_SGD) {
@@ -122,8 +124,8 @@ int kiln_optim_step(kiln_optim *o) {
       news[nn] = nm, dsts[nn++] = m;
       news[nn] = nv, dsts[nn++] = v;
       /* step size lr / (1 - b1^t) and sqrt(1 - b2^t) come in as tensors */
-      kiln_tensor *a = scalar_input(o->lr / (1 - pow(o->beta1, (double)t)));
-      kiln_tensor *c2 = scalar_input(1 / sqrt(1 - pow(o->beta2, (double)t)));
+      kiln_tensor *a = scalar_input(o->lr / (1 - pow(o->beta1, (double)t)), kiln_dtype_of(w));
+      kiln_tensor *c2 = scalar_input(1 / sqrt(1 - pow(o->beta2, (double)t)), kiln_dtype_of(w));
       kiln_tensor *den = kiln_binary_s(KILN_ADD, kiln_mul(kiln_sqrt(nv), c2), o->eps);
       kiln_tensor *nw = w;
       if (o->decoupled && o->wd > 0) nw = kiln_sub(w, kiln_mul(lr, muls(w, o->wd)));
