@@ -398,8 +398,37 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid) {
   return v;
 }
 
-/* ---- heuristic optimizations: pick upcast factors for the global dims ---- */
-static void pick_upcasts(const kn_sched_item *it, int ng, const int64_t *gshape, int64_t *up) {
+/* ---- heuristic optimizations: pick upcast factors for the global dims ----
+ * A trial lowering tells, for every load in the reduce loop, its index stride along each
+ * global dim. The inner upcast goes to a dim along which some load is contiguous (vector
+ * loads); the outer one to a dim that the loads not yet reused do not depend on (each such
+ * load then feeds several accumulators). */
+static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *done, int64_t *out) {
+  if (done[i]) {
+    *out = memo[i];
+    return done[i] == 1;
+  }
+  kn_lop *o = &L->b[i].op;
+  int64_t a = 0, b = 0;
+  bool ok = true;
+  switch (o->op) {
+  case L_CONST: a = o->ival; break;
+  case L_RANGE: a = rv[i]; break;
+  case N_ADD: case N_MUL: case N_IDIV: case N_MOD:
+    ok = eval_index(L, o->src[0], rv, memo, done, &a) && eval_index(L, o->src[1], rv, memo, done, &b);
+    if (ok) a = o->op == N_ADD ? a + b : o->op == N_MUL ? a * b : b == 0 ? 0 : o->op == N_IDIV ? a / b : a % b;
+    break;
+  case N_NEG: ok = eval_index(L, o->src[0], rv, memo, done, &a), a = -a; break;
+  default: ok = false;
+  }
+  done[i] = ok ? 1 : 2;
+  memo[i] = a;
+  *out = a;
+  return ok;
+}
+
+static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
+                         int64_t *up) {
   for (int i = 0; i < ng; i++) up[i] = 1;
   if (!it->reduce || ng < 2) return;
   kn_node *r = it->reduce, *s = r->src[0];
@@ -407,17 +436,64 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int64_t *gshape,
   for (int i = 0; i < s->ndim; i++)
     if (r->arg[1] >> i & 1) rsize *= s->shape[i];
   if (rsize < 16) return;
-  static const int64_t inner[] = {16, 8, 4, 2}, outer[] = {4, 2};
-  for (int k = 0; k < 4; k++)
-    if (gshape[ng - 1] % inner[k] == 0 && gshape[ng - 1] >= 2 * inner[k]) {
-      up[ng - 1] = inner[k];
-      break;
+  /* trial lowering with one plain loop per global dim */
+  lb T = {.it = it, .nglobal = ng};
+  kn_node *out = it->out;
+  int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
+  for (int i = 0; i < out->ndim; i++) idx[i] = cint(&T, KILN_I64, 0);
+  for (int g = 0; g < ng; g++) idx[gdim_of[g]] = var[g] = range(&T, gshape[g], g, g + 1);
+  lower(&T, out, idx, -1);
+  int nl = 0, *loads = kn_xmalloc(sizeof(int) * T.n);
+  for (int i = 0; i < T.n; i++)
+    if (T.b[i].op.op == L_LOAD && T.b[i].level > ng) loads[nl++] = i;
+  /* stride[l][g]: index change of load l when dim g goes 0 -> 1; INT64_MIN if unknown */
+  int64_t (*stride)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*stride) * (nl ? nl : 1));
+  int64_t *rv = kn_xcalloc(T.n, sizeof(int64_t)), *memo = kn_xmalloc(sizeof(int64_t) * T.n);
+  uint8_t *done = kn_xmalloc(T.n);
+  for (int l = 0; l < nl; l++) {
+    int64_t base;
+    memset(done, 0, T.n);
+    bool ok = eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &base);
+    for (int g = 0; g < ng; g++) {
+      int64_t v;
+      memset(done, 0, T.n);
+      rv[var[g]] = 1;
+      stride[l][g] = ok && eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &v) ? v - base : INT64_MIN;
+      rv[var[g]] = 0;
     }
-  for (int k = 0; k < 2; k++)
-    if (gshape[ng - 2] % outer[k] == 0 && gshape[ng - 2] >= 2 * outer[k]) {
-      up[ng - 2] = outer[k];
-      break;
+  }
+  int inner = -1, outer = -1, best = 0;
+  for (int g = 0; g < ng; g++) { /* inner: most loads contiguous along g */
+    int c = 0;
+    for (int l = 0; l < nl; l++) c += stride[l][g] == 1;
+    if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, inner = g;
+  }
+  if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
+    best = 0;
+    for (int g = 0; g < ng; g++) {
+      int c = 0;
+      for (int l = 0; l < nl; l++) c += stride[l][g] == 0;
+      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, inner = g;
     }
+  }
+  if (inner >= 0) {
+    best = 0;
+    for (int g = 0; g < ng; g++) { /* outer: reuse for the loads that depend on inner */
+      if (g == inner) continue;
+      int c = 0;
+      for (int l = 0; l < nl; l++) c += stride[l][inner] != 0 && stride[l][g] == 0;
+      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, outer = g;
+    }
+    static const int64_t fi[] = {16, 8, 4};
+    for (int k = 0; k < 3; k++)
+      if (gshape[inner] % fi[k] == 0 && gshape[inner] >= 2 * fi[k]) {
+        up[inner] = fi[k];
+        break;
+      }
+    if (outer >= 0) up[outer] = 4;
+  }
+  free(loads), free(stride), free(rv), free(memo), free(done);
+  free(T.b), free(T.ht), free(T.memo), free(T.memoht);
 }
 
 /* Rows of dim 0 per block for GROUP: when the reduce is long, a block of 8-16 row tiles
@@ -451,7 +527,7 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++)
     if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
-  pick_upcasts(it, ng, gshape, up);
+  pick_upcasts(it, ng, gdim_of, gshape, up);
   /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
    * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
   struct { int dim; int64_t bound, mult; } loops[KILN_MAX_DIMS + 1];
