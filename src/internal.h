@@ -13,6 +13,9 @@
 /* ---- errors and invariants ---------------------------------------------------------------- */
 /* Records a user-facing error (the first one since kiln_clear_error wins). */
 void kn_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* While a composite op runs, errors from the ops it calls are reported under its name. */
+void kn_err_push(const char *name);
+void kn_err_pop(void);
 /* Broken internal invariant: print file:line and what was expected, then abort. */
 #define KN_ASSERT(cond, ...)                                                                     \
   do {                                                                                           \

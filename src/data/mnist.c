@@ -20,46 +20,67 @@
 #define IDX_MAX_SIDE INT64_C(1024)
 #define IDX_MAX_BYTES (INT64_C(1) << 31)
 
-/* ---- one IDX file ------------------------------------------------------------------------ */
+/* ---- one IDX file, inflated as it is read ---------------------------------------------------
+ * zlib's inflate rather than gzread: gzread passes a plain file through unchanged and, when a
+ * file ends inside the gzip trailer, reports no error, so it could not check a file's CRC. */
+#define IDX_INBUF (1u << 16)
+
 typedef struct {
-  gzFile f;
+  FILE *f;
+  z_stream z;
+  bool z_live, ended; /* inflateInit2 done; Z_STREAM_END seen (the trailer checked) */
+  uint8_t *in;        /* IDX_INBUF compressed bytes */
   char path[4096];
   int64_t dims[3]; /* dims[0] = items; images also rows, cols */
-  int ndim;
 } idx_file;
 
 static void idx_close(idx_file *x) {
-  if (x->f) gzclose(x->f);
-  x->f = NULL;
+  if (x->z_live) inflateEnd(&x->z);
+  if (x->f) fclose(x->f);
+  free(x->in);
+  x->z_live = false, x->f = NULL, x->in = NULL;
 }
 
-/* zlib's message for the last error, without the "path: " it puts in front. */
-static const char *gz_message(idx_file *x) {
-  int code;
-  const char *msg = gzerror(x->f, &code);
-  if (!msg || !msg[0]) return "unknown zlib error";
-  size_t n = strlen(x->path);
-  if (strncmp(msg, x->path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ') msg += n + 2;
-  return msg;
+/* Inflates into the avail_out bytes at z.next_out, or up to the end of the stream. 0 when the
+ * output is full or the stream ended, -1 (with the error recorded) otherwise. */
+static int idx_inflate(idx_file *x, const char *what) {
+  while (x->z.avail_out > 0 && !x->ended) {
+    if (x->z.avail_in == 0) {
+      size_t k = fread(x->in, 1, IDX_INBUF, x->f);
+      if (k == 0) {
+        if (ferror(x->f))
+          kn_err("fashion-mnist: %s: read error: %s", x->path, strerror(errno));
+        else
+          kn_err("fashion-mnist: %s: truncated: the file ends inside the %s", x->path, what);
+        return -1;
+      }
+      x->z.next_in = x->in, x->z.avail_in = (uInt)k;
+    }
+    int rc = inflate(&x->z, Z_NO_FLUSH);
+    if (rc == Z_STREAM_END)
+      x->ended = true;
+    else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      kn_err("fashion-mnist: %s: corrupt gzip stream (reading the %s): %s", x->path, what,
+             x->z.msg ? x->z.msg : zError(rc));
+      return -1;
+    }
+  }
+  return 0;
 }
 
 /* Reads exactly n bytes; "what" names the part for the truncation message. */
 static int idx_read(idx_file *x, void *dst, size_t n, const char *what) {
-  size_t got = 0;
-  while (got < n) {
-    size_t chunk = n - got > (1u << 30) ? (1u << 30) : n - got;
-    int r = gzread(x->f, (uint8_t *)dst + got, (unsigned)chunk);
-    if (r < 0) {
-      kn_err("fashion-mnist: %s: corrupt gzip data while reading the %s: %s", x->path, what,
-             gz_message(x));
+  size_t done = 0;
+  while (done < n) {
+    uInt chunk = n - done > (1u << 30) ? (1u << 30) : (uInt)(n - done);
+    x->z.next_out = (uint8_t *)dst + done, x->z.avail_out = chunk;
+    if (idx_inflate(x, what) != 0) return -1;
+    done += chunk - x->z.avail_out;
+    if (x->z.avail_out > 0) { /* the stream ended early */
+      kn_err("fashion-mnist: %s: truncated: the %s needs %zu bytes, the stream ends after %zu",
+             x->path, what, n, done);
       return -1;
     }
-    if (r == 0) {
-      kn_err("fashion-mnist: %s: truncated: the %s needs %zu bytes, the file ends after %zu",
-             x->path, what, n, got);
-      return -1;
-    }
-    got += (size_t)r;
   }
   return 0;
 }
@@ -71,7 +92,6 @@ static uint32_t be32(const uint8_t *p) {
 /* Opens dir/name and reads its header: magic, then ndim big-endian u32 dims. */
 static int idx_open(idx_file *x, const char *dir, const char *name, uint32_t magic, int ndim) {
   memset(x, 0, sizeof *x);
-  x->ndim = ndim;
   int len = snprintf(x->path, sizeof x->path, "%s/%s", dir, name);
   if (len < 0 || (size_t)len >= sizeof x->path) {
     kn_err("fashion-mnist: path too long: %s/%s", dir, name);
@@ -86,18 +106,22 @@ static int idx_open(idx_file *x, const char *dir, const char *name, uint32_t mag
     kn_err("fashion-mnist: %s is not a regular file", x->path);
     return -1;
   }
-  x->f = gzopen(x->path, "rb");
-  if (!x->f) {
-    kn_err("fashion-mnist: cannot open %s: %s", x->path, errno ? strerror(errno) : "zlib error");
+  if (!(x->f = fopen(x->path, "rb"))) {
+    kn_err("fashion-mnist: cannot open %s: %s", x->path, strerror(errno));
     return -1;
   }
-  gzbuffer(x->f, 1u << 17);
-  /* zlib reads a plain file through unchanged; the dataset ships compressed, so a plain file
-   * is a wrong file, not an alternative format. */
-  if (gzdirect(x->f)) {
+  x->in = kn_xmalloc(IDX_INBUF);
+  size_t k = fread(x->in, 1, IDX_INBUF, x->f);
+  if (k < 2 || x->in[0] != 0x1f || x->in[1] != 0x8b) {
     kn_err("fashion-mnist: %s is not a gzip file (expected gzip-compressed IDX)", x->path);
     return -1;
   }
+  x->z.next_in = x->in, x->z.avail_in = (uInt)k;
+  if (inflateInit2(&x->z, 16 + MAX_WBITS) != Z_OK) { /* 16: gzip wrapper only */
+    kn_err("fashion-mnist: %s: zlib could not start: %s", x->path, x->z.msg ? x->z.msg : "");
+    return -1;
+  }
+  x->z_live = true;
   uint8_t hdr[16];
   if (idx_read(x, hdr, 4 + 4 * (size_t)ndim, "IDX header") != 0) return -1;
   uint32_t m = be32(hdr);
@@ -111,19 +135,19 @@ static int idx_open(idx_file *x, const char *dir, const char *name, uint32_t mag
   return 0;
 }
 
-/* Reads the payload of n bytes, then insists the file ends there (which also makes zlib check
- * the gzip CRC and length trailer). */
+/* Reads the payload of n bytes, then insists that the gzip stream ends there, its CRC and
+ * length checked, and that nothing follows it in the file. */
 static int idx_read_payload(idx_file *x, uint8_t *dst, size_t n) {
   if (idx_read(x, dst, n, "data") != 0) return -1;
   uint8_t extra;
-  int r = gzread(x->f, &extra, 1);
-  if (r < 0) {
-    kn_err("fashion-mnist: %s: corrupt gzip data at the end of the file: %s", x->path,
-           gz_message(x));
+  x->z.next_out = &extra, x->z.avail_out = 1;
+  if (idx_inflate(x, "gzip trailer") != 0) return -1;
+  if (!x->ended) {
+    kn_err("fashion-mnist: %s: extra bytes after the %zu bytes its header declares", x->path, n);
     return -1;
   }
-  if (r > 0) {
-    kn_err("fashion-mnist: %s: extra bytes after the %zu bytes its header declares", x->path, n);
+  if (x->z.avail_in > 0 || fread(&extra, 1, 1, x->f) > 0) {
+    kn_err("fashion-mnist: %s: unexpected bytes after the end of the gzip stream", x->path);
     return -1;
   }
   return 0;

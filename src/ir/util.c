@@ -5,11 +5,27 @@
 static _Thread_local char err_msg[1024];
 static _Thread_local bool err_set;
 
+/* Names of the composite ops running now: an error inside one is reported under the
+ * outermost name ("linear: matmul: inner dims differ ..."). */
+static _Thread_local const char *err_ctx[16];
+static _Thread_local int err_depth;
+void kn_err_push(const char *name) {
+  if (err_depth < 16) err_ctx[err_depth] = name;
+  err_depth++;
+}
+void kn_err_pop(void) {
+  if (err_depth > 0) err_depth--;
+}
+
 void kn_err(const char *fmt, ...) {
   if (err_set) return; /* keep the first error: it names the real cause */
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+  int o = 0;
+  size_t n = err_depth ? strlen(err_ctx[0]) : 0;
+  if (err_depth && strncmp(fmt, err_ctx[0], n) != 0)
+    o = snprintf(err_msg, sizeof err_msg, "%s: ", err_ctx[0]);
+  vsnprintf(err_msg + o, sizeof err_msg - o, fmt, ap);
   va_end(ap);
   err_set = true;
   if (kn_debug_level() >= 1) fprintf(stderr, "kiln: error: %s\n", err_msg);

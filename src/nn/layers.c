@@ -5,7 +5,14 @@
 #include <math.h>
 
 typedef kiln_tensor T;
+/* Each layer runs in a scope of its own, named for its errors. */
+#define BEGIN() begin(__func__ + 5) /* "kiln_linear" -> "linear" */
+static void begin(const char *name) {
+  kiln_scope_begin();
+  kn_err_push(name);
+}
 static T *ret(T *r) {
+  kn_err_pop();
   kiln_keep(r);
   kiln_scope_end();
   return r;
@@ -20,7 +27,7 @@ T *kiln_linear(T *x, T *w, T *b) {
     kn_err("linear: weight must be (out, in), got %d dims", kiln_ndim(w));
     return NULL;
   }
-  kiln_scope_begin();
+  BEGIN();
   T *y = kiln_matmul(x, kiln_transpose(w, 0, 1));
   if (y && b) y = kiln_add(y, b);
   return ret(y);
@@ -126,12 +133,9 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
            kn_shape_str(a, 4, SHP(x)), kn_shape_str(c, 4, SHP(w)), groups);
     return NULL;
   }
-  kiln_scope_begin();
+  BEGIN();
   T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
-  if (!win) {
-    kiln_scope_end();
-    return NULL;
-  }
+  if (!win) return ret(NULL);
   int64_t OH = SHP(win)[2], OW = SHP(win)[3], G = groups;
   /* x: (N, G, 1, C/G, OH, OW, KH, KW); w: (1, G, O/G, C/G, 1, 1, KH, KW) */
   T *xv = kiln_reshape(win, 8, (int64_t[]){N, G, 1, CG, OH, OW, KH, KW});
@@ -144,13 +148,13 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
 
 T *kiln_max_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
   if (!x || !kernel) return NULL;
-  kiln_scope_begin();
+  BEGIN();
   T *w = windows2d("max_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, -INFINITY);
   return ret(kiln_max(w, 2, (int[]){4, 5}, false));
 }
 T *kiln_avg_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
   if (!x || !kernel) return NULL;
-  kiln_scope_begin(); /* padded zeros count in the average, as PyTorch's default */
+  BEGIN(); /* padded zeros count in the average, as PyTorch's default */
   T *w = windows2d("avg_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, 0);
   return ret(kiln_mean(w, 2, (int[]){4, 5}, false));
 }
@@ -174,7 +178,7 @@ T *kiln_batch_norm2d(T *x, T *weight, T *bias, T *rmean, T *rvar, bool training,
     kn_err("batch_norm2d: eval mode needs running_mean and running_var");
     return NULL;
   }
-  kiln_scope_begin();
+  BEGIN();
   int axes[3] = {0, 2, 3};
   T *mean, *var;
   if (training) {
@@ -210,7 +214,15 @@ T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {
   }
   int axes[KILN_MAX_DIMS];
   for (int i = 0; i < naxes; i++) axes[i] = nd - naxes + i;
-  kiln_scope_begin();
+  T *wb[2] = {weight, bias};
+  for (int k = 0; k < 2; k++)
+    if (wb[k] && (kiln_ndim(wb[k]) != naxes || memcmp(SHP(wb[k]), SHP(x) + nd - naxes, 8 * naxes))) {
+      char a[200], b[200];
+      kn_err("layer_norm: %s %s must have the normalized shape %s", k ? "bias" : "weight",
+             kn_shape_str(a, kiln_ndim(wb[k]), SHP(wb[k])), kn_shape_str(b, naxes, SHP(x) + nd - naxes));
+      return NULL;
+    }
+  BEGIN();
   T *xc = kiln_sub(x, kiln_mean(x, naxes, axes, true));
   T *var = kiln_mean(kiln_mul(xc, xc), naxes, axes, true);
   T *y = kiln_mul(xc, kiln_unary(KILN_RSQRT, adds(var, eps)));
@@ -221,8 +233,12 @@ T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {
 
 T *kiln_rms_norm(T *x, T *weight, double eps) {
   if (!x) return NULL;
+  if (kiln_ndim(x) < 1 || (weight && (kiln_ndim(weight) != 1 || SHP(weight)[0] != SHP(x)[kiln_ndim(x) - 1]))) {
+    kn_err("rms_norm: weight must be (%lld), the input's last dim", kiln_ndim(x) ? (long long)SHP(x)[kiln_ndim(x) - 1] : 0LL);
+    return NULL;
+  }
   int last = -1;
-  kiln_scope_begin();
+  BEGIN();
   T *ms = kiln_mean(kiln_mul(x, x), 1, &last, true);
   T *y = kiln_mul(x, kiln_unary(KILN_RSQRT, adds(ms, eps)));
   if (weight) y = kiln_mul(y, weight);
@@ -241,7 +257,7 @@ T *kiln_embedding(T *weight, T *ids) {
     kn_err("embedding: ids have too many dims (%d)", nd);
     return NULL;
   }
-  kiln_scope_begin(); /* one-hot rows selected by a sum over the vocabulary */
+  BEGIN(); /* one-hot rows selected by a sum over the vocabulary */
   int64_t s[KILN_MAX_DIMS];
   memcpy(s, SHP(ids), sizeof(int64_t) * nd);
   s[nd] = 1;
@@ -261,28 +277,28 @@ T *kiln_dropout(T *x, double p, uint64_t seed, bool training) {
     return NULL;
   }
   if (!training || p == 0) {
-    kiln_scope_begin();
+    BEGIN();
     return ret(kiln_mul(x, kiln_scalar(kiln_dtype_of(x), 1)));
   }
-  kiln_scope_begin();
+  BEGIN();
   T *keep = kiln_binary(KILN_GE, kiln_rand(kiln_ndim(x), SHP(x), seed), kiln_scalar(KILN_F32, p));
   return ret(kiln_where(keep, muls(x, 1 / (1 - p)), kiln_scalar(kiln_dtype_of(x), 0)));
 }
 
 T *kiln_leaky_relu(T *x, double slope) {
   if (!x) return NULL;
-  kiln_scope_begin();
+  BEGIN();
   return ret(kiln_where(kiln_binary(KILN_GT, x, kiln_scalar(kiln_dtype_of(x), 0)), x, muls(x, slope)));
 }
 T *kiln_gelu(T *x) {
   if (!x) return NULL;
-  kiln_scope_begin();
+  BEGIN();
   T *inner = muls(kiln_add(x, muls(kiln_mul(x, kiln_mul(x, x)), 0.044715)), sqrt(2 / M_PI));
   return ret(kiln_mul(muls(x, 0.5), adds(kiln_unary(KILN_TANH, inner), 1)));
 }
 T *kiln_silu(T *x) {
   if (!x) return NULL;
-  kiln_scope_begin();
+  BEGIN();
   return ret(kiln_mul(x, kiln_unary(KILN_SIGMOID, x)));
 }
 
@@ -300,7 +316,7 @@ T *kiln_cross_entropy(T *logits, T *labels, double ls) {
     return NULL;
   }
   int64_t N = SHP(logits)[0], C = SHP(logits)[1];
-  kiln_scope_begin();
+  BEGIN();
   T *logp = kiln_log_softmax(logits, 1);
   T *hot = kiln_binary(KILN_EQ, kiln_reshape(labels, 2, (int64_t[]){N, 1}),
                        kiln_reshape(kiln_arange(0, (double)C, 1, KILN_I64), 2, (int64_t[]){1, C}));
@@ -311,7 +327,7 @@ T *kiln_cross_entropy(T *logits, T *labels, double ls) {
 
 T *kiln_mse_loss(T *a, T *b) {
   if (!a || !b) return NULL;
-  kiln_scope_begin();
+  BEGIN();
   T *d = kiln_sub(a, b);
   return ret(kiln_mean(kiln_mul(d, d), 0, NULL, false));
 }
