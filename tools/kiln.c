@@ -2,6 +2,7 @@
  * a plain function over the public API in kiln.h. Exit codes: 0 ok, 1 a kiln error at run
  * time, 2 a usage error (unknown command, bad flag or value). */
 #include "kiln.h"
+#include "cli.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -14,18 +15,7 @@
 #define KILN_VERSION_STRING "0.0.0-dev"
 #endif
 
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
-
-typedef int (*command_fn)(int argc, char **argv); /* argv[0] is the command's own name */
-
-typedef struct {
-  const char *name;
-  command_fn fn;
-  const char *usage; /* arguments, after the name */
-  const char *help;  /* one line */
-} command;
-
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
+int usage_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "kiln: ");
@@ -35,7 +25,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
   return EXIT_USAGE;
 }
 
-static int runtime_error(const char *what) {
+int runtime_error(const char *what) {
   const char *msg = kiln_error();
   fprintf(stderr, "kiln: %s: %s\n", what, msg && *msg ? msg : "unknown error");
   return EXIT_RUNTIME;
@@ -61,7 +51,7 @@ static void print_table(FILE *f, const char *prefix, const command *table, size_
 /* ---- flag parsing -------------------------------------------------------------------------
  * Flags are `--name value` or `--name=value`. Returns the value and advances *i, or NULL when
  * argv[*i] is not this flag. A flag with no value is a usage error reported via *missing. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
+const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
   const char *a = argv[*i];
   size_t n = strlen(name);
   if (strncmp(a, name, n) != 0) return NULL;
@@ -75,7 +65,7 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
 }
 
 /* Parses a whole decimal integer in [lo, hi]; returns 0 on success. */
-static int parse_int(const char *s, long lo, long hi, long *out) {
+int parse_int(const char *s, long lo, long hi, long *out) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
@@ -84,7 +74,7 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
   return 0;
 }
 
-static double now_seconds(void) {
+double now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -95,7 +85,7 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static double median(double *v, int n) { /* sorts v */
+double median(double *v, int n) { /* sorts v */
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
@@ -272,6 +262,7 @@ static int bench_matmul(int argc, char **argv) {
 
 static const command bench_table[] = {
     {"matmul", bench_matmul, matmul_usage, "matmul GFLOP/s, median of runs"},
+    {"train", bench_train, bench_train_usage, "training step time of the Fashion-MNIST CNN"},
 };
 #define NBENCH (sizeof bench_table / sizeof bench_table[0])
 
@@ -299,7 +290,8 @@ static int cmd_help(int argc, char **argv);
 /* New subcommands (train, generate, chat, serve, info) join this table. */
 static const command commands[] = {
     {"devices", cmd_devices, "", "list the devices kiln can run on"},
-    {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul)"},
+    {"train", cmd_train, "fashion-mnist [flags]", "train the Fashion-MNIST CNN (kiln train --help)"},
+    {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul, bench train)"},
     {"version", cmd_version, "", "print the version"},
     {"help", cmd_help, "", "print this help"},
 };

@@ -1,0 +1,418 @@
+/* train.c — `kiln train fashion-mnist` and `kiln bench train`: the classic small CNN (two conv
+ * blocks with batchnorm and max-pool, then a linear classifier, ~88k parameters) trained with
+ * Adam, written with the public API like any user program. */
+#include "kiln.h"
+#include "cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the model ----------------------------------------------------------------------------
+ * x (N,1,28,28) -> conv1 5x5 32 -> relu -> conv2 5x5 32 -> relu -> bn1 -> maxpool 2
+ *   (N,32,10,10) -> conv3 3x3 64 -> relu -> conv4 3x3 64 -> relu -> bn2 -> maxpool 2
+ *   (N,64,3,3) -> flatten 576 -> linear 10 */
+typedef struct {
+  kiln_params *params;  /* trainable */
+  kiln_params *buffers; /* batchnorm running statistics */
+} cnn;
+
+static const struct {
+  const char *name;
+  int64_t shape[4];
+  int ndim;
+  int64_t fan_in; /* 0: batchnorm weight (ones) or bias (zeros) */
+} cnn_layout[] = {
+    {"conv1.weight", {32, 1, 5, 5}, 4, 25},      {"conv1.bias", {32}, 1, 25},
+    {"conv2.weight", {32, 32, 5, 5}, 4, 800},    {"conv2.bias", {32}, 1, 800},
+    {"bn1.weight", {32}, 1, 0},                  {"bn1.bias", {32}, 1, -1},
+    {"conv3.weight", {64, 32, 3, 3}, 4, 288},    {"conv3.bias", {64}, 1, 288},
+    {"conv4.weight", {64, 64, 3, 3}, 4, 576},    {"conv4.bias", {64}, 1, 576},
+    {"bn2.weight", {64}, 1, 0},                  {"bn2.bias", {64}, 1, -1},
+    {"fc.weight", {10, 576}, 2, 576},            {"fc.bias", {10}, 1, 576},
+};
+#define NLAYOUT ((int)(sizeof cnn_layout / sizeof cnn_layout[0]))
+
+static void cnn_free(cnn *m) {
+  for (int i = 0; i < kiln_params_count(m->params); i++) kiln_zero_grad(kiln_params_get(m->params, i));
+  kiln_params_free(m->params);
+  kiln_params_free(m->buffers);
+}
+
+/* Weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's default), from the seed. */
+static int cnn_init(cnn *m, uint64_t seed) {
+  m->params = kiln_params_new();
+  m->buffers = kiln_params_new();
+  for (int i = 0; i < NLAYOUT; i++) {
+    const int64_t *s = cnn_layout[i].shape;
+    int nd = cnn_layout[i].ndim;
+    kiln_tensor *t;
+    if (cnn_layout[i].fan_in > 0) {
+      double bound = 1 / sqrt((double)cnn_layout[i].fan_in);
+      t = kiln_binary_s(KILN_ADD, kiln_binary_s(KILN_MUL, kiln_rand(nd, s, seed * 1000 + i), 2 * bound), -bound);
+    } else t = kiln_full(KILN_F32, nd, s, cnn_layout[i].fan_in == 0 ? 1 : 0);
+    if (kiln_params_add(m->params, cnn_layout[i].name, t) < 0 || kiln_set_requires_grad(t, true) < 0)
+      return -1;
+  }
+  const char *bn[4] = {"bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"};
+  for (int i = 0; i < 4; i++) {
+    int64_t c = i < 2 ? 32 : 64;
+    if (kiln_params_add(m->buffers, bn[i], kiln_full(KILN_F32, 1, &c, i % 2)) < 0) return -1;
+  }
+  return 0;
+}
+
+static kiln_tensor *P(const cnn *m, const char *name) { return kiln_params_find(m->params, name); }
+static kiln_tensor *B(const cnn *m, const char *name) { return kiln_params_find(m->buffers, name); }
+
+static kiln_tensor *conv_relu(const cnn *m, kiln_tensor *x, const char *layer) {
+  char w[32], b[32];
+  snprintf(w, sizeof w, "%s.weight", layer);
+  snprintf(b, sizeof b, "%s.bias", layer);
+  return kiln_relu(kiln_conv2d(x, P(m, w), P(m, b), NULL, NULL, NULL, 1));
+}
+
+static kiln_tensor *bn_pool(const cnn *m, kiln_tensor *x, const char *layer, bool training) {
+  char n[4][40];
+  const char *suffix[4] = {"weight", "bias", "running_mean", "running_var"};
+  for (int i = 0; i < 4; i++) snprintf(n[i], sizeof n[i], "%s.%s", layer, suffix[i]);
+  x = kiln_batch_norm2d(x, P(m, n[0]), P(m, n[1]), B(m, n[2]), B(m, n[3]), training, 0.1, 1e-5);
+  return kiln_max_pool2d(x, (int[]){2, 2}, NULL, NULL);
+}
+
+/* logits (N, 10) */
+static kiln_tensor *cnn_forward(const cnn *m, kiln_tensor *x, bool training) {
+  x = conv_relu(m, conv_relu(m, x, "conv1"), "conv2");
+  x = bn_pool(m, x, "bn1", training);
+  x = conv_relu(m, conv_relu(m, x, "conv3"), "conv4");
+  x = bn_pool(m, x, "bn2", training);
+  x = kiln_reshape(x, 2, (int64_t[]){kiln_dim(x, 0), -1});
+  return kiln_linear(x, P(m, "fc.weight"), P(m, "fc.bias"));
+}
+
+/* ---- data ---------------------------------------------------------------------------------- */
+#define FM_MEAN 0.2860f
+#define FM_STD 0.3530f
+
+/* Batch of images idx[0..n) as normalized f32 (n,1,28,28) and labels i64 (n). */
+static void make_batch(const kiln_image_set *d, const int64_t *idx, int64_t n, kiln_tensor **x,
+                       kiln_tensor **y) {
+  int64_t px = d->rows * d->cols;
+  float *xb = malloc(sizeof(float) * (size_t)(n * px));
+  int64_t *yb = malloc(sizeof(int64_t) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) {
+    const uint8_t *img = d->images + idx[i] * px;
+    for (int64_t p = 0; p < px; p++) xb[i * px + p] = (img[p] / 255.0f - FM_MEAN) / FM_STD;
+    yb[i] = d->labels[idx[i]];
+  }
+  *x = kiln_from_data(KILN_F32, 4, (int64_t[]){n, 1, d->rows, d->cols}, xb);
+  *y = kiln_from_data(KILN_I64, 1, &n, yb);
+  free(xb);
+  free(yb);
+}
+
+static uint64_t splitmix(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+static void shuffle(int64_t *v, int64_t n, uint64_t seed) {
+  uint64_t s = seed;
+  for (int64_t i = n - 1; i > 0; i--) {
+    int64_t j = (int64_t)(splitmix(&s) % (uint64_t)(i + 1)), t = v[i];
+    v[i] = v[j], v[j] = t;
+  }
+}
+
+static long peak_rss_mb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6)) kb = atol(line + 6);
+  if (f) fclose(f);
+  return kb < 0 ? -1 : kb / 1024;
+}
+
+/* ---- one step, evaluation ------------------------------------------------------------------ */
+/* Forward, backward and update; *loss and *correct (in the batch) are read back. */
+static int train_step(const cnn *m, kiln_optim *opt, kiln_tensor *x, kiln_tensor *y, double *loss,
+                      int64_t *correct) {
+  kiln_scope_begin();
+  kiln_tensor *logits = cnn_forward(m, x, true);
+  kiln_tensor *l = kiln_cross_entropy(logits, y, 0);
+  bool old = kiln_set_grad_enabled(false);
+  kiln_tensor *hits = kiln_sum(kiln_binary(KILN_EQ, kiln_argmax(kiln_detach(logits), 1, false), y), 0, NULL, false);
+  kiln_set_grad_enabled(old);
+  kiln_tensor *outs[6] = {l, hits, B(m, "bn1.running_mean"), B(m, "bn1.running_var"),
+                          B(m, "bn2.running_mean"), B(m, "bn2.running_var")};
+  int rc = kiln_realize_many(6, outs);
+  if (rc == 0) rc = kiln_backward(l);
+  if (rc == 0) rc = kiln_optim_step(opt);
+  if (rc == 0) {
+    *loss = kiln_item(l);
+    *correct = (int64_t)kiln_item(hits);
+  }
+  kiln_scope_end();
+  return rc;
+}
+
+static int evaluate(const cnn *m, const kiln_image_set *test, double *acc) {
+  bool old = kiln_set_grad_enabled(false);
+  int64_t hits = 0, bs = 1000;
+  int64_t *idx = malloc(sizeof(int64_t) * (size_t)bs);
+  int rc = 0;
+  for (int64_t s = 0; s < test->n && rc == 0; s += bs) {
+    int64_t n = test->n - s < bs ? test->n - s : bs;
+    for (int64_t i = 0; i < n; i++) idx[i] = s + i;
+    kiln_scope_begin();
+    kiln_tensor *x, *y;
+    make_batch(test, idx, n, &x, &y);
+    kiln_tensor *pred = kiln_argmax(cnn_forward(m, x, false), 1, false);
+    double h = kiln_item(kiln_sum(kiln_binary(KILN_EQ, pred, y), 0, NULL, false));
+    if (isnan(h)) rc = -1;
+    hits += (int64_t)h;
+    kiln_scope_end();
+  }
+  free(idx);
+  kiln_set_grad_enabled(old);
+  *acc = 100.0 * (double)hits / (double)test->n;
+  return rc;
+}
+
+/* ---- checkpoints: model, batchnorm buffers, optimizer state and the epoch in one file ------ */
+static int save_checkpoint(const cnn *m, kiln_optim *opt, int64_t epoch, const char *path) {
+  kiln_params *all = kiln_params_new();
+  kiln_params *sets[3] = {m->params, m->buffers, kiln_optim_state(opt)};
+  const char *prefix[3] = {"model.", "model.", "optim."};
+  char name[256];
+  int rc = 0;
+  kiln_scope_begin(); /* the set borrows handles: copies, so freeing it frees only these */
+  for (int s = 0; s < 3 && rc == 0; s++)
+    for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) {
+      snprintf(name, sizeof name, "%s%s", prefix[s], kiln_params_name(sets[s], i));
+      rc = kiln_params_add(all, name, kiln_detach(kiln_params_get(sets[s], i)));
+    }
+  if (rc == 0) rc = kiln_params_add(all, "epoch", kiln_from_data(KILN_I64, 0, NULL, &epoch));
+  kiln_scope_end();
+  if (rc == 0) rc = kiln_save_safetensors(all, path);
+  kiln_params_free(all);
+  return rc;
+}
+
+static int load_checkpoint(cnn *m, kiln_optim *opt, const char *path, int64_t *epoch) {
+  kiln_params *all = kiln_load_safetensors(path);
+  if (!all) return -1;
+  kiln_params *sets[3] = {m->params, m->buffers, kiln_optim_state(opt)};
+  const char *prefix[3] = {"model.", "model.", "optim."};
+  char name[256];
+  int rc = 0;
+  /* check everything first so a bad file changes nothing */
+  for (int pass = 0; pass < 2 && rc == 0; pass++)
+    for (int s = 0; s < 3 && rc == 0; s++)
+      for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) {
+        kiln_tensor *dst = kiln_params_get(sets[s], i);
+        snprintf(name, sizeof name, "%s%s", prefix[s], kiln_params_name(sets[s], i));
+        kiln_tensor *src = kiln_params_find(all, name);
+        if (!src || kiln_ndim(src) != kiln_ndim(dst) || kiln_numel(src) != kiln_numel(dst) ||
+            kiln_dtype_of(src) != kiln_dtype_of(dst)) {
+          fprintf(stderr, "kiln: train: checkpoint %s: '%s' is missing or has the wrong shape\n", path, name);
+          rc = -1;
+        } else if (pass == 1)
+          rc = kiln_assign(dst, src);
+      }
+  kiln_tensor *e = kiln_params_find(all, "epoch");
+  if (rc == 0 && !e) {
+    fprintf(stderr, "kiln: train: checkpoint %s has no 'epoch'\n", path);
+    rc = -1;
+  }
+  if (rc == 0) *epoch = (int64_t)kiln_item(e);
+  /* the buffers and optimizer state now name the file's data: realize them before it goes */
+  for (int s = 1; s < 3 && rc == 0; s++)
+    for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) rc = kiln_realize(kiln_params_get(sets[s], i));
+  kiln_params_free(all);
+  return rc;
+}
+
+/* ---- kiln train fashion-mnist --------------------------------------------------------------- */
+typedef struct {
+  long epochs, batch, seed, steps, warmup;
+  double lr;
+  const char *device, *checkpoint, *resume, *data;
+} train_opts;
+
+static const char train_usage[] =
+    "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.001] [--seed 42]\n"
+    "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
+    "                                [--data DIR]\n"
+    "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
+    "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
+    "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n";
+
+static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
+  for (int i = 1; i < argc; i++) {
+    int missing = 0;
+    const char *v;
+    long lv;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf(bench ? "usage: kiln bench train %s\n" : "%s", bench ? bench_train_usage : train_usage);
+      return 1;
+    } else if ((v = flag_value(argc, argv, &i, "--epochs", &missing)) && !bench) {
+      if (parse_int(v, 1, 1000, &o->epochs)) return usage_error("train: --epochs wants 1..1000, got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--batch", &missing))) {
+      if (parse_int(v, 1, 65536, &o->batch)) return usage_error("train: --batch wants 1..65536, got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--seed", &missing))) {
+      if (parse_int(v, 0, 1L << 40, &lv)) return usage_error("train: --seed wants a whole number >= 0, got '%s'", v);
+      o->seed = lv;
+    } else if ((v = flag_value(argc, argv, &i, "--steps", &missing)) && bench) {
+      if (parse_int(v, 1, 100000, &o->steps)) return usage_error("bench train: --steps wants 1..100000, got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--warmup", &missing)) && bench) {
+      if (parse_int(v, 0, 100000, &o->warmup)) return usage_error("bench train: --warmup wants 0..100000, got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--lr", &missing))) {
+      char *end;
+      o->lr = strtod(v, &end);
+      if (end == v || *end || !(o->lr > 0 && o->lr < 10)) return usage_error("train: --lr wants a number in (0, 10), got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--device", &missing))) {
+      o->device = v;
+    } else if ((v = flag_value(argc, argv, &i, "--checkpoint", &missing)) && !bench) {
+      o->checkpoint = v;
+    } else if ((v = flag_value(argc, argv, &i, "--resume", &missing)) && !bench) {
+      o->resume = v;
+    } else if ((v = flag_value(argc, argv, &i, "--data", &missing)) && !bench) {
+      o->data = v;
+    } else if (missing) {
+      return usage_error("train: %s needs a value", argv[i]);
+    } else {
+      return usage_error("train: unknown argument '%s'", argv[i]);
+    }
+  }
+  if (o->device && kiln_set_device(o->device) < 0) {
+    fprintf(stderr, "kiln: train: --device %s: %s\n", o->device, kiln_error());
+    return EXIT_USAGE;
+  }
+  return 0;
+}
+
+static void progress(long epoch, long epochs, int64_t step, int64_t steps, double loss, double acc,
+                     double sps) {
+  int w = 24, done = (int)(w * step / (steps ? steps : 1));
+  char bar[32];
+  for (int i = 0; i < w; i++) bar[i] = i < done ? '#' : '.';
+  bar[w] = 0;
+  fprintf(stderr, "\repoch %ld/%ld [%s] %lld/%lld  loss %.4f  acc %5.2f%%  %6.0f samples/s ", epoch, epochs,
+          bar, (long long)step, (long long)steps, loss, acc, sps);
+  fflush(stderr);
+}
+
+int cmd_train(int argc, char **argv) {
+  if (argc < 2 || (strcmp(argv[1], "fashion-mnist") && strcmp(argv[1], "--help") && strcmp(argv[1], "-h"))) {
+    fprintf(stderr, "%s", train_usage);
+    return argc < 2 ? EXIT_USAGE : usage_error("train: unknown dataset '%s' (have: fashion-mnist)", argv[1]);
+  }
+  train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 1e-3,
+                  .checkpoint = "fashion-mnist.safetensors"};
+  int pr = parse_train_flags(argc - (argv[1][0] != '-'), argv + (argv[1][0] != '-'), &o, false);
+  if (pr) return pr < 0 ? EXIT_USAGE : pr == 1 ? EXIT_OK : pr;
+  kiln_image_set train = {0}, test = {0};
+  if (kiln_fashion_mnist_load(o.data, true, &train) < 0 || kiln_fashion_mnist_load(o.data, false, &test) < 0) {
+    kiln_image_set_free(&train);
+    return runtime_error("train");
+  }
+  cnn m;
+  kiln_optim *opt = NULL;
+  int rc = cnn_init(&m, (uint64_t)o.seed);
+  if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
+  int64_t start_epoch = 0;
+  if (rc == 0 && opt && o.resume) {
+    rc = load_checkpoint(&m, opt, o.resume, &start_epoch);
+    if (rc == 0) fprintf(stderr, "resumed from %s after epoch %lld\n", o.resume, (long long)start_epoch);
+  }
+  if (!opt) rc = -1;
+  int64_t *order = malloc(sizeof(int64_t) * (size_t)train.n);
+  int64_t steps = (train.n + o.batch - 1) / o.batch;
+  double acc = 0;
+  for (long ep = start_epoch; rc == 0 && ep < o.epochs; ep++) {
+    for (int64_t i = 0; i < train.n; i++) order[i] = i;
+    shuffle(order, train.n, (uint64_t)o.seed * 7919 + (uint64_t)ep);
+    double t0 = now_seconds(), loss_sum = 0;
+    int64_t seen = 0, hits = 0;
+    for (int64_t s = 0; s < steps && rc == 0; s++) {
+      int64_t n = train.n - s * o.batch < o.batch ? train.n - s * o.batch : o.batch;
+      kiln_scope_begin();
+      kiln_tensor *x, *y;
+      make_batch(&train, order + s * o.batch, n, &x, &y);
+      double loss;
+      int64_t correct;
+      rc = train_step(&m, opt, x, y, &loss, &correct);
+      kiln_scope_end();
+      if (rc) break;
+      loss_sum += loss * (double)n, seen += n, hits += correct;
+      progress(ep + 1, o.epochs, s + 1, steps, loss_sum / (double)seen, 100.0 * (double)hits / (double)seen,
+               (double)seen / (now_seconds() - t0));
+    }
+    if (rc) break;
+    double secs = now_seconds() - t0;
+    rc = evaluate(&m, &test, &acc);
+    if (rc) break;
+    fprintf(stderr, "\n");
+    printf("epoch %ld: train loss %.4f  train acc %.2f%%  test acc %.2f%%  %.1f s  %.0f samples/s  peak RSS %ld MB\n",
+           ep + 1, loss_sum / (double)seen, 100.0 * (double)hits / (double)seen, acc, secs,
+           (double)seen / secs, peak_rss_mb());
+    fflush(stdout);
+    if (o.checkpoint && *o.checkpoint) rc = save_checkpoint(&m, opt, ep + 1, o.checkpoint);
+  }
+  if (rc == 0 && start_epoch >= o.epochs) rc = evaluate(&m, &test, &acc);
+  free(order);
+  kiln_image_set_free(&train);
+  kiln_image_set_free(&test);
+  kiln_optim_free(opt);
+  cnn_free(&m);
+  if (rc) return runtime_error("train");
+  if (o.checkpoint && *o.checkpoint) printf("checkpoint: %s\n", o.checkpoint);
+  printf("test accuracy: %.2f%%\n", acc);
+  return EXIT_OK;
+}
+
+/* ---- kiln bench train: step time on random data (no dataset needed) ------------------------- */
+const char bench_train_usage[] = "[--batch 512] [--steps 10] [--warmup 3] [--lr 0.001] [--seed 42] [--device D]";
+
+int bench_train(int argc, char **argv) {
+  train_opts o = {.batch = 512, .seed = 42, .lr = 1e-3, .steps = 10, .warmup = 3};
+  int pr = parse_train_flags(argc, argv, &o, true);
+  if (pr) return pr == 1 ? EXIT_OK : pr;
+  cnn m;
+  kiln_optim *opt = NULL;
+  int rc = cnn_init(&m, (uint64_t)o.seed);
+  if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
+  if (!opt) rc = -1;
+  double *times = malloc(sizeof(double) * (size_t)o.steps);
+  int64_t n = o.batch;
+  int64_t *labels = malloc(sizeof(int64_t) * (size_t)n);
+  for (int64_t i = 0; i < n; i++) labels[i] = (i * 7) % 10;
+  for (long s = 0; rc == 0 && s < o.warmup + o.steps; s++) {
+    kiln_scope_begin();
+    kiln_tensor *x = kiln_randn(4, (int64_t[]){n, 1, 28, 28}, (uint64_t)s);
+    kiln_tensor *y = kiln_from_data(KILN_I64, 1, &n, labels);
+    rc = kiln_realize(x);
+    double t0 = now_seconds(), loss;
+    int64_t correct;
+    if (rc == 0) rc = train_step(&m, opt, x, y, &loss, &correct);
+    if (s >= o.warmup) times[s - o.warmup] = now_seconds() - t0;
+    kiln_scope_end();
+  }
+  if (rc == 0) {
+    double mn = times[0];
+    for (long i = 1; i < o.steps; i++) mn = times[i] < mn ? times[i] : mn;
+    double med = median(times, (int)o.steps);
+    const char *thr = getenv("KILN_THREADS");
+    printf("kiln step_ms median %.1f min %.1f samples/s %.0f threads %s batch %lld device %s\n", med * 1e3,
+           mn * 1e3, (double)n / med, thr && *thr ? thr : "all", (long long)n, kiln_get_device());
+  }
+  free(times);
+  free(labels);
+  kiln_optim_free(opt);
+  cnn_free(&m);
+  return rc ? runtime_error("bench train") : EXIT_OK;
+}
