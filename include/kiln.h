@@ -237,7 +237,8 @@ void kiln_optim_free(kiln_optim *o);
 kiln_params *kiln_optim_state(kiln_optim *o);
 /* Learning-rate schedules: the rate at step (0-based) of total steps. */
 double kiln_lr_cosine(int64_t step, int64_t total, double base_lr, double min_lr);
-double kiln_lr_warmup(int64_t step, int64_t warmup_steps, double base_lr); /* linear from 0 */
+/* Linear warmup: base_lr * (step + 1) / warmup_steps while step < warmup_steps, then base_lr. */
+double kiln_lr_warmup(int64_t step, int64_t warmup_steps, double base_lr);
 
 /* ---- data --------------------------------------------------------------------------------- */
 typedef struct {
