@@ -238,7 +238,7 @@ static int load_checkpoint(cnn *m, kiln_optim *opt, const char *path, int64_t *e
 
 /* ---- kiln train fashion-mnist --------------------------------------------------------------- */
 typedef struct {
-  long epochs, batch, seed, steps, warmup;
+  long epochs, batch, seed, steps, warmup, limit;
   double lr;
   const char *device, *checkpoint, *resume, *data;
 } train_opts;
@@ -246,10 +246,11 @@ typedef struct {
 static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.001] [--seed 42]\n"
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
-    "                                [--data DIR]\n"
+    "                                [--data DIR] [--limit N]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
-    "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n";
+    "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
+    "  --limit N uses only the first N training and test images (a quick check).\n";
 
 static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
   for (int i = 1; i < argc; i++) {
@@ -282,6 +283,8 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
       o->resume = v;
     } else if ((v = flag_value(argc, argv, &i, "--data", &missing)) && !bench) {
       o->data = v;
+    } else if ((v = flag_value(argc, argv, &i, "--limit", &missing)) && !bench) {
+      if (parse_int(v, 1, 1L << 40, &o->limit)) return usage_error("train: --limit wants a whole number >= 1, got '%s'", v);
     } else if (missing) {
       return usage_error("train: %s needs a value", argv[i]);
     } else {
@@ -319,6 +322,10 @@ int cmd_train(int argc, char **argv) {
   if (kiln_fashion_mnist_load(o.data, true, &train) < 0 || kiln_fashion_mnist_load(o.data, false, &test) < 0) {
     kiln_image_set_free(&train);
     return runtime_error("train");
+  }
+  if (o.limit) {
+    train.n = train.n < o.limit ? train.n : o.limit;
+    test.n = test.n < o.limit ? test.n : o.limit;
   }
   cnn m;
   kiln_optim *opt = NULL;
