@@ -4,6 +4,8 @@
 # Knobs: SIZES (512,1024,2048), RUNS (5), THREADS (2), BUILD (build), KILN_DEVICE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 SIZES=${SIZES:-512,1024,2048}
 RUNS=${RUNS:-5}
@@ -19,14 +21,7 @@ fi
 # shellcheck disable=SC2086 # blas_flags is a list of flags
 "$CC" -O2 -Wall -Wextra -o "$BUILD/openblas_sgemm" bench/openblas_sgemm.c $blas_flags
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-  commit="$commit+dirty"
-fi
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
-echo "# date $(date -u +%Y-%m-%dT%H:%MZ)  commit $commit"
-echo "# machine $(uname -m), ${cpu:-unknown cpu}, $(nproc) cores"
-echo "# command SIZES=$SIZES RUNS=$RUNS THREADS=$THREADS bench/matmul.sh"
+bench_header "SIZES=$SIZES RUNS=$RUNS THREADS=$THREADS bench/matmul.sh"
 
 kiln_out=$(KILN_THREADS=$THREADS "$BUILD/kiln" bench matmul --sizes "$SIZES" --runs "$RUNS")
 echo "$kiln_out"

@@ -6,6 +6,8 @@
 #        TORCH_PYTHON, TINYGRAD_PYTHON (default: what scripts/setup-bench installed for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
 export THREADS=${THREADS:-2} WARMUP=${WARMUP:-3} STEPS=${STEPS:-10}
 BUILD=${BUILD:-build}
@@ -29,14 +31,7 @@ find_python() {
 
 [ -x "$BUILD/kiln" ] || make BUILD="$BUILD" >/dev/null
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-  commit="$commit+dirty"
-fi
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
-echo "# date $(date -u +%Y-%m-%dT%H:%MZ)  commit $commit"
-echo "# machine $(uname -m), ${cpu:-unknown cpu}, $(nproc) cores"
-echo "# command THREADS=$THREADS WARMUP=$WARMUP STEPS=$STEPS bench/train.sh"
+bench_header "THREADS=$THREADS WARMUP=$WARMUP STEPS=$STEPS bench/train.sh"
 
 results=""
 

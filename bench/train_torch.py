@@ -6,7 +6,6 @@ Prints: torch step_ms median <m> min <m> samples/s <s> threads <t>
 Knobs: THREADS (2), WARMUP (3), STEPS (10), KILN_DATA (data directory).
 --epochs E also trains E epochs over the training set and prints the test accuracy."""
 import argparse
-import gzip
 import os
 import statistics
 import sys
@@ -14,12 +13,12 @@ import time
 
 import numpy as np
 
+import fashion_data
+
 THREADS = int(os.environ.get("THREADS", "2"))
 WARMUP = int(os.environ.get("WARMUP", "3"))
 STEPS = int(os.environ.get("STEPS", "10"))
-BATCH = 512
-MEAN, STD = 0.2860, 0.3530  # of the training pixels, on the [0,1] scale
-DATA_DIR = os.environ.get("KILN_DATA") or "/usr/share/datasets/fashion-mnist"
+BATCH = fashion_data.BATCH
 
 # Set before torch starts its thread pools.
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
@@ -32,34 +31,9 @@ def note(msg):
     print(f"torch: {msg}", file=sys.stderr)
 
 
-# ---- data (the same reader in both peers) -----------------------------------------------------
-def read_idx(path, ndim):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    dims = np.frombuffer(raw, ">u4", ndim, 4).astype(np.int64)
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load_split(prefix):
-    x = read_idx(os.path.join(DATA_DIR, f"{prefix}-images-idx3-ubyte.gz"), 3)
-    y = read_idx(os.path.join(DATA_DIR, f"{prefix}-labels-idx1-ubyte.gz"), 1)
-    x = ((x.astype(np.float32) / 255.0 - MEAN) / STD).reshape(-1, 1, 28, 28)
-    return x, y.astype(np.int64)
-
-
+# ---- data: bench/fashion_data.py ----------------------------------------------------------
 def load_data():
-    """(train_x, train_y, test_x, test_y, real): normalized float32 NCHW images, int64 labels."""
-    if os.path.exists(os.path.join(DATA_DIR, "train-images-idx3-ubyte.gz")):
-        tx, ty = load_split("train")
-        vx, vy = load_split("t10k")
-        note(f"data: Fashion-MNIST from {DATA_DIR} ({len(tx)} train, {len(vx)} test)")
-        return tx, ty, vx, vy, True
-    note(f"data: Fashion-MNIST not found in {DATA_DIR}; timing on random data "
-         "(get it with scripts/fetch-data)")
-    rng = np.random.default_rng(0)
-    x = ((rng.integers(0, 256, (8 * BATCH, 1, 28, 28)) / 255.0 - MEAN) / STD).astype(np.float32)
-    y = rng.integers(0, 10, 8 * BATCH).astype(np.int64)
-    return x, y, x[:BATCH], y[:BATCH], False
+    return fashion_data.load_data(np.int64, note)
 
 
 # ---- model: the CNN of `kiln train fashion-mnist` ---------------------------------------------
