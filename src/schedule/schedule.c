@@ -146,6 +146,48 @@ static void schedule_node(builder *b, kn_node *n) {
   s->items[s->nitems++] = it;
 }
 
+/* Buffers a kernel rooted at n would read (counted with repeats, so an upper bound). A kernel
+ * takes at most 63: bottom-up, a node whose sources would read more than 48 gives its largest
+ * source a kernel of its own. memo maps node -> count + 1. */
+typedef struct {
+  kn_node **k;
+  int *v;
+  size_t cap;
+} cmap;
+static int *cslot(cmap *m, kn_node *n) {
+  for (size_t i = ((uintptr_t)n * 0x9E3779B97F4A7C15ull) >> 9;; i++) {
+    size_t j = i & (m->cap - 1);
+    if (m->k[j] == n || !m->k[j]) {
+      m->k[j] = n;
+      return &m->v[j];
+    }
+  }
+}
+static int chunk(builder *b, cmap *m, size_t *len, kn_node *n) {
+  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n)) return 1;
+  if (n->op == N_CONST) return 0;
+  int *memo = cslot(m, n);
+  if (*memo) return *memo - 1;
+  int c[3] = {0, 0, 0}, total = 0;
+  for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, m, len, n->src[i]);
+  while (total > 48) {
+    int big = 0;
+    for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
+    schedule_node(b, n->src[big]);
+    total -= c[big] - 1, c[big] = 1;
+  }
+  memo = cslot(m, n); /* the table may have been written meanwhile, never resized */
+  *memo = total + 1;
+  if (++*len * 2 >= m->cap) { /* grow: rebuild from scratch next time (rare) */
+    m->cap *= 2;
+    m->k = kn_xrealloc(m->k, sizeof(kn_node *) * m->cap);
+    m->v = kn_xrealloc(m->v, sizeof(int) * m->cap);
+    memset(m->k, 0, sizeof(kn_node *) * m->cap);
+    *len = 0;
+  }
+  return total;
+}
+
 int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   memset(out, 0, sizeof *out);
   builder b = {.out = out};
@@ -153,6 +195,10 @@ int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   for (int i = 0; i < nroots; i++)
     if (!kn_is_realized(roots[i]) && pset_add(&seen, (uintptr_t)roots[i])) count_readers(&b, &seen, roots[i]);
   free(seen.keys);
+  cmap m = {kn_xcalloc(1024, sizeof(kn_node *)), kn_xcalloc(1024, sizeof(int)), 1024};
+  size_t mlen = 0;
+  for (int i = 0; i < nroots; i++) chunk(&b, &m, &mlen, roots[i]);
+  free(m.k), free(m.v);
   for (int i = 0; i < nroots; i++) schedule_node(&b, roots[i]);
   free(b.scheduled.keys);
   free(b.shared.keys);
