@@ -46,6 +46,7 @@ typedef struct {
   int cap;
   pset scheduled; /* nodes that get a buffer in this schedule */
   pset shared;    /* unrealized nodes read by more than one node of the graph */
+  bool overflow;  /* a kernel being visited needed more than 63 inputs */
 } builder;
 
 /* Marks the nodes with more than one reader (seen holds those met once). */
@@ -76,10 +77,13 @@ static int alu_cost(builder *b, kn_node *n, int limit) {
   return c;
 }
 
-static void add_input(kn_sched_item *it, kn_node *n) {
+static void add_input(builder *b, kn_sched_item *it, kn_node *n) {
   for (int i = 0; i < it->ninputs; i++)
     if (it->inputs[i] == n) return;
-  KN_ASSERT(it->ninputs < 63, "kernel reads more than 63 buffers");
+  if (it->ninputs == 63) { /* too many: the caller splits the graph and visits again */
+    b->overflow = true;
+    return;
+  }
   it->inputs[it->ninputs++] = n;
   kn_node_ref(n);
 }
@@ -91,7 +95,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
                   bool root) {
   if (!pset_add(seen, (uintptr_t)n ^ (expand ? 1 : 0) ^ (inred ? 2 : 0) ^ (root ? 4 : 0))) return;
   if (kn_is_realized(n) || (!root && pset_has(&b->scheduled, (uintptr_t)n))) {
-    add_input(it, n);
+    add_input(b, it, n);
     return;
   }
   if (n->op == N_CONST) return;
@@ -100,7 +104,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
                        (pset_has(&b->shared, (uintptr_t)n) && fuses_reduce(b, n, 0)));
   if (own) {
     schedule_node(b, n);
-    add_input(it, n);
+    add_input(b, it, n);
     return;
   }
   if (n->op == N_REDUCE) {
@@ -112,38 +116,11 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     kn_node *s = n->src[0];
     if (inred && alu_cost(b, s, 3) > 2) { /* store it once rather than recompute it per copy */
       schedule_node(b, s);
-      add_input(it, s);
+      add_input(b, it, s);
       return;
     }
   }
   for (int i = 0; i < n->nsrc; i++) visit(b, it, seen, n->src[i], expand, inred, false);
-}
-
-static void schedule_node(builder *b, kn_node *n) {
-  if (kn_is_realized(n) || !pset_add(&b->scheduled, (uintptr_t)n)) return;
-  kn_sched_item it = {.out = n, .inputs = kn_xmalloc(sizeof(kn_node *) * 64)};
-  kn_node_ref(n);
-  /* Visiting may schedule nodes that an earlier part of the same visit had fused (a reduce
-   * seen first directly, then through an expand): visit again until nothing new is scheduled,
-   * so every node with its own buffer is read as an input. */
-  size_t before;
-  do {
-    before = b->scheduled.len;
-    for (int i = 0; i < it.ninputs; i++) kn_node_unref(it.inputs[i]);
-    it.ninputs = 0;
-    it.reduce = NULL;
-    pset seen = {0};
-    visit(b, &it, &seen, n, false, false, true);
-    free(seen.keys);
-  } while (b->scheduled.len != before);
-  for (int i = 0; i < it.ninputs; i++)
-    if (it.inputs[i] == it.reduce) it.reduce = NULL; /* materialized after all: read it */
-  kn_schedule *s = b->out;
-  if (s->nitems == b->cap) {
-    b->cap = b->cap ? b->cap * 2 : 16;
-    s->items = kn_xrealloc(s->items, sizeof(kn_sched_item) * b->cap);
-  }
-  s->items[s->nitems++] = it;
 }
 
 /* Buffers a kernel rooted at n would read (counted with repeats, so an upper bound). A kernel
@@ -188,6 +165,50 @@ static int chunk(builder *b, cmap *m, size_t *len, kn_node *n) {
   return total;
 }
 
+static void schedule_node(builder *b, kn_node *n) {
+  if (kn_is_realized(n) || !pset_add(&b->scheduled, (uintptr_t)n)) return;
+  kn_sched_item it = {.out = n, .inputs = kn_xmalloc(sizeof(kn_node *) * 64)};
+  kn_node_ref(n);
+  /* Visiting may schedule nodes that an earlier part of the same visit had fused (a reduce
+   * seen first directly, then through an expand): visit again until nothing new is scheduled,
+   * so every node with its own buffer is read as an input. */
+  size_t before;
+  bool split = false;
+  do {
+    if (b->overflow && !split) { /* split the graph bottom-up, then visit again */
+      cmap m = {kn_xcalloc(1024, sizeof(kn_node *)), kn_xcalloc(1024, sizeof(int)), 1024};
+      size_t mlen = 0;
+      int c[3] = {0, 0, 0}, total = 0;
+      for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, &m, &mlen, n->src[i]);
+      while (total > 48) {
+        int big = 0;
+        for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
+        schedule_node(b, n->src[big]);
+        total -= c[big] - 1, c[big] = 1;
+      }
+      free(m.k), free(m.v);
+      split = true;
+    }
+    b->overflow = false;
+    before = b->scheduled.len;
+    for (int i = 0; i < it.ninputs; i++) kn_node_unref(it.inputs[i]);
+    it.ninputs = 0;
+    it.reduce = NULL;
+    pset seen = {0};
+    visit(b, &it, &seen, n, false, false, true);
+    free(seen.keys);
+  } while (b->scheduled.len != before || (b->overflow && !split));
+  KN_ASSERT(!b->overflow, "kernel still reads more than 63 buffers after splitting");
+  for (int i = 0; i < it.ninputs; i++)
+    if (it.inputs[i] == it.reduce) it.reduce = NULL; /* materialized after all: read it */
+  kn_schedule *s = b->out;
+  if (s->nitems == b->cap) {
+    b->cap = b->cap ? b->cap * 2 : 16;
+    s->items = kn_xrealloc(s->items, sizeof(kn_sched_item) * b->cap);
+  }
+  s->items[s->nitems++] = it;
+}
+
 int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   memset(out, 0, sizeof *out);
   builder b = {.out = out};
@@ -195,10 +216,6 @@ int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   for (int i = 0; i < nroots; i++)
     if (!kn_is_realized(roots[i]) && pset_add(&seen, (uintptr_t)roots[i])) count_readers(&b, &seen, roots[i]);
   free(seen.keys);
-  cmap m = {kn_xcalloc(1024, sizeof(kn_node *)), kn_xcalloc(1024, sizeof(int)), 1024};
-  size_t mlen = 0;
-  for (int i = 0; i < nroots; i++) chunk(&b, &m, &mlen, roots[i]);
-  free(m.k), free(m.v);
   for (int i = 0; i < nroots; i++) schedule_node(&b, roots[i]);
   free(b.scheduled.keys);
   free(b.shared.keys);
