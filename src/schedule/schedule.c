@@ -140,6 +140,17 @@ static int *cslot(cmap *m, kn_node *n) {
     }
   }
 }
+static void schedule_node(builder *b, kn_node *n);
+/* Gives n's largest sources kernels of their own until n reads at most 48 buffers. */
+static int split_sources(builder *b, kn_node *n, int *c, int total) {
+  while (total > 48) {
+    int big = 0;
+    for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
+    schedule_node(b, n->src[big]);
+    total -= c[big] - 1, c[big] = 1;
+  }
+  return total;
+}
 static int chunk(builder *b, cmap *m, size_t *len, kn_node *n) {
   if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n)) return 1;
   if (n->op == N_CONST) return 0;
@@ -147,12 +158,7 @@ static int chunk(builder *b, cmap *m, size_t *len, kn_node *n) {
   if (*memo) return *memo - 1;
   int c[3] = {0, 0, 0}, total = 0;
   for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, m, len, n->src[i]);
-  while (total > 48) {
-    int big = 0;
-    for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
-    schedule_node(b, n->src[big]);
-    total -= c[big] - 1, c[big] = 1;
-  }
+  total = split_sources(b, n, c, total);
   memo = cslot(m, n); /* the table may have been written meanwhile, never resized */
   *memo = total + 1;
   if (++*len * 2 >= m->cap) { /* grow: rebuild from scratch next time (rare) */
@@ -180,12 +186,7 @@ static void schedule_node(builder *b, kn_node *n) {
       size_t mlen = 0;
       int c[3] = {0, 0, 0}, total = 0;
       for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, &m, &mlen, n->src[i]);
-      while (total > 48) {
-        int big = 0;
-        for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
-        schedule_node(b, n->src[big]);
-        total -= c[big] - 1, c[big] = 1;
-      }
+      split_sources(b, n, c, total);
       free(m.k), free(m.v);
       split = true;
     }
