@@ -1,8 +1,8 @@
 /* schedule.c — cuts the lazy graph into kernels. Elementwise ops and movement views fuse
  * into their consumer; a reduce fuses with the ops feeding it and those after it. A node gets
  * its own buffer when it is a root, a CONTIGUOUS, a reduce that would otherwise be recomputed
- * (read through an expand, nested in another reduce, a second reduce in one kernel, or read
- * by several nodes), or an elementwise chain of more than a couple of ops that a reduce reads
+ * (read through an expand, nested in another reduce, a second reduce in one kernel, read by
+ * several nodes, or on a gradient path: backward reads it again), or an elementwise chain of more than a couple of ops that a reduce reads
  * through an expand (recomputing it for every expanded copy costs more than storing it). */
 #include "internal.h"
 
@@ -100,7 +100,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
   }
   if (n->op == N_CONST) return;
   bool own = !root && (n->op == N_CONTIGUOUS ||
-                       (n->op == N_REDUCE && (expand || inred || (it->reduce && it->reduce != n))) ||
+                       (n->op == N_REDUCE && (expand || inred || n->rg || (it->reduce && it->reduce != n))) ||
                        (pset_has(&b->shared, (uintptr_t)n) && fuses_reduce(b, n, 0)));
   if (own) {
     schedule_node(b, n);

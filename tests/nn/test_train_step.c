@@ -90,15 +90,16 @@ TEST_DEVICES(train_mlp_adam_matches_reference) {
 /* ---- one CNN training step: kernel budget and flat memory --------------------------------- */
 
 /* Kernel budgets for one step, measured and given a little slack. Forward (building the graph
- * and realizing the loss with the running statistics) measured 14: the conv + relu output is
- * materialized once and read by the batch mean, the variance and the normalize + pool kernel;
- * then the linear layer, the log-softmax/nll row reductions, the batch mean and the two
- * running-statistic updates. Backward + Adam measured 42 (43 on the first step): 18 for the
- * backward pass, then for each of the 6 parameters the reduction giving its gradient and the
- * new m, v and w (4 each). A fusion regression (an elementwise op or a view no longer fused
- * into its consumer) adds kernels per layer and trips these. */
+ * and realizing the loss with the running statistics) measured 20: every reduction on the
+ * gradient path (the conv, the batch mean and variance, the pool, the linear layer, the
+ * log-softmax max and sum, the loss mean) is stored in a buffer of its own, because backward
+ * reads it again; the elementwise ops between them fuse into their consumers, and the two
+ * running-statistic updates are one kernel each. Backward + Adam measured 40 (41 on the first
+ * step): the backward pass, then for each of the 6 parameters the reduction giving its gradient
+ * and the new m, v and w. A fusion regression (an elementwise op or a view no longer fused into
+ * its consumer, a reduction computed twice) adds kernels and trips these. */
 enum { CNN_NPARAMS = 6 };
-#define FWD_BUDGET 15
+#define FWD_BUDGET 21
 #define STEP_BUDGET (18 + 4 * CNN_NPARAMS + 2)
 
 /* (8,1,8,8) -> conv 3x3 pad 1 (4 ch) -> relu -> batch_norm (training) -> max_pool 2 ->
