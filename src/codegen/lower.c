@@ -511,6 +511,17 @@ static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape
   return 1;
 }
 
+/* Appends the ordinary lops of one loop level (not loops, accumulators, constants, or what
+ * runs after the reduce) in creation order, which is a valid order for their sources. */
+static int emit_level(const lb *L, int lvl, int *order, int no) {
+  for (int i = 0; i < L->n; i++) {
+    int op = L->b[i].op.op;
+    if (op == L_RANGE || op == L_ACC || op == L_ACCUP || op == L_CONST) continue;
+    if (L->b[i].level == lvl && !L->b[i].post) order[no++] = i;
+  }
+  return no;
+}
+
 kn_kernel *kn_lower(const kn_sched_item *it) {
   lb L = {.it = it};
   kn_node *out = it->out;
@@ -579,27 +590,13 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   int ends[2 * KILN_MAX_DIMS], nends = 0;
   bool has_acc = false;
   for (int i = 0; i < L.n; i++) has_acc = has_acc || L.b[i].op.op == L_ACC;
-#define EMIT_LEVEL(lvl, want_post)                                                               \
-  for (int i = 0; i < L.n; i++) {                                                                \
-    kn_lop *x = &L.b[i].op;                                                                      \
-    if (x->op == L_RANGE || x->op == L_ACC || x->op == L_ACCUP || x->op == L_CONST) continue;   \
-    if (L.b[i].level == (lvl) && L.b[i].post == (want_post)) order[no++] = i;                    \
-  }
   for (int i = 0; i < L.n; i++)
     if (L.b[i].op.op == L_CONST) order[no++] = i;
   for (int lvl = 0; lvl <= G; lvl++) {
     if (lvl > 0)
       for (int i = 0; i < L.n; i++)
         if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
-    if (lvl < G || !has_acc) {
-      for (int i = 0; i < L.n; i++) {
-        kn_lop *x = &L.b[i].op;
-        if (x->op == L_RANGE || x->op == L_ACC || x->op == L_ACCUP || x->op == L_CONST) continue;
-        if (L.b[i].level == lvl && !L.b[i].post && !(x->op == L_STORE && lvl < G)) order[no++] = i;
-      }
-    } else {
-      EMIT_LEVEL(lvl, false)
-    }
+    no = emit_level(&L, lvl, order, no);
   }
   if (has_acc) {
     for (int i = 0; i < L.n; i++)
@@ -607,7 +604,7 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
     for (int lvl = G + 1; lvl <= G + R; lvl++) {
       for (int i = 0; i < L.n; i++)
         if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
-      EMIT_LEVEL(lvl, false)
+      no = emit_level(&L, lvl, order, no);
     }
     for (int i = 0; i < L.n; i++)
       if (L.b[i].op.op == L_ACCUP) order[no++] = i;
@@ -616,7 +613,6 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
       if (L.b[i].post && L.b[i].op.op != L_ACC && L.b[i].op.op != L_ACCUP) order[no++] = i;
   }
   while (nends) order[no++] = -1 - ends[--nends];
-#undef EMIT_LEVEL
   /* renumber */
   k->ops = kn_xcalloc(no, sizeof(kn_lop));
   k->nops = no;

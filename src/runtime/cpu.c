@@ -68,15 +68,21 @@ static const char *compiler(void) {
   const char *cc = getenv("KILN_CC");
   return cc && *cc ? cc : "cc";
 }
-#define CFLAGS "-O2 -march=native -fPIC -shared -fwrapv -fno-math-errno -w"
+/* one list: it builds the command line and is part of the cache key */
+static const char *const cflags[] = {"-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno", "-w"};
+#define NCFLAGS ((int)(sizeof cflags / sizeof cflags[0]))
 
 static int run_compiler(const char *src_path, const char *so_path) {
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
-    /* argv built from the fixed flags; paths are ours (hex names in the cache dir) */
-    execlp(compiler(), compiler(), "-O2", "-march=native", "-fPIC", "-shared", "-fwrapv",
-           "-fno-math-errno", "-w", "-o", so_path, src_path, "-lm", (char *)NULL);
+    /* argv from the fixed flags; paths are ours (hex names in the cache dir) */
+    const char *argv[NCFLAGS + 6];
+    int n = 0;
+    argv[n++] = compiler();
+    for (int i = 0; i < NCFLAGS; i++) argv[n++] = cflags[i];
+    argv[n++] = "-o", argv[n++] = so_path, argv[n++] = src_path, argv[n++] = "-lm", argv[n] = NULL;
+    execvp(compiler(), (char *const *)argv);
     _exit(127);
   }
   int st;
@@ -106,7 +112,7 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
   if (kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
   key = kn_hash_bytes(key, compiler(), strlen(compiler()));
-  key = kn_hash_bytes(key, CFLAGS, sizeof CFLAGS);
+  for (int i = 0; i < NCFLAGS; i++) key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
   char dir[1100], so[1200], sum[1200], tmpc[1200], tmpso[1200];
   snprintf(dir, sizeof dir, "%s/cpu", kn_cache_dir());
   snprintf(so, sizeof so, "%s/%016llx.so", dir, (unsigned long long)key);
