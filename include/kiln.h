@@ -252,6 +252,61 @@ typedef struct {
 int kiln_fashion_mnist_load(const char *dir, bool train, kiln_image_set *out);
 void kiln_image_set_free(kiln_image_set *s);
 
+/* ---- GGUF model files ----------------------------------------------------------------------
+ * kiln_gguf_open memory-maps a GGUF (v2 or v3) file and validates all of it (counts, lengths,
+ * types, offsets, sizes, duplicates) before returning; a bad file is NULL and an error naming
+ * the problem. Tensor data stays in the mapping (nothing is copied); the handle owns it until
+ * kiln_gguf_close. Strings returned are NUL-terminated copies owned by the handle. */
+typedef struct kiln_gguf kiln_gguf;
+typedef enum { /* metadata value types, numbered as in the GGUF specification */
+  KILN_GGUF_U8, KILN_GGUF_I8, KILN_GGUF_U16, KILN_GGUF_I16, KILN_GGUF_U32, KILN_GGUF_I32,
+  KILN_GGUF_F32, KILN_GGUF_BOOL, KILN_GGUF_STRING, KILN_GGUF_ARRAY, KILN_GGUF_U64,
+  KILN_GGUF_I64, KILN_GGUF_F64
+} kiln_gguf_type;
+typedef struct {
+  const char *name;
+  int type;            /* ggml tensor type code (0 F32, 1 F16, 2 Q4_0, ... 30 BF16) */
+  int ndim;            /* 1..4 */
+  int64_t dims[4];     /* GGUF order: dims[0] is the fastest-varying (a row's length) */
+  int64_t numel;
+  uint64_t offset;     /* from the start of the data section */
+  size_t nbytes;
+  const void *data;    /* inside the mapping */
+} kiln_gguf_tensor;
+kiln_gguf *kiln_gguf_open(const char *path);
+void kiln_gguf_close(kiln_gguf *g);
+int kiln_gguf_version(const kiln_gguf *g);
+size_t kiln_gguf_file_size(const kiln_gguf *g);
+int64_t kiln_gguf_n_kv(const kiln_gguf *g);
+const char *kiln_gguf_key(const kiln_gguf *g, int64_t i);
+int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key); /* -1 if absent */
+kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i);
+/* Scalars by key, converted: get_int takes any integer or bool value, get_float any number.
+ * false when the key is absent or of another kind (out is then untouched). */
+bool kiln_gguf_get_int(const kiln_gguf *g, const char *key, int64_t *out);
+bool kiln_gguf_get_float(const kiln_gguf *g, const char *key, double *out);
+const char *kiln_gguf_get_str(const kiln_gguf *g, const char *key); /* NULL if absent/not a string */
+/* Arrays by kv index: element type, length, element j as int/float/string (false/NULL when
+ * the kv is not an array of that kind or j is out of range). */
+kiln_gguf_type kiln_gguf_arr_type(const kiln_gguf *g, int64_t i);
+int64_t kiln_gguf_arr_len(const kiln_gguf *g, int64_t i);
+bool kiln_gguf_arr_int(const kiln_gguf *g, int64_t i, int64_t j, int64_t *out);
+bool kiln_gguf_arr_float(const kiln_gguf *g, int64_t i, int64_t j, double *out);
+const char *kiln_gguf_arr_str(const kiln_gguf *g, int64_t i, int64_t j, size_t *len);
+/* Printable form of a scalar kv (or "[type; N]" for an array) into buf; returns buf. */
+const char *kiln_gguf_value_str(const kiln_gguf *g, int64_t i, char *buf, size_t cap);
+int64_t kiln_gguf_n_tensors(const kiln_gguf *g);
+const kiln_gguf_tensor *kiln_gguf_tensor_at(const kiln_gguf *g, int64_t i);
+const kiln_gguf_tensor *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name);
+const char *kiln_ggml_type_name(int type); /* "Q4_K"; "?" when unknown */
+/* Elements per block and bytes per block of a ggml type; 0 when unknown. */
+int64_t kiln_ggml_block_size(int type);
+int64_t kiln_ggml_type_size(int type);
+
+/* ---- tokenizers ---------------------------------------------------------------------------- */
+
+/* ---- sampling and chat templates -------------------------------------------------------------- */
+
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);
 int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */
