@@ -82,6 +82,14 @@ kiln_tensor *kiln_rand(int ndim, const int64_t *shape, uint64_t seed);
 kiln_tensor *kiln_randn(int ndim, const int64_t *shape, uint64_t seed);
 /* Copies numel*dtype_size bytes from data. */
 kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
+/* Like kiln_from_data but without a copy where the device reads host memory (CPU, INTERP):
+ * the tensor reads data in place (e.g. a memory-mapped model file), so data must stay valid
+ * and unchanged while any tensor computed from it may still be realized. */
+/* Copies src (realized first) into rows [row, row + src rows) of dst in place; dst must be a
+ * stored tensor (created with empty/from_data or realized) and src must match its other dims
+ * and dtype. Lazy tensors that read dst see the new rows when they are realized. */
+int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src);
+kiln_tensor *kiln_from_blob(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
 
 /* ---- inspection ------------------------------------------------------------------------- */
 int kiln_ndim(const kiln_tensor *t);
@@ -303,9 +311,33 @@ const char *kiln_ggml_type_name(int type); /* "Q4_K"; "?" when unknown */
 int64_t kiln_ggml_block_size(int type);
 int64_t kiln_ggml_type_size(int type);
 
+/* ggml block formats as lazy kiln ops: raw is a u8 tensor of rows*cols elements of `type`
+ * (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) in ggml blocks; returns (rows, cols) f32 whose dequantization
+ * fuses into the kernels that read it. */
+kiln_tensor *kiln_dequantize(kiln_tensor *raw, int type, int64_t rows, int64_t cols);
+bool kiln_dequantize_supported(int type); /* also true for F32, F16, BF16 */
+/* A GGUF tensor as a lazy f32 tensor (shape in kiln order: GGUF dims reversed) that reads the
+ * mapped file in place; valid while g is open. */
+kiln_tensor *kiln_gguf_weight(const kiln_gguf *g, const char *name);
+
 /* ---- tokenizers ---------------------------------------------------------------------------- */
 
 /* ---- sampling and chat templates -------------------------------------------------------------- */
+
+/* ---- language models (LLaMA family: llama, qwen2) --------------------------------------------
+ * kiln_llm_load maps a GGUF model (weights stay in the file's mapping, quantized) and allocates
+ * a KV cache for n_ctx tokens (0: the model's training context). kiln_llm_eval runs n tokens
+ * after those already cached and writes the logits of the last one (all = false: n_vocab
+ * floats) or of every one (n * n_vocab); the tokens join the cache. A full context is an error. */
+typedef struct kiln_llm kiln_llm;
+kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx);
+void kiln_llm_free(kiln_llm *m);
+int kiln_llm_eval(kiln_llm *m, const int32_t *tokens, int64_t n, float *logits, bool all);
+int64_t kiln_llm_n_vocab(const kiln_llm *m);
+int64_t kiln_llm_n_ctx(const kiln_llm *m);
+int64_t kiln_llm_pos(const kiln_llm *m);              /* tokens in the cache */
+int kiln_llm_rewind(kiln_llm *m, int64_t pos);        /* forget cached tokens after pos */
+const kiln_gguf *kiln_llm_gguf(const kiln_llm *m);    /* metadata, e.g. for the tokenizer */
 
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);
@@ -314,6 +346,18 @@ int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */
 int kiln_to_host(kiln_tensor *t, void *dst, size_t nbytes);
 /* Realizes t and reads element 0 of t (usually a 0-d tensor) as a double. */
 double kiln_item(kiln_tensor *t);
+
+/* Replay: between kiln_capture_begin and kiln_capture_end every kernel launch of the realizes
+ * is recorded with its buffers; kiln_capture_replay runs them again, skipping graph building,
+ * scheduling and compiling. Change inputs between replays by writing stored tensors in place
+ * (kiln_write_rows); results appear in the tensors realized during the capture. Buffers used
+ * by a capture live until kiln_capture_free. Captures do not nest. */
+typedef struct kiln_capture kiln_capture;
+int kiln_capture_begin(void);
+kiln_capture *kiln_capture_end(void);
+int kiln_capture_replay(const kiln_capture *c);
+int kiln_capture_launches(const kiln_capture *c);
+void kiln_capture_free(kiln_capture *c);
 
 /* ---- statistics (for tests, DEBUG output and benchmarks) --------------------------------- */
 typedef struct {

@@ -61,6 +61,7 @@ typedef struct kn_buffer {
   struct kn_device *dev;
   void *ptr;
   size_t nbytes;
+  bool external; /* memory owned by the caller (kiln_from_blob): never freed here */
 } kn_buffer;
 
 typedef struct kn_node {
@@ -191,6 +192,7 @@ typedef struct kn_device {
   void (*launch)(struct kn_device *d, void *prog, const kn_kernel *k, void **bufs);
   void (*free_program)(struct kn_device *d, void *prog);
   void (*synchronize)(struct kn_device *d);
+  bool host_memory; /* its buffers are plain host pointers (kernels may read caller memory) */
 } kn_device;
 
 kn_device *kn_device_get(int idx);
@@ -198,6 +200,8 @@ int kn_device_default(void);
 extern kn_device kn_dev_cpu, kn_dev_interp;
 void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end);
 kn_buffer *kn_buffer_alloc(int device, size_t nbytes);
+/* A buffer over caller-owned host memory (device must have host_memory). */
+kn_buffer *kn_buffer_wrap(int device, void *ptr, size_t nbytes);
 void kn_buffer_free(kn_buffer *b);
 /* stats */
 extern kiln_stats kn_stats;

