@@ -314,12 +314,12 @@ int64_t kiln_ggml_type_size(int type);
  * logit and multiplies a negative one; then c * frequency_penalty + presence_penalty is
  * subtracted. A NaN logit is an error; -inf never wins; +inf tokens share all probability. */
 typedef struct {
-  double temperature;      /* >= 0; 0 = greedy */
-  int top_k;               /* >= 0; 0 = all tokens */
-  double top_p;            /* (0, 1]: keep the smallest top set whose probability is >= top_p */
-  double min_p;            /* [0, 1]: drop tokens with p < min_p * p_max */
-  double repeat_penalty;   /* > 0; 1 = off */
-  int repeat_last_n;       /* >= 0: the penalty window; 0 = penalties off */
+  double temperature;    /* >= 0; 0 = greedy */
+  int top_k;             /* >= 0; 0 = all tokens */
+  double top_p;          /* (0, 1]: keep the smallest top set whose probability is >= top_p */
+  double min_p;          /* [0, 1]: drop tokens with p < min_p * p_max */
+  double repeat_penalty; /* > 0; 1 = off */
+  int repeat_last_n;     /* >= 0: the penalty window; 0 = penalties off */
   double frequency_penalty;
   double presence_penalty;
   uint64_t seed;
