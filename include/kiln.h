@@ -323,6 +323,72 @@ kiln_tensor *kiln_gguf_weight(const kiln_gguf *g, const char *name);
 /* ---- tokenizers ---------------------------------------------------------------------------- */
 
 /* ---- sampling and chat templates -------------------------------------------------------------- */
+/* A sampler picks the next token from a float logits array (host memory, n_vocab entries).
+ * Order: penalties (over the last repeat_last_n tokens seen) -> temperature 0: argmax (ties go
+ * to the lowest id) | else top-k -> softmax(logits / temperature) -> top-p -> min-p -> a draw
+ * from the sampler's own PRNG (the same seed gives the same tokens on every machine).
+ * Penalties, for each token with count c > 0 in the window: repeat_penalty divides a positive
+ * logit and multiplies a negative one; then c * frequency_penalty + presence_penalty is
+ * subtracted. A NaN logit is an error; -inf never wins; +inf tokens share all probability. */
+typedef struct {
+  double temperature;    /* >= 0; 0 = greedy */
+  int top_k;             /* >= 0; 0 = all tokens */
+  double top_p;          /* (0, 1]: keep the smallest top set whose probability is >= top_p */
+  double min_p;          /* [0, 1]: drop tokens with p < min_p * p_max */
+  double repeat_penalty; /* > 0; 1 = off */
+  int repeat_last_n;     /* >= 0: the penalty window; 0 = penalties off */
+  double frequency_penalty;
+  double presence_penalty;
+  uint64_t seed;
+} kiln_sampler_params;
+typedef struct kiln_sampler kiln_sampler;
+/* temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, repeat 1.0, last_n 64, freq/presence 0,
+ * seed 0. */
+void kiln_sampler_defaults(kiln_sampler_params *p);
+/* NULL and an error naming the field when a parameter is out of range. Free with _free. */
+kiln_sampler *kiln_sampler_new(const kiln_sampler_params *p);
+/* The chosen token id (also added to the penalty history), or < 0 and an error for NULL
+ * arguments, n_vocab < 1 or > INT32_MAX, a NaN logit, or no token with a logit above -inf. */
+int32_t kiln_sample(kiln_sampler *s, const float *logits, int64_t n_vocab);
+/* Adds a token the sampler did not choose (a prompt or forced token) to the penalty history. */
+void kiln_sampler_accept(kiln_sampler *s, int32_t id);
+/* Forgets the history and restarts the random stream from the seed. */
+void kiln_sampler_reset(kiln_sampler *s);
+void kiln_sampler_free(kiln_sampler *s);
+
+/* Chat templates, rendered one message at a time (a chat appends only the new turn to its KV
+ * cache). Output contains the template's special tokens as text, except the BOS that starts a
+ * sequence: kiln_chat_wants_bos says whether the tokenizer should add it. */
+typedef enum {
+  KILN_CHAT_UNKNOWN = -1,
+  KILN_CHAT_CHATML,  /* <|im_start|>role\ncontent<|im_end|>\n */
+  KILN_CHAT_SMOLLM2, /* ChatML plus SmolLM2's default system prompt when none is given */
+  KILN_CHAT_LLAMA3,  /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+  KILN_CHAT_LLAMA2,  /* [INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s> */
+  KILN_CHAT_ZEPHYR,  /* <|role|>\ncontent</s>\n */
+  KILN_CHAT_GEMMA,   /* <start_of_turn>user|model\ncontent<end_of_turn>\n; no system role */
+  KILN_CHAT_NTEMPLATES
+} kiln_chat_template;
+/* The template a tokenizer.chat_template Jinja text implements, recognized by its markers;
+ * KILN_CHAT_UNKNOWN and an error when none matches. */
+kiln_chat_template kiln_chat_detect(const char *jinja);
+/* By name ("chatml", "smollm2", "llama3", "llama2", "zephyr", "gemma"), as for --chat-template;
+ * KILN_CHAT_UNKNOWN and an error listing the names otherwise. */
+kiln_chat_template kiln_chat_from_name(const char *name);
+const char *kiln_chat_name(kiln_chat_template t); /* NULL for an invalid t */
+/* The text of the token that ends a turn ("<|im_end|>", "<|eot_id|>", ...); NULL if invalid. */
+const char *kiln_chat_eot(kiln_chat_template t);
+bool kiln_chat_wants_bos(kiln_chat_template t);
+/* Renders one message (role "system", "user" or "assistant") into *out (malloc'ed; the caller
+ * frees); first: it opens the conversation. add_generation_prompt appends the assistant's turn
+ * header. Assumes the previous message had the other role of user/assistant; a Llama-2 user
+ * message right after the system prompt needs kiln_chat_format_after. 0, or < 0 and an error. */
+int kiln_chat_format(kiln_chat_template t, const char *role, const char *content, bool first,
+                     bool add_generation_prompt, char **out);
+/* The same, given the previous message's role (NULL when this message is the first). */
+int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
+                           const char *content, bool add_generation_prompt, char **out);
+
 
 /* ---- language models (LLaMA family: llama, qwen2) --------------------------------------------
  * kiln_llm_load maps a GGUF model (weights stay in the file's mapping, quantized) and allocates
