@@ -93,7 +93,7 @@ void gw_pad(gw_buf *b, size_t align) {
 bool gw_write_file(const char *path, const void *data, size_t n) {
   FILE *f = fopen(path, "wb");
   if (!f) return false;
-  bool ok = fwrite(data, 1, n, f) == n;
+  bool ok = n == 0 || fwrite(data, 1, n, f) == n; /* an empty buffer may have no storage */
   return fclose(f) == 0 && ok;
 }
 

@@ -74,6 +74,12 @@ typedef struct {
   size_t *offs; /* string ARRAY: element j is blob[offs[j] .. offs[j+1]-1) (n+1 entries) */
 } gg_kv;
 
+/* a name and the index of its kv or tensor */
+typedef struct {
+  const char *name;
+  int64_t index;
+} gg_name;
+
 struct kiln_gguf {
   const uint8_t *map; /* the whole file, read-only */
   size_t size;
@@ -83,7 +89,7 @@ struct kiln_gguf {
   int64_t nkv, kv_cap;
   kiln_gguf_tensor *ts;
   int64_t nt, t_cap;
-  int64_t *kv_order, *t_order; /* indices sorted by key / by name, for lookups */
+  gg_name *kv_order, *t_order; /* keys / tensor names sorted, for lookups */
 };
 
 void kiln_gguf_close(kiln_gguf *g) {
@@ -288,44 +294,29 @@ static bool rd_value(gg_reader *r, gg_kv *kv) {
   return t != KILN_GGUF_BOOL || check_bools(r, kv->raw, 1);
 }
 
-/* ---- sorted lookups ----------------------------------------------------------------------- */
-static const char *sort_names_base; /* qsort has no context argument */
-static size_t sort_names_stride;
-static const char *name_at(int64_t i) {
-  return *(const char *const *)(sort_names_base + (size_t)i * sort_names_stride);
-}
+/* ---- sorted lookups -----------------------------------------------------------------------
+ * (name, index) pairs sorted by name: duplicates are neighbours, lookups a binary search. */
 static int cmp_by_name(const void *a, const void *b) {
-  return strcmp(name_at(*(const int64_t *)a), name_at(*(const int64_t *)b));
+  return strcmp(((const gg_name *)a)->name, ((const gg_name *)b)->name);
 }
 
-/* Indices 0..n-1 sorted by the name at the start of each element of base (stride bytes); the
- * first duplicate name, or NULL. */
-static const char *sort_names(const void *base, size_t stride, int64_t n, int64_t **order) {
-  *order = kn_xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+/* Sorts the names found at the start of each element of base (stride bytes apart) into *out;
+ * returns the first duplicate name, or NULL. */
+static const char *sort_names(const void *base, size_t stride, int64_t n, gg_name **out) {
+  gg_name *v = *out = kn_xmalloc(sizeof(gg_name) * (size_t)(n ? n : 1));
   for (int64_t i = 0; i < n; i++)
-    (*order)[i] = i;
-  sort_names_base = base;
-  sort_names_stride = stride;
-  qsort(*order, (size_t)n, sizeof(int64_t), cmp_by_name);
+    v[i] = (gg_name){*(const char *const *)((const char *)base + (size_t)i * stride), i};
+  qsort(v, (size_t)n, sizeof *v, cmp_by_name);
   for (int64_t i = 1; i < n; i++)
-    if (!strcmp(name_at((*order)[i - 1]), name_at((*order)[i]))) return name_at((*order)[i]);
+    if (!strcmp(v[i - 1].name, v[i].name)) return v[i].name;
   return NULL;
 }
 
-static int64_t find_name(const void *base, size_t stride, const int64_t *order, int64_t n,
-                         const char *name) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    int64_t mid = lo + (hi - lo) / 2;
-    const char *s = *(const char *const *)((const char *)base + (size_t)order[mid] * stride);
-    int c = strcmp(s, name);
-    if (c == 0) return order[mid];
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return -1;
+static int64_t find_name(const gg_name *v, int64_t n, const char *name) {
+  if (!v || !name) return -1;
+  gg_name key = {name, 0};
+  const gg_name *hit = bsearch(&key, v, (size_t)n, sizeof *v, cmp_by_name);
+  return hit ? hit->index : -1;
 }
 
 /* ---- header, metadata, tensor infos -------------------------------------------------------- */
@@ -629,8 +620,7 @@ const char *kiln_gguf_key(const kiln_gguf *g, int64_t i) {
 }
 
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key) {
-  if (!g || !key || !g->kv_order) return -1;
-  return find_name(g->kvs, sizeof(gg_kv), g->kv_order, g->nkv, key);
+  return g ? find_name(g->kv_order, g->nkv, key) : -1;
 }
 
 kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i) {
@@ -753,9 +743,7 @@ const kiln_gguf_tensor *kiln_gguf_tensor_at(const kiln_gguf *g, int64_t i) {
 }
 
 const kiln_gguf_tensor *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name) {
-  if (!g || !name || !g->t_order) return NULL;
-  return kiln_gguf_tensor_at(g,
-                             find_name(g->ts, sizeof(kiln_gguf_tensor), g->t_order, g->nt, name));
+  return g ? kiln_gguf_tensor_at(g, find_name(g->t_order, g->nt, name)) : NULL;
 }
 
 /* ---- printable values ----------------------------------------------------------------------
