@@ -63,7 +63,7 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
            t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
     return NULL;
   }
-  T *w = kiln_gguf_weight(m->g, name);
+  T *w = d1 && d1 % 16 == 0 ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
   return w ? kiln_persist(w) : NULL;
 }
 
@@ -258,6 +258,11 @@ static T *embed(kiln_llm *m, T *rows) {
   return kiln_dequantize(kiln_reshape(rows, 1, (int64_t[]){-1}), t, kiln_dim(rows, 0), m->n_embd);
 }
 
+/* x @ w^T + b for a weight in either layout */
+static T *linear(T *x, T *w, T *b) {
+  return kiln_ndim(w) == 3 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
+}
+
 /* x: (n, heads, head_dim); cos/sin: (n, 1, n_rot/2) */
 static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
   int64_t n = kiln_dim(x, 0), h = kiln_dim(x, 1), hd = m->head_dim, r = m->n_rot;
@@ -305,22 +310,22 @@ static int build_step(kiln_llm *m, step *st) {
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
     T *h = kiln_rms_norm(x, L->attn_norm, m->eps);
-    T *q = kiln_reshape(kiln_linear(h, L->wq, L->bq), 3, (int64_t[]){n, H, hd});
-    T *k = kiln_reshape(kiln_linear(h, L->wk, L->bk), 3, (int64_t[]){n, Hk, hd});
-    T *v = kiln_reshape(kiln_linear(h, L->wv, L->bv), 3, (int64_t[]){n, Hk, hd});
+    T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){n, H, hd});
+    T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){n, Hk, hd});
+    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){n, Hk, hd});
     q = rope(m, q, cs, sn), k = rope(m, k, cs, sn);
     /* the new rows are outputs of the step (copied into the cache after it) and inputs of
      * this layer's attention */
     st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){n, kvd});
     st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){n, kvd});
     T *o = attention(m, L, q, k, v, B, st->mask);
-    x = kiln_add(x, kiln_linear(o, L->wo, NULL));
+    x = kiln_add(x, linear(o, L->wo, NULL));
     h = kiln_rms_norm(x, L->ffn_norm, m->eps);
-    T *f = kiln_mul(kiln_silu(kiln_linear(h, L->wg, NULL)), kiln_linear(h, L->wu, NULL));
-    x = kiln_add(x, kiln_linear(f, L->wd, NULL));
+    T *f = kiln_mul(kiln_silu(linear(h, L->wg, NULL)), linear(h, L->wu, NULL));
+    x = kiln_add(x, linear(f, L->wd, NULL));
   }
   if (!st->all) x = kiln_slice(x, 0, n - 1, n, 1);
-  st->outs[2 * m->n_layer] = kiln_linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
+  st->outs[2 * m->n_layer] = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
   int nout = (int)(2 * m->n_layer + 1);
   for (int i = 0; i < nout; i++)
     if (!st->outs[i]) return -1;

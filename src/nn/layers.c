@@ -33,6 +33,25 @@ T *kiln_linear(T *x, T *w, T *b) {
   return ret(y);
 }
 
+T *kiln_linear_runs(T *x, T *w, T *b) {
+  if (!x || !w) return NULL;
+  int nd = kiln_ndim(x);
+  if (kiln_ndim(w) != 3 || SHP(w)[2] != 16 || nd < 1 || SHP(x)[nd - 1] != SHP(w)[1] * 16) {
+    char a[200], c[200];
+    kn_err("linear_runs: input %s does not match weight runs %s (want (out, in / 16, 16))",
+           kn_shape_str(a, nd, SHP(x)), kn_shape_str(c, kiln_ndim(w), SHP(w)));
+    return NULL;
+  }
+  BEGIN();
+  int64_t s[KILN_MAX_DIMS + 2];
+  memcpy(s, SHP(x), sizeof(int64_t) * (nd - 1));
+  s[nd - 1] = 1, s[nd] = SHP(w)[1], s[nd + 1] = 16; /* x (..., 1, in/16, 16) */
+  T *xr = kiln_reshape(x, nd + 2, s);
+  T *y = kiln_sum(kiln_mul(xr, w), 2, (int[]){nd, nd + 1}, false); /* (..., out) */
+  if (y && b) y = kiln_add(y, b);
+  return ret(y);
+}
+
 /* Sliding windows of one spatial axis as a view: x (..., L) -> (..., O, K) with
  * out[o, i] = x[o * stride + i * dil]. The axis is tiled, re-read in rows of length L + dil
  * (each row starts dil later), then subsampled by the stride. */

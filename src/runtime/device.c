@@ -155,6 +155,11 @@ static prog *get_program(const kn_sched_item *it, int dev) {
   return p;
 }
 
+static void report_launch(const kn_device *d, const kn_kernel *k, double dt) {
+  fprintf(stderr, "kiln: %-6s %-28s %9.3f ms %8.2f GFLOP/s %8.2f GB/s\n", d->name, k->name,
+          dt * 1e3, k->flops / dt * 1e-9, k->bytes / dt * 1e-9);
+}
+
 /* ---- capture and replay ----
  * A capture keeps each launch's program and the nodes whose buffers it used (a reference on
  * each, so the buffers live as long as the capture). */
@@ -212,8 +217,11 @@ int kiln_capture_replay(const kiln_capture *c) {
     const launch_rec *r = &c->recs[i];
     void *bufs[64];
     for (int j = 0; j < r->nnodes; j++) bufs[j] = r->nodes[j]->buf->ptr;
-    devices[r->p->dev]->launch(devices[r->p->dev], r->p->prog, r->p->kernel, bufs);
+    kn_device *d = devices[r->p->dev];
+    double t1 = kn_now();
+    d->launch(d, r->p->prog, r->p->kernel, bufs);
     kn_stats.kernels_run++;
+    if (kn_debug_level() >= 2) report_launch(d, r->p->kernel, kn_now() - t1);
   }
   return 0;
 }
@@ -259,9 +267,7 @@ int kn_schedule_run(kn_schedule *s) {
       tk += dt;
       kn_stats.kernels_run++;
       ran++;
-      if (kn_debug_level() >= 2)
-        fprintf(stderr, "kiln: %-6s %-28s %9.3f ms %8.2f GFLOP/s %8.2f GB/s\n", devices[dev]->name,
-                p->kernel->name, dt * 1e3, p->kernel->flops / dt * 1e-9, p->kernel->bytes / dt * 1e-9);
+      if (kn_debug_level() >= 2) report_launch(devices[dev], p->kernel, dt);
     }
     kn_node_set_realized(out, buf);
   }

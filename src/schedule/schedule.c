@@ -77,6 +77,19 @@ static int alu_cost(builder *b, kn_node *n, int limit) {
   return c;
 }
 
+/* Whether an expand broadcasts only dims after all the dims it keeps (e.g. (R,B,1,1) to
+ * (R,B,2,16)): a scale per block read by every element of the block. */
+static bool expands_trailing_dims(const kn_node *n) {
+  const kn_node *s = n->src[0];
+  bool seen_broadcast = false;
+  for (int i = 0; i < n->ndim; i++) {
+    bool bc = s->shape[i] == 1 && n->shape[i] != 1;
+    if (!bc && n->shape[i] != 1 && seen_broadcast) return false;
+    seen_broadcast = seen_broadcast || bc;
+  }
+  return true;
+}
+
 static void add_input(builder *b, kn_sched_item *it, kn_node *n) {
   for (int i = 0; i < it->ninputs; i++)
     if (it->inputs[i] == n) return;
@@ -114,7 +127,9 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
   if (n->op == N_EXPAND) {
     expand = true;
     kn_node *s = n->src[0];
-    if (inred && alu_cost(b, s, 3) > 2) { /* store it once rather than recompute it per copy */
+    /* store it once rather than recompute it per copy; a broadcast of trailing dims only is
+     * cheap to recompute, as codegen hoists it out of the inner loops those dims become */
+    if (inred && !expands_trailing_dims(n) && alu_cost(b, s, 3) > 2) {
       schedule_node(b, s);
       add_input(b, it, s);
       return;
