@@ -277,24 +277,34 @@ kiln_gguf *kiln_gguf_open(const char *path);
 void kiln_gguf_close(kiln_gguf *g);
 int kiln_gguf_version(const kiln_gguf *g);
 size_t kiln_gguf_file_size(const kiln_gguf *g);
+/* general.alignment (32 when absent), and the file offset where the data section starts. */
+int64_t kiln_gguf_alignment(const kiln_gguf *g);
+int64_t kiln_gguf_data_offset(const kiln_gguf *g);
 int64_t kiln_gguf_n_kv(const kiln_gguf *g);
-const char *kiln_gguf_key(const kiln_gguf *g, int64_t i);
+const char *kiln_gguf_key(const kiln_gguf *g, int64_t i); /* NULL when i is out of range */
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key); /* -1 if absent */
+/* Type of kv i; (kiln_gguf_type)-1 when i is out of range. */
 kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i);
+const char *kiln_gguf_type_name(kiln_gguf_type t); /* "u32", "string", ...; "?" when unknown */
 /* Scalars by key, converted: get_int takes any integer or bool value, get_float any number.
- * false when the key is absent or of another kind (out is then untouched). */
+ * false when the key is absent or of another kind, or a u64 is above INT64_MAX for get_int
+ * (out is then untouched). */
 bool kiln_gguf_get_int(const kiln_gguf *g, const char *key, int64_t *out);
 bool kiln_gguf_get_float(const kiln_gguf *g, const char *key, double *out);
 const char *kiln_gguf_get_str(const kiln_gguf *g, const char *key); /* NULL if absent/not a string */
 /* Arrays by kv index: element type, length, element j as int/float/string (false/NULL when
- * the kv is not an array of that kind or j is out of range). */
+ * the kv is not an array of that kind or j is out of range; arr_type gives (kiln_gguf_type)-1
+ * and arr_len -1 for a kv that is not an array). Arrays of arrays are rejected by open. */
 kiln_gguf_type kiln_gguf_arr_type(const kiln_gguf *g, int64_t i);
 int64_t kiln_gguf_arr_len(const kiln_gguf *g, int64_t i);
 bool kiln_gguf_arr_int(const kiln_gguf *g, int64_t i, int64_t j, int64_t *out);
 bool kiln_gguf_arr_float(const kiln_gguf *g, int64_t i, int64_t j, double *out);
 const char *kiln_gguf_arr_str(const kiln_gguf *g, int64_t i, int64_t j, size_t *len);
-/* Printable form of a scalar kv (or "[type; N]" for an array) into buf; returns buf. */
+/* Printable form of a scalar kv (or "[type; N]" for an array) into buf; returns buf. Strings
+ * are quoted with C escapes and, when too long for cap, cut as "abc..." (N bytes). */
 const char *kiln_gguf_value_str(const kiln_gguf *g, int64_t i, char *buf, size_t cap);
+/* The same for element j of array kv i ("" when there is no such element). */
+const char *kiln_gguf_elem_str(const kiln_gguf *g, int64_t i, int64_t j, char *buf, size_t cap);
 int64_t kiln_gguf_n_tensors(const kiln_gguf *g);
 const kiln_gguf_tensor *kiln_gguf_tensor_at(const kiln_gguf *g, int64_t i);
 const kiln_gguf_tensor *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name);

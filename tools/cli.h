@@ -27,4 +27,7 @@ int cmd_train(int argc, char **argv);
 int bench_train(int argc, char **argv);
 extern const char bench_train_usage[];
 
+/* info.c */
+int cmd_info(int argc, char **argv);
+
 #endif

@@ -292,6 +292,7 @@ static const command commands[] = {
     {"devices", cmd_devices, "", "list the devices kiln can run on"},
     {"train", cmd_train, "fashion-mnist [flags]", "train the Fashion-MNIST CNN (kiln train --help)"},
     {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul, bench train)"},
+    {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},
     {"version", cmd_version, "", "print the version"},
     {"help", cmd_help, "", "print this help"},
 };

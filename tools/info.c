@@ -1,0 +1,114 @@
+/* info.c — `kiln info MODEL.gguf`: what a GGUF file holds, read with the validating reader:
+ * the header, every metadata value (long strings and arrays cut to one line), the tensor table
+ * and totals. */
+#include "kiln.h"
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define INFO_LINE 100  /* characters of an array's elements shown before "..." */
+#define INFO_STRING 80 /* a string value longer than this is cut */
+#define INFO_NAME_MAX 48
+
+static void print_size(const char *label, double bytes) {
+  static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  double v = bytes;
+  while (v >= 1024 && u < 4)
+    v /= 1024, u++;
+  if (u == 0)
+    printf("%s%.0f bytes\n", label, bytes);
+  else
+    printf("%s%.0f bytes (%.1f %s)\n", label, bytes, v, units[u]);
+}
+
+/* "[string; 49152] "a", "b", ..." on one line of about INFO_LINE characters. */
+static void print_array(const kiln_gguf *g, int64_t i) {
+  char buf[INFO_STRING + 32];
+  printf("%s", kiln_gguf_value_str(g, i, buf, sizeof buf));
+  int64_t n = kiln_gguf_arr_len(g, i);
+  size_t used = 0;
+  for (int64_t j = 0; j < n; j++) {
+    kiln_gguf_elem_str(g, i, j, buf, sizeof buf);
+    if (j > 0 && used + strlen(buf) > INFO_LINE) {
+      printf(", ...");
+      return;
+    }
+    printf("%s%s", j ? ", " : " ", buf);
+    used += strlen(buf) + 2;
+  }
+}
+
+static void print_metadata(const kiln_gguf *g) {
+  int64_t n = kiln_gguf_n_kv(g);
+  int width = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int len = (int)strlen(kiln_gguf_key(g, i));
+    if (len > width) width = len < INFO_NAME_MAX ? len : INFO_NAME_MAX;
+  }
+  printf("\nmetadata (%lld):\n", (long long)n);
+  for (int64_t i = 0; i < n; i++) {
+    kiln_gguf_type t = kiln_gguf_kv_type(g, i);
+    printf("  %-*s  %-6s  ", width, kiln_gguf_key(g, i), kiln_gguf_type_name(t));
+    if (t == KILN_GGUF_ARRAY) {
+      print_array(g, i);
+    } else {
+      char buf[INFO_STRING + 32];
+      printf("%s", kiln_gguf_value_str(g, i, buf, sizeof buf));
+    }
+    printf("\n");
+  }
+}
+
+static void print_tensors(const kiln_gguf *g) {
+  int64_t n = kiln_gguf_n_tensors(g);
+  int width = 4;
+  for (int64_t i = 0; i < n; i++) {
+    int len = (int)strlen(kiln_gguf_tensor_at(g, i)->name);
+    if (len > width) width = len < INFO_NAME_MAX ? len : INFO_NAME_MAX;
+  }
+  printf("\ntensors (%lld):\n", (long long)n);
+  printf("  %-*s  %-7s  %-26s  %14s  %14s\n", width, "name", "type", "shape", "bytes", "offset");
+  double params = 0, bytes = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const kiln_gguf_tensor *t = kiln_gguf_tensor_at(g, i);
+    char shape[128];
+    int o = snprintf(shape, sizeof shape, "[");
+    for (int d = 0; d < t->ndim; d++)
+      o += snprintf(shape + o, sizeof shape - (size_t)o, "%s%lld", d ? ", " : "",
+                    (long long)t->dims[d]);
+    snprintf(shape + o, sizeof shape - (size_t)o, "]");
+    printf("  %-*s  %-7s  %-26s  %14zu  %14llu\n", width, t->name, kiln_ggml_type_name(t->type),
+           shape, t->nbytes, (unsigned long long)t->offset);
+    params += (double)t->numel;
+    bytes += (double)t->nbytes;
+  }
+  printf("\ntotal: %.0f parameters, %.0f bytes", params, bytes);
+  if (params > 0) printf(", %.3f bits per weight", 8 * bytes / params);
+  printf("\n");
+}
+
+int cmd_info(int argc, char **argv) {
+  if (argc < 2) return usage_error("info: missing the model file (usage: kiln info MODEL.gguf)");
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    printf("usage: kiln info MODEL.gguf\n"
+           "  prints a GGUF file's header, metadata and tensor table after checking all of it\n");
+    return EXIT_OK;
+  }
+  if (argc > 2) return usage_error("info: unexpected argument '%s'", argv[2]);
+  kiln_clear_error();
+  kiln_gguf *g = kiln_gguf_open(argv[1]);
+  if (!g) return runtime_error("info");
+  printf("file: %s\n", argv[1]);
+  print_size("  size: ", (double)kiln_gguf_file_size(g));
+  printf("  version: %d\n  alignment: %lld\n  data section at byte: %lld\n  kv: %lld\n"
+         "  tensors: %lld\n",
+         kiln_gguf_version(g), (long long)kiln_gguf_alignment(g),
+         (long long)kiln_gguf_data_offset(g), (long long)kiln_gguf_n_kv(g),
+         (long long)kiln_gguf_n_tensors(g));
+  print_metadata(g);
+  print_tensors(g);
+  kiln_gguf_close(g);
+  return EXIT_OK;
+}
