@@ -596,6 +596,30 @@ int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, boo
   return rc < 0 ? -1 : n;
 }
 
+int64_t kn_tokenizer_split(const kiln_tokenizer *t, const char *text, size_t len, size_t *lens,
+                           int64_t cap) {
+  if (!t || t->kind != KIND_BPE || (!text && len)) {
+    kn_err("tokenizer_split: needs a BPE tokenizer and text");
+    return -1;
+  }
+  for (size_t i = 0, l; i < len; i += l)
+    if (!(l = utf8_valid((const unsigned char *)text + i, len - i))) {
+      kn_err("tokenizer_split: invalid UTF-8 at byte %zu", i);
+      return -1;
+    }
+  svec pieces = {0}, tmp = {0};
+  pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+  int64_t n = len ? pre_split(t, text, len, md, &pieces, &tmp) : 0;
+  if (n == 0) {
+    n = (int64_t)pieces.n;
+    for (int64_t i = 0; i < n && i < cap; i++)
+      lens[i] = pieces.v[i].len;
+  }
+  pcre2_match_data_free(md);
+  free(pieces.v), free(tmp.v);
+  return n;
+}
+
 /* ---- building -------------------------------------------------------------------------------- */
 kn_tok_spec kn_tok_spec_init(void) {
   return (kn_tok_spec){.bos = -2,

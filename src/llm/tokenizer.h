@@ -34,6 +34,10 @@ typedef struct {
 /* A spec with every id and flag "not given". */
 kn_tok_spec kn_tok_spec_init(void);
 kiln_tokenizer *kn_tokenizer_build(const kn_tok_spec *spec);
+/* The pre-tokens of valid UTF-8 text (a BPE tokenizer's regex split): writes up to cap byte
+ * lengths and returns how many there are; < 0 for an error or a SentencePiece tokenizer. */
+int64_t kn_tokenizer_split(const kiln_tokenizer *t, const char *text, size_t len, size_t *lens,
+                           int64_t cap);
 /* The token type of id (KN_TOK_*), or -1 for a bad id. */
 int kn_token_type(const kiln_tokenizer *t, int32_t id);
 
