@@ -591,7 +591,7 @@ int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, boo
   work_free(&w);
   free(pieces.v), free(tmp.v);
   int64_t n = ids.n;
-  if (rc == 0 && n) memcpy(out, ids.v, (size_t)(n < cap ? n : cap) * sizeof *out);
+  if (rc == 0 && n && cap) memcpy(out, ids.v, (size_t)(n < cap ? n : cap) * sizeof *out);
   free(ids.v);
   return rc < 0 ? -1 : n;
 }
