@@ -339,6 +339,46 @@ kiln_tensor *kiln_gguf_weight(const kiln_gguf *g, const char *name);
 kiln_tensor *kiln_gguf_weight_runs(const kiln_gguf *g, const char *name);
 
 /* ---- tokenizers ---------------------------------------------------------------------------- */
+/* Tokenizers built from GGUF metadata: byte-level BPE (tokenizer.ggml.model "gpt2", with the
+ * pre-tokenizer named by tokenizer.ggml.pre: gpt-2, smollm, llama-bpe/llama3, qwen2, default)
+ * and SentencePiece-style BPE ("llama"). A tokenizer is immutable once built: one may be used
+ * from several threads at once. Token ids are int32_t; -1 means "none". */
+typedef struct kiln_tokenizer kiln_tokenizer;
+/* Reads the tokenizer.ggml.* keys of g; the result owns copies of everything it needs, so g may
+ * be closed after. NULL and an error for a missing/ill-typed key or an unsupported model/pre. */
+kiln_tokenizer *kiln_tokenizer_from_gguf(const kiln_gguf *g);
+void kiln_tokenizer_free(kiln_tokenizer *t);
+/* Encodes text[0..len) (any bytes; invalid UTF-8 is encoded byte by byte). add_bos puts the BOS
+ * token first (when the vocabulary has one); parse_special matches control-token texts such as
+ * "<|im_start|>" in the text (user-defined tokens are always matched). Writes at most cap ids
+ * and returns how many there are (more than cap means out was too small); < 0 on error. */
+int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
+                      bool parse_special, int32_t *out, int64_t cap);
+/* The bytes one token decodes to (not NUL-terminated; *len set), owned by t. Control and
+ * unknown tokens decode to "" unless special is true (then their text). NULL for a bad id. */
+const char *kiln_token_piece(const kiln_tokenizer *t, int32_t id, bool special, size_t *len);
+/* The id of the token whose vocabulary text is exactly text[0..len), or -1. */
+int32_t kiln_token_find(const kiln_tokenizer *t, const char *text, size_t len);
+int32_t kiln_tokenizer_n_vocab(const kiln_tokenizer *t);
+int32_t kiln_token_bos(const kiln_tokenizer *t); /* -1 when absent */
+int32_t kiln_token_eos(const kiln_tokenizer *t);
+int32_t kiln_token_eot(const kiln_tokenizer *t); /* end of turn, e.g. <|im_end|>, <|eot_id|> */
+/* Whether generation stops at id: EOS, EOT, EOM and the end-of-text tokens of the vocabulary. */
+bool kiln_token_is_eog(const kiln_tokenizer *t, int32_t id);
+/* Whether the model wants a BOS token first (tokenizer.ggml.add_bos_token, else its default). */
+bool kiln_tokenizer_add_bos(const kiln_tokenizer *t);
+/* Streaming detokenizer: token ids in, complete UTF-8 out. Text is held back until a character
+ * is complete; bytes that cannot start or continue a character become U+FFFD. special: render
+ * control tokens as their text. A SentencePiece model's first leading space is dropped. */
+typedef struct kiln_detok kiln_detok;
+kiln_detok *kiln_detok_new(const kiln_tokenizer *t, bool special);
+/* Adds token id (or nothing when id is -1) and writes at most cap bytes of complete characters
+ * to out; what does not fit waits for the next call. Returns bytes written, < 0 for a bad id. */
+int64_t kiln_detok_push(kiln_detok *d, int32_t id, char *out, size_t cap);
+/* End of stream: writes what is waiting (an incomplete tail as U+FFFD) up to cap bytes and
+ * returns the count; call until it returns 0. The detokenizer may then be reused. */
+int64_t kiln_detok_flush(kiln_detok *d, char *out, size_t cap);
+void kiln_detok_free(kiln_detok *d);
 
 /* ---- sampling and chat templates -------------------------------------------------------------- */
 /* A sampler picks the next token from a float logits array (host memory, n_vocab entries).
