@@ -72,7 +72,10 @@ def load_tensor(t):
 
 class Model:
     def __init__(self, path):
-        r = gguf.GGUFReader(path)
+        try:
+            r = gguf.GGUFReader(path)
+        except (OSError, ValueError) as e:
+            fail(f"cannot read {path} as GGUF: {e}")
         self.arch = arch = field(r, "general.architecture")
         if arch not in ROPE_STYLE:
             fail(f"architecture '{arch}' is not one of {sorted(ROPE_STYLE)}")
