@@ -101,7 +101,6 @@ class Model:
             fail(f"rope dimension_count {self.n_rot} is odd or above head_dim {self.head_dim}")
 
         tensors = {t.name: t for t in r.tensors}
-        self.w = {}
 
         def get(name, shape, optional=False):
             t = tensors.get(name)
