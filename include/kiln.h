@@ -188,8 +188,8 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src);
 /* ---- nn: layers as functions over the Tensor API -------------------------------------------
  * Shapes: x (N, C, H, W) for 2-d layers; weights as in PyTorch. b may be NULL (no bias). */
 kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b); /* x @ w^T + b, w (out, in) */
-/* kiln_linear with w given as runs (out, in / 16, 16) (kiln_dequantize_runs): the reduce walks
- * each run contiguously, which suits quantized weights. */
+/* kiln_linear with w given as (out, d1, ..., dk), d1 * ... * dk = in, e.g. the runs of
+ * kiln_dequantize_runs: the reduce walks those dims as nested loops, the last innermost. */
 kiln_tensor *kiln_linear_runs(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b);
 /* w (O, C/groups, kh, kw); stride, padding, dilation are (h, w) pairs. */
 kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const int *stride,
@@ -328,14 +328,15 @@ int64_t kiln_ggml_type_size(int type);
  * (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) in ggml blocks; returns (rows, cols) f32 whose dequantization
  * fuses into the kernels that read it. */
 kiln_tensor *kiln_dequantize(kiln_tensor *raw, int type, int64_t rows, int64_t cols);
-/* The same values shaped (rows, cols / 16, 16), the layout in which a row's elements are read
- * in contiguous runs (see kiln_linear_runs). */
+/* The same values shaped (rows, blocks, runs per block, 16): a row's elements in contiguous
+ * runs, grouped by block (see kiln_linear_runs). */
 kiln_tensor *kiln_dequantize_runs(kiln_tensor *raw, int type, int64_t rows, int64_t cols);
 bool kiln_dequantize_supported(int type); /* also true for F32, F16, BF16 */
 /* A GGUF tensor as a lazy f32 tensor (shape in kiln order: GGUF dims reversed) that reads the
  * mapped file in place; valid while g is open. */
 kiln_tensor *kiln_gguf_weight(const kiln_gguf *g, const char *name);
-/* A matrix (GGUF dims [cols, rows], cols a multiple of 16) as (rows, cols / 16, 16) f32. */
+/* A matrix (GGUF dims [cols, rows], cols a multiple of 16) as runs, see kiln_dequantize_runs
+ * (float types: (rows, cols / 16, 1, 16)). */
 kiln_tensor *kiln_gguf_weight_runs(const kiln_gguf *g, const char *name);
 
 /* ---- tokenizers ---------------------------------------------------------------------------- */

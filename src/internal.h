@@ -143,8 +143,10 @@ enum {
   L_END,            /* closes src[0] */
   L_LOAD,           /* arg = buffer slot, src0 = index, src1 = valid (or -1) */
   L_STORE,          /* arg = buffer slot, src0 = index, src1 = value */
-  L_ACC,            /* accumulator: fval/ival = initial value, arg = N_ADD / N_MAX */
-  L_ACCUP,          /* src0 = acc, src1 = value: acc = acc (op) value */
+  L_ACC,            /* accumulator: fval/ival = initial value, arg = N_ADD / N_MAX; arg2 > 1:
+                       an array of arg2 lanes */
+  L_ACCUP,          /* src0 = acc, src1 = value: acc = acc (op) value; src2 = lane index */
+  L_LANE,           /* src0 = an accumulator array, arg = lane: its value */
   L_NLOPS
 };
 typedef struct {

@@ -29,5 +29,10 @@ extern const char bench_train_usage[];
 
 /* info.c */
 int cmd_info(int argc, char **argv);
+/* llm.c */
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int bench_llm(int argc, char **argv);
+extern const char generate_usage[], chat_usage[], bench_llm_usage[];
 
 #endif

@@ -263,6 +263,7 @@ static int bench_matmul(int argc, char **argv) {
 static const command bench_table[] = {
     {"matmul", bench_matmul, matmul_usage, "matmul GFLOP/s, median of runs"},
     {"train", bench_train, bench_train_usage, "training step time of the Fashion-MNIST CNN"},
+    {"llm", bench_llm, bench_llm_usage, "prompt and generation tokens/s of a GGUF model"},
 };
 #define NBENCH (sizeof bench_table / sizeof bench_table[0])
 
@@ -291,7 +292,9 @@ static int cmd_help(int argc, char **argv);
 static const command commands[] = {
     {"devices", cmd_devices, "", "list the devices kiln can run on"},
     {"train", cmd_train, "fashion-mnist [flags]", "train the Fashion-MNIST CNN (kiln train --help)"},
-    {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul, bench train)"},
+    {"generate", cmd_generate, "-m MODEL -p PROMPT [flags]", "complete a prompt with a GGUF model (kiln generate --help)"},
+    {"chat", cmd_chat, "[-m MODEL] [flags]", "chat with a GGUF model on stdin (kiln chat --help)"},
+    {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul, bench train, bench llm)"},
     {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},
     {"version", cmd_version, "", "print the version"},
     {"help", cmd_help, "", "print this help"},

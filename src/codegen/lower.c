@@ -26,6 +26,10 @@ typedef struct {
   const kn_sched_item *it;
   int red_range[KILN_MAX_DIMS]; /* reduce loop var per axis, -1 when the axis has size 1 */
   bool red_ready;
+  int64_t ncombo; /* unrolled copies of the body (upcasts) */
+  int split_axis; /* reduce axis walked by `lanes` accumulator lanes (SPLIT), or -1 */
+  int64_t lanes;
+  int lane_range;
 } lb;
 
 #define IMIN INT64_MIN
@@ -242,22 +246,49 @@ static int slot_of(const kn_sched_item *it, kn_node *n) {
 
 static int lower(lb *L, kn_node *n, const int *idx, int valid);
 
+/* SPLIT: a kernel with a single accumulator (no upcast) walks the innermost reduce axis as
+ * an outer loop and an innermost loop of `lanes` steps, each step adding into its own lane of
+ * an accumulator array; the lanes are combined after the loops. The innermost loop reads
+ * consecutive elements into independent lanes, which compilers turn into vector code. */
+static void pick_split(lb *L, kn_node *n) {
+  kn_node *s = n->src[0];
+  L->split_axis = -1, L->lanes = 1;
+  if (L->ncombo < 1 || L->ncombo > 4 || (n->arg[0] != N_ADD && n->arg[0] != N_MAX)) return;
+  for (int i = s->ndim - 1; i >= 0; i--)
+    if ((n->arg[1] >> i & 1) && s->shape[i] != 1) {
+      for (int64_t k = 16; k >= 4; k /= 2)
+        if (s->shape[i] % k == 0) {
+          L->split_axis = i, L->lanes = k;
+          return;
+        }
+      return;
+    }
+}
+
 static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   kn_node *s = n->src[0];
   int rop = (int)n->arg[0];
-  if (!L->red_ready) { /* the kernel's reduce loops, created once */
+  if (!L->red_ready) { /* the kernel's reduce loops, created once; the lane loop innermost */
+    pick_split(L, n);
     for (int i = 0; i < s->ndim; i++) {
       L->red_range[i] = -1;
-      if ((n->arg[1] >> i & 1) && s->shape[i] != 1)
-        L->red_range[i] = range(L, s->shape[i], -1, L->nglobal + 1 + L->nred++);
+      int64_t bound = i == L->split_axis ? s->shape[i] / L->lanes : s->shape[i];
+      if ((n->arg[1] >> i & 1) && bound != 1)
+        L->red_range[i] = range(L, bound, -1, L->nglobal + 1 + L->nred++);
     }
+    if (L->split_axis >= 0) L->lane_range = range(L, L->lanes, -1, L->nglobal + 1 + L->nred++);
     L->red_ready = true;
   }
   int sidx[KILN_MAX_DIMS];
   for (int i = 0; i < s->ndim; i++)
     sidx[i] = !(n->arg[1] >> i & 1) ? idx[i] : L->red_range[i] >= 0 ? L->red_range[i] : cint(L, KILN_I64, 0);
+  int lane = -1;
+  if (L->split_axis >= 0) {
+    lane = L->lane_range;
+    sidx[L->split_axis] = add(L, mul(L, sidx[L->split_axis], L->lanes), lane);
+  }
   int cdt = kn_compute_dtype(n->dtype);
-  kn_lop acc = {.op = L_ACC, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = rop};
+  kn_lop acc = {.op = L_ACC, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = rop, .arg2 = lane >= 0 ? L->lanes : 0};
   if (rop == N_ADD) acc.fval = 0, acc.ival = 0;
   else if (rop == N_MUL) acc.fval = 1, acc.ival = 1;
   else if (kiln_dtype_is_float(cdt)) acc.fval = -INFINITY;
@@ -270,9 +301,17 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   dtype_range(n->dtype, &lo, &hi);
   int a = push(L, acc, L->nglobal, false, lo, hi, false);
   int v = lower(L, s, sidx, valid);
-  kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, -1}, .arg = rop};
+  kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, lane}, .arg = rop};
   push(L, up, L->nglobal + L->nred, false, lo, hi, false);
-  return a;
+  if (lane < 0) return a;
+  int part[16];
+  for (int64_t c = 0; c < L->lanes; c++) {
+    kn_lop rd = {.op = L_LANE, .dtype = n->dtype, .src = {a, -1, -1}, .arg = c};
+    part[c] = push(L, rd, L->nglobal, true, lo, hi, false);
+  }
+  for (int64_t w = 1; w < L->lanes; w *= 2) /* pairwise: (l0 + l1) + (l2 + l3) ... */
+    for (int64_t c = 0; c + w < L->lanes; c += 2 * w) part[c] = alu(L, rop, n->dtype, part[c], part[c + w], -1);
+  return part[0];
 }
 
 static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
@@ -437,7 +476,7 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     if (r->arg[1] >> i & 1) rsize *= s->shape[i];
   if (rsize < 16) return;
   /* trial lowering with one plain loop per global dim */
-  lb T = {.it = it, .nglobal = ng};
+  lb T = {.it = it, .nglobal = ng, .split_axis = -1};
   kn_node *out = it->out;
   int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++) idx[i] = cint(&T, KILN_I64, 0);
@@ -462,12 +501,44 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
       rv[var[g]] = 0;
     }
   }
+  /* rstride[l]: index change of load l along the innermost reduce axis */
+  int64_t *rstride = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
+  int rax = -1;
+  for (int i = 0; i < s->ndim; i++)
+    if ((r->arg[1] >> i & 1) && s->shape[i] != 1) rax = i;
+  for (int l = 0; l < nl; l++) {
+    int64_t base, v;
+    rstride[l] = INT64_MIN;
+    if (rax < 0 || T.red_range[rax] < 0) continue;
+    memset(done, 0, T.n);
+    bool ok = eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &base);
+    rv[T.red_range[rax]] = 1;
+    memset(done, 0, T.n);
+    if (ok && eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &v)) rstride[l] = v - base;
+    rv[T.red_range[rax]] = 0;
+  }
   int inner = -1, outer = -1, best = 0;
   for (int g = 0; g < ng; g++) { /* inner: most loads contiguous along g */
     int c = 0;
     for (int l = 0; l < nl; l++) c += stride[l][g] == 1;
     if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, inner = g;
   }
+  bool red_contig = false; /* some load walks the reduce axis contiguously: SPLIT vectorizes it */
+  for (int l = 0; l < nl; l++) red_contig = red_contig || rstride[l] == 1;
+  if (inner < 0 && red_contig && s->shape[rax] % 4 == 0) {
+    /* keep SPLIT possible: at most a small upcast of a dim those loads ignore, so each
+     * contiguous run read feeds several accumulator arrays */
+    for (int g = 0; g < ng && outer < 0; g++) {
+      bool ignored = gshape[g] % 4 == 0 && gshape[g] >= 8;
+      for (int l = 0; l < nl; l++) ignored = ignored && (rstride[l] != 1 || stride[l][g] == 0);
+      if (ignored) outer = g;
+    }
+    if (outer >= 0) up[outer] = 4;
+    free(rstride), free(loads), free(stride), free(rv), free(memo), free(done);
+    free(T.b), free(T.ht), free(T.memo), free(T.memoht);
+    return;
+  }
+  free(rstride);
   if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
     best = 0;
     for (int g = 0; g < ng; g++) {
@@ -523,7 +594,7 @@ static int emit_level(const lb *L, int lvl, int *order, int no) {
 }
 
 kn_kernel *kn_lower(const kn_sched_item *it) {
-  lb L = {.it = it};
+  lb L = {.it = it, .split_axis = -1};
   kn_node *out = it->out;
   kn_kernel *k = kn_xcalloc(1, sizeof *k);
   k->nbufs = it->ninputs + 1;
@@ -565,6 +636,7 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   /* every combination of upcast offsets is one unrolled copy of the body */
   int64_t ncombo = 1;
   for (int g = 0; g < ng; g++) ncombo *= up[g];
+  L.ncombo = ncombo;
   for (int64_t c = 0; c < ncombo; c++) {
     int idx[KILN_MAX_DIMS];
     int64_t rem = c;
@@ -584,6 +656,8 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
     push(&L, st, nl, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
   }
+  if (L.split_axis >= 0)
+    o += snprintf(k->opts + o, sizeof k->opts - o, "SPLIT(%d,%lld) ", L.split_axis, (long long)L.lanes);
   /* ---- linearize: loops open outermost first; each lop goes to its level ---- */
   int G = nl, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)), *remap = kn_xmalloc(sizeof(int) * L.n);
   int no = 0;
@@ -663,7 +737,7 @@ void kn_kernel_free(kn_kernel *k) {
 }
 
 void kn_kernel_print(FILE *f, const kn_kernel *k) {
-  static const char *lnames[] = {"CONST", "RANGE", "END", "LOAD", "STORE", "ACC", "ACCUP"};
+  static const char *lnames[] = {"CONST", "RANGE", "END", "LOAD", "STORE", "ACC", "ACCUP", "LANE"};
   fprintf(f, "kernel %s (%d lops)\n", k->name, k->nops);
   for (int i = 0; i < k->nops; i++) {
     const kn_lop *o = &k->ops[i];

@@ -260,7 +260,7 @@ static T *embed(kiln_llm *m, T *rows) {
 
 /* x @ w^T + b for a weight in either layout */
 static T *linear(T *x, T *w, T *b) {
-  return kiln_ndim(w) == 3 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
+  return kiln_ndim(w) > 2 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
 }
 
 /* x: (n, heads, head_dim); cos/sin: (n, 1, n_rot/2) */

@@ -35,19 +35,23 @@ T *kiln_linear(T *x, T *w, T *b) {
 
 T *kiln_linear_runs(T *x, T *w, T *b) {
   if (!x || !w) return NULL;
-  int nd = kiln_ndim(x);
-  if (kiln_ndim(w) != 3 || SHP(w)[2] != 16 || nd < 1 || SHP(x)[nd - 1] != SHP(w)[1] * 16) {
+  int nd = kiln_ndim(x), wd = kiln_ndim(w);
+  int64_t in = 1;
+  for (int i = 1; i < wd; i++) in *= SHP(w)[i];
+  if (wd < 2 || nd < 1 || nd - 1 + wd > KILN_MAX_DIMS || SHP(x)[nd - 1] != in) {
     char a[200], c[200];
-    kn_err("linear_runs: input %s does not match weight runs %s (want (out, in / 16, 16))",
-           kn_shape_str(a, nd, SHP(x)), kn_shape_str(c, kiln_ndim(w), SHP(w)));
+    kn_err("linear_runs: input %s does not match weight %s (want (out, d1, ..., dk) with "
+           "d1 * ... * dk = the input's last dim)", kn_shape_str(a, nd, SHP(x)),
+           kn_shape_str(c, wd, SHP(w)));
     return NULL;
   }
   BEGIN();
-  int64_t s[KILN_MAX_DIMS + 2];
+  int64_t s[KILN_MAX_DIMS];
+  int axes[KILN_MAX_DIMS];
   memcpy(s, SHP(x), sizeof(int64_t) * (nd - 1));
-  s[nd - 1] = 1, s[nd] = SHP(w)[1], s[nd + 1] = 16; /* x (..., 1, in/16, 16) */
-  T *xr = kiln_reshape(x, nd + 2, s);
-  T *y = kiln_sum(kiln_mul(xr, w), 2, (int[]){nd, nd + 1}, false); /* (..., out) */
+  s[nd - 1] = 1; /* x (..., 1, d1, ..., dk) against w (out, d1, ..., dk) */
+  for (int i = 1; i < wd; i++) s[nd - 1 + i] = SHP(w)[i], axes[i - 1] = nd - 1 + i;
+  T *y = kiln_sum(kiln_mul(kiln_reshape(x, nd - 1 + wd, s), w), wd - 1, axes, false); /* (..., out) */
   if (y && b) y = kiln_add(y, b);
   return ret(y);
 }

@@ -9,8 +9,9 @@ enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8, GT_Q4_K = 
        GT_BF16 = 30 };
 
 /* ---- byte fields of a block tensor b: (rows, nblocks, block_bytes) u8 ----
- * Every decoder returns (rows, nblocks, ..., 16): runs of 16 consecutive elements last, so a
- * consumer reducing over a row walks contiguous bytes in its innermost loop. Nibbles and bit
+ * Every decoder returns (rows, nblocks, runs per block, 16): runs of 16 consecutive elements
+ * last, so a consumer reducing over a row walks contiguous bytes in its innermost loop, and
+ * per-block scales are computed once per block. Nibbles and bit
  * pairs are picked by shifting a broadcast byte by an amount that depends only on an outer
  * index, never by selecting between two loads. */
 static T *bytes(T *b, int64_t from, int64_t to) { return kiln_slice(b, -1, from, to, 1); }
@@ -38,8 +39,8 @@ static T *split_bits(T *x, int count, int bits) {
   T *sh = kiln_binary(KILN_SHR, kiln_unsqueeze(x, -2), shifts(count, bits));
   return u8s(sh, KILN_AND, (1 << bits) - 1);
 }
-static T *runs16(T *y) { /* (rows, nblocks, ...) -> (rows, elements / 16, 16) */
-  return kiln_reshape(y, 3, (int64_t[]){kiln_dim(y, 0), -1, 16});
+static T *runs16(T *y) { /* (rows, nblocks, ..., 16) -> (rows, nblocks, runs per block, 16) */
+  return kiln_reshape(y, 4, (int64_t[]){kiln_dim(y, 0), kiln_dim(y, 1), -1, 16});
 }
 
 /* Q4_0 / Q4_1: 32 elements; byte j holds element j (low nibble) and j + 16 (high nibble) */
@@ -52,7 +53,9 @@ static T *deq_q4_1(T *b) { /* d f16 | m f16 | qs[16] */
   return runs16(kiln_add(kiln_mul(trail(half_at(b, 0), 1), q), trail(half_at(b, 2), 1)));
 }
 static T *deq_q8_0(T *b) { /* d f16 | qs int8[32] */
-  return runs16(kiln_mul(half_at(b, 0), f32(kiln_bitcast(bytes(b, 2, 34), KILN_I8))));
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *q = kiln_reshape(f32(kiln_bitcast(bytes(b, 2, 34), KILN_I8)), 4, (int64_t[]){R, NB, 2, 16});
+  return runs16(kiln_mul(trail(half_at(b, 0), 1), q));
 }
 
 /* Q4_K: d f16 | dmin f16 | scales[12] (eight 6-bit scales and mins) | qs[128]. Sub-block j of
@@ -152,13 +155,13 @@ static const kiln_gguf_tensor *usable(const kiln_gguf *g, const char *name) {
   return t;
 }
 
-/* The tensor's data as f32 rows (rows, cols) or runs (rows, cols / 16, 16). */
+/* The tensor's data as f32 rows (rows, cols) or runs (rows, blocks, runs per block, 16). */
 static T *gguf_rows(const kiln_gguf_tensor *t, bool runs) {
   int64_t cols = t->dims[0], rows = t->numel / cols;
   if (t->type == GT_F32 || t->type == GT_F16 || t->type == GT_BF16) {
     kiln_dtype dt = t->type == GT_F32 ? KILN_F32 : t->type == GT_F16 ? KILN_F16 : KILN_BF16;
-    int64_t shape[3] = {rows, runs ? cols / 16 : cols, 16};
-    T *x = kiln_from_blob(dt, runs ? 3 : 2, shape, t->data);
+    int64_t shape[4] = {rows, runs ? cols / 16 : cols, 1, 16};
+    T *x = kiln_from_blob(dt, runs ? 4 : 2, shape, t->data);
     return dt == KILN_F32 ? x : kiln_cast(x, KILN_F32);
   }
   int64_t bb = kiln_ggml_type_size(t->type), nb = cols / kiln_ggml_block_size(t->type);

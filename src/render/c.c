@@ -130,15 +130,23 @@ char *kn_render_c(const kn_kernel *k) {
       kn_lop cst = {.op = L_CONST, .dtype = dt, .ival = o->ival, .fval = o->fval};
       kn_kernel tmp = {.ops = &cst};
       char ib[64];
-      put(&b, "%s v%d = %s;\n", T, i, val(&tmp, 0, ib));
+      if (o->arg2 > 1)
+        put(&b, "%s v%d[%lld]; for (int l_ = 0; l_ < %lld; l_++) v%d[l_] = %s;\n", T, i,
+            (long long)o->arg2, (long long)o->arg2, i, val(&tmp, 0, ib));
+      else put(&b, "%s v%d = %s;\n", T, i, val(&tmp, 0, ib));
       break;
     }
-    case L_ACCUP:
-      if (o->arg == N_ADD) put(&b, "%s = %s + %s;\n", a, a, c1);
-      else if (o->arg == N_MUL) put(&b, "%s = %s * %s;\n", a, a, c1);
-      else if (fl) put(&b, "%s = kn_max%s(%s, %s);\n", a, f32 ? "f" : "d", a, c1);
-      else put(&b, "%s = %s > %s ? %s : %s;\n", a, a, c1, a, c1);
+    case L_ACCUP: {
+      char acc[64];
+      if (o->src[2] >= 0) snprintf(acc, sizeof acc, "%s[%s]", a, c2);
+      else snprintf(acc, sizeof acc, "%s", a);
+      if (o->arg == N_ADD) put(&b, "%s = %s + %s;\n", acc, acc, c1);
+      else if (o->arg == N_MUL) put(&b, "%s = %s * %s;\n", acc, acc, c1);
+      else if (fl) put(&b, "%s = kn_max%s(%s, %s);\n", acc, f32 ? "f" : "d", acc, c1);
+      else put(&b, "%s = %s > %s ? %s : %s;\n", acc, acc, c1, acc, c1);
       break;
+    }
+    case L_LANE: put(&b, "%s v%d = %s[%lld];\n", T, i, a, (long long)o->arg); break;
     default: {
       put(&b, "%s v%d = ", T, i);
       const char *fs = f32 ? "f" : "";

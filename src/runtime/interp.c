@@ -153,6 +153,11 @@ static val alu(const kn_lop *o, int sdt, val a, val b, val c) {
 
 void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end) {
   val *reg = kn_xcalloc(k->nops, sizeof(val));
+  /* accumulator arrays: lane storage after the registers, at an offset kept in reg[acc].i */
+  int64_t nlanes = 0;
+  for (int pc = 0; pc < k->nops; pc++)
+    if (k->ops[pc].op == L_ACC && k->ops[pc].arg2 > 1) nlanes += k->ops[pc].arg2;
+  val *lanes = kn_xcalloc(nlanes ? (size_t)nlanes : 1, sizeof(val));
   if (k->nglobal == 0 && start >= end) {
     free(reg);
     return;
@@ -182,16 +187,25 @@ void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end) {
       else reg[pc] = load(bufs[o->arg], k->buf_dtype[o->arg], a.i);
       break;
     case L_STORE: store(bufs[o->arg], k->buf_dtype[o->arg], a.i, reg[o->src[1]]); break;
-    case L_ACC:
-      if (kiln_dtype_is_float(o->dtype)) reg[pc].f = o->fval;
-      else reg[pc].i = o->ival;
+    case L_ACC: {
+      val init = kiln_dtype_is_float(o->dtype) ? (val){.f = o->fval} : (val){.i = o->ival};
+      if (o->arg2 > 1) {
+        int64_t off = 0;
+        for (int q = 0; q < pc; q++)
+          if (k->ops[q].op == L_ACC && k->ops[q].arg2 > 1) off += k->ops[q].arg2;
+        for (int64_t l = 0; l < o->arg2; l++) lanes[off + l] = init;
+        reg[pc].i = off;
+      } else reg[pc] = init;
       break;
+    }
     case L_ACCUP: {
       kn_lop op = *o;
       op.op = (uint8_t)o->arg;
-      reg[o->src[0]] = alu(&op, o->dtype, a, reg[o->src[1]], (val){0});
+      val *acc = o->src[2] >= 0 ? &lanes[a.i + reg[o->src[2]].i] : &reg[o->src[0]];
+      *acc = alu(&op, o->dtype, *acc, reg[o->src[1]], (val){0});
       break;
     }
+    case L_LANE: reg[pc] = lanes[a.i + o->arg]; break;
     default: {
       int sdt = o->src[0] >= 0 ? k->ops[o->src[0]].dtype : o->dtype;
       val b = o->src[1] >= 0 ? reg[o->src[1]] : (val){0}, c = o->src[2] >= 0 ? reg[o->src[2]] : (val){0};
@@ -200,4 +214,5 @@ void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end) {
     }
   }
   free(reg);
+  free(lanes);
 }

@@ -1,0 +1,419 @@
+/* llm.c — `kiln generate`, `kiln chat` and `kiln bench llm`: load a GGUF model, tokenize,
+ * run it through kiln_llm, sample, and stream the text. Shared option parsing lives here. */
+#include "kiln.h"
+#include "cli.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- options ------------------------------------------------------------------------------ */
+typedef struct {
+  const char *model, *prompt, *device, *system, *chat_template;
+  long n_predict, n_ctx, runs, n_prompt;
+  kiln_sampler_params sp;
+} llm_opts;
+
+static char default_model_path[4096];
+/* The model scripts/fetch-model puts in the cache, or NULL. */
+static const char *default_model(void) {
+  const char *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
+  char dir[4000];
+  if (cache && *cache) snprintf(dir, sizeof dir, "%s/models", cache);
+  else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  struct dirent *e;
+  const char *found = NULL;
+  while ((e = readdir(d))) {
+    size_t n = strlen(e->d_name);
+    if (n > 5 && strcmp(e->d_name + n - 5, ".gguf") == 0 && strstr(e->d_name, "SmolLM2")) {
+      snprintf(default_model_path, sizeof default_model_path, "%s/%s", dir, e->d_name);
+      found = default_model_path;
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+static int parse_real(const char *s, double lo, double hi, double *out) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || *end || !(v >= lo && v <= hi)) return -1;
+  *out = v;
+  return 0;
+}
+
+/* Parses the flags every LLM command shares; cmd names the command for messages. Returns -1
+ * when done, or an exit code (help printed, usage error). */
+static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
+  memset(o, 0, sizeof *o);
+  kiln_sampler_defaults(&o->sp);
+  o->n_predict = -1, o->runs = 3, o->n_prompt = 128;
+  for (int i = 1; i < argc; i++) {
+    int missing = 0;
+    const char *v;
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      printf("usage: kiln %s %s\n", cmd, usage);
+      return EXIT_OK;
+    }
+#define FLAG(name) ((v = flag_value(argc, argv, &i, name, &missing)) != NULL)
+#define INT(dst, lo, hi, what)                                                                   \
+  if (parse_int(v, lo, hi, &dst)) return usage_error("%s: %s wants an integer in %ld..%ld, got '%s'", cmd, what, (long)(lo), (long)(hi), v)
+#define REAL(dst, lo, hi, what)                                                                  \
+  if (parse_real(v, lo, hi, &dst)) return usage_error("%s: %s wants a number in %g..%g, got '%s'", cmd, what, (double)(lo), (double)(hi), v)
+    long lv;
+    if (FLAG("-m") || FLAG("--model")) o->model = v;
+    else if (FLAG("-p") || FLAG("--prompt")) {
+      if (!strcmp(cmd, "bench llm")) {
+        INT(o->n_prompt, 1, 4096, "-p (prompt tokens)");
+      } else o->prompt = v;
+    } else if (FLAG("-n") || FLAG("--n-predict")) {
+      INT(o->n_predict, 0, 1000000, "-n");
+    } else if (FLAG("--ctx")) {
+      INT(o->n_ctx, 16, 1 << 20, "--ctx");
+    } else if (FLAG("--runs")) {
+      INT(o->runs, 1, 100, "--runs");
+    } else if (FLAG("--temp")) {
+      REAL(o->sp.temperature, 0, 100, "--temp");
+    } else if (FLAG("--top-k")) {
+      INT(lv, 0, 1 << 30, "--top-k");
+      o->sp.top_k = (int)lv;
+    } else if (FLAG("--top-p")) {
+      REAL(o->sp.top_p, 1e-9, 1, "--top-p");
+    } else if (FLAG("--min-p")) {
+      REAL(o->sp.min_p, 0, 1, "--min-p");
+    } else if (FLAG("--repeat-penalty")) {
+      REAL(o->sp.repeat_penalty, 1e-6, 100, "--repeat-penalty");
+    } else if (FLAG("--repeat-last-n")) {
+      INT(lv, 0, 1 << 20, "--repeat-last-n");
+      o->sp.repeat_last_n = (int)lv;
+    } else if (FLAG("--frequency-penalty")) {
+      REAL(o->sp.frequency_penalty, -100, 100, "--frequency-penalty");
+    } else if (FLAG("--presence-penalty")) {
+      REAL(o->sp.presence_penalty, -100, 100, "--presence-penalty");
+    } else if (FLAG("--seed")) {
+      INT(lv, 0, 0x7fffffffL, "--seed");
+      o->sp.seed = (uint64_t)lv;
+    } else if (FLAG("--device")) o->device = v;
+    else if (FLAG("-s") || FLAG("--system")) o->system = v;
+    else if (FLAG("--chat-template")) o->chat_template = v;
+    else if (missing) return usage_error("%s: %s needs a value", cmd, a);
+    else return usage_error("%s: unknown argument '%s'", cmd, a);
+#undef FLAG
+#undef INT
+#undef REAL
+  }
+  if (o->device && kiln_set_device(o->device) < 0) {
+    fprintf(stderr, "kiln: %s: --device %s: %s\n", cmd, o->device, kiln_error());
+    return EXIT_USAGE;
+  }
+  if (!o->model && !(o->model = default_model())) {
+    fprintf(stderr, "kiln: %s: no model given and none in the cache; fetch the default one with "
+                    "scripts/fetch-model, or pass -m MODEL.gguf\n", cmd);
+    return EXIT_USAGE;
+  }
+  return -1;
+}
+
+/* ---- a loaded model with its tokenizer ---------------------------------------------------- */
+typedef struct {
+  kiln_llm *m;
+  kiln_tokenizer *tok;
+  float *logits;
+  double load_s;
+} session;
+
+static int session_open(session *s, const char *cmd, const llm_opts *o) {
+  memset(s, 0, sizeof *s);
+  double t0 = now_seconds();
+  s->m = kiln_llm_load(o->model, o->n_ctx);
+  if (!s->m) return runtime_error(cmd);
+  s->tok = kiln_tokenizer_from_gguf(kiln_llm_gguf(s->m));
+  if (!s->tok) {
+    kiln_llm_free(s->m);
+    return runtime_error(cmd);
+  }
+  s->logits = malloc(sizeof(float) * (size_t)kiln_llm_n_vocab(s->m));
+  if (!s->logits) {
+    fprintf(stderr, "kiln: %s: out of memory\n", cmd);
+    return EXIT_RUNTIME;
+  }
+  s->load_s = now_seconds() - t0;
+  return -1;
+}
+static void session_close(session *s) {
+  free(s->logits);
+  kiln_tokenizer_free(s->tok);
+  kiln_llm_free(s->m);
+}
+
+/* Tokenizes text into a malloc'ed array; NULL on error (message set). */
+static int32_t *tokenize(const kiln_tokenizer *t, const char *text, bool bos, bool special, int64_t *n) {
+  size_t len = strlen(text);
+  int64_t cap = (int64_t)len + 8;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+  if (!ids) return NULL;
+  *n = kiln_tokenize(t, text, len, bos, special, ids, cap);
+  if (*n < 0 || *n > cap) {
+    free(ids);
+    return NULL;
+  }
+  return ids;
+}
+
+/* Samples and streams up to max tokens after the logits in s->logits, feeding each one back
+ * (so the cache holds the whole reply); stops at an end-of-generation token (not fed) or a
+ * full context. Returns the number of tokens generated, or < 0 on error. */
+static int64_t stream(session *s, kiln_sampler *smp, int64_t max, bool *hit_eog, bool *ctx_full) {
+  kiln_detok *d = kiln_detok_new(s->tok, false);
+  char buf[512];
+  int64_t got = 0, w;
+  *hit_eog = *ctx_full = false;
+  while (got < max) {
+    int32_t id = kiln_sample(smp, s->logits, kiln_llm_n_vocab(s->m));
+    if (id < 0) {
+      got = -1;
+      break;
+    }
+    if (kiln_token_is_eog(s->tok, id)) {
+      *hit_eog = true;
+      break;
+    }
+    got++;
+    for (int32_t t = id; (w = kiln_detok_push(d, t, buf, sizeof buf)) > 0; t = -1)
+      fwrite(buf, 1, (size_t)w, stdout);
+    fflush(stdout);
+    if (kiln_llm_pos(s->m) >= kiln_llm_n_ctx(s->m)) {
+      *ctx_full = true;
+      break;
+    }
+    if (kiln_llm_eval(s->m, &id, 1, s->logits, false) < 0) {
+      got = -1;
+      break;
+    }
+  }
+  while ((w = kiln_detok_flush(d, buf, sizeof buf)) > 0) fwrite(buf, 1, (size_t)w, stdout);
+  fflush(stdout);
+  kiln_detok_free(d);
+  return got;
+}
+
+/* ---- kiln generate ----------------------------------------------------------------------- */
+const char generate_usage[] =
+    "[-m MODEL] -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] "
+    "[--repeat-penalty R] [--seed S] [--ctx N] [--device D]";
+
+int cmd_generate(int argc, char **argv) {
+  llm_opts o;
+  int rc = parse_llm_opts("generate", generate_usage, argc, argv, &o);
+  if (rc >= 0) return rc;
+  if (!o.prompt) return usage_error("generate: -p PROMPT is required");
+  if (o.n_predict < 0) o.n_predict = 128;
+  session s;
+  if ((rc = session_open(&s, "generate", &o)) >= 0) return rc;
+  kiln_sampler *smp = kiln_sampler_new(&o.sp);
+  int64_t n = 0;
+  int32_t *ids = smp ? tokenize(s.tok, o.prompt, kiln_tokenizer_add_bos(s.tok), false, &n) : NULL;
+  if (!ids || n == 0) {
+    if (ids && n == 0) fprintf(stderr, "kiln: generate: the prompt has no tokens\n");
+    else runtime_error("generate");
+    free(ids), kiln_sampler_free(smp), session_close(&s);
+    return ids ? EXIT_USAGE : EXIT_RUNTIME;
+  }
+  for (int64_t i = 0; i < n; i++) kiln_sampler_accept(smp, ids[i]);
+  double t0 = now_seconds();
+  rc = kiln_llm_eval(s.m, ids, n, s.logits, false);
+  double t1 = now_seconds();
+  bool eog, full;
+  int64_t got = rc < 0 ? -1 : stream(&s, smp, o.n_predict, &eog, &full);
+  double t2 = now_seconds();
+  printf("\n");
+  if (got < 0) rc = runtime_error("generate");
+  else {
+    if (full) fprintf(stderr, "kiln: generate: the context (%lld tokens) is full\n", (long long)kiln_llm_n_ctx(s.m));
+    fprintf(stderr, "kiln: load %.2f s | prompt %lld tokens, %.1f tok/s | generated %lld tokens, %.1f tok/s\n",
+            s.load_s, (long long)n, n / (t1 - t0), (long long)got, got > 0 ? got / (t2 - t1) : 0.0);
+    rc = EXIT_OK;
+  }
+  free(ids), kiln_sampler_free(smp), session_close(&s);
+  return rc;
+}
+
+/* ---- kiln chat ---------------------------------------------------------------------------- */
+const char chat_usage[] =
+    "[-m MODEL] [-s SYSTEM] [--chat-template NAME] [-n MAX] [--temp T] [--top-k K] [--top-p P] "
+    "[--min-p P] [--repeat-penalty R] [--seed S] [--ctx N] [--device D]";
+
+/* what follows `b` in `a` when a starts with b; NULL otherwise */
+static const char *after_prefix(const char *a, const char *b) {
+  size_t n = strlen(b);
+  return strncmp(a, b, n) == 0 ? a + n : NULL;
+}
+
+typedef struct {
+  session s;
+  kiln_chat_template tmpl;
+  kiln_sampler *smp;
+  char *closing;  /* what ends an assistant turn after its text, e.g. "<|im_end|>\n" */
+  const char *prev_role; /* NULL at the start of a conversation */
+  const char *system;
+  int64_t max_reply;
+} chat;
+
+/* The text that closes an assistant reply: the rendered empty assistant message minus the
+ * generation prompt's header. */
+static int chat_closing(chat *c) {
+  char *with = NULL, *without = NULL, *reply = NULL;
+  int rc = kiln_chat_format(c->tmpl, "user", "x", false, true, &with);
+  if (rc == 0) rc = kiln_chat_format(c->tmpl, "user", "x", false, false, &without);
+  if (rc == 0) rc = kiln_chat_format_after(c->tmpl, "user", "assistant", "", false, &reply);
+  if (rc == 0) {
+    const char *header = after_prefix(with, without), *close = header ? after_prefix(reply, header) : NULL;
+    c->closing = strdup(close ? close : reply);
+  }
+  free(with), free(without), free(reply);
+  return rc;
+}
+
+/* Renders and evaluates one message; returns 0, 1 when it does not fit the context, < 0. */
+static int chat_feed(chat *c, const char *role, const char *content, bool gen_prompt) {
+  char *text = NULL;
+  if (kiln_chat_format_after(c->tmpl, c->prev_role, role, content, gen_prompt, &text) < 0) return -1;
+  bool bos = !c->prev_role && kiln_chat_wants_bos(c->tmpl) && kiln_tokenizer_add_bos(c->s.tok);
+  int64_t n;
+  int32_t *ids = tokenize(c->s.tok, text, bos, true, &n);
+  free(text);
+  if (!ids) return -1;
+  int rc = 0;
+  if (kiln_llm_pos(c->s.m) + n + 1 > kiln_llm_n_ctx(c->s.m)) rc = 1;
+  else {
+    for (int64_t i = 0; i < n; i++) kiln_sampler_accept(c->smp, ids[i]);
+    rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
+    c->prev_role = role;
+  }
+  free(ids);
+  return rc;
+}
+
+static int chat_turn(chat *c, const char *line) {
+  if (!c->prev_role && c->system && *c->system) {
+    int rc = chat_feed(c, "system", c->system, false);
+    if (rc) return rc;
+  }
+  int rc = chat_feed(c, "user", line, true);
+  if (rc) return rc;
+  bool eog, full;
+  int64_t got = stream(&c->s, c->smp, c->max_reply, &eog, &full);
+  printf("\n");
+  fflush(stdout);
+  if (got < 0) return -1;
+  if (full) return 1;
+  /* close the assistant turn in the cache, as the template would have rendered it */
+  int64_t n;
+  int32_t *ids = tokenize(c->s.tok, c->closing, false, true, &n);
+  if (!ids) return -1;
+  if (kiln_llm_pos(c->s.m) + n > kiln_llm_n_ctx(c->s.m)) rc = 1;
+  else rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
+  free(ids);
+  c->prev_role = "assistant";
+  return rc;
+}
+
+static void chat_reset(chat *c) {
+  kiln_llm_rewind(c->s.m, 0);
+  kiln_sampler_reset(c->smp);
+  c->prev_role = NULL;
+}
+
+int cmd_chat(int argc, char **argv) {
+  llm_opts o;
+  int rc = parse_llm_opts("chat", chat_usage, argc, argv, &o);
+  if (rc >= 0) return rc;
+  chat c = {0};
+  c.system = o.system;
+  c.max_reply = o.n_predict < 0 ? 1 << 20 : o.n_predict;
+  if (o.n_ctx == 0) o.n_ctx = 4096;
+  if ((rc = session_open(&c.s, "chat", &o)) >= 0) return rc;
+  const char *jinja = kiln_gguf_get_str(kiln_llm_gguf(c.s.m), "tokenizer.chat_template");
+  c.tmpl = o.chat_template ? kiln_chat_from_name(o.chat_template) : jinja ? kiln_chat_detect(jinja) : KILN_CHAT_CHATML;
+  c.smp = c.tmpl == KILN_CHAT_UNKNOWN ? NULL : kiln_sampler_new(&o.sp);
+  if (!c.smp || chat_closing(&c) < 0) {
+    rc = o.chat_template || !jinja ? usage_error("chat: %s", kiln_error()) : runtime_error("chat");
+    kiln_sampler_free(c.smp), session_close(&c.s);
+    return rc;
+  }
+  fprintf(stderr, "kiln: chat with %s (template %s, context %lld tokens); /reset starts over, /exit quits\n",
+          o.model, kiln_chat_name(c.tmpl), (long long)kiln_llm_n_ctx(c.s.m));
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  rc = EXIT_OK;
+  while ((len = getline(&line, &cap, stdin)) >= 0) {
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+    if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+    if (!strcmp(line, "/reset")) {
+      chat_reset(&c);
+      fprintf(stderr, "kiln: conversation reset\n");
+      continue;
+    }
+    if (!len) continue;
+    int t = chat_turn(&c, line);
+    if (t < 0) {
+      rc = runtime_error("chat");
+      break;
+    }
+    if (t == 1)
+      fprintf(stderr, "kiln: the context is full (%lld tokens); type /reset to start a new "
+                      "conversation (or run with a larger --ctx)\n", (long long)kiln_llm_n_ctx(c.s.m));
+  }
+  free(line);
+  free(c.closing);
+  kiln_sampler_free(c.smp);
+  session_close(&c.s);
+  return rc;
+}
+
+/* ---- kiln bench llm ---------------------------------------------------------------------- */
+const char bench_llm_usage[] = "[-m MODEL] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [--runs R] [--device D]";
+
+int bench_llm(int argc, char **argv) {
+  llm_opts o;
+  int rc = parse_llm_opts("bench llm", bench_llm_usage, argc, argv, &o);
+  if (rc >= 0) return rc;
+  if (o.n_predict < 0) o.n_predict = 64;
+  o.n_ctx = o.n_prompt + o.n_predict + 1;
+  session s;
+  if ((rc = session_open(&s, "bench llm", &o)) >= 0) return rc;
+  int64_t V = kiln_llm_n_vocab(s.m);
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)o.n_prompt);
+  for (long i = 0; i < o.n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+  double pp[100], tg[100];
+  rc = EXIT_OK;
+  for (long r = -1; r < o.runs && rc == EXIT_OK; r++) { /* run -1 warms up (compiles) */
+    kiln_llm_rewind(s.m, 0);
+    double t0 = now_seconds();
+    if (kiln_llm_eval(s.m, ids, o.n_prompt, s.logits, false) < 0) rc = runtime_error("bench llm");
+    double t1 = now_seconds();
+    for (long i = 0; i < o.n_predict && rc == EXIT_OK; i++) {
+      int32_t best = 0; /* greedy, so every run does the same work */
+      for (int64_t j = 1; j < V; j++)
+        if (s.logits[j] > s.logits[best]) best = (int32_t)j;
+      if (kiln_llm_eval(s.m, &best, 1, s.logits, false) < 0) rc = runtime_error("bench llm");
+    }
+    double t2 = now_seconds();
+    if (r >= 0) pp[r] = o.n_prompt / (t1 - t0), tg[r] = o.n_predict / (t2 - t1);
+  }
+  if (rc == EXIT_OK) {
+    printf("model: %s\n", o.model);
+    printf("load: %.3f s\n", s.load_s);
+    printf("pp%ld: %.2f tok/s (median of %ld)\n", o.n_prompt, median(pp, (int)o.runs), o.runs);
+    printf("tg%ld: %.2f tok/s (median of %ld)\n", o.n_predict, median(tg, (int)o.runs), o.runs);
+  }
+  free(ids);
+  session_close(&s);
+  return rc;
+}
