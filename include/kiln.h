@@ -463,6 +463,9 @@ int64_t kiln_llm_n_ctx(const kiln_llm *m);
 int64_t kiln_llm_pos(const kiln_llm *m);              /* tokens in the cache */
 int kiln_llm_rewind(kiln_llm *m, int64_t pos);        /* forget cached tokens after pos */
 const kiln_gguf *kiln_llm_gguf(const kiln_llm *m);    /* metadata, e.g. for the tokenizer */
+/* A fetched model (scripts/fetch-model): the first .gguf whose name contains name_part in
+ * $KILN_CACHE/models, then ~/.cache/kiln/models; its path in buf, or NULL. */
+const char *kiln_model_find(const char *name_part, char *buf, size_t n);
 
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);

@@ -3,7 +3,6 @@
 #include "kiln.h"
 #include "cli.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,24 +17,7 @@ typedef struct {
 static char default_model_path[4096];
 /* The model scripts/fetch-model puts in the cache, or NULL. */
 static const char *default_model(void) {
-  const char *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
-  char dir[4000];
-  if (cache && *cache) snprintf(dir, sizeof dir, "%s/models", cache);
-  else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
-  DIR *d = opendir(dir);
-  if (!d) return NULL;
-  struct dirent *e;
-  const char *found = NULL;
-  while ((e = readdir(d))) {
-    size_t n = strlen(e->d_name);
-    if (n > 5 && strcmp(e->d_name + n - 5, ".gguf") == 0 && strstr(e->d_name, "SmolLM2")) {
-      snprintf(default_model_path, sizeof default_model_path, "%s/%s", dir, e->d_name);
-      found = default_model_path;
-      break;
-    }
-  }
-  closedir(d);
-  return found;
+  return kiln_model_find("SmolLM2", default_model_path, sizeof default_model_path);
 }
 
 static int parse_real(const char *s, double lo, double hi, double *out) {

@@ -5,6 +5,7 @@
  * (positions, mask) arrives as data, so a conversation reuses a small set of kernels. */
 #include "internal.h"
 
+#include <dirent.h>
 #include <math.h>
 
 typedef kiln_tensor T;
@@ -450,4 +451,28 @@ int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, boo
   }
   kiln_set_grad_enabled(old);
   return rc;
+}
+
+/* ---- finding fetched models ---------------------------------------------------------------- */
+const char *kiln_model_find(const char *name_part, char *buf, size_t n) {
+  const char *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
+  for (int k = 0; k < 2 && name_part && buf; k++) { /* $KILN_CACHE/models, ~/.cache/kiln/models */
+    char dir[1024];
+    if (k == 0 && !(cache && *cache)) continue;
+    if (k == 0) snprintf(dir, sizeof dir, "%s/models", cache);
+    else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+    DIR *d = opendir(dir);
+    if (!d) continue;
+    struct dirent *e;
+    const char *found = NULL;
+    while (!found && (e = readdir(d))) {
+      size_t len = strlen(e->d_name);
+      if (len > 5 && !strcmp(e->d_name + len - 5, ".gguf") && strstr(e->d_name, name_part) &&
+          (size_t)snprintf(buf, n, "%s/%s", dir, e->d_name) < n)
+        found = buf;
+    }
+    closedir(d);
+    if (found) return found;
+  }
+  return NULL;
 }

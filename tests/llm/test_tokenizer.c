@@ -480,21 +480,7 @@ TEST(tok_gguf_metadata) {
 static const char *smollm2_path(char *buf, size_t n) {
   const char *env = getenv("KILN_MODEL_SMOLLM2");
   if (env && env[0]) return access(env, R_OK) == 0 ? env : NULL;
-  const char *cache = getenv("KILN_CACHE"), *home = getenv("HOME");
-  char pat[1024];
-  if (cache && cache[0])
-    snprintf(pat, sizeof pat, "%s/models/SmolLM2-135M-Instruct*.gguf", cache);
-  else
-    snprintf(pat, sizeof pat, "%s/.cache/kiln/models/SmolLM2-135M-Instruct*.gguf",
-             home ? home : "");
-  glob_t gl;
-  const char *r = NULL;
-  if (glob(pat, 0, NULL, &gl) == 0 && gl.gl_pathc > 0) {
-    snprintf(buf, n, "%s", gl.gl_pathv[0]);
-    r = buf;
-  }
-  globfree(&gl);
-  return r;
+  return kiln_model_find("SmolLM2-135M-Instruct", buf, n);
 }
 
 /* Parses "TAG id id ..." into ids (malloc'd). */
