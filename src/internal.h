@@ -185,7 +185,7 @@ char *kn_render_c(const kn_kernel *k);
 /* ---- runtime ---------------------------------------------------------------------------- */
 typedef struct kn_device {
   const char *name;
-  void *(*alloc)(struct kn_device *d, size_t n);
+  void *(*alloc)(struct kn_device *d, size_t n); /* zeroed */
   void (*free)(struct kn_device *d, void *p);
   void (*copyin)(struct kn_device *d, void *dst, const void *src, size_t n);
   void (*copyout)(struct kn_device *d, void *dst, const void *src, size_t n);

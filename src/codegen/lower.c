@@ -526,13 +526,18 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
   bool red_contig = false; /* some load walks the reduce axis contiguously: SPLIT vectorizes it */
   for (int l = 0; l < nl; l++) red_contig = red_contig || rstride[l] == 1;
   if (inner < 0 && red_contig && s->shape[rax] % 4 == 0) {
-    /* keep SPLIT possible: at most a small upcast of a dim those loads ignore, so each
-     * contiguous run read feeds several accumulator arrays */
-    for (int g = 0; g < ng && outer < 0; g++) {
-      bool ignored = gshape[g] % 4 == 0 && gshape[g] >= 8;
-      for (int l = 0; l < nl; l++) ignored = ignored && (rstride[l] != 1 || stride[l][g] == 0);
-      if (ignored) outer = g;
+    /* keep SPLIT possible: at most a small upcast of a dim that the biggest contiguously read
+     * buffer (the weights of a matrix-vector product, say) ignores, so each run read from it
+     * (and dequantized) feeds several accumulator arrays */
+    int big = -1;
+    int64_t bigsz = -1;
+    for (int l = 0; l < nl; l++) {
+      int slot = (int)T.b[loads[l]].op.arg;
+      int64_t sz = kn_numel(it->inputs[slot - 1]->ndim, it->inputs[slot - 1]->shape);
+      if (rstride[l] == 1 && sz > bigsz) big = l, bigsz = sz;
     }
+    for (int g = 0; g < ng && outer < 0 && big >= 0; g++)
+      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && stride[big][g] == 0) outer = g;
     if (outer >= 0) up[outer] = 4;
     free(rstride), free(loads), free(stride), free(rv), free(memo), free(done);
     free(T.b), free(T.ht), free(T.memo), free(T.memoht);

@@ -90,6 +90,17 @@ static bool expands_trailing_dims(const kn_node *n) {
   return true;
 }
 
+/* Whether the unrealized graph under n reads caller memory (kiln_from_blob, e.g. weights in a
+ * mapped model file): such views are recomputed where read, never stored, so a model's
+ * weights are not copied (a quantized matrix would grow eightfold as f32). */
+static bool reads_blob(builder *b, kn_node *n, int *budget) {
+  if (n->buf) return n->buf->external;
+  if (pset_has(&b->scheduled, (uintptr_t)n) || --*budget < 0) return false; /* bounded walk */
+  for (int i = 0; i < n->nsrc; i++)
+    if (reads_blob(b, n->src[i], budget)) return true;
+  return false;
+}
+
 static void add_input(builder *b, kn_sched_item *it, kn_node *n) {
   for (int i = 0; i < it->ninputs; i++)
     if (it->inputs[i] == n) return;
@@ -129,7 +140,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     kn_node *s = n->src[0];
     /* store it once rather than recompute it per copy; a broadcast of trailing dims only is
      * cheap to recompute, as codegen hoists it out of the inner loops those dims become */
-    if (inred && !expands_trailing_dims(n) && alu_cost(b, s, 3) > 2) {
+    if (inred && !expands_trailing_dims(n) && alu_cost(b, s, 3) > 2 && !reads_blob(b, s, &(int){256})) {
       schedule_node(b, s);
       add_input(b, it, s);
       return;

@@ -245,7 +245,8 @@ static kn_node *buffer_from(int dt, int ndim, const int64_t *shape, const void *
   int dev = kn_device_default();
   kn_buffer *b = kn_buffer_alloc(dev, nbytes);
   if (data) b->dev->copyin(b->dev, b->ptr, data, nbytes);
-  else memset(b->ptr, 0, nbytes); /* host-visible devices only for now */
+  else KN_ASSERT(b->dev->host_memory, "device %s: zeroed buffers need host memory", b->dev->name);
+  /* host devices hand out zeroed memory */
   return kn_node_buffer(dt, dev, ndim, shape, b);
 }
 
