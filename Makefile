@@ -42,6 +42,7 @@ werror:
 
 bench: build
 	BUILD=$(BUILD) bash bench/matmul.sh
+	BUILD=$(BUILD) bash bench/llm.sh
 
 format:
 	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' \) -print0 | xargs -0 -r clang-format -i
