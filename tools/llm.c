@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- options ------------------------------------------------------------------------------ */
 typedef struct {
@@ -334,7 +335,13 @@ int cmd_chat(int argc, char **argv) {
   size_t cap = 0;
   ssize_t len;
   rc = EXIT_OK;
-  while ((len = getline(&line, &cap, stdin)) >= 0) {
+  bool tty = isatty(0) && isatty(1);
+  for (;;) {
+    if (tty) {
+      fputs("> ", stdout);
+      fflush(stdout);
+    }
+    if ((len = getline(&line, &cap, stdin)) < 0) break;
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
     if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
     if (!strcmp(line, "/reset")) {
