@@ -134,6 +134,26 @@ static bool collect_terms(lb *L, int x, int64_t coef, int *tv, int64_t *tc, int 
   return true;
 }
 
+/* x % c + (x / c) * c -> x, and x % c + ((x / c) % d) * c -> x % (c * d), for x >= 0: what a
+ * split index put back together (a reshape after a permute that moved nothing) reduces to. */
+static int fold_split_index(lb *L, int a, int b) {
+  for (int sw = 0; sw < 2; sw++) {
+    int m = sw ? b : a, t = sw ? a : b;
+    kn_lop *mo = &L->b[m].op, *to = &L->b[t].op;
+    if (mo->op != N_MOD || !is_const(L, mo->src[1]) || to->op != N_MUL || !is_const(L, to->src[1])) continue;
+    int x = mo->src[0];
+    int64_t c = cv(L, mo->src[1]), cd;
+    if (c <= 0 || cv(L, to->src[1]) != c || L->b[x].lo < 0) continue;
+    kn_lop *q = &L->b[to->src[0]].op;
+    if (q->op == N_IDIV && q->src[0] == x && is_ci(L, q->src[1], c)) return x;
+    if (q->op == N_MOD && is_const(L, q->src[1]) && !ovf_mul(c, cv(L, q->src[1]), &cd) && cd > 0) {
+      kn_lop *qq = &L->b[q->src[0]].op;
+      if (qq->op == N_IDIV && qq->src[0] == x && is_ci(L, qq->src[1], c)) return alu(L, N_MOD, KILN_I64, x, cint(L, KILN_I64, cd), -1);
+    }
+  }
+  return -1;
+}
+
 /* Integer ALU with folding and index simplification; other dtypes get plain folding. */
 static int alu(lb *L, int op, int dt, int a, int b, int c) {
   bool ints = is_intlike(dt) && (a < 0 || is_intlike(L->b[a].op.dtype));
@@ -150,6 +170,8 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
       if (is_ci(L, b, 0)) return a;
       if (is_const(L, a) && is_const(L, b)) return cint(L, dt, cv(L, a) + cv(L, b));
       if (is_const(L, a)) return alu(L, N_ADD, dt, b, a, -1);
+      int f = fold_split_index(L, a, b);
+      if (f >= 0) return f;
       /* (x + c1) + c2 -> x + (c1 + c2) */
       if (is_const(L, b) && L->b[a].op.op == N_ADD && is_const(L, L->b[a].op.src[1]))
         return alu(L, N_ADD, dt, L->b[a].op.src[0], cint(L, dt, cv(L, b) + cv(L, L->b[a].op.src[1])), -1);

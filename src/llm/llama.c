@@ -310,7 +310,9 @@ static int build_step(kiln_llm *m, step *st) {
   T *x = embed(m, st->rows);
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
-    T *h = kiln_rms_norm(x, L->attn_norm, m->eps);
+    /* the normed input feeds several matrix products: store it once rather than recompute
+     * it for every output row of each */
+    T *h = kiln_contiguous(kiln_rms_norm(x, L->attn_norm, m->eps));
     T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){n, H, hd});
     T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){n, Hk, hd});
     T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){n, Hk, hd});
@@ -321,7 +323,7 @@ static int build_step(kiln_llm *m, step *st) {
     st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){n, kvd});
     T *o = attention(m, L, q, k, v, B, st->mask);
     x = kiln_add(x, linear(o, L->wo, NULL));
-    h = kiln_rms_norm(x, L->ffn_norm, m->eps);
+    h = kiln_contiguous(kiln_rms_norm(x, L->ffn_norm, m->eps));
     T *f = kiln_mul(kiln_silu(linear(h, L->wg, NULL)), linear(h, L->wu, NULL));
     x = kiln_add(x, linear(f, L->wd, NULL));
   }

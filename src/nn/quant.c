@@ -29,9 +29,15 @@ static T *trail(T *x, int extra) {
   while (extra--) x = kiln_unsqueeze(x, -1);
   return x;
 }
-/* shift amounts 0, step, 2*step, ... (count of them) along a new dim placed before the last */
+/* shift amounts 0, step, 2*step, ... (count of them) along a new dim placed before the last,
+ * built from padded constants so that codegen sees each amount as a function of the loop index
+ * (a select between constants) rather than a value loaded from memory */
 static T *shifts(int count, int step) {
-  T *s = kiln_arange(0, count * step, step, KILN_U8);
+  T *s = kiln_zeros(KILN_U8, 1, (int64_t[]){count});
+  for (int k = 1; k < count; k++) {
+    T *part = kiln_full(KILN_U8, 1, (int64_t[]){count - k}, step);
+    s = kiln_add(s, kiln_pad(part, (int64_t[]){k}, (int64_t[]){0}, 0));
+  }
   return kiln_reshape(s, 2, (int64_t[]){count, 1});
 }
 /* (..., n) bytes -> (..., count, n): field k is (byte >> (k * bits)) & mask */
