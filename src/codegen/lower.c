@@ -491,7 +491,7 @@ static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
                          int64_t *up) {
   for (int i = 0; i < ng; i++) up[i] = 1;
-  if (!it->reduce || ng < 2) return;
+  if (!it->reduce || ng < 1) return;
   kn_node *r = it->reduce, *s = r->src[0];
   int64_t rsize = 1;
   for (int i = 0; i < s->ndim; i++)
@@ -566,6 +566,12 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     return;
   }
   free(rstride);
+  if (ng < 2) inner = -1, best = 0; /* a single global dim: no tile to pick */
+  if (inner < 0 && ng < 2) {
+    free(loads), free(stride), free(rv), free(memo), free(done);
+    free(T.b), free(T.ht), free(T.memo), free(T.memoht);
+    return;
+  }
   if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
     best = 0;
     for (int g = 0; g < ng; g++) {

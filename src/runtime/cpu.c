@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -180,14 +181,18 @@ static void cpu_free_program(kn_device *d, void *pg) {
   free(p);
 }
 
-/* ---- thread pool: workers run slices of global[0] ---- */
+/* ---- thread pool: workers run slices of global[0] ----
+ * Launches come in quick succession (a decoded token is hundreds of small kernels), so both
+ * sides spin briefly on the generation / pending counters before sleeping on the condition
+ * variables: a wake-up through the scheduler costs more than many of these kernels. */
+#define SPIN_ROUNDS 20000
 static struct {
   pthread_t th[64];
   int n; /* workers besides the caller */
   pthread_mutex_t mu;
   pthread_cond_t go, done;
-  uint64_t gen;
-  int pending;
+  _Atomic uint64_t gen;
+  _Atomic int pending;
   kfn fn;
   const kn_kernel *k;
   void **bufs;
@@ -195,6 +200,11 @@ static struct {
   int parts;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 static void run_part(int part) {
   long a = pool.total * part / pool.parts, b = pool.total * (part + 1) / pool.parts;
   if (a < b) {
@@ -206,14 +216,20 @@ static void *worker(void *arg) {
   int id = (int)(intptr_t)arg;
   uint64_t seen = 0;
   for (;;) {
-    pthread_mutex_lock(&pool.mu);
-    while (pool.gen == seen) pthread_cond_wait(&pool.go, &pool.mu);
-    seen = pool.gen;
-    pthread_mutex_unlock(&pool.mu);
+    uint64_t g = atomic_load(&pool.gen);
+    for (int i = 0; g == seen && i < SPIN_ROUNDS; i++, g = atomic_load(&pool.gen)) cpu_relax();
+    if (g == seen) {
+      pthread_mutex_lock(&pool.mu);
+      while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.go, &pool.mu);
+      pthread_mutex_unlock(&pool.mu);
+    }
+    seen = g;
     if (id < pool.parts) run_part(id);
-    pthread_mutex_lock(&pool.mu);
-    if (--pool.pending == 0) pthread_cond_signal(&pool.done);
-    pthread_mutex_unlock(&pool.mu);
+    if (atomic_fetch_sub(&pool.pending, 1) == 1) {
+      pthread_mutex_lock(&pool.mu);
+      pthread_cond_signal(&pool.done);
+      pthread_mutex_unlock(&pool.mu);
+    }
   }
   return NULL;
 }
@@ -249,14 +265,17 @@ static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) 
   }
   pool.fn = p->fn, pool.k = k, pool.bufs = bufs, pool.total = total;
   pool.parts = nt < total ? nt : (int)total;
-  pool.pending = pool.n;
-  pool.gen++;
+  atomic_store(&pool.pending, pool.n);
+  atomic_fetch_add(&pool.gen, 1);
   pthread_cond_broadcast(&pool.go);
   pthread_mutex_unlock(&pool.mu);
   run_part(0);
-  pthread_mutex_lock(&pool.mu);
-  while (pool.pending) pthread_cond_wait(&pool.done, &pool.mu);
-  pthread_mutex_unlock(&pool.mu);
+  for (int i = 0; atomic_load(&pool.pending) && i < SPIN_ROUNDS; i++) cpu_relax();
+  if (atomic_load(&pool.pending)) {
+    pthread_mutex_lock(&pool.mu);
+    while (atomic_load(&pool.pending)) pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+  }
 }
 
 kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
