@@ -6,6 +6,9 @@
 #include "internal.h"
 
 #include <dirent.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 
 typedef kiln_tensor T;
@@ -302,8 +305,9 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
   return kiln_reshape(kiln_permute(o, (int[]){2, 0, 1, 3}), 2, (int64_t[]){n, H * hd});
 }
 
-/* Builds the step's graph and realizes it once while capturing its launches. */
-static int build_step(kiln_llm *m, step *st) {
+/* Builds the step's graph and realizes it, capturing its launches when asked (decode steps:
+ * a capture keeps every intermediate buffer of the step alive, small for one token). */
+static int build_step(kiln_llm *m, step *st, bool capture) {
   int64_t n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim, kvd = Hk * hd;
   T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
   T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
@@ -332,6 +336,7 @@ static int build_step(kiln_llm *m, step *st) {
   int nout = (int)(2 * m->n_layer + 1);
   for (int i = 0; i < nout; i++)
     if (!st->outs[i]) return -1;
+  if (!capture) return kiln_realize_many(nout, st->outs);
   if (kiln_capture_begin() < 0) return -1;
   int rc = kiln_realize_many(nout, st->outs);
   st->cap = kiln_capture_end();
@@ -400,12 +405,19 @@ static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out,
   if (rc == 0) rc = put(st->pos, posv);
   if (rc == 0) rc = put(st->mask, maskv);
   free(rows), free(posv), free(maskv);
-  if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st);
+  /* decode steps are captured and replayed; a prompt chunk builds its graph each time, so
+   * its (n times larger) intermediates are freed as soon as it is done */
+  bool capture = n == 1;
+  if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st, capture);
   T *logits = st->outs[2 * m->n_layer];
   if (rc == 0) rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
   for (int64_t l = 0; rc == 0 && l < m->n_layer; l++) {
     rc = kiln_write_rows(m->layers[l].kc, p0, st->outs[2 * l]);
     if (rc == 0) rc = kiln_write_rows(m->layers[l].vc, p0, st->outs[2 * l + 1]);
+  }
+  for (int64_t i = 0; !capture && i < 2 * m->n_layer + 1; i++) {
+    kiln_free(st->outs[i]);
+    st->outs[i] = NULL;
   }
   if (rc == 0) m->pos += n;
   return rc;
@@ -452,6 +464,11 @@ int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, boo
     i += c;
   }
   kiln_set_grad_enabled(old);
+#ifdef __GLIBC__
+  /* a prompt chunk's graph, schedule and kernel sources were many small blocks, now free:
+   * give their pages back rather than carry them through generation */
+  if (n > 1) malloc_trim(0);
+#endif
   return rc;
 }
 
