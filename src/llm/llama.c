@@ -309,6 +309,9 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
  * a capture keeps every intermediate buffer of the step alive, small for one token). */
 static int build_step(kiln_llm *m, step *st, bool capture) {
   int64_t n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim, kvd = Hk * hd;
+  /* intermediates live in an inner scope: once only the outputs hold handles, the scheduler
+   * can free each activation as soon as its last reader has run */
+  kiln_scope_begin();
   T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
   T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
   T *x = embed(m, st->rows);
@@ -334,8 +337,13 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
   if (!st->all) x = kiln_slice(x, 0, n - 1, n, 1);
   st->outs[2 * m->n_layer] = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
   int nout = (int)(2 * m->n_layer + 1);
-  for (int i = 0; i < nout; i++)
-    if (!st->outs[i]) return -1;
+  bool ok = true;
+  for (int i = 0; i < nout; i++) ok = ok && kiln_keep(st->outs[i]) != NULL;
+  kiln_scope_end();
+  if (!ok) { /* those kept belong to the caller's scope now */
+    for (int i = 0; i < nout; i++) st->outs[i] = NULL;
+    return -1;
+  }
   if (!capture) return kiln_realize_many(nout, st->outs);
   if (kiln_capture_begin() < 0) return -1;
   int rc = kiln_realize_many(nout, st->outs);

@@ -236,10 +236,55 @@ void kiln_capture_free(kiln_capture *c) {
   free(c);
 }
 
+/* Last reads: for each item's output, the index of the last item reading it, and the
+ * references the schedule itself holds on it (its own item's, one per reading item). */
+typedef struct {
+  int last, held;
+} use;
+static use *plan_uses(const kn_schedule *s) {
+  use *u = kn_xmalloc(sizeof(use) * (size_t)(s->nitems ? s->nitems : 1));
+  size_t cap = 16;
+  while (cap < (size_t)s->nitems * 2) cap *= 2;
+  int *slot = kn_xmalloc(sizeof(int) * cap); /* open addressing: output node -> item + 1 */
+  memset(slot, 0, sizeof(int) * cap);
+  for (int i = 0; i < s->nitems; i++) {
+    u[i] = (use){-1, 1};
+    size_t h = ((uintptr_t)s->items[i].out * 0x9E3779B97F4A7C15ull) >> 17;
+    while (slot[h & (cap - 1)]) h++;
+    slot[h & (cap - 1)] = i + 1;
+  }
+  for (int i = 0; i < s->nitems; i++)
+    for (int j = 0; j < s->items[i].ninputs; j++) {
+      kn_node *n = s->items[i].inputs[j];
+      for (size_t h = ((uintptr_t)n * 0x9E3779B97F4A7C15ull) >> 17; slot[h & (cap - 1)]; h++) {
+        int k = slot[h & (cap - 1)] - 1;
+        if (s->items[k].out == n) {
+          u[k].last = i, u[k].held++;
+          break;
+        }
+      }
+    }
+  free(slot);
+  return u;
+}
+
+/* Frees the buffers of item i's inputs that no later kernel reads and nothing outside the
+ * schedule holds: activations die as soon as the step is past them. */
+static void release_dead_inputs(const kn_schedule *s, const use *u, int i) {
+  for (int k = 0; k < i; k++) {
+    kn_node *n = s->items[k].out;
+    if (u[k].last != i || n->refs != u[k].held || n->op != N_BUFFER || n->rg || !n->buf) continue;
+    kn_buffer_free(n->buf);
+    n->buf = NULL;
+  }
+}
+
 int kn_schedule_run(kn_schedule *s) {
   double t0 = kn_now(), tk = 0;
   int ran = 0;
+  use *uses = capturing ? NULL : plan_uses(s); /* a capture keeps every buffer */
   for (int i = 0; i < s->nitems; i++) {
+    if (uses && i > 0) release_dead_inputs(s, uses, i - 1);
     kn_sched_item *it = &s->items[i];
     kn_node *out = it->out;
     int dev = out->device;
@@ -247,6 +292,7 @@ int kn_schedule_run(kn_schedule *s) {
       if (it->inputs[j]->device != dev) {
         kn_err("realize: a kernel on %s reads a buffer on %s (copies between devices are not "
                "supported yet)", devices[dev]->name, devices[it->inputs[j]->device]->name);
+        free(uses);
         return -1;
       }
     int64_t numel = kn_numel(out->ndim, out->shape);
@@ -255,6 +301,7 @@ int kn_schedule_run(kn_schedule *s) {
       prog *p = get_program(it, dev);
       if (!p) {
         kn_buffer_free(buf);
+        free(uses);
         return -1;
       }
       void *bufs[64];
@@ -275,5 +322,6 @@ int kn_schedule_run(kn_schedule *s) {
   if (ran && kn_debug_level() >= 1)
     fprintf(stderr, "kiln: realize ran %d kernel%s in %.3f ms (%.3f ms in kernels)\n", ran,
             ran == 1 ? "" : "s", (kn_now() - t0) * 1e3, tk * 1e3);
+  free(uses);
   return 0;
 }
