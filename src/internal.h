@@ -195,13 +195,16 @@ typedef struct kn_device {
   void (*free_program)(struct kn_device *d, void *prog);
   void (*synchronize)(struct kn_device *d);
   bool host_memory; /* its buffers are plain host pointers (kernels may read caller memory) */
+  void *(*alloc_scratch)(struct kn_device *d, size_t n); /* contents undefined; NULL: alloc */
 } kn_device;
 
 kn_device *kn_device_get(int idx);
 int kn_device_default(void);
 extern kn_device kn_dev_cpu, kn_dev_interp;
 void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end);
-kn_buffer *kn_buffer_alloc(int device, size_t nbytes);
+kn_buffer *kn_buffer_alloc(int device, size_t nbytes); /* zeroed */
+kn_buffer *kn_buffer_alloc_scratch(int device, size_t nbytes); /* to be overwritten */
+void kn_cpu_scratch_release(void); /* unmaps the host blocks kept for reuse */
 /* A buffer over caller-owned host memory (device must have host_memory). */
 kn_buffer *kn_buffer_wrap(int device, void *ptr, size_t nbytes);
 void kn_buffer_free(kn_buffer *b);

@@ -34,13 +34,44 @@ static void *host_alloc(kn_device *d, size_t n) {
   ((size_t *)base)[0] = total;
   return base + 64;
 }
+/* Freed mapped blocks are kept (up to SCRATCH_MAX bytes) for kernel outputs of the same size,
+ * which overwrite them completely: a training step allocates the same activations every step,
+ * and fresh pages would be faulted in and zeroed each time. */
+#define SCRATCH_MAX ((size_t)1 << 30)
+static struct {
+  char *base[256];
+  size_t total[256], bytes;
+  int n;
+} scratch;
 static void host_free(kn_device *d, void *p) {
   (void)d;
   if (!p) return;
   char *base = (char *)p - 64;
   size_t total = ((size_t *)base)[0];
-  if (total >= HOST_MMAP_MIN) munmap(base, total);
-  else free(base);
+  if (total < HOST_MMAP_MIN) free(base);
+  else if (scratch.n < 256 && scratch.bytes + total <= SCRATCH_MAX) {
+    scratch.base[scratch.n] = base, scratch.total[scratch.n++] = total;
+    scratch.bytes += total;
+  } else munmap(base, total);
+}
+/* Memory whose contents do not matter (a kernel output): a kept block of this size if any. */
+static void *host_alloc_scratch(kn_device *d, size_t n) {
+  size_t total = n + 64 + 64;
+  for (int i = scratch.n - 1; i >= 0 && total >= HOST_MMAP_MIN; i--)
+    if (scratch.total[i] == total) {
+      char *base = scratch.base[i];
+      scratch.bytes -= total;
+      scratch.base[i] = scratch.base[--scratch.n], scratch.total[i] = scratch.total[scratch.n];
+      return base + 64;
+    }
+  return host_alloc(d, n);
+}
+void kn_cpu_scratch_release(void) {
+  while (scratch.n) {
+    scratch.n--;
+    munmap(scratch.base[scratch.n], scratch.total[scratch.n]);
+  }
+  scratch.bytes = 0;
 }
 static void host_copy(kn_device *d, void *dst, const void *src, size_t n) {
   (void)d;
@@ -293,7 +324,7 @@ static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) 
 }
 
 kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
-                        cpu_launch, cpu_free_program, nop_sync, true};
+                        cpu_launch, cpu_free_program, nop_sync, true, host_alloc_scratch};
 
 /* ---- INTERP: programs are the lowered kernels themselves ---- */
 static void *interp_compile(kn_device *d, const kn_kernel *k) {
@@ -306,4 +337,4 @@ static void interp_launch(kn_device *d, void *pg, const kn_kernel *k, void **buf
 }
 static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
 kn_device kn_dev_interp = {"INTERP", host_alloc, host_free, host_copy, host_copy, interp_compile,
-                           interp_launch, interp_free, nop_sync, true};
+                           interp_launch, interp_free, nop_sync, true, host_alloc_scratch};

@@ -46,6 +46,14 @@ kn_buffer *kn_buffer_alloc(int device, size_t nbytes) {
   kn_stats.bytes_allocated += nbytes;
   return b;
 }
+kn_buffer *kn_buffer_alloc_scratch(int device, size_t nbytes) {
+  kn_device *d = devices[device];
+  if (!d->alloc_scratch) return kn_buffer_alloc(device, nbytes);
+  kn_buffer *b = kn_xmalloc(sizeof *b);
+  *b = (kn_buffer){d, d->alloc_scratch(d, nbytes), nbytes, false};
+  kn_stats.bytes_allocated += nbytes;
+  return b;
+}
 kn_buffer *kn_buffer_wrap(int device, void *ptr, size_t nbytes) {
   kn_buffer *b = kn_xmalloc(sizeof *b);
   *b = (kn_buffer){devices[device], ptr, nbytes, true};
@@ -126,7 +134,10 @@ void kn_program_cache_clear(void) {
     progs[i] = NULL;
   }
 }
-void kiln_reset_caches(void) { kn_program_cache_clear(); }
+void kiln_reset_caches(void) {
+  kn_program_cache_clear();
+  kn_cpu_scratch_release();
+}
 
 static prog *get_program(const kn_sched_item *it, int dev) {
   hmap hm = {kn_xcalloc(1024, sizeof(hmemo)), 1024};
@@ -296,7 +307,7 @@ int kn_schedule_run(kn_schedule *s) {
         return -1;
       }
     int64_t numel = kn_numel(out->ndim, out->shape);
-    kn_buffer *buf = kn_buffer_alloc(dev, (size_t)numel * kiln_dtype_size(out->dtype));
+    kn_buffer *buf = kn_buffer_alloc_scratch(dev, (size_t)numel * kiln_dtype_size(out->dtype));
     if (numel > 0) {
       prog *p = get_program(it, dev);
       if (!p) {
