@@ -40,9 +40,11 @@ static T *shifts(int count, int step) {
   }
   return kiln_reshape(s, 2, (int64_t[]){count, 1});
 }
-/* (..., n) bytes -> (..., count, n): field k is (byte >> (k * bits)) & mask */
+/* (..., n) bytes -> (..., count, n) i32: field k is (byte >> (k * bits)) & mask. The bytes are
+ * widened first: a vector unit shifts 32-bit lanes but not bytes. */
 static T *split_bits(T *x, int count, int bits) {
-  T *sh = kiln_binary(KILN_SHR, kiln_unsqueeze(x, -2), shifts(count, bits));
+  T *w = kiln_cast(kiln_unsqueeze(x, -2), KILN_I32);
+  T *sh = kiln_binary(KILN_SHR, w, kiln_cast(shifts(count, bits), KILN_I32));
   return u8s(sh, KILN_AND, (1 << bits) - 1);
 }
 static T *runs16(T *y) { /* (rows, nblocks, ..., 16) -> (rows, nblocks, runs per block, 16) */
