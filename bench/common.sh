@@ -1,5 +1,7 @@
 # common.sh — sourced by the bench scripts: the header every result carries (date, commit,
-# machine, command), as bench/RESULTS.md records it.
+# machine, command), as bench/RESULTS.md records it, and the choice of Python interpreter for
+# a peer.
+# shellcheck shell=bash
 bench_header() { # $1: the command line that was run
   local commit cpu
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo none)
@@ -10,4 +12,18 @@ bench_header() { # $1: the command line that was run
   echo "# date $(date -u +%Y-%m-%dT%H:%MZ)  commit $commit"
   echo "# machine $(uname -m), ${cpu:-unknown cpu}, $(nproc) cores"
   echo "# command $1"
+}
+
+# The first interpreter among the candidates that can import module $1.
+find_python() {
+  local module=$1 py
+  shift
+  for py in "$@"; do
+    [ -n "$py" ] || continue
+    if "$py" -c "import $module" >/dev/null 2>&1; then
+      echo "$py"
+      return 0
+    fi
+  done
+  return 1
 }

@@ -54,20 +54,6 @@ if [ -z "$MODEL" ]; then
 fi
 [ -f "$MODEL" ] || die "no model file $MODEL"
 
-# The first interpreter among the candidates that can import module $1.
-find_python() {
-  local module=$1 py
-  shift
-  for py in "$@"; do
-    [ -n "$py" ] || continue
-    if "$py" -c "import $module" >/dev/null 2>&1; then
-      echo "$py"
-      return 0
-    fi
-  done
-  return 1
-}
-
 # Prints text $2 with each line prefixed by engine name $1.
 tagged() { awk -v tag="$1: " '{print tag $0}' <<<"$2"; }
 

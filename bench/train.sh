@@ -15,20 +15,6 @@ VENV=${KILN_CACHE:-$HOME/.cache/kiln}/bench-venv
 
 note() { echo "# train.sh: $*"; }
 
-# The first interpreter among the candidates that can import module $1.
-find_python() {
-  local module=$1 py
-  shift
-  for py in "$@"; do
-    [ -n "$py" ] || continue
-    if "$py" -c "import $module" >/dev/null 2>&1; then
-      echo "$py"
-      return 0
-    fi
-  done
-  return 1
-}
-
 [ -x "$BUILD/kiln" ] || make BUILD="$BUILD" >/dev/null
 
 bench_header "THREADS=$THREADS WARMUP=$WARMUP STEPS=$STEPS bench/train.sh"

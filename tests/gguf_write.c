@@ -1,12 +1,9 @@
-/* gguf_write.c — the test-only GGUF writer of gguf_write.h, and temp-file helpers. */
-#define _GNU_SOURCE
+/* gguf_write.c — the test-only GGUF writer of gguf_write.h and its file read/write helpers. */
 #include "gguf_write.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 void gw_free(gw_buf *b) {
   free(b->p);
@@ -113,25 +110,4 @@ unsigned char *gw_read_file(const char *path, size_t *n) {
   fclose(f);
   *n = len;
   return b;
-}
-
-bool gw_tmp_dir(char *dir, size_t n) {
-  const char *base = getenv("TMPDIR");
-  snprintf(dir, n, "%s/kiln-gguf-XXXXXX", base && base[0] ? base : "/tmp");
-  return mkdtemp(dir) != NULL;
-}
-
-void gw_tmp_dir_remove(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (remove(p) != 0) rmdir(p);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
 }

@@ -35,8 +35,4 @@ void gw_pad(gw_buf *b, size_t align); /* zero bytes up to a multiple of align */
 bool gw_write_file(const char *path, const void *data, size_t n);
 unsigned char *gw_read_file(const char *path, size_t *n); /* caller frees */
 
-/* A fresh temp directory (under $TMPDIR or /tmp) and its removal with the files in it. */
-bool gw_tmp_dir(char *dir, size_t n);
-void gw_tmp_dir_remove(const char *dir);
-
 #endif

