@@ -287,21 +287,28 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
 }
 
 /* Causal attention of n new queries over the B cached keys before them and the n new keys.
- * q: (n, H, hd); k, v: (n, Hkv, hd); mask: (n, B + n) of 0 / -inf. Returns (n, H * hd). */
+ * q: (n, H, hd); k, v: (n, Hkv, hd); mask: (n, B + n) of 0 / -inf. Returns (n, H * hd). The
+ * cached and the new keys are scored separately and only the scores are joined, so the big
+ * reads (the cache) are plain contiguous loads. */
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t B, T *mask) {
   int64_t n = kiln_dim(q, 0), H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
-  T *ka = k, *va = v;
-  if (B > 0) {
-    T *kc = kiln_reshape(kiln_slice(L->kc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
-    T *vc = kiln_reshape(kiln_slice(L->vc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
-    ka = kiln_cat(2, (T *[]){kc, k}, 0), va = kiln_cat(2, (T *[]){vc, v}, 0);
-  }
   T *qg = kiln_permute(kiln_reshape(q, 4, (int64_t[]){n, Hk, G, hd}), (int[]){1, 2, 0, 3}); /* (Hk,G,n,hd) */
-  T *kt = kiln_unsqueeze(kiln_permute(ka, (int[]){1, 2, 0}), 1);                            /* (Hk,1,hd,T) */
-  T *vg = kiln_unsqueeze(kiln_permute(va, (int[]){1, 0, 2}), 1);                            /* (Hk,1,T,hd) */
-  T *s = kiln_binary_s(KILN_MUL, kiln_matmul(qg, kt), 1.0 / sqrt((double)hd)); /* (Hk,G,n,T) */
-  T *p = kiln_softmax(kiln_add(s, mask), -1);
-  T *o = kiln_matmul(p, vg); /* (Hk, G, n, hd) */
+  double scale = 1.0 / sqrt((double)hd);
+  /* (Hk,1,hd,T) keys and (Hk,1,T,hd) values of a (T, Hk, hd) block */
+#define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){1, 2, 0}), 1)
+#define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){1, 0, 2}), 1)
+  T *s = kiln_matmul(qg, KEYS(k)); /* (Hk, G, n, n) */
+  T *kc = NULL, *vc = NULL;
+  if (B > 0) {
+    kc = kiln_reshape(kiln_slice(L->kc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
+    vc = kiln_reshape(kiln_slice(L->vc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
+    s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (Hk, G, n, B + n) */
+  }
+  T *p = kiln_softmax(kiln_add(kiln_binary_s(KILN_MUL, s, scale), mask), -1);
+  T *o = kiln_matmul(kiln_slice(p, 3, B, B + n, 1), VALS(v)); /* (Hk, G, n, hd) */
+  if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 3, 0, B, 1), VALS(vc)));
+#undef KEYS
+#undef VALS
   return kiln_reshape(kiln_permute(o, (int[]){2, 0, 1, 3}), 2, (int64_t[]){n, H * hd});
 }
 
