@@ -34,6 +34,13 @@ const char *kn_shape_str(char *buf, int ndim, const int64_t *shape);
 int kn_debug_level(void);
 uint64_t kn_hash_bytes(uint64_t h, const void *p, size_t n);
 double kn_now(void); /* seconds, monotonic */
+/* A growable NUL-terminated string (zero-initialize; s is malloc'ed, the owner frees it). */
+typedef struct {
+  char *s;
+  size_t n, cap;
+} kn_sbuf;
+void kn_sbuf_put(kn_sbuf *b, const char *s, size_t n);
+void kn_sbuf_printf(kn_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- graph IR ----------------------------------------------------------------------------
  * One node type, hash-consed: structurally equal nodes are the same pointer. A realized node

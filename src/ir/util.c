@@ -148,3 +148,29 @@ kiln_dtype kiln_promote(kiln_dtype a, kiln_dtype b) {
   if (sbits > ubits) return int_of(false, sbits);
   return int_of(false, ubits * 2 > 64 ? 64 : ubits * 2);
 }
+
+void kn_sbuf_put(kn_sbuf *b, const char *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    while (b->n + n + 1 > b->cap) b->cap = b->cap ? 2 * b->cap : 256;
+    b->s = kn_xrealloc(b->s, b->cap);
+  }
+  memcpy(b->s + b->n, s, n);
+  b->n += n;
+  b->s[b->n] = 0;
+}
+void kn_sbuf_printf(kn_sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  KN_ASSERT(k >= 0, "kn_sbuf_printf: bad format '%s'", fmt);
+  kn_sbuf_put(b, "", 0);
+  if (b->n + (size_t)k + 1 > b->cap) {
+    while (b->n + (size_t)k + 1 > b->cap) b->cap *= 2;
+    b->s = kn_xrealloc(b->s, b->cap);
+  }
+  va_start(ap, fmt);
+  vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+  va_end(ap);
+  b->n += (size_t)k;
+}

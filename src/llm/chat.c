@@ -74,21 +74,9 @@ kiln_chat_template kiln_chat_detect(const char *jinja) {
 
 /* ---- text helpers -----------------------------------------------------------------------------
  */
-typedef struct {
-  char *s;
-  size_t len, cap;
-} sbuf;
-
-static void put_n(sbuf *b, const char *s, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    b->cap = 2 * (b->len + n + 1);
-    b->s = kn_xrealloc(b->s, b->cap);
-  }
-  memcpy(b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = 0;
-}
-static void put(sbuf *b, const char *s) { put_n(b, s, strlen(s)); }
+typedef kn_sbuf sbuf;
+static void put_n(sbuf *b, const char *s, size_t n) { kn_sbuf_put(b, s, n); }
+static void put(sbuf *b, const char *s) { kn_sbuf_put(b, s, strlen(s)); }
 
 /* Bytes of the whitespace character at s (n bytes left), 0 if none. The set is Python's
  * str.isspace, which Jinja's trim and the templates' .strip() use: ASCII \t-\r, \x1c-\x20 and

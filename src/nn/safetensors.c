@@ -778,32 +778,10 @@ done:
 
 /* ---- writing -----------------------------------------------------------------------------------
  */
-typedef struct {
-  char *s;
-  size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-  if (b->n + n + 1 > b->cap) {
-    while (b->n + n + 1 > b->cap)
-      b->cap = b->cap ? 2 * b->cap : 256;
-    b->s = kn_xrealloc(b->s, b->cap);
-  }
-  memcpy(b->s + b->n, s, n);
-  b->n += n;
-  b->s[b->n] = 0;
-}
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  char tmp[64];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  KN_ASSERT(n >= 0 && (size_t)n < sizeof tmp, "sb_printf: %d bytes do not fit", n);
-  sb_put(b, tmp, (size_t)n);
-}
+typedef kn_sbuf sbuf;
+static void sb_put(sbuf *b, const char *s, size_t n) { kn_sbuf_put(b, s, n); }
+static void sb_puts(sbuf *b, const char *s) { kn_sbuf_put(b, s, strlen(s)); }
+#define sb_printf kn_sbuf_printf
 
 /* A JSON string literal of s (valid UTF-8, checked by the caller). */
 static void sb_json_string(sbuf *b, const char *s) {

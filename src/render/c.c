@@ -5,25 +5,8 @@
 #include "render/prelude.h"
 #include <math.h>
 
-typedef struct {
-  char *s;
-  size_t n, cap;
-} sbuf;
-static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(sbuf *b, const char *fmt, ...) {
-  va_list ap;
-  for (;;) {
-    va_start(ap, fmt);
-    int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-    va_end(ap);
-    if (k >= 0 && (size_t)k < b->cap - b->n) {
-      b->n += k;
-      return;
-    }
-    b->cap = b->cap * 2 + k + 256;
-    b->s = kn_xrealloc(b->s, b->cap);
-  }
-}
+typedef kn_sbuf sbuf;
+#define put kn_sbuf_printf
 
 static const char *ctype(int dt) {
   static const char *t[KILN_NDTYPES] = {"_Bool", "uint8_t", "int8_t", "uint16_t", "int16_t",
@@ -142,7 +125,7 @@ static const char *vname(int dt) {
 }
 
 char *kn_render_c(const kn_kernel *k) {
-  sbuf b = {kn_xmalloc(4096), 0, 4096};
+  sbuf b = {0};
   put(&b, "#include <stdint.h>\n#include <math.h>\n%s\n", KN_STRINGIFY(KN_PRELUDE_BODY));
   put(&b, "void %s(void **bufs, long start, long end) {\n", k->name);
   for (int i = 0; i < k->nbufs; i++)
