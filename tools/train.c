@@ -238,19 +238,23 @@ static int load_checkpoint(cnn *m, kiln_optim *opt, const char *path, int64_t *e
 
 /* ---- kiln train fashion-mnist --------------------------------------------------------------- */
 typedef struct {
-  long epochs, batch, seed, steps, warmup, limit;
+  long epochs, batch, seed, steps, warmup, limit, warmup_steps;
   double lr;
+  bool cosine; /* --schedule cosine: linear warmup over warmup_steps, then cosine decay to 0 */
   const char *device, *checkpoint, *resume, *data;
 } train_opts;
 
 static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.001] [--seed 42]\n"
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
-    "                                [--data DIR] [--limit N]\n"
+    "                                [--data DIR] [--limit N] [--schedule constant|cosine]\n"
+    "                                [--warmup-steps 30]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
-    "  --limit N uses only the first N training and test images (a quick check).\n";
+    "  --limit N uses only the first N training and test images (a quick check).\n"
+    "  --schedule cosine ramps the rate up linearly over --warmup-steps steps, then decays it\n"
+    "  along a cosine to 0 at the end of the last epoch (default: constant).\n";
 
 static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
   for (int i = 1; i < argc; i++) {
@@ -283,6 +287,12 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
       o->resume = v;
     } else if ((v = flag_value(argc, argv, &i, "--data", &missing)) && !bench) {
       o->data = v;
+    } else if ((v = flag_value(argc, argv, &i, "--schedule", &missing)) && !bench) {
+      if (strcmp(v, "constant") && strcmp(v, "cosine"))
+        return usage_error("train: --schedule wants constant or cosine, got '%s'", v);
+      o->cosine = !strcmp(v, "cosine");
+    } else if ((v = flag_value(argc, argv, &i, "--warmup-steps", &missing)) && !bench) {
+      if (parse_int(v, 0, 1000000, &o->warmup_steps)) return usage_error("train: --warmup-steps wants 0..1000000, got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--limit", &missing)) && !bench) {
       if (parse_int(v, 1, 1L << 40, &o->limit)) return usage_error("train: --limit wants a whole number >= 1, got '%s'", v);
     } else if (missing) {
@@ -314,7 +324,7 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "%s", train_usage);
     return argc < 2 ? EXIT_USAGE : usage_error("train: unknown dataset '%s' (have: fashion-mnist)", argv[1]);
   }
-  train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 1e-3,
+  train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 1e-3, .warmup_steps = 30,
                   .checkpoint = "fashion-mnist.safetensors"};
   int pr = parse_train_flags(argc - (argv[1][0] != '-'), argv + (argv[1][0] != '-'), &o, false);
   if (pr) return pr < 0 ? EXIT_USAGE : pr == 1 ? EXIT_OK : pr;
@@ -352,6 +362,12 @@ int cmd_train(int argc, char **argv) {
       make_batch(&train, order + s * o.batch, n, &x, &y);
       double loss;
       int64_t correct;
+      if (o.cosine) { /* the rate of this step of the whole run */
+        int64_t step = ep * steps + s, total = o.epochs * steps;
+        double lr = step < o.warmup_steps ? kiln_lr_warmup(step, o.warmup_steps, o.lr)
+                                          : kiln_lr_cosine(step - o.warmup_steps, total - o.warmup_steps, o.lr, 0);
+        kiln_optim_set_lr(opt, lr);
+      }
       rc = train_step(&m, opt, x, y, &loss, &correct);
       kiln_scope_end();
       if (rc) break;
