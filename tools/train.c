@@ -138,11 +138,11 @@ static long peak_rss_mb(void) {
 
 /* ---- one step, evaluation ------------------------------------------------------------------ */
 /* Forward, backward and update; *loss and *correct (in the batch) are read back. */
-static int train_step(const cnn *m, kiln_optim *opt, kiln_tensor *x, kiln_tensor *y, double *loss,
-                      int64_t *correct) {
+static int train_step(const cnn *m, kiln_optim *opt, kiln_tensor *x, kiln_tensor *y, double smoothing,
+                      double *loss, int64_t *correct) {
   kiln_scope_begin();
   kiln_tensor *logits = cnn_forward(m, x, true);
-  kiln_tensor *l = kiln_cross_entropy(logits, y, 0);
+  kiln_tensor *l = kiln_cross_entropy(logits, y, smoothing);
   bool old = kiln_set_grad_enabled(false);
   kiln_tensor *hits = kiln_sum(kiln_binary(KILN_EQ, kiln_argmax(kiln_detach(logits), 1, false), y), 0, NULL, false);
   kiln_set_grad_enabled(old);
@@ -239,7 +239,7 @@ static int load_checkpoint(cnn *m, kiln_optim *opt, const char *path, int64_t *e
 /* ---- kiln train fashion-mnist --------------------------------------------------------------- */
 typedef struct {
   long epochs, batch, seed, steps, warmup, limit, warmup_steps;
-  double lr;
+  double lr, smoothing; /* label smoothing of the loss */
   bool cosine; /* --schedule cosine: linear warmup over warmup_steps, then cosine decay to 0 */
   const char *device, *checkpoint, *resume, *data;
 } train_opts;
@@ -248,7 +248,7 @@ static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.001] [--seed 42]\n"
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
     "                                [--data DIR] [--limit N] [--schedule constant|cosine]\n"
-    "                                [--warmup-steps 30]\n"
+    "                                [--warmup-steps 30] [--label-smoothing 0]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
@@ -291,6 +291,11 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
       if (strcmp(v, "constant") && strcmp(v, "cosine"))
         return usage_error("train: --schedule wants constant or cosine, got '%s'", v);
       o->cosine = !strcmp(v, "cosine");
+    } else if ((v = flag_value(argc, argv, &i, "--label-smoothing", &missing)) && !bench) {
+      char *end;
+      o->smoothing = strtod(v, &end);
+      if (end == v || *end || !(o->smoothing >= 0 && o->smoothing < 1))
+        return usage_error("train: --label-smoothing wants a number in [0, 1), got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--warmup-steps", &missing)) && !bench) {
       if (parse_int(v, 0, 1000000, &o->warmup_steps)) return usage_error("train: --warmup-steps wants 0..1000000, got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--limit", &missing)) && !bench) {
@@ -368,7 +373,7 @@ int cmd_train(int argc, char **argv) {
                                           : kiln_lr_cosine(step - o.warmup_steps, total - o.warmup_steps, o.lr, 0);
         kiln_optim_set_lr(opt, lr);
       }
-      rc = train_step(&m, opt, x, y, &loss, &correct);
+      rc = train_step(&m, opt, x, y, o.smoothing, &loss, &correct);
       kiln_scope_end();
       if (rc) break;
       loss_sum += loss * (double)n, seen += n, hits += correct;
@@ -421,7 +426,7 @@ int bench_train(int argc, char **argv) {
     rc = kiln_realize(x);
     double t0 = now_seconds(), loss;
     int64_t correct;
-    if (rc == 0) rc = train_step(&m, opt, x, y, &loss, &correct);
+    if (rc == 0) rc = train_step(&m, opt, x, y, 0, &loss, &correct);
     if (s >= o.warmup) times[s - o.warmup] = now_seconds() - t0;
     kiln_scope_end();
   }
