@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""train_recipes.py: which optimizer settings reach the Fashion-MNIST targets with the CNN of
+`kiln train fashion-mnist`? Trains the PyTorch peer (bench/train_torch.py: same model, batch
+512, Adam) for 3 epochs per recipe and prints the test accuracy after each epoch. PyTorch is ten
+times faster than kiln here, so recipes are tried on it before a full kiln run.
+
+  /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING ...
+  e.g. base:1e-3:0:const:0 cos5:5e-3:30:cos:0.1
+
+SCHEDULE is const, or cos (linear warmup over WARMUP steps, then cosine decay to 0 at the end
+of the run, as `kiln train --schedule cosine`); SMOOTHING is the label smoothing of the loss.
+THREADS (default 2) sets the torch threads."""
+import math
+import os
+import sys
+
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("THREADS", "2"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import train_torch as tt  # noqa: E402
+
+
+def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, epochs=3):
+    torch.manual_seed(42)
+    model = tt.make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = len(tx) // tt.BATCH
+    total = steps * epochs
+    it = tt.batches(len(tx), np.random.default_rng(2))
+    accs, step = [], 0
+    for _ in range(epochs):
+        model.train()
+        for _ in range(steps):
+            cur = lr
+            if sched == "cos":
+                cur = lr * (step + 1) / warm if step < warm else \
+                    0.5 * lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            for g in opt.param_groups:
+                g["lr"] = cur
+            idx = next(it)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(torch.from_numpy(tx[idx])), torch.from_numpy(ty[idx]),
+                                   label_smoothing=smoothing)
+            loss.backward()
+            opt.step()
+            step += 1
+        accs.append(tt.accuracy(model, vx, vy))
+    print(name, " ".join(f"{a * 100:.2f}" for a in accs), flush=True)
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        sys.exit(2)
+    tx, ty, vx, vy, real = tt.load_data()
+    if not real:
+        sys.exit("train_recipes.py: Fashion-MNIST is needed (scripts/fetch-data)")
+    for spec in sys.argv[1:]:
+        name, lr, warm, sched, smoothing = spec.split(":")
+        run(name, float(lr), int(warm), sched, float(smoothing), tx, ty, vx, vy)
+
+
+if __name__ == "__main__":
+    main()
