@@ -189,6 +189,13 @@ void kn_kernel_print(FILE *f, const kn_kernel *k);
  * global[0] indices [start, end). Caller frees. */
 char *kn_render_c(const kn_kernel *k);
 
+/* ---- ggml storage (nn/quant.c) ----------------------------------------------------------- */
+/* The dtype ggml `type` is stored as: its float type, or u8 for block formats. */
+kiln_dtype kn_ggml_storage(int type);
+/* f32 values of rows x cols elements of `type` held in raw (dtype kn_ggml_storage(type)):
+ * (rows, cols), or runs (rows, blocks, runs per block, 16) (see kiln_dequantize_runs). */
+kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t cols, bool runs);
+
 /* ---- runtime ---------------------------------------------------------------------------- */
 typedef struct kn_device {
   const char *name;

@@ -137,15 +137,16 @@ static void session_close(session *s) {
 /* Tokenizes text into a malloc'ed array; NULL on error (message set). */
 static int32_t *tokenize(const kiln_tokenizer *t, const char *text, bool bos, bool special, int64_t *n) {
   size_t len = strlen(text);
-  int64_t cap = (int64_t)len + 8;
-  int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
-  if (!ids) return NULL;
-  *n = kiln_tokenize(t, text, len, bos, special, ids, cap);
-  if (*n < 0 || *n > cap) {
+  int64_t cap = (int64_t)len + 8; /* enough for any text; kiln_tokenize says when it is not */
+  for (;;) {
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids) return NULL;
+    *n = kiln_tokenize(t, text, len, bos, special, ids, cap);
+    if (*n >= 0 && *n <= cap) return ids;
     free(ids);
-    return NULL;
+    if (*n < 0) return NULL;
+    cap = *n;
   }
-  return ids;
 }
 
 /* Samples and streams up to max tokens after the logits in s->logits, feeding each one back

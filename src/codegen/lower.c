@@ -488,14 +488,79 @@ static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *
   return ok;
 }
 
+/* Index change of load l when loop variable var goes 0 -> 1; INT64_MIN if unknown. */
+static int64_t load_stride(lb *T, int l, int var, int64_t *rv, int64_t *memo, uint8_t *done) {
+  int64_t base, v;
+  memset(done, 0, T->n);
+  if (var < 0 || !eval_index(T, T->b[l].op.src[0], rv, memo, done, &base)) return INT64_MIN;
+  rv[var] = 1;
+  memset(done, 0, T->n);
+  bool ok = eval_index(T, T->b[l].op.src[0], rv, memo, done, &v);
+  rv[var] = 0;
+  return ok ? v - base : INT64_MIN;
+}
+
+/* The choice, from the strides of the reduce loop's loads: stride[l][g] along global dim g,
+ * rstride[l] along the innermost reduce axis (of size rlen), size[l] of the buffer read. */
+static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stride)[KILN_MAX_DIMS],
+                           const int64_t *rstride, const int64_t *size, int64_t rlen, int64_t *up) {
+  bool fits[KILN_MAX_DIMS]; /* a dim an upcast of 4 divides, with some loop left */
+  for (int g = 0; g < ng; g++) fits[g] = gshape[g] % 4 == 0 && gshape[g] >= 8;
+  int inner = -1, outer = -1, best = 0;
+  for (int g = 0; g < ng; g++) { /* inner: most loads contiguous along g */
+    int c = 0;
+    for (int l = 0; l < nl; l++) c += stride[l][g] == 1;
+    if (fits[g] && c >= best && c > 0) best = c, inner = g;
+  }
+  int big = -1; /* the biggest buffer read contiguously along the reduce axis */
+  for (int l = 0; l < nl; l++)
+    if (rstride[l] == 1 && (big < 0 || size[l] > size[big])) big = l;
+  if (inner < 0 && big >= 0 && rlen % 4 == 0) {
+    /* keep SPLIT possible (it vectorizes that reduce): at most a small upcast of a dim the big
+     * buffer (the weights of a matrix-vector product, say) ignores, so each run read from it
+     * (and dequantized) feeds several accumulator arrays */
+    for (int g = 0; g < ng && outer < 0; g++)
+      if (fits[g] && stride[big][g] == 0) outer = g, up[g] = 4;
+    return;
+  }
+  if (ng < 2) return; /* one global dim: no tile to pick */
+  if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
+    best = 0;
+    for (int g = 0; g < ng; g++) {
+      int c = 0;
+      for (int l = 0; l < nl; l++) c += stride[l][g] == 0;
+      if (fits[g] && c >= best && c > 0) best = c, inner = g;
+    }
+  }
+  if (inner < 0) return;
+  best = 0;
+  for (int g = 0; g < ng; g++) { /* outer: reuse for the loads that depend on inner */
+    if (g == inner) continue;
+    int c = 0;
+    for (int l = 0; l < nl; l++) c += stride[l][inner] != 0 && stride[l][g] == 0;
+    if (fits[g] && c >= best && c > 0) best = c, outer = g;
+  }
+  static const int64_t fi[] = {16, 8, 4};
+  for (int k = 0; k < 3; k++)
+    if (gshape[inner] % fi[k] == 0 && gshape[inner] >= 2 * fi[k]) {
+      up[inner] = fi[k];
+      break;
+    }
+  if (outer >= 0) up[outer] = 4;
+}
+
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
                          int64_t *up) {
   for (int i = 0; i < ng; i++) up[i] = 1;
   if (!it->reduce || ng < 1) return;
   kn_node *r = it->reduce, *s = r->src[0];
   int64_t rsize = 1;
+  int rax = -1; /* the innermost reduce axis */
   for (int i = 0; i < s->ndim; i++)
-    if (r->arg[1] >> i & 1) rsize *= s->shape[i];
+    if (r->arg[1] >> i & 1) {
+      rsize *= s->shape[i];
+      if (s->shape[i] != 1) rax = i;
+    }
   if (rsize < 16) return;
   /* trial lowering with one plain loop per global dim */
   lb T = {.it = it, .nglobal = ng, .split_axis = -1};
@@ -507,96 +572,18 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
   int nl = 0, *loads = kn_xmalloc(sizeof(int) * T.n);
   for (int i = 0; i < T.n; i++)
     if (T.b[i].op.op == L_LOAD && T.b[i].level > ng) loads[nl++] = i;
-  /* stride[l][g]: index change of load l when dim g goes 0 -> 1; INT64_MIN if unknown */
   int64_t (*stride)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*stride) * (nl ? nl : 1));
+  int64_t *rstride = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1)), *size = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
   int64_t *rv = kn_xcalloc(T.n, sizeof(int64_t)), *memo = kn_xmalloc(sizeof(int64_t) * T.n);
   uint8_t *done = kn_xmalloc(T.n);
   for (int l = 0; l < nl; l++) {
-    int64_t base;
-    memset(done, 0, T.n);
-    bool ok = eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &base);
-    for (int g = 0; g < ng; g++) {
-      int64_t v;
-      memset(done, 0, T.n);
-      rv[var[g]] = 1;
-      stride[l][g] = ok && eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &v) ? v - base : INT64_MIN;
-      rv[var[g]] = 0;
-    }
+    for (int g = 0; g < ng; g++) stride[l][g] = load_stride(&T, loads[l], var[g], rv, memo, done);
+    rstride[l] = load_stride(&T, loads[l], rax >= 0 ? T.red_range[rax] : -1, rv, memo, done);
+    kn_node *in = it->inputs[T.b[loads[l]].op.arg - 1];
+    size[l] = kn_numel(in->ndim, in->shape);
   }
-  /* rstride[l]: index change of load l along the innermost reduce axis */
-  int64_t *rstride = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
-  int rax = -1;
-  for (int i = 0; i < s->ndim; i++)
-    if ((r->arg[1] >> i & 1) && s->shape[i] != 1) rax = i;
-  for (int l = 0; l < nl; l++) {
-    int64_t base, v;
-    rstride[l] = INT64_MIN;
-    if (rax < 0 || T.red_range[rax] < 0) continue;
-    memset(done, 0, T.n);
-    bool ok = eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &base);
-    rv[T.red_range[rax]] = 1;
-    memset(done, 0, T.n);
-    if (ok && eval_index(&T, T.b[loads[l]].op.src[0], rv, memo, done, &v)) rstride[l] = v - base;
-    rv[T.red_range[rax]] = 0;
-  }
-  int inner = -1, outer = -1, best = 0;
-  for (int g = 0; g < ng; g++) { /* inner: most loads contiguous along g */
-    int c = 0;
-    for (int l = 0; l < nl; l++) c += stride[l][g] == 1;
-    if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, inner = g;
-  }
-  bool red_contig = false; /* some load walks the reduce axis contiguously: SPLIT vectorizes it */
-  for (int l = 0; l < nl; l++) red_contig = red_contig || rstride[l] == 1;
-  if (inner < 0 && red_contig && s->shape[rax] % 4 == 0) {
-    /* keep SPLIT possible: at most a small upcast of a dim that the biggest contiguously read
-     * buffer (the weights of a matrix-vector product, say) ignores, so each run read from it
-     * (and dequantized) feeds several accumulator arrays */
-    int big = -1;
-    int64_t bigsz = -1;
-    for (int l = 0; l < nl; l++) {
-      int slot = (int)T.b[loads[l]].op.arg;
-      int64_t sz = kn_numel(it->inputs[slot - 1]->ndim, it->inputs[slot - 1]->shape);
-      if (rstride[l] == 1 && sz > bigsz) big = l, bigsz = sz;
-    }
-    for (int g = 0; g < ng && outer < 0 && big >= 0; g++)
-      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && stride[big][g] == 0) outer = g;
-    if (outer >= 0) up[outer] = 4;
-    free(rstride), free(loads), free(stride), free(rv), free(memo), free(done);
-    free(T.b), free(T.ht), free(T.memo), free(T.memoht);
-    return;
-  }
-  free(rstride);
-  if (ng < 2) inner = -1, best = 0; /* a single global dim: no tile to pick */
-  if (inner < 0 && ng < 2) {
-    free(loads), free(stride), free(rv), free(memo), free(done);
-    free(T.b), free(T.ht), free(T.memo), free(T.memoht);
-    return;
-  }
-  if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
-    best = 0;
-    for (int g = 0; g < ng; g++) {
-      int c = 0;
-      for (int l = 0; l < nl; l++) c += stride[l][g] == 0;
-      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, inner = g;
-    }
-  }
-  if (inner >= 0) {
-    best = 0;
-    for (int g = 0; g < ng; g++) { /* outer: reuse for the loads that depend on inner */
-      if (g == inner) continue;
-      int c = 0;
-      for (int l = 0; l < nl; l++) c += stride[l][inner] != 0 && stride[l][g] == 0;
-      if (gshape[g] % 4 == 0 && gshape[g] >= 8 && c >= best && c > 0) best = c, outer = g;
-    }
-    static const int64_t fi[] = {16, 8, 4};
-    for (int k = 0; k < 3; k++)
-      if (gshape[inner] % fi[k] == 0 && gshape[inner] >= 2 * fi[k]) {
-        up[inner] = fi[k];
-        break;
-      }
-    if (outer >= 0) up[outer] = 4;
-  }
-  free(loads), free(stride), free(rv), free(memo), free(done);
+  choose_upcasts(ng, gshape, nl, stride, rstride, size, rax >= 0 ? s->shape[rax] : 0, up);
+  free(loads), free(stride), free(rstride), free(size), free(rv), free(memo), free(done);
   free(T.b), free(T.ht), free(T.memo), free(T.memoht);
 }
 

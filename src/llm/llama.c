@@ -6,9 +6,6 @@
 #include "internal.h"
 
 #include <dirent.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <math.h>
 
 typedef kiln_tensor T;
@@ -247,19 +244,10 @@ typedef struct step {
   struct step *next;
 } step;
 
-static kiln_dtype float_type(int ggml_type) {
-  return ggml_type == 0 ? KILN_F32 : ggml_type == 1 ? KILN_F16 : ggml_type == 30 ? KILN_BF16 : KILN_U8;
-}
 /* shape of the raw embedding rows input: (n, n_embd) for float types, (n, row bytes) for blocks */
 static int64_t embd_row_elems(const kiln_llm *m) {
   int64_t bytes = (int64_t)(m->tok_embd->nbytes / (size_t)m->n_vocab);
-  kiln_dtype dt = float_type(m->tok_embd->type);
-  return dt == KILN_U8 ? bytes : m->n_embd;
-}
-static T *embed(kiln_llm *m, T *rows) {
-  int t = m->tok_embd->type;
-  if (float_type(t) != KILN_U8) return kiln_cast(rows, KILN_F32);
-  return kiln_dequantize(kiln_reshape(rows, 1, (int64_t[]){-1}), t, kiln_dim(rows, 0), m->n_embd);
+  return kn_ggml_storage(m->tok_embd->type) == KILN_U8 ? bytes : m->n_embd;
 }
 
 /* x @ w^T + b for a weight in either layout */
@@ -321,7 +309,7 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
   kiln_scope_begin();
   T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
   T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
-  T *x = embed(m, st->rows);
+  T *x = kn_ggml_values(st->rows, m->tok_embd->type, n, m->n_embd, false);
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
     /* the normed input feeds several matrix products: store it once rather than recompute
@@ -370,7 +358,7 @@ static step *get_step(kiln_llm *m, int64_t n, int64_t B, bool all) {
   s->n = n, s->B = B, s->all = all;
   s->outs = kn_xcalloc((size_t)(2 * m->n_layer + 1), sizeof(T *));
   kiln_scope_begin();
-  s->rows = kiln_persist(kiln_empty(float_type(m->tok_embd->type), 2, (int64_t[]){n, embd_row_elems(m)}));
+  s->rows = kiln_persist(kiln_empty(kn_ggml_storage(m->tok_embd->type), 2, (int64_t[]){n, embd_row_elems(m)}));
   s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, 1}));
   s->mask = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, B + n}));
   s->next = m->steps, m->steps = s;
@@ -459,6 +447,7 @@ int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, boo
     }
   bool old = kiln_set_grad_enabled(false);
   int rc = 0;
+  float *scratch = all ? NULL : kn_xmalloc(sizeof(float) * (size_t)m->n_vocab); /* unread logits */
   for (int64_t i = 0; i < n && rc == 0;) {
     int64_t c = 0;
     for (size_t s = 0; s < sizeof chunk_sizes / sizeof *chunk_sizes; s++)
@@ -466,24 +455,14 @@ int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, boo
         c = chunk_sizes[s];
         break;
       }
-    bool last = i + c == n;
+    float *dst = all ? logits + i * m->n_vocab : i + c == n ? logits : scratch;
     kiln_scope_begin();
-    float *dst = all ? logits + i * m->n_vocab : logits;
-    if (all || last) rc = forward_chunk(m, tok + i, c, dst, all);
-    else {
-      float *tmp = kn_xmalloc(sizeof(float) * (size_t)m->n_vocab);
-      rc = forward_chunk(m, tok + i, c, tmp, false);
-      free(tmp);
-    }
+    rc = forward_chunk(m, tok + i, c, dst, all);
     kiln_scope_end();
     i += c;
   }
+  free(scratch);
   kiln_set_grad_enabled(old);
-#ifdef __GLIBC__
-  /* a prompt chunk's graph, schedule and kernel sources were many small blocks, now free:
-   * give their pages back rather than carry them through generation */
-  if (n > 1) malloc_trim(0);
-#endif
   return rc;
 }
 

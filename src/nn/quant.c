@@ -163,18 +163,24 @@ static const kiln_gguf_tensor *usable(const kiln_gguf *g, const char *name) {
   return t;
 }
 
+kiln_dtype kn_ggml_storage(int type) {
+  return type == GT_F32 ? KILN_F32 : type == GT_F16 ? KILN_F16 : type == GT_BF16 ? KILN_BF16 : KILN_U8;
+}
+
+T *kn_ggml_values(T *raw, int type, int64_t rows, int64_t cols, bool runs) {
+  kiln_dtype dt = kn_ggml_storage(type);
+  if (dt == KILN_U8) return runs ? kiln_dequantize_runs(raw, type, rows, cols) : kiln_dequantize(raw, type, rows, cols);
+  T *x = runs ? kiln_reshape(raw, 4, (int64_t[]){rows, cols / 16, 1, 16}) : kiln_reshape(raw, 2, (int64_t[]){rows, cols});
+  return dt == KILN_F32 ? x : kiln_cast(x, KILN_F32);
+}
+
 /* The tensor's data as f32 rows (rows, cols) or runs (rows, blocks, runs per block, 16). */
 static T *gguf_rows(const kiln_gguf_tensor *t, bool runs) {
   int64_t cols = t->dims[0], rows = t->numel / cols;
-  if (t->type == GT_F32 || t->type == GT_F16 || t->type == GT_BF16) {
-    kiln_dtype dt = t->type == GT_F32 ? KILN_F32 : t->type == GT_F16 ? KILN_F16 : KILN_BF16;
-    int64_t shape[4] = {rows, runs ? cols / 16 : cols, 1, 16};
-    T *x = kiln_from_blob(dt, runs ? 4 : 2, shape, t->data);
-    return dt == KILN_F32 ? x : kiln_cast(x, KILN_F32);
-  }
-  int64_t bb = kiln_ggml_type_size(t->type), nb = cols / kiln_ggml_block_size(t->type);
-  T *raw = kiln_from_blob(KILN_U8, 3, (int64_t[]){rows, nb, bb}, t->data);
-  return runs ? kiln_dequantize_runs(raw, t->type, rows, cols) : kiln_dequantize(raw, t->type, rows, cols);
+  kiln_dtype dt = kn_ggml_storage(t->type);
+  int64_t shape[3] = {rows, cols, 0}; /* float elements, or raw blocks (rows, blocks, block bytes) */
+  if (dt == KILN_U8) shape[1] = cols / kiln_ggml_block_size(t->type), shape[2] = kiln_ggml_type_size(t->type);
+  return kn_ggml_values(kiln_from_blob(dt, dt == KILN_U8 ? 3 : 2, shape, t->data), t->type, rows, cols, runs);
 }
 
 T *kiln_gguf_weight(const kiln_gguf *g, const char *name) {

@@ -110,7 +110,8 @@ static bool vec_loop(const kn_kernel *k, int r, bool *vary, int64_t *stride) {
     if (o->src[0] == r || o->src[1] == r || !vec_type_ok(o->dtype) || (s0 && !vec_type_ok(s0->dtype)))
       return false;
     switch (o->op) {
-    case N_NEG: case N_ADD: case N_MUL: case N_AND: case N_OR: case N_XOR: case N_SHL: case N_SHR: break;
+    case N_NEG: case N_ADD: case N_MUL: case N_AND: case N_OR: case N_XOR: break;
+    case N_SHL: case N_SHR: if (v1) return false; break; /* shifts by a per-loop amount only */
     case N_BITCAST: if (kn_dtype_bits(o->dtype) != kn_dtype_bits(s0->dtype)) return false; break;
     case N_CAST: if (kiln_dtype_is_float(s0->dtype) && !kiln_dtype_is_float(o->dtype)) return false; break;
     default: return false;

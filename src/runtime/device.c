@@ -248,9 +248,10 @@ void kiln_capture_free(kiln_capture *c) {
 }
 
 /* Last reads: for each item's output, the index of the last item reading it, and the
- * references the schedule itself holds on it (its own item's, one per reading item). */
+ * references the schedule itself holds on it (its own item's, one per reading item). The
+ * outputs whose last reader is item i are chained from dies[i] through next. */
 typedef struct {
-  int last, held;
+  int last, held, next, dies;
 } use;
 static use *plan_uses(const kn_schedule *s) {
   use *u = kn_xmalloc(sizeof(use) * (size_t)(s->nitems ? s->nitems : 1));
@@ -259,7 +260,7 @@ static use *plan_uses(const kn_schedule *s) {
   int *slot = kn_xmalloc(sizeof(int) * cap); /* open addressing: output node -> item + 1 */
   memset(slot, 0, sizeof(int) * cap);
   for (int i = 0; i < s->nitems; i++) {
-    u[i] = (use){-1, 1};
+    u[i] = (use){-1, 1, -1, -1};
     size_t h = ((uintptr_t)s->items[i].out * 0x9E3779B97F4A7C15ull) >> 17;
     while (slot[h & (cap - 1)]) h++;
     slot[h & (cap - 1)] = i + 1;
@@ -276,15 +277,17 @@ static use *plan_uses(const kn_schedule *s) {
       }
     }
   free(slot);
+  for (int k = 0; k < s->nitems; k++)
+    if (u[k].last >= 0) u[k].next = u[u[k].last].dies, u[u[k].last].dies = k;
   return u;
 }
 
 /* Frees the buffers of item i's inputs that no later kernel reads and nothing outside the
  * schedule holds: activations die as soon as the step is past them. */
 static void release_dead_inputs(const kn_schedule *s, const use *u, int i) {
-  for (int k = 0; k < i; k++) {
+  for (int k = u[i].dies; k >= 0; k = u[k].next) {
     kn_node *n = s->items[k].out;
-    if (u[k].last != i || n->refs != u[k].held || n->op != N_BUFFER || n->rg || !n->buf) continue;
+    if (n->refs != u[k].held || n->op != N_BUFFER || n->rg || !n->buf) continue;
     kn_buffer_free(n->buf);
     n->buf = NULL;
   }
