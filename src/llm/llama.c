@@ -11,7 +11,15 @@
 typedef kiln_tensor T;
 
 enum { ROPE_NORM, ROPE_NEOX };
-#define CACHE_BUCKET 128 /* the cached keys a chunk attends to are padded to a multiple of this */
+/* The cached keys a chunk attends to are padded up to a bucket: a multiple of 128, or of a
+ * quarter of the length's power of two once that is larger, so at most a quarter of the keys
+ * read are padding and a 8192-token context has 20 buckets, each compiled once. */
+static int64_t cache_bucket(int64_t p0, int64_t n_ctx) {
+  int64_t g = 128;
+  while (g * 8 <= p0) g *= 2;
+  int64_t b = (p0 + g - 1) / g * g;
+  return b < n_ctx ? b : n_ctx; /* any length from p0 to n_ctx is valid: the mask hides the rest */
+}
 
 typedef struct {
   T *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* w*: (out, in) f32 views */
@@ -390,8 +398,7 @@ static int put(T *dst, const void *data) {
 /* Runs n tokens at the current position; writes logits of every position (all) or of the last
  * one into out; appends the chunk's keys and values to the cache. */
 static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out, bool all) {
-  int64_t p0 = m->pos, B = (p0 + CACHE_BUCKET - 1) / CACHE_BUCKET * CACHE_BUCKET;
-  if (B > m->n_ctx) B = p0; /* near the end of the context: exactly the cached tokens */
+  int64_t p0 = m->pos, B = cache_bucket(p0, m->n_ctx);
   int64_t Tn = B + n;
   step *st = get_step(m, n, B, all);
   /* inputs: raw token rows, positions, mask */
