@@ -4,14 +4,16 @@
 512, Adam) for 3 epochs per recipe and prints the test accuracy after each epoch. PyTorch is ten
 times faster than kiln here, so recipes are tried on it before a full kiln run.
 
-  /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING[:ARCH[:AUG]] ...
+  /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING[:ARCH[:AUG[:EMA[:WD]]]] ...
   e.g. base:1e-3:0:const:0 cos5:5e-3:30:cos:0.1 bnall:1e-2:30:cos:0.1:bnall:flip
 
 SCHEDULE is const, or cos (linear warmup over WARMUP steps, then cosine decay to 0 at the end
 of the run, as `kiln train --schedule cosine`); SMOOTHING is the label smoothing of the loss.
 ARCH is `base` (the CNN of `kiln train`) or `bnall` (the same convolutions, each followed by
 batchnorm before its relu); AUG is `none` or `flip` (random horizontal flips of training
-images). THREADS (default 2) sets the torch threads."""
+images). EMA (default 0: off) is the decay of an exponential moving average of the weights,
+evaluated beside the trained weights; WD (default 0) is AdamW's decoupled weight decay.
+THREADS (default 2) sets the torch threads."""
 import math
 import os
 import sys
@@ -35,11 +37,16 @@ def make_bnall():
                          nn.Flatten(), nn.Linear(576, 10))
 
 
-def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", epochs=3):
+def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", ema="0",
+        wd="0", epochs=3):
     torch.manual_seed(42)
     model = tt.make_model() if arch == "base" else make_bnall()
     flip_rng = np.random.default_rng(3)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(wd))
+    decay = float(ema)
+    avg = torch.optim.swa_utils.AveragedModel(
+        model, avg_fn=lambda a, p, n: decay * a + (1 - decay) * p) if decay > 0 else None
+    ema_accs = []
     steps = len(tx) // tt.BATCH
     total = steps * epochs
     it = tt.batches(len(tx), np.random.default_rng(2))
@@ -64,9 +71,16 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
                                    label_smoothing=smoothing)
             loss.backward()
             opt.step()
+            if avg is not None:
+                avg.update_parameters(model)
             step += 1
         accs.append(tt.accuracy(model, vx, vy))
-    print(name, " ".join(f"{a * 100:.2f}" for a in accs), flush=True)
+        if avg is not None:  # the averaged weights with the live batchnorm statistics
+            for a, b in zip(avg.module.buffers(), model.buffers()):
+                a.copy_(b)
+            ema_accs.append(tt.accuracy(avg.module, vx, vy))
+    extra = " | ema " + " ".join(f"{a * 100:.2f}" for a in ema_accs) if ema_accs else ""
+    print(name, " ".join(f"{a * 100:.2f}" for a in accs) + extra, flush=True)
 
 
 def main():
