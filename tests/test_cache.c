@@ -145,3 +145,124 @@ TEST(cache_in_memory_reuse) {
   CHECKF(c == 0, "a program already loaded compiled again: %lld compiles", (long long)c);
   CHECKF(kr >= 1, "rebuilt graph launched %lld kernels", (long long)kr);
 }
+
+/* ---- the compiler race ---------------------------------------------------------------------- */
+static bool on_path(const char *prog) {
+  const char *path = getenv("PATH");
+  char full[4200];
+  for (const char *p = path ? path : ""; *p;) {
+    size_t n = strcspn(p, ":");
+    snprintf(full, sizeof full, "%.*s/%s", (int)n, p, prog);
+    if (n > 0 && access(full, X_OK) == 0) return true;
+    p += n + (p[n] == ':');
+  }
+  return false;
+}
+
+/* The race verdicts (*.pick) in the cache directory that are not among old[0..nold); their
+ * names into picks[]. (Other tests leave verdicts there, some of them corrupted on purpose.) */
+static int list_new_picks(const char *dir, char old[][4200], int nold, char picks[][4200], int max) {
+  int n = 0, nf = list_files(dir);
+  for (int i = 0; i < nf && n < max; i++) {
+    size_t len = strlen(g_files[i]);
+    bool seen = false;
+    for (int j = 0; j < nold && !seen; j++) seen = !strcmp(old[j], g_files[i]);
+    if (!seen && len > 5 && !strcmp(g_files[i] + len - 5, ".pick")) snprintf(picks[n++], 4200, "%s", g_files[i]);
+  }
+  return n;
+}
+
+/* a (256x256) scaled by g_c, times b (256x256): 17 million multiply-adds, enough to race */
+static ref_t *race_program(const ref_t *a, const ref_t *b, int64_t *compiled) {
+  kiln_stats before, after;
+  kiln_scope_begin();
+  kiln_tensor *ta = kt_from_ref(a, KILN_F32), *tb = kt_from_ref(b, KILN_F32);
+  if (ta) kiln_realize(ta);
+  if (tb) kiln_realize(tb);
+  kiln_get_stats(&before);
+  kiln_tensor *y = kiln_matmul(kiln_binary_s(KILN_MUL, ta, g_c), tb);
+  int rc = y ? kiln_realize(y) : -1;
+  kiln_get_stats(&after);
+  CHECKF(rc >= 0, "race program: realize failed: %s", test_errmsg());
+  ref_t *got = rc >= 0 ? kt_read(y) : NULL;
+  kiln_scope_end();
+  *compiled = after.kernels_compiled - before.kernels_compiled;
+  return got;
+}
+
+static double mul2(double x, double y) { return x * y; }
+
+static bool same_bits(const ref_t *x, const ref_t *y) {
+  if (!x || !y || x->ndim != y->ndim) return false;
+  int64_t n = 1;
+  for (int i = 0; i < x->ndim; i++) n *= x->shape[i];
+  return memcmp(x->data + x->offset, y->data + y->offset, sizeof(double) * (size_t)n) == 0;
+}
+
+/* With two compilers installed (KILN_CC unset, clang and cc on PATH), a big kernel is built by
+ * both, timed, and the verdict written to a .pick file naming the winner; after
+ * kiln_reset_caches the program compiles nothing and gives the same bits; a garbage verdict is
+ * raced again, not trusted. With one compiler there is no race and no verdict. */
+TEST(cache_compiler_race) {
+  REQUIRE(kiln_set_device("CPU") >= 0);
+  const char *dir = test_cache_dir();
+  REQUIRE(dir && dir[0]);
+  const char *cc = getenv("KILN_CC");
+  bool two = !(cc && *cc) && on_path("clang") && on_path("cc");
+  g_c = 1.0 + (double)(getpid() % 997) / 1024.0; /* a program this cache has not seen */
+  ref_rng g = ref_rng_seed(11);
+  int64_t sa[] = {256, 256}, sb[] = {256, 256};
+  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0), *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
+  ref_t *want = ref_matmul(ref_map2(a, ref_scalar(g_c), mul2), b);
+  static char before[1024][4200], after[64][4200];
+  int nb = list_new_picks(dir, NULL, 0, before, 1024);
+
+  kiln_reset_caches();
+  int64_t c1;
+  ref_t *v1 = race_program(a, b, &c1);
+  REQUIRE(v1);
+  kt_compare("raced matmul", v1, want, NULL, 1e-4, 1e-4);
+  int na = list_new_picks(dir, before, nb, after, 64);
+  if (!two) {
+    CHECKF(na == 0, "one compiler installed, yet %d race verdicts appeared", na);
+    return;
+  }
+  CHECKF(na > 0, "no race verdict written for a kernel of 17M multiply-adds");
+  CHECKF(c1 >= 2, "a raced kernel was built %lld times, want both compilers' builds", (long long)c1);
+  for (int i = 0; i < na; i++) {
+    FILE *f = fopen(after[i], "r");
+    char name[64] = "";
+    if (f) {
+      if (!fgets(name, sizeof name, f)) name[0] = 0;
+      fclose(f);
+    }
+    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "verdict %s reads '%s'", after[i], name);
+  }
+
+  kiln_reset_caches();
+  int64_t c2;
+  ref_t *v2 = race_program(a, b, &c2);
+  CHECKF(c2 == 0, "after the race, the same program compiled %lld kernels, want 0", (long long)c2);
+  CHECKF(same_bits(v1, v2), "the raced kernel gave different values on the next run");
+
+  for (int i = 0; i < na; i++) { /* garbage verdicts: raced again */
+    FILE *f = fopen(after[i], "w");
+    if (f) fputs("no-such-compiler\n", f), fclose(f);
+  }
+  kiln_reset_caches();
+  int64_t c3;
+  ref_t *v3 = race_program(a, b, &c3);
+  REQUIRE(v3);
+  kt_compare("matmul after a garbage verdict", v3, want, NULL, 1e-4, 1e-4);
+  CHECKF(c3 == 0, "garbage verdicts: %lld compiles, want 0 (both builds are on disk)", (long long)c3);
+  for (int i = 0; i < na; i++) {
+    FILE *f = fopen(after[i], "r");
+    char name[64] = "";
+    if (f) {
+      if (!fgets(name, sizeof name, f)) name[0] = 0;
+      fclose(f);
+    }
+    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "verdict %s not rewritten: '%s'", after[i], name);
+  }
+  kiln_reset_caches();
+}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 typedef void (*kfn)(void **bufs, long start, long end);
+/* A compiled kernel: its function and the shared object it lives in. */
 typedef struct {
   kfn fn;
   void *handle;
@@ -136,21 +137,29 @@ static const char *compiler(void) {
   }
   return cc;
 }
+/* The second compiler big kernels are also built with: cc beside a default clang; none when
+ * KILN_CC names one. */
+static const char *alt_compiler(void) {
+  static int have = -1;
+  const char *e = getenv("KILN_CC");
+  if (have < 0) have = !(e && *e) && !strcmp(compiler(), "clang") && on_path("cc");
+  return have ? "cc" : NULL;
+}
 /* one list: it builds the command line and is part of the cache key */
 static const char *const cflags[] = {"-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno", "-w"};
 #define NCFLAGS ((int)(sizeof cflags / sizeof cflags[0]))
 
-static int run_compiler(const char *src_path, const char *so_path) {
+static int run_compiler(const char *cc, const char *src_path, const char *so_path) {
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
     /* argv from the fixed flags; paths are ours (hex names in the cache dir) */
     const char *argv[NCFLAGS + 6];
     int n = 0;
-    argv[n++] = compiler();
+    argv[n++] = cc;
     for (int i = 0; i < NCFLAGS; i++) argv[n++] = cflags[i];
     argv[n++] = "-o", argv[n++] = so_path, argv[n++] = src_path, argv[n++] = "-lm", argv[n] = NULL;
-    execvp(compiler(), (char *const *)argv);
+    execvp(cc, (char *const *)argv);
     _exit(127);
   }
   int st;
@@ -168,18 +177,22 @@ static cprog *load(const char *so, const char *name) {
     dlclose(h);
     return NULL;
   }
-  cprog *p = kn_xmalloc(sizeof *p);
+  cprog *p = kn_xcalloc(1, sizeof *p);
   p->fn = fn, p->handle = h;
   return p;
 }
 
-static void *cpu_compile(kn_device *d, const kn_kernel *k) {
-  (void)d;
-  if (cc_missing) return kn_xcalloc(1, sizeof(cprog)); /* fn NULL: interpreted */
-  char *src = kn_render_c(k);
-  if (kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
+/* Work of one launch, in operations: what decides threading and the compiler race. */
+static double kernel_work(const kn_kernel *k) {
+  double work = 1;
+  for (int i = 0; i < k->nglobal; i++) work *= (double)k->global[i];
+  return work * (k->nops + k->flops / (work > 0 ? work : 1));
+}
+
+/* The kernel built by compiler cc from src: from the disk cache, or compiled into it. */
+static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
-  key = kn_hash_bytes(key, compiler(), strlen(compiler()));
+  key = kn_hash_bytes(key, cc, strlen(cc));
   for (int i = 0; i < NCFLAGS; i++) key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
   char dir[1100], so[1200], sum[1200], tmpc[1200], tmpso[1200];
   snprintf(dir, sizeof dir, "%s/cpu", kn_cache_dir());
@@ -195,13 +208,9 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
     fclose(f);
   } else ok = false;
   cprog *p = ok ? load(so, k->name) : NULL;
-  if (p) {
-    free(src);
-    return p;
-  }
+  if (p) return p;
   if (mkdirs(dir) < 0) {
     kn_err("CPU: cannot create the kernel cache %s\nHINT: set KILN_CACHE to a writable folder", dir);
-    free(src);
     return NULL;
   }
   snprintf(tmpc, sizeof tmpc, "%s/tmp-%d-%016llx.c", dir, (int)getpid(), (unsigned long long)key);
@@ -209,17 +218,16 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
   f = fopen(tmpc, "w");
   if (!f || fputs(src, f) < 0 || fclose(f) != 0) {
     kn_err("CPU: cannot write %s", tmpc);
-    free(src);
     return NULL;
   }
-  free(src);
-  int rc = run_compiler(tmpc, tmpso);
+  int rc = run_compiler(cc, tmpc, tmpso);
   kn_stats.kernels_compiled++;
   if (rc == 127) {
-    fprintf(stderr, "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
-                    "HINT: install clang or gcc (apt-get install clang) or set KILN_CC\n", compiler());
-    cc_missing = true;
     unlink(tmpc);
+    if (cc != compiler()) return NULL; /* the race's second compiler: not needed */
+    fprintf(stderr, "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
+                    "HINT: install clang or gcc (apt-get install clang) or set KILN_CC\n", cc);
+    cc_missing = true;
     return kn_xcalloc(1, sizeof(cprog));
   }
   if (rc != 0) {
@@ -239,11 +247,95 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
   return p;
 }
 
-static void cpu_free_program(kn_device *d, void *pg) {
-  (void)d;
-  cprog *p = pg;
+/* ---- the compiler race ----
+ * A big kernel is built by two compilers when two are installed: their code for the same
+ * kernel differs a lot (clang widens bytes to 32-bit lanes in one instruction where gcc 12 goes
+ * through scalar code; gcc's register tiles of f32 matmuls run faster). Both builds are timed on
+ * scratch buffers of the kernel's sizes (zeros: kernels address memory by loop indices only,
+ * never by loaded values), the faster one is kept, and the choice is written beside the cache
+ * entries, so later runs load the winner directly and a kernel always runs the same code. */
+#define RACE_MIN_WORK 2e7          /* about a millisecond: smaller kernels keep the first build */
+#define RACE_MAX_BYTES (256 << 20) /* scratch memory a race may take */
+static void run_kernel(kfn fn, const kn_kernel *k, void **bufs);
+
+static bool race_wanted(const kn_kernel *k) {
+  if (!alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
+  double bytes = 0;
+  for (int i = 0; i < k->nbufs; i++) bytes += (double)k->buf_numel[i] * (double)kiln_dtype_size(k->buf_dtype[i]);
+  return bytes <= RACE_MAX_BYTES;
+}
+/* 1 if b is faster than a by more than a tenth (so noise does not flip a close call). */
+static int race(const kn_kernel *k, kfn a, kfn b) {
+  void *bufs[64];
+  for (int i = 0; i < k->nbufs; i++)
+    bufs[i] = kn_xcalloc((size_t)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]) + 64, 1);
+  double best[2] = {1e30, 1e30};
+  for (int r = 0; r < 4; r++) { /* a b a b: the first launch of each also warms the caches */
+    double t0 = kn_now();
+    run_kernel(r % 2 ? b : a, k, bufs);
+    double t = kn_now() - t0;
+    if (t < best[r % 2]) best[r % 2] = t;
+  }
+  for (int i = 0; i < k->nbufs; i++) free(bufs[i]);
+  if (kn_debug_level() >= 3)
+    fprintf(stderr, "kiln: %s: %s %.3f ms, %s %.3f ms\n", k->name, compiler(), best[0] * 1e3,
+            alt_compiler(), best[1] * 1e3);
+  return best[1] < 0.9 * best[0];
+}
+/* The race's verdict file for this source: the winning compiler's name. */
+static void pick_path(const char *src, char *out, size_t n) {
+  uint64_t key = kn_hash_bytes(0, src, strlen(src));
+  for (int i = 0; i < NCFLAGS; i++) key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
+  snprintf(out, n, "%s/cpu/%016llx.pick", kn_cache_dir(), (unsigned long long)key);
+}
+
+static void free_prog(cprog *p) {
   if (p && p->handle) dlclose(p->handle);
   free(p);
+}
+
+static void *cpu_compile(kn_device *d, const kn_kernel *k) {
+  (void)d;
+  if (cc_missing) return kn_xcalloc(1, sizeof(cprog)); /* fn NULL: interpreted */
+  char *src = kn_render_c(k);
+  if (kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
+  if (!race_wanted(k)) {
+    cprog *p = build(k, src, compiler());
+    free(src);
+    return p;
+  }
+  char pick[1200], name[64] = "";
+  pick_path(src, pick, sizeof pick);
+  FILE *f = fopen(pick, "r");
+  if (f) {
+    if (!fgets(name, sizeof name, f)) name[0] = 0;
+    name[strcspn(name, "\n")] = 0;
+    fclose(f);
+  }
+  const char *cc = !strcmp(name, alt_compiler()) ? alt_compiler() : compiler();
+  cprog *p = build(k, src, cc);
+  if (p && p->fn && strcmp(name, compiler()) && strcmp(name, alt_compiler())) { /* no verdict yet */
+    bool had_error = kiln_error()[0] != 0;
+    cprog *q = build(k, src, alt_compiler());
+    if (q && q->fn && race(k, p->fn, q->fn)) {
+      free_prog(p);
+      p = q, q = NULL, cc = alt_compiler();
+    }
+    free_prog(q);
+    if (!had_error) kiln_clear_error(); /* the second build is optional: its failure is not the caller's */
+    f = fopen(pick, "w");
+    if (f) {
+      fprintf(f, "%s\n", cc);
+      fclose(f);
+    }
+  }
+  free(src);
+  return p;
+}
+
+static void cpu_free_program(kn_device *d, void *pg) {
+  (void)d;
+  free_prog(pg);
 }
 
 /* ---- thread pool: workers run slices of global[0] ----
@@ -311,14 +403,14 @@ static int nthreads(void) {
 
 static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) {
   (void)d;
-  cprog *p = pg;
+  run_kernel(((cprog *)pg)->fn, k, bufs);
+}
+static void run_kernel(kfn fn, const kn_kernel *k, void **bufs) {
   long total = k->nglobal ? k->global[0] : 1;
-  double work = 1;
-  for (int i = 0; i < k->nglobal; i++) work *= (double)k->global[i];
-  work *= k->nops + k->flops / (work > 0 ? work : 1);
+  double work = kernel_work(k);
   int nt = nthreads();
   if (nt == 1 || total < 2 || work < 200000) {
-    if (p->fn) p->fn(bufs, 0, total);
+    if (fn) fn(bufs, 0, total);
     else kn_interp_run(k, bufs, 0, total);
     return;
   }
@@ -328,7 +420,7 @@ static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) 
     pthread_detach(pool.th[pool.n]);
     pool.n++;
   }
-  pool.fn = p->fn, pool.k = k, pool.bufs = bufs, pool.total = total;
+  pool.fn = fn, pool.k = k, pool.bufs = bufs, pool.total = total;
   pool.parts = nt < total ? nt : (int)total;
   atomic_store(&pool.pending, pool.n);
   atomic_fetch_add(&pool.gen, 1);
