@@ -87,6 +87,7 @@ typedef struct kn_node {
   kn_buffer *buf;   /* the data: always for N_BUFFER; for a realized rg node, which keeps its
                        sources for backward */
   struct kn_node *grad; /* accumulated gradient of a requires-grad leaf */
+  struct kn_vjp *vjp;   /* a custom gradient for more inputs (kn_custom_grad), or NULL */
   int mark;       /* scheduler scratch */
 } kn_node;
 
@@ -102,6 +103,24 @@ int64_t kn_numel(int ndim, const int64_t *shape);
 kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *shape, int nsrc,
                       kn_node *const *src, const int64_t *arg, int narg, double cval);
 kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, kn_buffer *buf);
+/* A new identity view of v equal to no other node (so never shared), requiring grad if rg. */
+kn_node *kn_node_unique_view(kn_node *v, bool rg);
+
+/* Custom gradients (autograd.c). kn_custom_grad(value, n, in, fn, iarg) returns value (the
+ * same data; its own gradient path is kept) that additionally sends gradient to in[0..n): in
+ * backward, fn(g, in, grads, iarg) fills grads[i] = d loss / d in[i] (or NULL) given g = d loss
+ * / d value. The caller computes value from detached copies of in, so this is the only path
+ * from value back to them: an op whose primitive gradient would be slow states its own. */
+typedef void (*kn_vjp_fn)(kiln_tensor *g, kiln_tensor *const *in, kiln_tensor **grads, const int64_t *iarg);
+#define KN_VJP_MAX 4
+typedef struct kn_vjp {
+  kn_vjp_fn fn;
+  int n;
+  kn_node *in[KN_VJP_MAX];
+  int64_t iarg[8];
+} kn_vjp;
+kiln_tensor *kn_custom_grad(kiln_tensor *value, int n, kiln_tensor *const *in, kn_vjp_fn fn, const int64_t *iarg);
+void kn_vjp_free(kn_vjp *v);
 void kn_node_ref(kn_node *n);
 void kn_node_unref(kn_node *n);
 /* Gives a computed node its data. A node without rg becomes a BUFFER leaf and drops its

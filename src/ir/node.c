@@ -94,6 +94,22 @@ kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, k
   return n;
 }
 
+kn_node *kn_node_unique_view(kn_node *v, bool rg) {
+  int64_t arg[2 * KILN_MAX_DIMS] = {0};
+  memcpy(arg, v->shape, sizeof(int64_t) * v->ndim);
+  arg[2 * KILN_MAX_DIMS - 1] = ++buffer_ids; /* past the shape: only makes it unique */
+  kn_node *n = kn_node_make(N_RESHAPE, v->dtype, v->device, v->ndim, v->shape, 1, &v, arg, 2 * KILN_MAX_DIMS, 0);
+  if (rg && !n->rg) { /* rg is part of the identity: rehash */
+    table_remove(n);
+    n->rg = 1;
+    n->hash = node_hash(n);
+    n->chain = table[n->hash & (table_cap - 1)];
+    table[n->hash & (table_cap - 1)] = n;
+    table_len++;
+  }
+  return n;
+}
+
 void kn_node_ref(kn_node *n) { n->refs++; }
 
 void kn_node_unref(kn_node *n) {
@@ -103,6 +119,7 @@ void kn_node_unref(kn_node *n) {
   for (int i = 0; i < n->nsrc; i++) kn_node_unref(n->src[i]);
   if (n->buf) kn_buffer_free(n->buf);
   if (n->grad) kn_node_unref(n->grad);
+  if (n->vjp) kn_vjp_free(n->vjp);
   live_nodes--;
   free(n);
 }

@@ -142,6 +142,19 @@ static T *windows2d(const char *op, T *x, const int *kernel, const int *stride, 
   return kiln_permute(t, (int[]){0, 1, 4, 2, 5, 3}); /* (N, C, OH, OW, KH, KW) */
 }
 
+/* d loss / d x of a stride-1, undilated, ungrouped convolution: the gradient g (N,O,OH,OW),
+ * padded by K-1-p, convolved with the weights flipped and with in/out channels swapped. One
+ * fused reduce over (O,KH,KW), where the primitive gradient of the windows would store the
+ * (N,C,OH,OW,KH,KW) products and then sum the overlapping windows back in a second kernel. */
+static void conv2d_input_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
+  T *w = in[1];
+  int64_t KH = SHP(w)[2], KW = SHP(w)[3], ph = KH - 1 - iarg[0], pw = KW - 1 - iarg[1];
+  /* g stored once, padded: the windows read each element KH*KW times, with no bounds tests */
+  T *gp = kiln_contiguous(kiln_pad(g, (int64_t[]){0, 0, ph, pw}, (int64_t[]){0, 0, ph, pw}, 0));
+  T *wt = kiln_permute(kiln_flip(w, 2, (int[]){2, 3}), (int[]){1, 0, 2, 3});
+  grads[0] = kiln_conv2d(gp, wt, NULL, NULL, NULL, NULL, 1);
+}
+
 T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const int *dilation, int groups) {
   if (!x || !w) return NULL;
   if (kiln_ndim(w) != 4 || kiln_ndim(x) != 4) {
@@ -157,6 +170,12 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
     return NULL;
   }
   BEGIN();
+  /* the input's gradient by its own rule where it applies (see conv2d_input_grad) */
+  int64_t pad[8] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
+  bool own_grad = kiln_requires_grad(x) && groups == 1 && pad[0] <= KH - 1 && pad[1] <= KW - 1;
+  for (int i = 0; i < 2; i++) own_grad = own_grad && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
+  T *xin = x;
+  if (own_grad) x = kiln_detach(x);
   T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
   if (!win) return ret(NULL);
   int64_t OH = SHP(win)[2], OW = SHP(win)[3], G = groups;
@@ -166,6 +185,7 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
   T *y = kiln_sum(kiln_mul(xv, wv), 3, (int[]){3, 6, 7}, false); /* (N, G, O/G, OH, OW) */
   y = kiln_reshape(y, 4, (int64_t[]){N, O, OH, OW});
   if (y && b) y = kiln_add(y, kiln_reshape(b, 4, (int64_t[]){1, O, 1, 1}));
+  if (own_grad) y = kn_custom_grad(y, 2, (T *[]){xin, w}, conv2d_input_grad, pad);
   return ret(y);
 }
 

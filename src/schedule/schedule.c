@@ -69,9 +69,11 @@ static bool fuses_reduce(builder *b, kn_node *n, int depth) {
   return false;
 }
 
-/* ALU ops in the unrealized graph under n, counted up to `limit`. */
+/* ALU ops in the unrealized graph under n, counted up to `limit` (a reduce or a contiguous
+ * copy gets a buffer of its own, so what is under it costs nothing here). */
 static int alu_cost(builder *b, kn_node *n, int limit) {
-  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_REDUCE) return 0;
+  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_REDUCE || n->op == N_CONTIGUOUS)
+    return 0;
   int c = kn_is_alu(n->op) && n->op != N_CAST ? 1 : 0;
   for (int i = 0; i < n->nsrc && c <= limit; i++) c += alu_cost(b, n->src[i], limit - c);
   return c;

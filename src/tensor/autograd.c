@@ -102,6 +102,31 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
   return 0;
 }
 
+/* ---- custom gradients ---- */
+T *kn_custom_grad(T *value, int n, T *const *in, kn_vjp_fn fn, const int64_t *iarg) {
+  if (!value) return NULL;
+  bool any = false;
+  for (int i = 0; i < n; i++) {
+    if (!in[i]) return NULL;
+    any = any || in[i]->node->rg;
+  }
+  if (!kn_grad_enabled || !any || n > KN_VJP_MAX) return tn(value->node);
+  kn_node *c = kn_node_unique_view(value->node, true);
+  kn_vjp *v = kn_xcalloc(1, sizeof *v);
+  v->fn = fn, v->n = n;
+  for (int i = 0; i < n; i++) kn_node_ref(v->in[i] = in[i]->node);
+  if (iarg) memcpy(v->iarg, iarg, sizeof v->iarg);
+  c->vjp = v;
+  return kn_wrap(c);
+}
+void kn_vjp_free(kn_vjp *v) {
+  for (int i = 0; i < v->n; i++) kn_node_unref(v->in[i]);
+  free(v);
+}
+/* the k-th node gradient flows to from n: its sources, then its custom gradient's inputs */
+static int nsources(const kn_node *n) { return n->nsrc + (n->vjp ? n->vjp->n : 0); }
+static kn_node *source(const kn_node *n, int k) { return k < n->nsrc ? n->src[k] : n->vjp->in[k - n->nsrc]; }
+
 /* ---- node -> gradient map (open addressing) ---- */
 typedef struct {
   kn_node **k;
@@ -232,8 +257,8 @@ int kiln_backward(kiln_tensor *loss) {
   *gslot(&seen, root) = (T *)1;
   while (nst) {
     struct frame *f = &st[nst - 1];
-    if (f->next < f->n->nsrc) {
-      kn_node *s = f->n->src[f->next++];
+    if (f->next < nsources(f->n)) {
+      kn_node *s = source(f->n, f->next++);
       T **mark = s->rg ? gslot(&seen, s) : NULL;
       if (mark && !*mark) {
         *mark = (T *)1;
@@ -287,6 +312,13 @@ int kiln_backward(kiln_tensor *loss) {
     rule(n, g, out);
     for (int k = 0; k < n->nsrc; k++)
       if (n->src[k]->rg) accumulate(&gm, n->src[k], out[k]);
+    if (n->vjp) {
+      T *in[KN_VJP_MAX], *grads[KN_VJP_MAX] = {NULL};
+      for (int k = 0; k < n->vjp->n; k++) in[k] = tn(n->vjp->in[k]);
+      n->vjp->fn(g, in, grads, n->vjp->iarg);
+      for (int k = 0; k < n->vjp->n; k++)
+        if (n->vjp->in[k]->rg) accumulate(&gm, n->vjp->in[k], grads[k]);
+    }
   }
   free(gm.k), free(gm.v);
   free(topo);

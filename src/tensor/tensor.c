@@ -163,7 +163,9 @@ static kn_node *nd_move(int op, kn_node *a, int ndim, const int64_t *shape, cons
     return a;
   }
   if (a->op == N_CONST && op != N_PAD) return nd_const(a->dtype, a->device, ndim, shape, a->cval);
-  if (op == N_RESHAPE && a->op == N_RESHAPE) a = a->src[0];
+  /* a reshape of a reshape skips the inner one, unless that one changes how gradient flows
+   * (kiln_detach, kn_custom_grad) */
+  if (op == N_RESHAPE && a->op == N_RESHAPE && a->rg == a->src[0]->rg && !a->vjp) a = a->src[0];
   if (op == N_PERMUTE && a->op == N_PERMUTE) {
     int64_t p[KILN_MAX_DIMS];
     for (int i = 0; i < ndim; i++) p[i] = a->arg[arg[i]];

@@ -108,6 +108,12 @@ typedef struct {
 /* s = stride, p = padding, d = dilation, as (h, w) */
 static const conv_case conv_cases[] = {
     {"conv 3x3", {2, 4, 7, 6}, {6, 4, 3, 3}, {1, 1}, {0, 0}, {1, 1}, 1, true},
+    /* stride 1, padded: the input gradient by conv2d's own rule (a convolution of the padded
+     * output gradient), with padding below and equal to the kernel size minus one */
+    {"conv (3,2) p(1,1)", {2, 3, 6, 5}, {4, 3, 3, 2}, {1, 1}, {1, 1}, {1, 1}, 1, true},
+    {"conv (3,2) p(2,1) no bias", {1, 3, 5, 4}, {2, 3, 3, 2}, {1, 1}, {2, 1}, {1, 1}, 1, false},
+    /* padding beyond the kernel: the primitive gradient */
+    {"conv 2x2 p(2,2)", {1, 2, 4, 4}, {3, 2, 2, 2}, {1, 1}, {2, 2}, {1, 1}, 1, true},
     {"conv s(2,1) p(1,2) d(1,2)", {2, 4, 7, 6}, {6, 4, 3, 2}, {2, 1}, {1, 2}, {1, 2}, 1, true},
     {"conv groups 2 no bias", {2, 4, 7, 6}, {6, 2, 3, 3}, {1, 2}, {1, 1}, {2, 1}, 2, false},
     {"conv depthwise s3", {2, 4, 7, 6}, {4, 1, 2, 2}, {3, 3}, {0, 0}, {1, 1}, 4, true},
