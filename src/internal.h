@@ -194,12 +194,18 @@ typedef struct {
   int64_t local[KILN_MAX_DIMS];
   char name[96];
   char opts[128];   /* applied optimizations, for DEBUG=3 */
+  int64_t up[KILN_MAX_DIMS]; /* the upcast factor of each global dim (before GROUP) */
   double flops;     /* estimated per launch */
   double bytes;     /* estimated memory traffic per launch */
 } kn_kernel;
 
 /* Lowers one scheduled kernel to a linear program. Slots: 0 = output, 1.. = item inputs. */
 kn_kernel *kn_lower(const kn_sched_item *it);
+/* The same with the upcast factor of each global dim given (the autotuner's candidates); the
+ * global dims are the output's dims larger than 1, kn_lower_gshape gives them (returns their
+ * number). Factors that do not divide their dim are ignored (the heuristic choice is used). */
+kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *up);
+int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape);
 void kn_kernel_free(kn_kernel *k);
 void kn_kernel_print(FILE *f, const kn_kernel *k);
 
@@ -229,7 +235,12 @@ typedef struct kn_device {
   void (*synchronize)(struct kn_device *d);
   bool host_memory; /* its buffers are plain host pointers (kernels may read caller memory) */
   void *(*alloc_scratch)(struct kn_device *d, size_t n); /* contents undefined; NULL: alloc */
+  /* seconds one launch of prog takes on scratch buffers of k's sizes, or < 0 if it cannot be
+   * timed; NULL: the device is not autotuned */
+  double (*time_program)(struct kn_device *d, void *prog, const kn_kernel *k);
 } kn_device;
+/* While set, the CPU device builds with one compiler only (autotuning candidates). */
+extern bool kn_quick_compile;
 
 kn_device *kn_device_get(int idx);
 int kn_device_default(void);

@@ -172,7 +172,7 @@ static int list_new_picks(const char *dir, char old[][4200], int nold, char pick
   return n;
 }
 
-/* a (256x256) scaled by g_c, times b (256x256): 17 million multiply-adds, enough to race */
+/* a scaled by g_c, times b */
 static ref_t *race_program(const ref_t *a, const ref_t *b, int64_t *compiled) {
   kiln_stats before, after;
   kiln_scope_begin();
@@ -264,5 +264,68 @@ TEST(cache_compiler_race) {
     }
     CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "verdict %s not rewritten: '%s'", after[i], name);
   }
+  kiln_reset_caches();
+}
+
+/* ---- the autotuner ---------------------------------------------------------------------------- */
+/* The verdicts in <cache>/tune not among old[0..nold). */
+static int list_new_verdicts(const char *dir, char old[][4200], int nold, char out[][4200], int max) {
+  int n = 0, nf = list_files(dir);
+  for (int i = 0; i < nf && n < max; i++) {
+    bool seen = false;
+    for (int j = 0; j < nold && !seen; j++) seen = !strcmp(old[j], g_files[i]);
+    if (!seen && strstr(g_files[i], "/tune/")) snprintf(out[n++], 4200, "%s", g_files[i]);
+  }
+  return n;
+}
+
+/* A reduce kernel of 200 MFLOP is lowered several ways, timed, and the fastest kept; the verdict
+ * (the upcast factor of each output dim) is written to <cache>/tune; after kiln_reset_caches the
+ * same program compiles nothing and gives the same bits; a garbage verdict is tuned again. */
+TEST(cache_autotune_verdict) {
+  REQUIRE(kiln_set_device("CPU") >= 0);
+  const char *dir = test_cache_dir();
+  REQUIRE(dir && dir[0]);
+  g_c = 1.0 + (double)(getpid() % 991) / 2048.0;
+  ref_rng g = ref_rng_seed(12);
+  int64_t sa[] = {256, 1536}, sb[] = {1536, 256};
+  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0), *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
+  ref_t *want = ref_matmul(ref_map2(a, ref_scalar(g_c), mul2), b);
+  static char before[1024][4200], made[16][4200];
+  int nb = list_new_verdicts(dir, NULL, 0, before, 1024);
+
+  kiln_reset_caches();
+  int64_t c1;
+  ref_t *v1 = race_program(a, b, &c1);
+  REQUIRE(v1);
+  kt_compare("tuned matmul", v1, want, NULL, 1e-4, 1e-4);
+  int nm = list_new_verdicts(dir, before, nb, made, 16);
+  CHECKF(nm == 1, "%d tuning verdicts written for one big kernel, want 1", nm);
+  CHECKF(c1 >= 3, "the tuned kernel was compiled %lld times, want several candidates", (long long)c1);
+  REQUIRE(nm == 1);
+  FILE *f = fopen(made[0], "r");
+  long long u0 = 0, u1 = 0;
+  int got = f ? fscanf(f, "%lld %lld", &u0, &u1) : 0;
+  if (f) fclose(f);
+  CHECKF(got == 2 && u0 >= 1 && u1 >= 1 && 256 % u0 == 0 && 256 % u1 == 0,
+         "verdict %s: want two factors dividing 256, read %d: %lld %lld", made[0], got, u0, u1);
+
+  kiln_reset_caches();
+  int64_t c2;
+  ref_t *v2 = race_program(a, b, &c2);
+  CHECKF(c2 == 0, "after tuning, the same program compiled %lld kernels, want 0", (long long)c2);
+  CHECKF(same_bits(v1, v2), "the tuned kernel gave different values on the next run");
+
+  f = fopen(made[0], "w");
+  if (f) fputs("7 banana\n", f), fclose(f);
+  kiln_reset_caches();
+  int64_t c3;
+  ref_t *v3 = race_program(a, b, &c3);
+  REQUIRE(v3);
+  kt_compare("matmul after a garbage verdict", v3, want, NULL, 1e-4, 1e-4);
+  f = fopen(made[0], "r");
+  got = f ? fscanf(f, "%lld %lld", &u0, &u1) : 0;
+  if (f) fclose(f);
+  CHECKF(got == 2 && 256 % u0 == 0 && 256 % u1 == 0, "garbage verdict not replaced (read %d values)", got);
   kiln_reset_caches();
 }

@@ -613,7 +613,16 @@ static int emit_level(const lb *L, int lvl, int *order, int no) {
   return no;
 }
 
-kn_kernel *kn_lower(const kn_sched_item *it) {
+int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
+  int ng = 0;
+  for (int i = 0; i < it->out->ndim; i++)
+    if (it->out->shape[i] != 1) gshape[ng++] = it->out->shape[i];
+  return ng;
+}
+
+kn_kernel *kn_lower(const kn_sched_item *it) { return kn_lower_with(it, NULL); }
+
+kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up) {
   lb L = {.it = it, .split_axis = -1};
   kn_node *out = it->out;
   kn_kernel *k = kn_xcalloc(1, sizeof *k);
@@ -629,7 +638,11 @@ kn_kernel *kn_lower(const kn_sched_item *it) {
   int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++)
     if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
-  pick_upcasts(it, ng, gdim_of, gshape, up);
+  bool forced = forced_up != NULL;
+  for (int g = 0; forced && g < ng; g++) forced = forced_up[g] >= 1 && gshape[g] % forced_up[g] == 0;
+  if (forced) memcpy(up, forced_up, sizeof(int64_t) * ng);
+  else pick_upcasts(it, ng, gdim_of, gshape, up);
+  memcpy(k->up, up, sizeof(int64_t) * ng);
   /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
    * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
   struct { int dim; int64_t bound, mult; } loops[KILN_MAX_DIMS + 1];

@@ -258,25 +258,44 @@ static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
 #define RACE_MAX_BYTES (256 << 20) /* scratch memory a race may take */
 static void run_kernel(kfn fn, const kn_kernel *k, void **bufs);
 
+bool kn_quick_compile;
+static double scratch_bytes(const kn_kernel *k);
 static bool race_wanted(const kn_kernel *k) {
-  if (!alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
+  if (kn_quick_compile || !alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
+  return scratch_bytes(k) <= RACE_MAX_BYTES;
+}
+static double scratch_bytes(const kn_kernel *k) {
   double bytes = 0;
   for (int i = 0; i < k->nbufs; i++) bytes += (double)k->buf_numel[i] * (double)kiln_dtype_size(k->buf_dtype[i]);
-  return bytes <= RACE_MAX_BYTES;
+  return bytes;
 }
-/* 1 if b is faster than a by more than a tenth (so noise does not flip a close call). */
-static int race(const kn_kernel *k, kfn a, kfn b) {
+/* Fastest of `runs` launches of each of fns[0..n) (interleaved) on zeroed scratch buffers. */
+static void time_on_scratch(const kn_kernel *k, int n, const kfn *fns, int runs, double *best) {
   void *bufs[64];
   for (int i = 0; i < k->nbufs; i++)
     bufs[i] = kn_xcalloc((size_t)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]) + 64, 1);
-  double best[2] = {1e30, 1e30};
-  for (int r = 0; r < 4; r++) { /* a b a b: the first launch of each also warms the caches */
+  for (int j = 0; j < n; j++) best[j] = 1e30;
+  for (int r = 0; r < runs * n; r++) {
     double t0 = kn_now();
-    run_kernel(r % 2 ? b : a, k, bufs);
+    run_kernel(fns[r % n], k, bufs);
     double t = kn_now() - t0;
-    if (t < best[r % 2]) best[r % 2] = t;
+    if (t < best[r % n]) best[r % n] = t;
   }
   for (int i = 0; i < k->nbufs; i++) free(bufs[i]);
+}
+/* the autotuner's clock (device.c): one launch after a warm-up one */
+static double cpu_time_program(kn_device *d, void *pg, const kn_kernel *k) {
+  (void)d;
+  kfn fn = ((cprog *)pg)->fn;
+  if (!fn || scratch_bytes(k) > RACE_MAX_BYTES) return -1;
+  double t;
+  time_on_scratch(k, 1, &fn, 2, &t);
+  return t;
+}
+/* 1 if b is faster than a by more than a tenth (so noise does not flip a close call). */
+static int race(const kn_kernel *k, kfn a, kfn b) {
+  double best[2];
+  time_on_scratch(k, 2, (kfn[]){a, b}, 2, best); /* a b a b: the first launch of each warms the caches */
   if (kn_debug_level() >= 3)
     fprintf(stderr, "kiln: %s: %s %.3f ms, %s %.3f ms\n", k->name, compiler(), best[0] * 1e3,
             alt_compiler(), best[1] * 1e3);
@@ -436,7 +455,8 @@ static void run_kernel(kfn fn, const kn_kernel *k, void **bufs) {
 }
 
 kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
-                        cpu_launch, cpu_free_program, nop_sync, true, host_alloc_scratch};
+                        cpu_launch, cpu_free_program, nop_sync, true, host_alloc_scratch,
+                        cpu_time_program};
 
 /* ---- INTERP: programs are the lowered kernels themselves ---- */
 static void *interp_compile(kn_device *d, const kn_kernel *k) {
@@ -449,4 +469,4 @@ static void interp_launch(kn_device *d, void *pg, const kn_kernel *k, void **buf
 }
 static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
 kn_device kn_dev_interp = {"INTERP", host_alloc, host_free, host_copy, host_copy, interp_compile,
-                           interp_launch, interp_free, nop_sync, true, host_alloc_scratch};
+                           interp_launch, interp_free, nop_sync, true, host_alloc_scratch, NULL};

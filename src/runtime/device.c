@@ -1,6 +1,7 @@
 /* device.c — the device registry, buffers, the in-memory program cache, and the loop that
  * runs a schedule (lower -> compile -> allocate -> launch), with DEBUG reporting. */
 #include "internal.h"
+#include <sys/stat.h>
 
 kiln_stats kn_stats;
 static kn_device *devices[] = {&kn_dev_cpu, &kn_dev_interp};
@@ -99,7 +100,9 @@ static uint64_t ast_hash(const kn_sched_item *it, kn_node *n, hmap *hm, uint64_t
     if (it->inputs[i] == n) slot = i;
   if (slot >= 0 || kn_is_realized(n)) h = kn_hash_bytes(h ^ 0xabcdef, &slot, sizeof slot);
   else {
-    h = kn_hash_bytes(h, n->arg, sizeof n->arg);
+    /* a reshape's arg is its shape; past it, kn_node_unique_view's marker must not make every
+     * step's kernels look new */
+    h = kn_hash_bytes(h, n->arg, n->op == N_RESHAPE ? sizeof(int64_t) * n->ndim : sizeof n->arg);
     h = kn_hash_bytes(h, &n->cval, sizeof n->cval);
     for (int i = 0; i < n->nsrc; i++) {
       uint64_t c = ast_hash(it, n->src[i], hm, seed);
@@ -139,6 +142,134 @@ void kiln_reset_caches(void) {
   kn_cpu_scratch_release();
 }
 
+/* ---- autotuning ----
+ * A big reduce kernel is lowered with several choices of upcast factors (which output dims a
+ * thread computes several of at once, and how many: the register tile), each candidate compiled
+ * and timed on scratch buffers by the device, and the fastest kept. The heuristic's choice is
+ * always a candidate. The verdict (the factors) is written to the kernel cache, so later runs
+ * lower the winner directly and always run the same code. KILN_TUNE=0 turns it off. */
+#define TUNE_MIN_FLOPS 2e8 /* about 5 ms and more: training convolutions, not decode steps */
+#define TUNE_MAX 16
+
+static bool tune_wanted(const kn_device *d, const kn_kernel *k) {
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("KILN_TUNE");
+    off = e && !strcmp(e, "0");
+  }
+  return !off && d->time_program && k->name[0] == 'r' && k->flops >= TUNE_MIN_FLOPS;
+}
+
+static bool add_candidate(int ng, int64_t (*c)[KILN_MAX_DIMS], int *n, const int64_t *up) {
+  for (int i = 0; i < *n; i++)
+    if (!memcmp(c[i], up, sizeof(int64_t) * ng)) return false;
+  if (*n == TUNE_MAX) return false;
+  memcpy(c[(*n)++], up, sizeof(int64_t) * ng);
+  return true;
+}
+/* Candidate factors: a dim of at most 8 is unrolled whole, a larger one by 2, 4, 8 or 16 (what
+ * divides it); pairs of dims whose tile has 8 to 32 outputs first (those with a small dim before
+ * the others), then single dims. */
+static int candidates(int ng, const int64_t *gs, int64_t (*c)[KILN_MAX_DIMS]) {
+  int64_t f[KILN_MAX_DIMS][4];
+  int nf[KILN_MAX_DIMS], n = 0;
+  for (int g = 0; g < ng; g++) {
+    nf[g] = 0;
+    if (gs[g] <= 8) {
+      if (gs[g] >= 2) f[g][nf[g]++] = gs[g];
+    } else
+      for (int64_t x = 2; x <= 16; x *= 2)
+        if (gs[g] % x == 0) f[g][nf[g]++] = x;
+  }
+  for (int pass = 0; pass < 3; pass++)
+    for (int a = 0; a < ng; a++)
+      for (int b = pass < 2 ? a + 1 : ng; b <= ng; b++) {
+        if (pass < 2 && b == ng) continue;
+        bool small = gs[a] <= 8 || (b < ng && gs[b] <= 8);
+        if ((pass == 0) != small && pass < 2) continue;
+        for (int i = 0; i < nf[a]; i++)
+          for (int j = 0; j < (b < ng ? nf[b] : 1); j++) {
+            int64_t up[KILN_MAX_DIMS];
+            for (int g = 0; g < ng; g++) up[g] = 1;
+            up[a] = f[a][i];
+            if (b < ng) up[b] = f[b][j];
+            int64_t tile = up[a] * (b < ng ? up[b] : 1);
+            if (pass < 2 ? tile >= 8 && tile <= 32 : tile >= 3) add_candidate(ng, c, &n, up);
+          }
+      }
+  return n;
+}
+
+static void tune_path(char *out, size_t n, uint64_t k1, uint64_t k2, const kn_device *d) {
+  snprintf(out, n, "%s/tune/%016llx%016llx.%s", kn_cache_dir(), (unsigned long long)k1,
+           (unsigned long long)k2, d->name);
+}
+/* The factors of a verdict file, if it holds ng valid ones for these dims. */
+static bool read_verdict(const char *path, int ng, const int64_t *gs, int64_t *up) {
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  bool ok = true;
+  for (int g = 0; g < ng && ok; g++) {
+    long long v;
+    ok = fscanf(f, "%lld", &v) == 1 && v >= 1 && v <= gs[g] && gs[g] % v == 0;
+    up[g] = v;
+  }
+  fclose(f);
+  return ok;
+}
+static double time_kernel(kn_device *d, const kn_kernel *k) {
+  bool had_error = kiln_error()[0] != 0;
+  void *pg = d->compile(d, k);
+  if (!pg) {
+    if (!had_error) kiln_clear_error(); /* a candidate that fails is only not chosen */
+    return -1;
+  }
+  double t = d->time_program(d, pg, k);
+  d->free_program(d, pg);
+  return t;
+}
+/* Returns the kernel to use: k0 (the heuristic's) or a faster lowering of the same item. */
+static kn_kernel *tune(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1, uint64_t k2) {
+  int64_t gs[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
+  int ng = kn_lower_gshape(it, gs);
+  char path[1200];
+  tune_path(path, sizeof path, k1, k2, d);
+  if (read_verdict(path, ng, gs, up)) {
+    kn_kernel_free(k0);
+    return kn_lower_with(it, up);
+  }
+  kn_quick_compile = true;
+  kn_kernel *best = k0;
+  double tbest = time_kernel(d, k0), t0 = tbest;
+  int64_t (*c)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*c) * TUNE_MAX);
+  int nc = tbest < 0 ? 0 : candidates(ng, gs, c);
+  for (int i = 0; i < nc; i++) {
+    if (!memcmp(c[i], k0->up, sizeof(int64_t) * ng)) continue;
+    kn_kernel *k = kn_lower_with(it, c[i]);
+    double t = time_kernel(d, k);
+    if (t >= 0 && t < 0.95 * tbest) { /* a clear win only: noise must not pick */
+      if (best != k0) kn_kernel_free(best);
+      best = k, tbest = t;
+    } else kn_kernel_free(k);
+  }
+  free(c);
+  kn_quick_compile = false;
+  if (tbest < 0) return k0; /* could not be timed: nothing learned, nothing written */
+  if (best != k0) kn_kernel_free(k0);
+  if (kn_debug_level() >= 3)
+    fprintf(stderr, "kiln: tuned %s over %d candidates: %.3f ms (heuristic %.3f ms): %s\n", best->name, nc,
+            tbest * 1e3, t0 * 1e3, best->opts);
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s/tune", kn_cache_dir());
+  mkdir(dir, 0755);
+  FILE *f = fopen(path, "w");
+  if (f) {
+    for (int g = 0; g < ng; g++) fprintf(f, "%lld%c", (long long)best->up[g], g + 1 < ng ? ' ' : '\n');
+    fclose(f);
+  }
+  return best;
+}
+
 static prog *get_program(const kn_sched_item *it, int dev) {
   hmap hm = {kn_xcalloc(1024, sizeof(hmemo)), 1024};
   uint64_t k1 = ast_hash(it, it->out, &hm, 1);
@@ -153,6 +284,7 @@ static prog *get_program(const kn_sched_item *it, int dev) {
   for (prog *p = progs[k1 & 4095]; p; p = p->next)
     if (p->k1 == k1 && p->k2 == k2 && p->dev == dev) return p;
   kn_kernel *k = kn_lower(it);
+  if (tune_wanted(devices[dev], k)) k = tune(it, devices[dev], k, k1, k2);
   if (kn_debug_level() >= 3 && k->opts[0]) fprintf(stderr, "kiln: %s opts: %s\n", k->name, k->opts);
   if (kn_debug_level() >= 5) kn_kernel_print(stderr, k);
   void *pg = devices[dev]->compile(devices[dev], k);
