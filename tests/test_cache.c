@@ -159,17 +159,26 @@ static bool on_path(const char *prog) {
   return false;
 }
 
-/* The race verdicts (*.pick) in the cache directory that are not among old[0..nold); their
- * names into picks[]. (Other tests leave verdicts there, some of them corrupted on purpose.) */
-static int list_new_picks(const char *dir, char old[][4200], int nold, char picks[][4200], int max) {
+/* The files in the cache directory whose path contains `tag` (".pick": the compiler race's
+ * verdicts; "/tune/": the autotuner's) and that are not among old[0..nold); names into out[].
+ * (Other tests leave verdicts there, some of them corrupted on purpose.) */
+static int list_new(const char *dir, const char *tag, char old[][4200], int nold, char out[][4200], int max) {
   int n = 0, nf = list_files(dir);
   for (int i = 0; i < nf && n < max; i++) {
-    size_t len = strlen(g_files[i]);
     bool seen = false;
     for (int j = 0; j < nold && !seen; j++) seen = !strcmp(old[j], g_files[i]);
-    if (!seen && len > 5 && !strcmp(g_files[i] + len - 5, ".pick")) snprintf(picks[n++], 4200, "%s", g_files[i]);
+    if (!seen && strstr(g_files[i], tag)) snprintf(out[n++], 4200, "%s", g_files[i]);
   }
   return n;
+}
+
+/* a (m x k) and b (k x n) random, and the reference of (a * g_c) @ b */
+static double mul2(double x, double y) { return x * y; }
+static ref_t *matmul_case(uint64_t seed, int64_t m, int64_t k, int64_t n, ref_t **a, ref_t **b) {
+  ref_rng g = ref_rng_seed(seed);
+  *a = ref_random(&g, 2, (int64_t[]){m, k}, KILN_F32, -1, 1, 0);
+  *b = ref_random(&g, 2, (int64_t[]){k, n}, KILN_F32, -1, 1, 0);
+  return ref_matmul(ref_map2(*a, ref_scalar(g_c), mul2), *b);
 }
 
 /* a scaled by g_c, times b */
@@ -190,13 +199,24 @@ static ref_t *race_program(const ref_t *a, const ref_t *b, int64_t *compiled) {
   return got;
 }
 
-static double mul2(double x, double y) { return x * y; }
-
 static bool same_bits(const ref_t *x, const ref_t *y) {
   if (!x || !y || x->ndim != y->ndim) return false;
   int64_t n = 1;
   for (int i = 0; i < x->ndim; i++) n *= x->shape[i];
   return memcmp(x->data + x->offset, y->data + y->offset, sizeof(double) * (size_t)n) == 0;
+}
+
+/* Each of the files names one of the two compilers. */
+static void check_race_verdicts(char files[][4200], int n, const char *when) {
+  for (int i = 0; i < n; i++) {
+    FILE *f = fopen(files[i], "r");
+    char name[64] = "";
+    if (f) {
+      if (!fgets(name, sizeof name, f)) name[0] = 0;
+      fclose(f);
+    }
+    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "%s: verdict %s reads '%s'", when, files[i], name);
+  }
 }
 
 /* With two compilers installed (KILN_CC unset, clang and cc on PATH), a big kernel is built by
@@ -210,34 +230,23 @@ TEST(cache_compiler_race) {
   const char *cc = getenv("KILN_CC");
   bool two = !(cc && *cc) && on_path("clang") && on_path("cc");
   g_c = 1.0 + (double)(getpid() % 997) / 1024.0; /* a program this cache has not seen */
-  ref_rng g = ref_rng_seed(11);
-  int64_t sa[] = {256, 256}, sb[] = {256, 256};
-  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0), *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
-  ref_t *want = ref_matmul(ref_map2(a, ref_scalar(g_c), mul2), b);
+  ref_t *a, *b, *want = matmul_case(11, 256, 256, 256, &a, &b);
   static char before[1024][4200], after[64][4200];
-  int nb = list_new_picks(dir, NULL, 0, before, 1024);
+  int nb = list_new(dir, ".pick", NULL, 0, before, 1024);
 
   kiln_reset_caches();
   int64_t c1;
   ref_t *v1 = race_program(a, b, &c1);
   REQUIRE(v1);
   kt_compare("raced matmul", v1, want, NULL, 1e-4, 1e-4);
-  int na = list_new_picks(dir, before, nb, after, 64);
+  int na = list_new(dir, ".pick", before, nb, after, 64);
   if (!two) {
     CHECKF(na == 0, "one compiler installed, yet %d race verdicts appeared", na);
     return;
   }
   CHECKF(na > 0, "no race verdict written for a kernel of 17M multiply-adds");
   CHECKF(c1 >= 2, "a raced kernel was built %lld times, want both compilers' builds", (long long)c1);
-  for (int i = 0; i < na; i++) {
-    FILE *f = fopen(after[i], "r");
-    char name[64] = "";
-    if (f) {
-      if (!fgets(name, sizeof name, f)) name[0] = 0;
-      fclose(f);
-    }
-    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "verdict %s reads '%s'", after[i], name);
-  }
+  check_race_verdicts(after, na, "after the race");
 
   kiln_reset_caches();
   int64_t c2;
@@ -255,30 +264,11 @@ TEST(cache_compiler_race) {
   REQUIRE(v3);
   kt_compare("matmul after a garbage verdict", v3, want, NULL, 1e-4, 1e-4);
   CHECKF(c3 == 0, "garbage verdicts: %lld compiles, want 0 (both builds are on disk)", (long long)c3);
-  for (int i = 0; i < na; i++) {
-    FILE *f = fopen(after[i], "r");
-    char name[64] = "";
-    if (f) {
-      if (!fgets(name, sizeof name, f)) name[0] = 0;
-      fclose(f);
-    }
-    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "verdict %s not rewritten: '%s'", after[i], name);
-  }
+  check_race_verdicts(after, na, "after garbage verdicts");
   kiln_reset_caches();
 }
 
 /* ---- the autotuner ---------------------------------------------------------------------------- */
-/* The verdicts in <cache>/tune not among old[0..nold). */
-static int list_new_verdicts(const char *dir, char old[][4200], int nold, char out[][4200], int max) {
-  int n = 0, nf = list_files(dir);
-  for (int i = 0; i < nf && n < max; i++) {
-    bool seen = false;
-    for (int j = 0; j < nold && !seen; j++) seen = !strcmp(old[j], g_files[i]);
-    if (!seen && strstr(g_files[i], "/tune/")) snprintf(out[n++], 4200, "%s", g_files[i]);
-  }
-  return n;
-}
-
 /* A reduce kernel of 200 MFLOP is lowered several ways, timed, and the fastest kept; the verdict
  * (the upcast factor of each output dim) is written to <cache>/tune; after kiln_reset_caches the
  * same program compiles nothing and gives the same bits; a garbage verdict is tuned again. */
@@ -287,19 +277,16 @@ TEST(cache_autotune_verdict) {
   const char *dir = test_cache_dir();
   REQUIRE(dir && dir[0]);
   g_c = 1.0 + (double)(getpid() % 991) / 2048.0;
-  ref_rng g = ref_rng_seed(12);
-  int64_t sa[] = {256, 1536}, sb[] = {1536, 256};
-  ref_t *a = ref_random(&g, 2, sa, KILN_F32, -1, 1, 0), *b = ref_random(&g, 2, sb, KILN_F32, -1, 1, 0);
-  ref_t *want = ref_matmul(ref_map2(a, ref_scalar(g_c), mul2), b);
+  ref_t *a, *b, *want = matmul_case(12, 256, 1536, 256, &a, &b);
   static char before[1024][4200], made[16][4200];
-  int nb = list_new_verdicts(dir, NULL, 0, before, 1024);
+  int nb = list_new(dir, "/tune/", NULL, 0, before, 1024);
 
   kiln_reset_caches();
   int64_t c1;
   ref_t *v1 = race_program(a, b, &c1);
   REQUIRE(v1);
   kt_compare("tuned matmul", v1, want, NULL, 1e-4, 1e-4);
-  int nm = list_new_verdicts(dir, before, nb, made, 16);
+  int nm = list_new(dir, "/tune/", before, nb, made, 16);
   CHECKF(nm == 1, "%d tuning verdicts written for one big kernel, want 1", nm);
   CHECKF(c1 >= 3, "the tuned kernel was compiled %lld times, want several candidates", (long long)c1);
   REQUIRE(nm == 1);
