@@ -174,6 +174,9 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
   int64_t pad[8] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
   bool own_grad = kiln_requires_grad(x) && groups == 1 && pad[0] <= KH - 1 && pad[1] <= KW - 1;
   for (int i = 0; i < 2; i++) own_grad = own_grad && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
+  /* a computed input (an activation) is stored once: the windows read each element KH*KW
+   * times, and recomputing it there costs more than the copy */
+  if (KH * KW > 1) x = kiln_contiguous(x);
   T *xin = x;
   if (own_grad) x = kiln_detach(x);
   T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
