@@ -2,6 +2,7 @@
  * runs a schedule (lower -> compile -> allocate -> launch), with DEBUG reporting. */
 #include "internal.h"
 #include <sys/stat.h>
+#include <unistd.h>
 
 kiln_stats kn_stats;
 static kn_device *devices[] = {&kn_dev_cpu, &kn_dev_interp};
@@ -238,6 +239,10 @@ static kn_kernel *tune(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uin
     kn_kernel_free(k0);
     return kn_lower_with(it, up);
   }
+  static bool told;
+  if (!told && isatty(2)) /* a first run pauses here for a while: say why, once */
+    fprintf(stderr, "kiln: autotuning new kernels (first run of these shapes; the choices are cached)\n");
+  told = true;
   kn_quick_compile = true;
   kn_kernel *best = k0;
   double tbest = time_kernel(d, k0), t0 = tbest;
