@@ -613,11 +613,16 @@ static int emit_level(const lb *L, int lvl, int *order, int no) {
   return no;
 }
 
-int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
+/* global dims: the output's dims larger than 1 */
+static int global_dims(const kn_node *out, int *gdim_of, int64_t *gshape) {
   int ng = 0;
-  for (int i = 0; i < it->out->ndim; i++)
-    if (it->out->shape[i] != 1) gshape[ng++] = it->out->shape[i];
+  for (int i = 0; i < out->ndim; i++)
+    if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
   return ng;
+}
+int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
+  int gdim_of[KILN_MAX_DIMS];
+  return global_dims(it->out, gdim_of, gshape);
 }
 
 kn_kernel *kn_lower(const kn_sched_item *it) { return kn_lower_with(it, NULL); }
@@ -633,11 +638,9 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up) {
     k->buf_dtype[i + 1] = it->inputs[i]->dtype;
     k->buf_numel[i + 1] = kn_numel(it->inputs[i]->ndim, it->inputs[i]->shape);
   }
-  /* global dims: the output's dims larger than 1 */
-  int gdim_of[KILN_MAX_DIMS], ng = 0;
+  int gdim_of[KILN_MAX_DIMS];
   int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
-  for (int i = 0; i < out->ndim; i++)
-    if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
+  int ng = global_dims(out, gdim_of, gshape);
   bool forced = forced_up != NULL;
   for (int g = 0; forced && g < ng; g++) forced = forced_up[g] >= 1 && gshape[g] % forced_up[g] == 0;
   if (forced) memcpy(up, forced_up, sizeof(int64_t) * ng);

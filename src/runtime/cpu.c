@@ -141,8 +141,10 @@ static const char *compiler(void) {
  * KILN_CC names one. */
 static const char *alt_compiler(void) {
   static int have = -1;
-  const char *e = getenv("KILN_CC");
-  if (have < 0) have = !(e && *e) && !strcmp(compiler(), "clang") && on_path("cc");
+  if (have < 0) {
+    const char *e = getenv("KILN_CC");
+    have = !(e && *e) && !strcmp(compiler(), "clang") && on_path("cc");
+  }
   return have ? "cc" : NULL;
 }
 /* one list: it builds the command line and is part of the cache key */
@@ -259,15 +261,14 @@ static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
 static void run_kernel(kfn fn, const kn_kernel *k, void **bufs);
 
 bool kn_quick_compile;
-static double scratch_bytes(const kn_kernel *k);
-static bool race_wanted(const kn_kernel *k) {
-  if (kn_quick_compile || !alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
-  return scratch_bytes(k) <= RACE_MAX_BYTES;
-}
 static double scratch_bytes(const kn_kernel *k) {
   double bytes = 0;
   for (int i = 0; i < k->nbufs; i++) bytes += (double)k->buf_numel[i] * (double)kiln_dtype_size(k->buf_dtype[i]);
   return bytes;
+}
+static bool race_wanted(const kn_kernel *k) {
+  if (kn_quick_compile || !alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
+  return scratch_bytes(k) <= RACE_MAX_BYTES;
 }
 /* Fastest of `runs` launches of each of fns[0..n) (interleaved) on zeroed scratch buffers. */
 static void time_on_scratch(const kn_kernel *k, int n, const kfn *fns, int runs, double *best) {

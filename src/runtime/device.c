@@ -161,43 +161,42 @@ static bool tune_wanted(const kn_device *d, const kn_kernel *k) {
   return !off && d->time_program && k->name[0] == 'r' && k->flops >= TUNE_MIN_FLOPS;
 }
 
-static bool add_candidate(int ng, int64_t (*c)[KILN_MAX_DIMS], int *n, const int64_t *up) {
+static void add_candidate(int ng, int64_t (*c)[KILN_MAX_DIMS], int *n, const int64_t *up) {
   for (int i = 0; i < *n; i++)
-    if (!memcmp(c[i], up, sizeof(int64_t) * ng)) return false;
-  if (*n == TUNE_MAX) return false;
-  memcpy(c[(*n)++], up, sizeof(int64_t) * ng);
-  return true;
+    if (!memcmp(c[i], up, sizeof(int64_t) * ng)) return;
+  if (*n < TUNE_MAX) memcpy(c[(*n)++], up, sizeof(int64_t) * ng);
 }
 /* Candidate factors: a dim of at most 8 is unrolled whole, a larger one by 2, 4, 8 or 16 (what
- * divides it); pairs of dims whose tile has 8 to 32 outputs first (those with a small dim before
- * the others), then single dims. */
+ * divides it). Pairs of dims whose tile has 8 to 32 outputs come first (those with a small dim
+ * before the others), then single dims (3 outputs or more). */
 static int candidates(int ng, const int64_t *gs, int64_t (*c)[KILN_MAX_DIMS]) {
-  int64_t f[KILN_MAX_DIMS][4];
+  int64_t f[KILN_MAX_DIMS][4], up[KILN_MAX_DIMS];
   int nf[KILN_MAX_DIMS], n = 0;
   for (int g = 0; g < ng; g++) {
-    nf[g] = 0;
+    nf[g] = 0, up[g] = 1;
     if (gs[g] <= 8) {
       if (gs[g] >= 2) f[g][nf[g]++] = gs[g];
     } else
       for (int64_t x = 2; x <= 16; x *= 2)
         if (gs[g] % x == 0) f[g][nf[g]++] = x;
   }
-  for (int pass = 0; pass < 3; pass++)
+  for (int small_first = 1; small_first >= 0; small_first--)
     for (int a = 0; a < ng; a++)
-      for (int b = pass < 2 ? a + 1 : ng; b <= ng; b++) {
-        if (pass < 2 && b == ng) continue;
-        bool small = gs[a] <= 8 || (b < ng && gs[b] <= 8);
-        if ((pass == 0) != small && pass < 2) continue;
+      for (int b = a + 1; b < ng; b++) {
+        if ((gs[a] <= 8 || gs[b] <= 8) != small_first) continue;
         for (int i = 0; i < nf[a]; i++)
-          for (int j = 0; j < (b < ng ? nf[b] : 1); j++) {
-            int64_t up[KILN_MAX_DIMS];
-            for (int g = 0; g < ng; g++) up[g] = 1;
-            up[a] = f[a][i];
-            if (b < ng) up[b] = f[b][j];
-            int64_t tile = up[a] * (b < ng ? up[b] : 1);
-            if (pass < 2 ? tile >= 8 && tile <= 32 : tile >= 3) add_candidate(ng, c, &n, up);
+          for (int j = 0; j < nf[b]; j++) {
+            up[a] = f[a][i], up[b] = f[b][j];
+            if (up[a] * up[b] >= 8 && up[a] * up[b] <= 32) add_candidate(ng, c, &n, up);
+            up[a] = up[b] = 1;
           }
       }
+  for (int a = 0; a < ng; a++)
+    for (int i = 0; i < nf[a]; i++) {
+      up[a] = f[a][i];
+      if (up[a] >= 3) add_candidate(ng, c, &n, up);
+      up[a] = 1;
+    }
   return n;
 }
 
