@@ -13,6 +13,9 @@ ARCH is `base` (the CNN of `kiln train`) or `bnall` (the same convolutions, each
 batchnorm before its relu); AUG is `none` or `flip` (random horizontal flips of training
 images). EMA (default 0: off) is the decay of an exponential moving average of the weights,
 evaluated beside the trained weights; WD (default 0) is AdamW's decoupled weight decay.
+AUG may also be `shift` (random moves of up to 2 pixels) or `flipshift`. Optional key=value
+fields after those: epochs=N (3), tta=1 (also report the accuracy of the mean logits over each
+test image and its mirror), b2=B (Adam's beta2, 0.999).
 THREADS (default 2) sets the torch threads."""
 import math
 import os
@@ -37,16 +40,39 @@ def make_bnall():
                          nn.Flatten(), nn.Linear(576, 10))
 
 
+def shifted(xb, rng, pad=2):
+    """Each image moved by a random offset of up to pad pixels in x and y (zeros shifted in)."""
+    n = len(xb)
+    big = np.full((n, 1, 28 + 2 * pad, 28 + 2 * pad), xb.min(), np.float32)
+    big[:, :, pad:pad + 28, pad:pad + 28] = xb
+    dy, dx = rng.integers(0, 2 * pad + 1, n), rng.integers(0, 2 * pad + 1, n)
+    return np.stack([big[i, :, dy[i]:dy[i] + 28, dx[i]:dx[i] + 28] for i in range(n)])
+
+
+def accuracy_tta(model, vx, vy):
+    """Test accuracy of the mean logits over each image and its horizontal mirror."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(vx), 1000):
+            x = torch.from_numpy(vx[i:i + 1000])
+            pred = (model(x) + model(x.flip(3))).argmax(1).numpy()
+            correct += int((pred == vy[i:i + 1000]).sum())
+    return correct / len(vx)
+
+
 def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", ema="0",
-        wd="0", epochs=3):
+        wd="0", epochs=3, tta="0", b2="0.999"):
     torch.manual_seed(42)
     model = tt.make_model() if arch == "base" else make_bnall()
     flip_rng = np.random.default_rng(3)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(wd))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(wd),
+                            betas=(0.9, float(b2)))
+    epochs = int(epochs)
     decay = float(ema)
     avg = torch.optim.swa_utils.AveragedModel(
         model, avg_fn=lambda a, p, n: decay * a + (1 - decay) * p) if decay > 0 else None
-    ema_accs = []
+    ema_accs, tta_accs = [], []
     steps = len(tx) // tt.BATCH
     total = steps * epochs
     it = tt.batches(len(tx), np.random.default_rng(2))
@@ -63,10 +89,12 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
             idx = next(it)
             opt.zero_grad()
             xb = tx[idx]
-            if aug == "flip":
+            if "flip" in aug:
                 flip = flip_rng.random(len(idx)) < 0.5
                 xb = xb.copy()
                 xb[flip] = xb[flip][..., ::-1]
+            if "shift" in aug:
+                xb = shifted(xb, flip_rng)
             loss = F.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(ty[idx]),
                                    label_smoothing=smoothing)
             loss.backward()
@@ -75,11 +103,14 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
                 avg.update_parameters(model)
             step += 1
         accs.append(tt.accuracy(model, vx, vy))
+        if tta != "0":
+            tta_accs.append(accuracy_tta(model, vx, vy))
         if avg is not None:  # the averaged weights with the live batchnorm statistics
             for a, b in zip(avg.module.buffers(), model.buffers()):
                 a.copy_(b)
             ema_accs.append(tt.accuracy(avg.module, vx, vy))
     extra = " | ema " + " ".join(f"{a * 100:.2f}" for a in ema_accs) if ema_accs else ""
+    extra += " | tta " + " ".join(f"{a * 100:.2f}" for a in tta_accs) if tta_accs else ""
     print(name, " ".join(f"{a * 100:.2f}" for a in accs) + extra, flush=True)
 
 
@@ -92,7 +123,9 @@ def main():
         sys.exit("train_recipes.py: Fashion-MNIST is needed (scripts/fetch-data)")
     for spec in sys.argv[1:]:
         name, lr, warm, sched, smoothing, *rest = spec.split(":")
-        run(name, float(lr), int(warm), sched, float(smoothing), tx, ty, vx, vy, *rest)
+        pos = [r for r in rest if "=" not in r]
+        kw = dict(r.split("=", 1) for r in rest if "=" in r)
+        run(name, float(lr), int(warm), sched, float(smoothing), tx, ty, vx, vy, *pos, **kw)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,8 @@ typedef struct {
   char name[96];
   char opts[128];   /* applied optimizations, for DEBUG=3 */
   int64_t up[KILN_MAX_DIMS]; /* the upcast factor of each global dim (before GROUP) */
+  int64_t lanes;    /* the SPLIT asked for: 0 = the heuristic's, 1 = none, else its lanes */
+  int64_t split;    /* the SPLIT lowered: its lanes, 1 = none */
   double flops;     /* estimated per launch */
   double bytes;     /* estimated memory traffic per launch */
 } kn_kernel;
@@ -203,8 +205,10 @@ typedef struct {
 kn_kernel *kn_lower(const kn_sched_item *it);
 /* The same with the upcast factor of each global dim given (the autotuner's candidates); the
  * global dims are the output's dims larger than 1, kn_lower_gshape gives them (returns their
- * number). Factors that do not divide their dim are ignored (the heuristic choice is used). */
-kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *up);
+ * number). Factors that do not divide their dim are ignored (the heuristic choice is used).
+ * lanes: 0 = SPLIT as the heuristic picks it, 1 = no SPLIT, k = SPLIT the innermost reduce
+ * axis into k accumulator lanes (where k divides it, whatever the upcasts). */
+kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *up, int64_t lanes);
 int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape);
 void kn_kernel_free(kn_kernel *k);
 void kn_kernel_print(FILE *f, const kn_kernel *k);

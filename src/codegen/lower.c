@@ -29,6 +29,7 @@ typedef struct {
   int64_t ncombo; /* unrolled copies of the body (upcasts) */
   int split_axis; /* reduce axis walked by `lanes` accumulator lanes (SPLIT), or -1 */
   int64_t lanes;
+  int64_t want_lanes; /* kn_lower_with's lanes: 0 = pick, 1 = none, k = k lanes */
   int lane_range;
 } lb;
 
@@ -275,9 +276,14 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid);
 static void pick_split(lb *L, kn_node *n) {
   kn_node *s = n->src[0];
   L->split_axis = -1, L->lanes = 1;
-  if (L->ncombo < 1 || L->ncombo > 4 || (n->arg[0] != N_ADD && n->arg[0] != N_MAX)) return;
+  if (L->ncombo < 1 || L->want_lanes == 1 || (n->arg[0] != N_ADD && n->arg[0] != N_MAX)) return;
+  if (!L->want_lanes && L->ncombo > 4) return;
   for (int i = s->ndim - 1; i >= 0; i--)
     if ((n->arg[1] >> i & 1) && s->shape[i] != 1) {
+      if (L->want_lanes > 1) { /* asked for: these lanes or none */
+        if (L->want_lanes <= 16 && s->shape[i] % L->want_lanes == 0) L->split_axis = i, L->lanes = L->want_lanes;
+        return;
+      }
       for (int64_t k = 16; k >= 4; k /= 2)
         if (s->shape[i] % k == 0) {
           L->split_axis = i, L->lanes = k;
@@ -625,10 +631,10 @@ int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
   return global_dims(it->out, gdim_of, gshape);
 }
 
-kn_kernel *kn_lower(const kn_sched_item *it) { return kn_lower_with(it, NULL); }
+kn_kernel *kn_lower(const kn_sched_item *it) { return kn_lower_with(it, NULL, 0); }
 
-kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up) {
-  lb L = {.it = it, .split_axis = -1};
+kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int64_t lanes) {
+  lb L = {.it = it, .split_axis = -1, .want_lanes = lanes};
   kn_node *out = it->out;
   kn_kernel *k = kn_xcalloc(1, sizeof *k);
   k->nbufs = it->ninputs + 1;
@@ -646,6 +652,7 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up) {
   if (forced) memcpy(up, forced_up, sizeof(int64_t) * ng);
   else pick_upcasts(it, ng, gdim_of, gshape, up);
   memcpy(k->up, up, sizeof(int64_t) * ng);
+  k->lanes = lanes;
   /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
    * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
   struct { int dim; int64_t bound, mult; } loops[KILN_MAX_DIMS + 1];
@@ -692,6 +699,7 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up) {
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
     push(&L, st, nl, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
   }
+  k->split = L.lanes;
   if (L.split_axis >= 0)
     o += snprintf(k->opts + o, sizeof k->opts - o, "SPLIT(%d,%lld) ", L.split_axis, (long long)L.lanes);
   /* ---- linearize: loops open outermost first; each lop goes to its level ---- */

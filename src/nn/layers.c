@@ -142,17 +142,88 @@ static T *windows2d(const char *op, T *x, const int *kernel, const int *stride, 
   return kiln_permute(t, (int[]){0, 1, 4, 2, 5, 3}); /* (N, C, OH, OW, KH, KW) */
 }
 
-/* d loss / d x of a stride-1, undilated, ungrouped convolution: the gradient g (N,O,OH,OW),
- * padded by K-1-p, convolved with the weights flipped and with in/out channels swapped. One
- * fused reduce over (O,KH,KW), where the primitive gradient of the windows would store the
- * (N,C,OH,OW,KH,KW) products and then sum the overlapping windows back in a second kernel. */
-static void conv2d_input_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
-  T *w = in[1];
-  int64_t KH = SHP(w)[2], KW = SHP(w)[3], ph = KH - 1 - iarg[0], pw = KW - 1 - iarg[1];
-  /* g stored once, padded: the windows read each element KH*KW times, with no bounds tests */
-  T *gp = kiln_contiguous(kiln_pad(g, (int64_t[]){0, 0, ph, pw}, (int64_t[]){0, 0, ph, pw}, 0));
+/* Convolutions over a batch, stride 1. They read x[n,c,oh+i,ow+j]: in the (N,C,H,W) layout the
+ * only runs of consecutive values are along OW (6 to 24 long); with the images innermost, in a
+ * (C,H,W,N) or blocked copy, the loops over images become full-width vector loads and stores.
+ * A copy costs one transposing pass over x. */
+
+/* x (N,C,H,W), padded by pad, stored as (C,H+2ph,W+2pw,N) */
+static T *batch_last(T *x, const int64_t *pad) {
+  if (pad[0] || pad[1]) x = kiln_pad(x, (int64_t[]){0, 0, pad[0], pad[1]}, (int64_t[]){0, 0, pad[0], pad[1]}, 0);
+  return kiln_contiguous(kiln_permute(x, (int[]){1, 2, 3, 0}));
+}
+
+/* xt (C,H,W,N) -> windows (C,KH,KW,OH,OW,N), element [c,i,j,oh,ow,n] = xt[c,oh+i,ow+j,n] */
+static T *windows_batch_last(T *xt, int64_t KH, int64_t KW) {
+  int64_t C = SHP(xt)[0], H = SHP(xt)[1], W = SHP(xt)[2], N = SHP(xt)[3];
+  int64_t OH = H - KH + 1, OW = W - KW + 1;
+  /* along W: (C, H, W*N) -> (C, H, OW*N, KW), element [o, j] = [o + j*N] */
+  T *v = windows1d(kiln_reshape(xt, 3, (int64_t[]){C, H, W * N}), KW, 1, N);
+  /* along H: (C, OW*N, KW, H) -> (C, OW*N, KW, OH, KH) */
+  v = windows1d(kiln_permute(v, (int[]){0, 2, 3, 1}), KH, 1, 1);
+  v = kiln_reshape(v, 6, (int64_t[]){C, OW, N, KW, OH, KH});
+  return kiln_permute(v, (int[]){0, 5, 3, 4, 1, 2});
+}
+
+/* y[n,o,oh,ow] = b[o] + sum over (c,i,j) of x[n,c,oh+i,ow+j] * w[o,c,i,j] (x padded), as a view
+ * of a (O,OH,OW,N/B,B) result. x is copied blocked, as (H,W,N/B,C,B) with B = 16 or 8 images:
+ * for one output position and block of images, the sum reads one contiguous run of C*B values
+ * per kernel tap (KH*KW runs), where (C,H,W,N) would give C*KH*KW separate ones of B values.
+ * The result is stored as such, or the kernel that sums would take the layout of the ops that
+ * read y after it and write (N,O,OH,OW) with strided stores. */
+static T *conv2d_blocked(T *x, T *w, T *b, const int64_t *pad) {
+  int64_t N = SHP(x)[0], C = SHP(x)[1], O = SHP(w)[0], KH = SHP(w)[2], KW = SHP(w)[3];
+  int64_t B = N % 16 == 0 ? 16 : 8, NB = N / B, R = N * C;
+  if (pad[0] || pad[1]) x = kiln_pad(x, (int64_t[]){0, 0, pad[0], pad[1]}, (int64_t[]){0, 0, pad[0], pad[1]}, 0);
+  int64_t H = SHP(x)[2], W = SHP(x)[3], OH = H - KH + 1, OW = W - KW + 1;
+  T *xb = kiln_reshape(x, 5, (int64_t[]){NB, B, C, H, W});
+  xb = kiln_contiguous(kiln_permute(xb, (int[]){3, 4, 0, 2, 1})); /* (H, W, NB, C, B) */
+  /* along W: (H, W*R) -> (H, OW*R, KW), element [o, j] = [o + j*R] */
+  T *v = windows1d(kiln_reshape(xb, 2, (int64_t[]){H, W * R}), KW, 1, R);
+  /* along H: (OW*R, KW, H) -> (OW*R, KW, OH, KH) */
+  v = windows1d(kiln_permute(v, (int[]){1, 2, 0}), KH, 1, 1);
+  v = kiln_reshape(v, 7, (int64_t[]){OW, NB, C, B, KW, OH, KH});
+  v = kiln_permute(v, (int[]){5, 0, 1, 3, 6, 4, 2}); /* (OH, OW, NB, B, KH, KW, C) */
+  v = kiln_reshape(v, 8, (int64_t[]){1, OH, OW, NB, B, KH, KW, C});
+  T *wv = kiln_reshape(kiln_permute(w, (int[]){0, 2, 3, 1}), 8, (int64_t[]){O, 1, 1, 1, 1, KH, KW, C});
+  T *yt = kiln_sum(kiln_mul(v, wv), 3, (int[]){5, 6, 7}, false); /* (O, OH, OW, NB, B) */
+  if (b) yt = kiln_add(yt, kiln_reshape(b, 5, (int64_t[]){O, 1, 1, 1, 1}));
+  T *y = kiln_permute(kiln_contiguous(yt), (int[]){3, 4, 0, 1, 2}); /* (NB, B, O, OH, OW) */
+  return kiln_reshape(y, 4, (int64_t[]){N, O, OH, OW});
+}
+
+/* d loss / d x of a stride-1, undilated, ungrouped convolution, from gt, the output gradient
+ * stored (O,OH,OW,N): that padded by K-1-p, convolved with the weights flipped and with in/out
+ * channels swapped. One fused reduce over (O,KH,KW), where the primitive gradient of the windows
+ * would store the (N,C,OH,OW,KH,KW) products and then sum the overlapping windows back. */
+static T *conv2d_input_grad(T *gt, T *w, const int64_t *pad) {
+  int KH = (int)SHP(w)[2], KW = (int)SHP(w)[3];
   T *wt = kiln_permute(kiln_flip(w, 2, (int[]){2, 3}), (int[]){1, 0, 2, 3});
-  grads[0] = kiln_conv2d(gp, wt, NULL, NULL, NULL, NULL, 1);
+  T *g = kiln_permute(gt, (int[]){3, 0, 1, 2});
+  return kiln_conv2d(g, wt, NULL, NULL, (int[]){KH - 1 - (int)pad[0], KW - 1 - (int)pad[1]}, NULL, 1);
+}
+
+/* d loss / d w of the same convolutions: dw[o,c,i,j] = sum over (n,oh,ow) of
+ * g[n,o,oh,ow] * x[n,c,oh+i,ow+j]. The batch is the long, innermost axis of that sum, so it
+ * reads gt and a (C,H,W,N) copy of the padded x: runs of N consecutive values, vector loads. */
+static T *conv2d_weight_grad(T *gt, T *x, T *w, const int64_t *pad) {
+  int64_t O = SHP(w)[0], C = SHP(w)[1], KH = SHP(w)[2], KW = SHP(w)[3];
+  int64_t OH = SHP(gt)[1], OW = SHP(gt)[2], N = SHP(gt)[3];
+  T *xt = batch_last(x, pad);
+  T *v = kiln_reshape(windows_batch_last(xt, KH, KW), 7, (int64_t[]){1, C, KH, KW, OH, OW, N});
+  T *gv = kiln_reshape(gt, 7, (int64_t[]){O, 1, 1, 1, OH, OW, N});
+  return kiln_sum(kiln_mul(gv, v), 3, (int[]){4, 5, 6}, false);
+}
+
+/* iarg: padding (2), then which inputs (x, w, b) this rule differentiates. All three gradients
+ * read the output gradient stored once as (O,OH,OW,N): its only reader is then that copy, which
+ * the ops before it (an activation's or a norm's backward) fuse into, and each reduce reads it
+ * contiguously along the images. */
+static void conv2d_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
+  T *gt = batch_last(g, (int64_t[]){0, 0});
+  if (iarg[2]) grads[0] = conv2d_input_grad(gt, in[1], iarg);
+  if (iarg[3]) grads[1] = conv2d_weight_grad(gt, in[0], in[1], iarg);
+  if (iarg[4]) grads[2] = kiln_sum(gt, 3, (int[]){1, 2, 3}, false);
 }
 
 T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const int *dilation, int groups) {
@@ -169,26 +240,41 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
            kn_shape_str(a, 4, SHP(x)), kn_shape_str(c, 4, SHP(w)), groups);
     return NULL;
   }
+  if (b && (kiln_ndim(b) != 1 || SHP(b)[0] != O)) {
+    kn_err("conv2d: bias of shape (%lld) expected for %lld output channels", (long long)O, (long long)O);
+    return NULL;
+  }
   BEGIN();
-  /* the input's gradient by its own rule where it applies (see conv2d_input_grad) */
+  /* the gradients by their own rules where they apply (see conv2d_grad) */
   int64_t pad[8] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
-  bool own_grad = kiln_requires_grad(x) && groups == 1 && pad[0] <= KH - 1 && pad[1] <= KW - 1;
-  for (int i = 0; i < 2; i++) own_grad = own_grad && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
-  /* a computed input (an activation) is stored once: the windows read each element KH*KW
-   * times, and recomputing it there costs more than the copy */
-  if (KH * KW > 1) x = kiln_contiguous(x);
-  T *xin = x;
-  if (own_grad) x = kiln_detach(x);
-  T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
-  if (!win) return ret(NULL);
-  int64_t OH = SHP(win)[2], OW = SHP(win)[3], G = groups;
-  /* x: (N, G, 1, C/G, OH, OW, KH, KW); w: (1, G, O/G, C/G, 1, 1, KH, KW) */
-  T *xv = kiln_reshape(win, 8, (int64_t[]){N, G, 1, CG, OH, OW, KH, KW});
-  T *wv = kiln_reshape(w, 8, (int64_t[]){1, G, O / G, CG, 1, 1, KH, KW});
-  T *y = kiln_sum(kiln_mul(xv, wv), 3, (int[]){3, 6, 7}, false); /* (N, G, O/G, OH, OW) */
-  y = kiln_reshape(y, 4, (int64_t[]){N, O, OH, OW});
+  bool simple = groups == 1;
+  for (int i = 0; i < 2; i++) simple = simple && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
+  pad[2] = simple && kiln_requires_grad(x) && pad[0] <= KH - 1 && pad[1] <= KW - 1;
+  pad[3] = simple && kiln_requires_grad(w);
+  pad[4] = simple && b && kiln_requires_grad(b);
+  T *in[3] = {x, w, b}, *y;
+  if (pad[2]) x = kiln_detach(x);
+  if (pad[3]) w = kiln_detach(w);
+  if (pad[4]) b = kiln_detach(b);
+  if (simple && N % 8 == 0 && pad[0] >= 0 && pad[1] >= 0 && SHP(x)[2] + 2 * pad[0] >= KH &&
+      SHP(x)[3] + 2 * pad[1] >= KW) {
+    y = conv2d_blocked(x, w, b, pad);
+    b = NULL;
+  } else {
+    /* a computed input (an activation) is stored once: the windows read each element KH*KW
+     * times, and recomputing it there costs more than the copy */
+    if (KH * KW > 1) x = kiln_contiguous(x);
+    T *win = windows2d("conv2d", x, (int[]){(int)KH, (int)KW}, stride, padding, dilation, 0);
+    if (!win) return ret(NULL);
+    int64_t OH = SHP(win)[2], OW = SHP(win)[3], G = groups;
+    /* x: (N, G, 1, C/G, OH, OW, KH, KW); w: (1, G, O/G, C/G, 1, 1, KH, KW) */
+    T *xv = kiln_reshape(win, 8, (int64_t[]){N, G, 1, CG, OH, OW, KH, KW});
+    T *wv = kiln_reshape(w, 8, (int64_t[]){1, G, O / G, CG, 1, 1, KH, KW});
+    y = kiln_sum(kiln_mul(xv, wv), 3, (int[]){3, 6, 7}, false); /* (N, G, O/G, OH, OW) */
+    y = kiln_reshape(y, 4, (int64_t[]){N, O, OH, OW});
+  }
   if (y && b) y = kiln_add(y, kiln_reshape(b, 4, (int64_t[]){1, O, 1, 1}));
-  if (own_grad) y = kn_custom_grad(y, 2, (T *[]){xin, w}, conv2d_input_grad, pad);
+  if (pad[2] || pad[3] || pad[4]) y = kn_custom_grad(y, in[2] ? 3 : 2, in, conv2d_grad, pad);
   return ret(y);
 }
 

@@ -161,17 +161,39 @@ static bool tune_wanted(const kn_device *d, const kn_kernel *k) {
   return !off && d->time_program && k->name[0] == 'r' && k->flops >= TUNE_MIN_FLOPS;
 }
 
-static void add_candidate(int ng, int64_t (*c)[KILN_MAX_DIMS], int *n, const int64_t *up) {
+typedef struct {
+  int64_t up[KILN_MAX_DIMS], lanes;
+} cand;
+static void add_candidate(int ng, cand *c, int *n, const int64_t *up, int64_t lanes) {
   for (int i = 0; i < *n; i++)
-    if (!memcmp(c[i], up, sizeof(int64_t) * ng)) return;
-  if (*n < TUNE_MAX) memcpy(c[(*n)++], up, sizeof(int64_t) * ng);
+    if (!memcmp(c[i].up, up, sizeof(int64_t) * ng) && c[i].lanes == lanes) return;
+  if (*n < TUNE_MAX) memcpy(c[*n].up, up, sizeof(int64_t) * ng), c[(*n)++].lanes = lanes;
 }
-/* Candidate factors: a dim of at most 8 is unrolled whole, a larger one by 2, 4, 8 or 16 (what
- * divides it). Pairs of dims whose tile has 8 to 32 outputs come first (those with a small dim
- * before the others), then single dims (3 outputs or more). */
-static int candidates(int ng, const int64_t *gs, int64_t (*c)[KILN_MAX_DIMS]) {
+/* Candidate factors: the heuristic's neighbours (below), then: a dim of at most 8 is unrolled
+ * whole, a larger one by 2, 4, 8 or 16 (what divides it). Pairs of dims whose tile has 8 to 32 outputs come first (those with a small dim
+ * before the others), then single dims (3 outputs or more). Where the heuristic vectorizes the
+ * reduce (SPLIT), the tiles are smaller (4 to 12 outputs, then single dims), each with 8 lanes
+ * of its own: the accumulators are vectors then, and 16 registers hold about 12 of them. */
+static int candidates(int ng, const int64_t *gs, const kn_kernel *k0, cand *c) {
   int64_t f[KILN_MAX_DIMS][4], up[KILN_MAX_DIMS];
   int nf[KILN_MAX_DIMS], n = 0;
+  bool split = k0->split > 1;
+  int64_t lo = split ? 4 : 8, hi = split ? 12 : 32, lanes = split ? 8 : 0, single = split ? 2 : 3;
+  /* first the heuristic's neighbours: one factor doubled or halved, or one doubled and
+   * another halved (a tile of up to 64 outputs, without SPLIT) */
+  for (int a = 0; a < ng && !split; a++)
+    for (int b = -1; b < ng; b++) /* b = -1: a alone */
+      for (int dbl = 1; dbl >= (b < 0 ? 0 : 1); dbl--) {
+        memcpy(up, k0->up, sizeof(int64_t) * ng);
+        if (b == a || (!dbl && up[a] % 2) || (b >= 0 && up[b] % 2)) continue;
+        up[a] = dbl ? up[a] * 2 : up[a] / 2;
+        if (b >= 0) up[b] /= 2;
+        int64_t t = 1;
+        bool ok = true;
+        for (int g = 0; g < ng; g++) t *= up[g], ok = ok && gs[g] % up[g] == 0;
+        if (ok && t > 1 && t <= 64) add_candidate(ng, c, &n, up, 0);
+      }
+  for (int g = 0; g < ng; g++) up[g] = 1;
   for (int g = 0; g < ng; g++) {
     nf[g] = 0, up[g] = 1;
     if (gs[g] <= 8) {
@@ -187,14 +209,14 @@ static int candidates(int ng, const int64_t *gs, int64_t (*c)[KILN_MAX_DIMS]) {
         for (int i = 0; i < nf[a]; i++)
           for (int j = 0; j < nf[b]; j++) {
             up[a] = f[a][i], up[b] = f[b][j];
-            if (up[a] * up[b] >= 8 && up[a] * up[b] <= 32) add_candidate(ng, c, &n, up);
+            if (up[a] * up[b] >= lo && up[a] * up[b] <= hi) add_candidate(ng, c, &n, up, lanes);
             up[a] = up[b] = 1;
           }
       }
   for (int a = 0; a < ng; a++)
     for (int i = 0; i < nf[a]; i++) {
       up[a] = f[a][i];
-      if (up[a] >= 3) add_candidate(ng, c, &n, up);
+      if (up[a] >= single && up[a] <= hi) add_candidate(ng, c, &n, up, lanes);
       up[a] = 1;
     }
   return n;
@@ -204,15 +226,21 @@ static void tune_path(char *out, size_t n, uint64_t k1, uint64_t k2, const kn_de
   snprintf(out, n, "%s/tune/%016llx%016llx.%s", kn_cache_dir(), (unsigned long long)k1,
            (unsigned long long)k2, d->name);
 }
-/* The factors of a verdict file, if it holds ng valid ones for these dims. */
-static bool read_verdict(const char *path, int ng, const int64_t *gs, int64_t *up) {
+/* The factors of a verdict file, if it holds ng valid ones for these dims, then the lanes
+ * (0, the heuristic's SPLIT, where the file has none). */
+static bool read_verdict(const char *path, int ng, const int64_t *gs, int64_t *up, int64_t *lanes) {
   FILE *f = fopen(path, "r");
   if (!f) return false;
   bool ok = true;
+  long long v;
   for (int g = 0; g < ng && ok; g++) {
-    long long v;
     ok = fscanf(f, "%lld", &v) == 1 && v >= 1 && v <= gs[g] && gs[g] % v == 0;
     up[g] = v;
+  }
+  *lanes = 0;
+  if (ok && fscanf(f, "%lld", &v) == 1) {
+    ok = v >= 0 && v <= 16;
+    *lanes = v;
   }
   fclose(f);
   return ok;
@@ -230,13 +258,13 @@ static double time_kernel(kn_device *d, const kn_kernel *k) {
 }
 /* Returns the kernel to use: k0 (the heuristic's) or a faster lowering of the same item. */
 static kn_kernel *tune(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1, uint64_t k2) {
-  int64_t gs[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
+  int64_t gs[KILN_MAX_DIMS], up[KILN_MAX_DIMS], lanes;
   int ng = kn_lower_gshape(it, gs);
   char path[1200];
   tune_path(path, sizeof path, k1, k2, d);
-  if (read_verdict(path, ng, gs, up)) {
+  if (read_verdict(path, ng, gs, up, &lanes)) {
     kn_kernel_free(k0);
-    return kn_lower_with(it, up);
+    return kn_lower_with(it, up, lanes);
   }
   static bool told;
   if (!told && isatty(2)) /* a first run pauses here for a while: say why, once */
@@ -245,11 +273,11 @@ static kn_kernel *tune(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uin
   kn_quick_compile = true;
   kn_kernel *best = k0;
   double tbest = time_kernel(d, k0), t0 = tbest;
-  int64_t (*c)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*c) * TUNE_MAX);
-  int nc = tbest < 0 ? 0 : candidates(ng, gs, c);
+  cand *c = kn_xmalloc(sizeof(*c) * TUNE_MAX);
+  int nc = tbest < 0 ? 0 : candidates(ng, gs, k0, c);
   for (int i = 0; i < nc; i++) {
-    if (!memcmp(c[i], k0->up, sizeof(int64_t) * ng)) continue;
-    kn_kernel *k = kn_lower_with(it, c[i]);
+    if (!memcmp(c[i].up, k0->up, sizeof(int64_t) * ng) && c[i].lanes == k0->lanes) continue;
+    kn_kernel *k = kn_lower_with(it, c[i].up, c[i].lanes);
     double t = time_kernel(d, k);
     if (t >= 0 && t < 0.95 * tbest) { /* a clear win only: noise must not pick */
       if (best != k0) kn_kernel_free(best);
@@ -268,7 +296,8 @@ static kn_kernel *tune(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uin
   mkdir(dir, 0755);
   FILE *f = fopen(path, "w");
   if (f) {
-    for (int g = 0; g < ng; g++) fprintf(f, "%lld%c", (long long)best->up[g], g + 1 < ng ? ' ' : '\n');
+    for (int g = 0; g < ng; g++) fprintf(f, "%lld ", (long long)best->up[g]);
+    fprintf(f, "%lld\n", (long long)best->lanes);
     fclose(f);
   }
   return best;

@@ -117,6 +117,10 @@ static const conv_case conv_cases[] = {
     {"conv s(2,1) p(1,2) d(1,2)", {2, 4, 7, 6}, {6, 4, 3, 2}, {2, 1}, {1, 2}, {1, 2}, 1, true},
     {"conv groups 2 no bias", {2, 4, 7, 6}, {6, 2, 3, 3}, {1, 2}, {1, 1}, {2, 1}, 2, false},
     {"conv depthwise s3", {2, 4, 7, 6}, {4, 1, 2, 2}, {3, 3}, {0, 0}, {1, 1}, 4, true},
+    /* 8+ images: computed batch-last, (C,H,W,N) */
+    {"conv 3x2 batch 8", {8, 3, 5, 4}, {2, 3, 3, 2}, {1, 1}, {0, 0}, {1, 1}, 1, true},
+    {"conv 3x3 p(1,2) batch 9", {9, 2, 4, 3}, {3, 2, 3, 3}, {1, 1}, {1, 2}, {1, 1}, 1, false},
+    {"conv 2x2 p(2,2) batch 8", {8, 2, 3, 3}, {2, 2, 2, 2}, {1, 1}, {2, 2}, {1, 1}, 1, true},
 };
 #define NCONV (int)(sizeof conv_cases / sizeof conv_cases[0])
 
