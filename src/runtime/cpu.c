@@ -37,42 +37,60 @@ static void *host_alloc(kn_device *d, size_t n) {
 }
 /* Freed mapped blocks are kept (up to SCRATCH_MAX bytes) for kernel outputs of the same size,
  * which overwrite them completely: a training step allocates the same activations every step,
- * and fresh pages would be faulted in and zeroed each time. */
+ * and fresh pages would be faulted in and zeroed each time. A block no kernel took during the
+ * last SCRATCH_AGE realizations is unmapped: the sizes of a pass that comes back rarely (an
+ * evaluation each epoch) would otherwise stay resident beside the step's. */
 #define SCRATCH_MAX ((size_t)1 << 30)
+#define SCRATCH_AGE 16
 static struct {
   char *base[256];
   size_t total[256], bytes;
+  int64_t when[256]; /* kn_stats.schedules when kept */
   int n;
 } scratch;
+static void scratch_take(int i) {
+  scratch.bytes -= scratch.total[i];
+  scratch.n--;
+  scratch.base[i] = scratch.base[scratch.n], scratch.total[i] = scratch.total[scratch.n];
+  scratch.when[i] = scratch.when[scratch.n];
+}
+static void scratch_trim(void) {
+  for (int i = scratch.n - 1; i >= 0; i--)
+    if (kn_stats.schedules - scratch.when[i] > SCRATCH_AGE) {
+      munmap(scratch.base[i], scratch.total[i]);
+      scratch_take(i);
+    }
+}
 static void host_free(kn_device *d, void *p) {
   (void)d;
   if (!p) return;
   char *base = (char *)p - 64;
   size_t total = ((size_t *)base)[0];
-  if (total < HOST_MMAP_MIN) free(base);
-  else if (scratch.n < 256 && scratch.bytes + total <= SCRATCH_MAX) {
-    scratch.base[scratch.n] = base, scratch.total[scratch.n++] = total;
+  if (total < HOST_MMAP_MIN) return free(base);
+  scratch_trim();
+  if (scratch.n < 256 && scratch.bytes + total <= SCRATCH_MAX) {
+    scratch.base[scratch.n] = base, scratch.total[scratch.n] = total;
+    scratch.when[scratch.n++] = kn_stats.schedules;
     scratch.bytes += total;
   } else munmap(base, total);
 }
 /* Memory whose contents do not matter (a kernel output): a kept block of this size if any. */
 static void *host_alloc_scratch(kn_device *d, size_t n) {
   size_t total = n + 64 + 64;
+  scratch_trim();
   for (int i = scratch.n - 1; i >= 0 && total >= HOST_MMAP_MIN; i--)
     if (scratch.total[i] == total) {
       char *base = scratch.base[i];
-      scratch.bytes -= total;
-      scratch.base[i] = scratch.base[--scratch.n], scratch.total[i] = scratch.total[scratch.n];
+      scratch_take(i);
       return base + 64;
     }
   return host_alloc(d, n);
 }
 void kn_cpu_scratch_release(void) {
   while (scratch.n) {
-    scratch.n--;
-    munmap(scratch.base[scratch.n], scratch.total[scratch.n]);
+    munmap(scratch.base[scratch.n - 1], scratch.total[scratch.n - 1]);
+    scratch_take(scratch.n - 1);
   }
-  scratch.bytes = 0;
 }
 static void host_copy(kn_device *d, void *dst, const void *src, size_t n) {
   (void)d;
