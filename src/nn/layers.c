@@ -278,15 +278,37 @@ T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const in
   return ret(y);
 }
 
+/* Images innermost, as the batched convolutions store their outputs: (N,C,H,W) ops on a batch
+ * of 8+ (batchnorm, pooling) run over a (C,H,W,N) view, so their kernels walk the convolution
+ * outputs in memory order rather than transposing them (and store in that order too). */
+static bool batched(T *x) { return kiln_ndim(x) == 4 && SHP(x)[0] % 8 == 0; }
+static T *to_batch_last(T *x) { return kiln_permute(x, (int[]){1, 2, 3, 0}); }
+static T *from_batch_last(T *x) { return kiln_permute(x, (int[]){3, 0, 1, 2}); }
+
+/* Pooling windows that tile the input (stride = kernel, no padding, dims divisible): a reshape
+ * of the batch-last view, (C, OH, KH, OW, KW, N); NULL where they do not. */
+static T *pool_tiles(T *x, const int *kernel, const int *stride, const int *padding) {
+  if (!batched(x)) return NULL;
+  for (int i = 0; i < 2; i++)
+    if (kernel[i] < 1 || (stride && stride[i] != kernel[i]) || (padding && padding[i]) || SHP(x)[2 + i] % kernel[i])
+      return NULL;
+  int64_t C = SHP(x)[1], H = SHP(x)[2], W = SHP(x)[3], N = SHP(x)[0];
+  return kiln_reshape(to_batch_last(x), 6, (int64_t[]){C, H / kernel[0], kernel[0], W / kernel[1], kernel[1], N});
+}
+
 T *kiln_max_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
   if (!x || !kernel) return NULL;
   BEGIN();
+  T *t = pool_tiles(x, kernel, stride, padding);
+  if (t) return ret(from_batch_last(kiln_max(t, 2, (int[]){2, 4}, false)));
   T *w = windows2d("max_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, -INFINITY);
   return ret(kiln_max(w, 2, (int[]){4, 5}, false));
 }
 T *kiln_avg_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
   if (!x || !kernel) return NULL;
   BEGIN(); /* padded zeros count in the average, as PyTorch's default */
+  T *t = pool_tiles(x, kernel, stride, padding);
+  if (t) return ret(from_batch_last(kiln_mean(t, 2, (int[]){2, 4}, false)));
   T *w = windows2d("avg_pool2d", x, kernel, stride ? stride : kernel, padding, NULL, 0);
   return ret(kiln_mean(w, 2, (int[]){4, 5}, false));
 }
@@ -312,6 +334,11 @@ T *kiln_batch_norm2d(T *x, T *weight, T *bias, T *rmean, T *rvar, bool training,
   }
   BEGIN();
   int axes[3] = {0, 2, 3};
+  bool bl = batched(x); /* computed on the (C,H,W,N) view */
+  if (bl) {
+    x = to_batch_last(x);
+    axes[0] = 1, axes[1] = 2, axes[2] = 3, cs[0] = C, cs[1] = 1;
+  }
   T *mean, *var;
   if (training) {
     mean = kiln_mean(x, 3, axes, true);
@@ -334,7 +361,7 @@ T *kiln_batch_norm2d(T *x, T *weight, T *bias, T *rmean, T *rvar, bool training,
   T *y = kiln_mul(kiln_sub(x, mean), kiln_unary(KILN_RSQRT, adds(var, eps)));
   if (weight) y = kiln_mul(y, kiln_reshape(weight, 4, cs));
   if (bias) y = kiln_add(y, kiln_reshape(bias, 4, cs));
-  return ret(y);
+  return ret(bl ? from_batch_last(y) : y);
 }
 
 T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {

@@ -207,6 +207,11 @@ static const pool_case pool_cases[] = {
     {"avg 2x2", {2, 3, 6, 7}, {2, 2}, {0, 0}, {0, 0}, true, false},
     {"avg 3x3 stride 2 pad 1", {2, 3, 7, 6}, {3, 3}, {2, 2}, {1, 1}, false, false},
     {"avg (2,3) stride (1,2) pad (1,1)", {1, 2, 5, 6}, {2, 3}, {1, 2}, {1, 1}, false, false},
+    /* 8+ images, windows that tile the input: over the (C,H,W,N) view */
+    {"max 2x2 batch 8", {8, 3, 4, 6}, {2, 2}, {0, 0}, {0, 0}, true, true},
+    {"max (2,3) stride (2,3) batch 16", {16, 2, 4, 6}, {2, 3}, {2, 3}, {0, 0}, false, true},
+    {"avg 2x2 batch 8", {8, 2, 4, 4}, {2, 2}, {0, 0}, {0, 0}, true, false},
+    {"max 2x2 batch 8, odd width", {8, 2, 4, 5}, {2, 2}, {0, 0}, {0, 0}, true, true},
 };
 #define NPOOL (int)(sizeof pool_cases / sizeof pool_cases[0])
 
@@ -333,6 +338,18 @@ TEST_DEVICES(layers_batch_norm2d) {
   EXPECT("train, no stats, no affine",
          kiln_batch_norm2d(x1, NULL, NULL, NULL, NULL, true, mom, eps),
          ref_bn(xs, x1v, NULL, NULL, NULL, NULL, true, mom, eps), 1e-5);
+
+  /* 8+ images: computed over the (C,H,W,N) view */
+  int64_t xs8[] = {8, 4, 2, 3};
+  const double *x8v;
+  kiln_tensor *x8 = input(4, xs8, -1, 2, &x8v);
+  REQUIRE(x8);
+  EXPECT("train, batch 8", kiln_batch_norm2d(x8, w, b, rmean, rvar, true, mom, eps),
+         ref_bn(xs8, x8v, wv, bv, rm, rv, true, mom, eps), 1e-5);
+  EXPECT("running mean after batch 8", rmean, ref_from(1, cs, rm), 1e-6);
+  EXPECT("running var after batch 8", rvar, ref_from(1, cs, rv), 1e-6);
+  EXPECT("eval, batch 8", kiln_batch_norm2d(x8, w, b, rmean, rvar, false, mom, eps),
+         ref_bn(xs8, x8v, wv, bv, rm, rv, false, mom, eps), 1e-5);
 }
 
 typedef struct {
@@ -357,6 +374,8 @@ TEST(layers_batch_norm2d_grad) {
   gradcheck("batch_norm2d train, no affine", g_bn, &(bn_ctx){.training = true}, 1, sp);
   double rm[2] = {0.3, -0.2}, rv[2] = {0.8, 1.7};
   gradcheck("batch_norm2d eval", g_bn, &(bn_ctx){.affine = true, .rm = rm, .rv = rv}, 3, sp);
+  gc_spec sp8[3] = {{4, {8, 2, 2, 3}, -1, 2}, {1, {2}, 0.5, 1.5}, {1, {2}, -1, 1}};
+  gradcheck("batch_norm2d train, batch 8", g_bn, &(bn_ctx){.training = true, .affine = true}, 3, sp8);
 }
 
 /* ---- layer_norm, rms_norm ----------------------------------------------------------------- */
