@@ -198,6 +198,13 @@ static ref_t *race_program(const ref_t *a, const ref_t *b, int64_t *compiled) {
   *compiled = after.kernels_compiled - before.kernels_compiled;
   return got;
 }
+/* race_program from empty in-memory caches (the disk cache stays), checked against want */
+static ref_t *fresh_run(const char *what, const ref_t *a, const ref_t *b, const ref_t *want, int64_t *compiled) {
+  kiln_reset_caches();
+  ref_t *v = race_program(a, b, compiled);
+  if (v) kt_compare(what, v, want, NULL, 1e-4, 1e-4);
+  return v;
+}
 
 static bool same_bits(const ref_t *x, const ref_t *y) {
   if (!x || !y || x->ndim != y->ndim) return false;
@@ -234,11 +241,9 @@ TEST(cache_compiler_race) {
   static char before[1024][4200], after[64][4200];
   int nb = list_new(dir, ".pick", NULL, 0, before, 1024);
 
-  kiln_reset_caches();
   int64_t c1;
-  ref_t *v1 = race_program(a, b, &c1);
+  ref_t *v1 = fresh_run("raced matmul", a, b, want, &c1);
   REQUIRE(v1);
-  kt_compare("raced matmul", v1, want, NULL, 1e-4, 1e-4);
   int na = list_new(dir, ".pick", before, nb, after, 64);
   if (!two) {
     CHECKF(na == 0, "one compiler installed, yet %d race verdicts appeared", na);
@@ -248,9 +253,8 @@ TEST(cache_compiler_race) {
   CHECKF(c1 >= 2, "a raced kernel was built %lld times, want both compilers' builds", (long long)c1);
   check_race_verdicts(after, na, "after the race");
 
-  kiln_reset_caches();
   int64_t c2;
-  ref_t *v2 = race_program(a, b, &c2);
+  ref_t *v2 = fresh_run("raced matmul, again", a, b, want, &c2);
   CHECKF(c2 == 0, "after the race, the same program compiled %lld kernels, want 0", (long long)c2);
   CHECKF(same_bits(v1, v2), "the raced kernel gave different values on the next run");
 
@@ -258,11 +262,8 @@ TEST(cache_compiler_race) {
     FILE *f = fopen(after[i], "w");
     if (f) fputs("no-such-compiler\n", f), fclose(f);
   }
-  kiln_reset_caches();
   int64_t c3;
-  ref_t *v3 = race_program(a, b, &c3);
-  REQUIRE(v3);
-  kt_compare("matmul after a garbage verdict", v3, want, NULL, 1e-4, 1e-4);
+  REQUIRE(fresh_run("matmul after a garbage verdict", a, b, want, &c3));
   CHECKF(c3 == 0, "garbage verdicts: %lld compiles, want 0 (both builds are on disk)", (long long)c3);
   check_race_verdicts(after, na, "after garbage verdicts");
   kiln_reset_caches();
@@ -270,8 +271,9 @@ TEST(cache_compiler_race) {
 
 /* ---- the autotuner ---------------------------------------------------------------------------- */
 /* A reduce kernel of 200 MFLOP is lowered several ways, timed, and the fastest kept; the verdict
- * (the upcast factor of each output dim) is written to <cache>/tune; after kiln_reset_caches the
- * same program compiles nothing and gives the same bits; a garbage verdict is tuned again. */
+ * (the upcast factor of each output dim, then the SPLIT lanes) is written to <cache>/tune;
+ * after kiln_reset_caches the same program compiles nothing and gives the same bits; a garbage
+ * verdict is tuned again. */
 TEST(cache_autotune_verdict) {
   REQUIRE(kiln_set_device("CPU") >= 0);
   const char *dir = test_cache_dir();
@@ -281,11 +283,9 @@ TEST(cache_autotune_verdict) {
   static char before[1024][4200], made[16][4200];
   int nb = list_new(dir, "/tune/", NULL, 0, before, 1024);
 
-  kiln_reset_caches();
   int64_t c1;
-  ref_t *v1 = race_program(a, b, &c1);
+  ref_t *v1 = fresh_run("tuned matmul", a, b, want, &c1);
   REQUIRE(v1);
-  kt_compare("tuned matmul", v1, want, NULL, 1e-4, 1e-4);
   int nm = list_new(dir, "/tune/", before, nb, made, 16);
   CHECKF(nm == 1, "%d tuning verdicts written for one big kernel, want 1", nm);
   CHECKF(c1 >= 3, "the tuned kernel was compiled %lld times, want several candidates", (long long)c1);
@@ -297,19 +297,15 @@ TEST(cache_autotune_verdict) {
   CHECKF(got == 2 && u0 >= 1 && u1 >= 1 && 256 % u0 == 0 && 256 % u1 == 0,
          "verdict %s: want two factors dividing 256, read %d: %lld %lld", made[0], got, u0, u1);
 
-  kiln_reset_caches();
   int64_t c2;
-  ref_t *v2 = race_program(a, b, &c2);
+  ref_t *v2 = fresh_run("tuned matmul, again", a, b, want, &c2);
   CHECKF(c2 == 0, "after tuning, the same program compiled %lld kernels, want 0", (long long)c2);
   CHECKF(same_bits(v1, v2), "the tuned kernel gave different values on the next run");
 
   f = fopen(made[0], "w");
   if (f) fputs("7 banana\n", f), fclose(f);
-  kiln_reset_caches();
   int64_t c3;
-  ref_t *v3 = race_program(a, b, &c3);
-  REQUIRE(v3);
-  kt_compare("matmul after a garbage verdict", v3, want, NULL, 1e-4, 1e-4);
+  REQUIRE(fresh_run("matmul after a garbage verdict", a, b, want, &c3));
   f = fopen(made[0], "r");
   got = f ? fscanf(f, "%lld %lld", &u0, &u1) : 0;
   if (f) fclose(f);

@@ -147,10 +147,15 @@ static T *windows2d(const char *op, T *x, const int *kernel, const int *stride, 
  * (C,H,W,N) or blocked copy, the loops over images become full-width vector loads and stores.
  * A copy costs one transposing pass over x. */
 
+/* x (N,C,H,W) with zeros added on both sides of H (pad[0]) and W (pad[1]) */
+static T *pad_hw(T *x, const int64_t *pad) {
+  if (!pad[0] && !pad[1]) return x;
+  return kiln_pad(x, (int64_t[]){0, 0, pad[0], pad[1]}, (int64_t[]){0, 0, pad[0], pad[1]}, 0);
+}
+
 /* x (N,C,H,W), padded by pad, stored as (C,H+2ph,W+2pw,N) */
 static T *batch_last(T *x, const int64_t *pad) {
-  if (pad[0] || pad[1]) x = kiln_pad(x, (int64_t[]){0, 0, pad[0], pad[1]}, (int64_t[]){0, 0, pad[0], pad[1]}, 0);
-  return kiln_contiguous(kiln_permute(x, (int[]){1, 2, 3, 0}));
+  return kiln_contiguous(kiln_permute(pad_hw(x, pad), (int[]){1, 2, 3, 0}));
 }
 
 /* xt (C,H,W,N) -> windows (C,KH,KW,OH,OW,N), element [c,i,j,oh,ow,n] = xt[c,oh+i,ow+j,n] */
@@ -174,7 +179,7 @@ static T *windows_batch_last(T *xt, int64_t KH, int64_t KW) {
 static T *conv2d_blocked(T *x, T *w, T *b, const int64_t *pad) {
   int64_t N = SHP(x)[0], C = SHP(x)[1], O = SHP(w)[0], KH = SHP(w)[2], KW = SHP(w)[3];
   int64_t B = N % 16 == 0 ? 16 : 8, NB = N / B, R = N * C;
-  if (pad[0] || pad[1]) x = kiln_pad(x, (int64_t[]){0, 0, pad[0], pad[1]}, (int64_t[]){0, 0, pad[0], pad[1]}, 0);
+  x = pad_hw(x, pad);
   int64_t H = SHP(x)[2], W = SHP(x)[3], OH = H - KH + 1, OW = W - KW + 1;
   T *xb = kiln_reshape(x, 5, (int64_t[]){NB, B, C, H, W});
   xb = kiln_contiguous(kiln_permute(xb, (int[]){3, 4, 0, 2, 1})); /* (H, W, NB, C, B) */

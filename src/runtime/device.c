@@ -147,8 +147,9 @@ void kiln_reset_caches(void) {
  * A big reduce kernel is lowered with several choices of upcast factors (which output dims a
  * thread computes several of at once, and how many: the register tile), each candidate compiled
  * and timed on scratch buffers by the device, and the fastest kept. The heuristic's choice is
- * always a candidate. The verdict (the factors) is written to the kernel cache, so later runs
- * lower the winner directly and always run the same code. KILN_TUNE=0 turns it off. */
+ * always a candidate. The verdict (the factors, then the SPLIT lanes) is written to the kernel
+ * cache, so later runs lower the winner directly and always run the same code. KILN_TUNE=0
+ * turns it off. */
 #define TUNE_MIN_FLOPS 2e8 /* about 5 ms and more: training convolutions, not decode steps */
 #define TUNE_MAX 16
 
@@ -170,10 +171,11 @@ static void add_candidate(int ng, cand *c, int *n, const int64_t *up, int64_t la
   if (*n < TUNE_MAX) memcpy(c[*n].up, up, sizeof(int64_t) * ng), c[(*n)++].lanes = lanes;
 }
 /* Candidate factors: the heuristic's neighbours (below), then: a dim of at most 8 is unrolled
- * whole, a larger one by 2, 4, 8 or 16 (what divides it). Pairs of dims whose tile has 8 to 32 outputs come first (those with a small dim
- * before the others), then single dims (3 outputs or more). Where the heuristic vectorizes the
- * reduce (SPLIT), the tiles are smaller (4 to 12 outputs, then single dims), each with 8 lanes
- * of its own: the accumulators are vectors then, and 16 registers hold about 12 of them. */
+ * whole, a larger one by 2, 4, 8 or 16 (what divides it). Pairs of dims whose tile has 8 to 32
+ * outputs come first (those with a small dim before the others), then single dims (3 outputs or
+ * more). Where the heuristic vectorizes the reduce (SPLIT), the tiles are smaller (4 to 12
+ * outputs, then single dims), each with 8 lanes of its own: the accumulators are vectors then,
+ * and 16 registers hold about 12 of them. */
 static int candidates(int ng, const int64_t *gs, const kn_kernel *k0, cand *c) {
   int64_t f[KILN_MAX_DIMS][4], up[KILN_MAX_DIMS];
   int nf[KILN_MAX_DIMS], n = 0;
@@ -193,7 +195,6 @@ static int candidates(int ng, const int64_t *gs, const kn_kernel *k0, cand *c) {
         for (int g = 0; g < ng; g++) t *= up[g], ok = ok && gs[g] % up[g] == 0;
         if (ok && t > 1 && t <= 64) add_candidate(ng, c, &n, up, 0);
       }
-  for (int g = 0; g < ng; g++) up[g] = 1;
   for (int g = 0; g < ng; g++) {
     nf[g] = 0, up[g] = 1;
     if (gs[g] <= 8) {
