@@ -15,7 +15,10 @@ images). EMA (default 0: off) is the decay of an exponential moving average of t
 evaluated beside the trained weights; WD (default 0) is AdamW's decoupled weight decay.
 AUG may also be `shift` (random moves of up to 2 pixels) or `flipshift`. Optional key=value
 fields after those: epochs=N (3), tta=1 (also report the accuracy of the mean logits over each
-test image and its mirror), b2=B (Adam's beta2, 0.999).
+test image and its mirror), b2=B (Adam's beta2, 0.999), b1=B (beta1, 0.9), seed=S (42: the
+torch seed of the initial weights; the batch order and flips change with it too), act=relu|gelu|
+silu (the activation), bs=N (the batch size, 512). SCHEDULE may also be `lin` (linear warmup,
+then linear decay to 0).
 THREADS (default 2) sets the torch threads."""
 import math
 import os
@@ -28,6 +31,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import train_torch as tt  # noqa: E402
+
+
+def make_act(act):
+    return {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}[act]()
+
+
+def with_act(model, act):
+    """The model with each ReLU replaced by act."""
+    for i, m in enumerate(model):
+        if isinstance(m, torch.nn.ReLU):
+            model[i] = make_act(act)
+    return model
 
 
 def make_bnall():
@@ -62,12 +77,14 @@ def accuracy_tta(model, vx, vy):
 
 
 def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", ema="0",
-        wd="0", epochs=3, tta="0", b2="0.999"):
-    torch.manual_seed(42)
-    model = tt.make_model() if arch == "base" else make_bnall()
-    flip_rng = np.random.default_rng(3)
+        wd="0", epochs=3, tta="0", b2="0.999", b1="0.9", seed="42", act="relu", bs="512"):
+    seed = int(seed)
+    torch.manual_seed(seed)
+    model = with_act(tt.make_model() if arch == "base" else make_bnall(), act)
+    flip_rng = np.random.default_rng(3 if seed == 42 else (seed, 3))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(wd),
-                            betas=(0.9, float(b2)))
+                            betas=(float(b1), float(b2)))
+    tt.BATCH = int(bs)
     epochs = int(epochs)
     decay = float(ema)
     avg = torch.optim.swa_utils.AveragedModel(
@@ -75,15 +92,16 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
     ema_accs, tta_accs = [], []
     steps = len(tx) // tt.BATCH
     total = steps * epochs
-    it = tt.batches(len(tx), np.random.default_rng(2))
+    it = tt.batches(len(tx), np.random.default_rng(2 if seed == 42 else (seed, 2)))
     accs, step = [], 0
     for _ in range(epochs):
         model.train()
         for _ in range(steps):
             cur = lr
-            if sched == "cos":
+            if sched in ("cos", "lin"):
+                frac = (step - warm) / max(1, total - warm)
                 cur = lr * (step + 1) / warm if step < warm else \
-                    0.5 * lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+                    0.5 * lr * (1 + math.cos(math.pi * frac)) if sched == "cos" else lr * (1 - frac)
             for g in opt.param_groups:
                 g["lr"] = cur
             idx = next(it)

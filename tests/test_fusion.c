@@ -131,6 +131,27 @@ TEST_DEVICES(fusion_through_movement) {
   if (got) kt_compare("through movement", got, w, NULL, 1e-5, 1e-6);
 }
 
+/* An elementwise chain broadcast along a trailing dim, under a sum over an earlier dim: the
+ * loops run the summed dim innermost, so the chain would be recomputed per element of the sum
+ * and per broadcast copy (a matmul's input gradient: the loss gradient (N,M) read K times). It is
+ * stored once: two kernels. */
+TEST_DEVICES(fusion_broadcast_under_earlier_reduce) {
+  g_rng = ref_rng_seed(test_seed(107));
+  int64_t sa[] = {6, 5}, sb[] = {1, 5, 7}, a3[] = {6, 5, 1}, e3[] = {6, 5, 7};
+  ref_t *ra, *rb;
+  kiln_tensor *a = input(2, sa, -1, 1, &ra), *b = input(3, sb, -1, 1, &rb);
+  REQUIRE(a && b);
+  kiln_tensor *g = kiln_binary_s(KILN_ADD, kiln_binary_s(KILN_MUL, kiln_exp(a), 2.0), 1.0);
+  g = kiln_expand(kiln_reshape(g, 3, a3), 3, e3);
+  kiln_tensor *y = kiln_sum(kiln_mul(g, b), 1, (int[]){1}, false); /* (6, 7) */
+  int64_t k = kernels_for(y);
+  CHECKF(k == 2, "[%s] sum_1(expand(exp(a)*2+1) * b): %lld kernels, want 2", device, (long long)k);
+  ref_t *w = ref_expand(ref_reshape(ref_map(ref_map(ref_map(ra, exp), r_times2), r_plus1), 3, a3), 3, e3);
+  w = ref_reduce(ref_map2(w, ref_expand(rb, 3, e3), r_mul), REF_SUM, 1, (int[]){1}, false);
+  ref_t *got = kt_read(y);
+  if (got) kt_compare("broadcast under an earlier reduce", got, w, NULL, 1e-5, 1e-5);
+}
+
 TEST_DEVICES(fusion_realized_is_free) {
   g_rng = ref_rng_seed(test_seed(106));
   int64_t sa[] = {3, 4};

@@ -80,11 +80,25 @@ static int alu_cost(builder *b, kn_node *n, int limit) {
 }
 
 /* Whether an expand broadcasts only dims after all the dims it keeps (e.g. (R,B,1,1) to
- * (R,B,2,16)): a scale per block read by every element of the block. */
-static bool expands_trailing_dims(const kn_node *n) {
+ * (R,B,2,16)): a scale per block read by every element of the block. Under a reduce `red`, the
+ * loops run over the kept dims, then the reduced ones innermost, so the order is taken in that
+ * loop order ((N,10,1) broadcast to (N,10,576) and summed over the 10 is recomputed per
+ * element of the sum); if n's shape is not the reduce's, no order is known: false. */
+static bool expands_trailing_dims(const kn_node *n, const kn_node *red) {
   const kn_node *s = n->src[0];
+  int order[KILN_MAX_DIMS], k = 0;
+  if (red) {
+    const kn_node *in = red->src[0];
+    if (in->ndim != n->ndim || memcmp(in->shape, n->shape, sizeof(int64_t) * n->ndim)) return false;
+    for (int pass = 0; pass < 2; pass++)
+      for (int i = 0; i < n->ndim; i++)
+        if ((red->arg[1] >> i & 1) == pass) order[k++] = i;
+  } else {
+    for (int i = 0; i < n->ndim; i++) order[k++] = i;
+  }
   bool seen_broadcast = false;
-  for (int i = 0; i < n->ndim; i++) {
+  for (int j = 0; j < n->ndim; j++) {
+    int i = order[j];
     bool bc = s->shape[i] == 1 && n->shape[i] != 1;
     if (!bc && n->shape[i] != 1 && seen_broadcast) return false;
     seen_broadcast = seen_broadcast || bc;
@@ -142,7 +156,7 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     kn_node *s = n->src[0];
     /* store it once rather than recompute it per copy; a broadcast of trailing dims only is
      * cheap to recompute, as codegen hoists it out of the inner loops those dims become */
-    if (inred && !expands_trailing_dims(n) && alu_cost(b, s, 3) > 2 && !reads_blob(b, s, &(int){256})) {
+    if (inred && !expands_trailing_dims(n, it->reduce) && alu_cost(b, s, 3) > 2 && !reads_blob(b, s, &(int){256})) {
       schedule_node(b, s);
       add_input(b, it, s);
       return;
