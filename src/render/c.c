@@ -296,7 +296,7 @@ char *kn_render_c(const kn_kernel *k) {
       const char *fs = f32 ? "f" : "";
       switch (o->op) {
       case N_NEG: put(&b, fl ? "-%s;\n" : "(%s)(0 - %s);\n", fl ? a : T, a); break;
-      case N_EXP2: put(&b, "exp2%s(%s);\n", fs, a); break;
+      case N_EXP2: put(&b, f32 ? "kn_exp2f(%s);\n" : "exp2(%s);\n", a); break;
       case N_LOG2: put(&b, "log2%s(%s);\n", fs, a); break;
       case N_SIN: put(&b, "sin%s(%s);\n", fs, a); break;
       case N_SQRT: put(&b, "sqrt%s(%s);\n", fs, a); break;

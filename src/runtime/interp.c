@@ -120,7 +120,7 @@ static val alu(const kn_lop *o, int sdt, val a, val b, val c) {
   int bits = kn_dtype_bits(dt);
   switch (o->op) {
   case N_NEG: if (fl) r.f = -a.f; else r.i = wrapi(dt, 0 - a.u); break;
-  case N_EXP2: r.f = f32 ? exp2f((float)a.f) : exp2(a.f); break;
+  case N_EXP2: r.f = f32 ? kn_exp2f((float)a.f) : exp2(a.f); break;
   case N_LOG2: r.f = f32 ? log2f((float)a.f) : log2(a.f); break;
   case N_SIN: r.f = f32 ? sinf((float)a.f) : sin(a.f); break;
   case N_SQRT: r.f = f32 ? sqrtf((float)a.f) : sqrt(a.f); break;
