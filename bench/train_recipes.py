@@ -17,7 +17,8 @@ AUG may also be `shift` (random moves of up to 2 pixels) or `flipshift`. Optiona
 fields after those: epochs=N (3), tta=1 (also report the accuracy of the mean logits over each
 test image and its mirror), b2=B (Adam's beta2, 0.999), b1=B (beta1, 0.9), seed=S (42: the
 torch seed of the initial weights; the batch order and flips change with it too), act=relu|gelu|
-silu (the activation), bs=N (the batch size, 512). SCHEDULE may also be `lin` (linear warmup,
+silu (the activation), bs=N (the batch size, 512), pbn=1 (batchnorm statistics recomputed
+before each evaluation: see precise_bn). SCHEDULE may also be `lin` (linear warmup,
 then linear decay to 0).
 THREADS (default 2) sets the torch threads."""
 import math
@@ -34,7 +35,27 @@ import train_torch as tt  # noqa: E402
 
 
 def make_act(act):
-    return {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}[act]()
+    if act == "gelu":
+        return torch.nn.GELU(approximate="tanh")  # kiln_gelu's form
+    return {"relu": torch.nn.ReLU, "silu": torch.nn.SiLU}[act]()
+
+
+def precise_bn(model, tx, batches=20):
+    """Batchnorm running statistics recomputed with the current weights: the plain average of
+    the batch statistics over `batches` training batches (instead of the decayed average of
+    statistics taken while the weights moved)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    rng = np.random.default_rng(5)
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.from_numpy(tx[rng.choice(len(tx), 512, replace=False)]))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
 
 
 def with_act(model, act):
@@ -77,7 +98,8 @@ def accuracy_tta(model, vx, vy):
 
 
 def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", ema="0",
-        wd="0", epochs=3, tta="0", b2="0.999", b1="0.9", seed="42", act="relu", bs="512"):
+        wd="0", epochs=3, tta="0", b2="0.999", b1="0.9", seed="42", act="relu", bs="512",
+        pbn="0"):
     seed = int(seed)
     torch.manual_seed(seed)
     model = with_act(tt.make_model() if arch == "base" else make_bnall(), act)
@@ -120,12 +142,16 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
             if avg is not None:
                 avg.update_parameters(model)
             step += 1
+        if pbn != "0":
+            precise_bn(model, tx)
         accs.append(tt.accuracy(model, vx, vy))
         if tta != "0":
             tta_accs.append(accuracy_tta(model, vx, vy))
         if avg is not None:  # the averaged weights with the live batchnorm statistics
             for a, b in zip(avg.module.buffers(), model.buffers()):
                 a.copy_(b)
+            if pbn != "0":  # or with their own
+                precise_bn(avg.module, tx)
             ema_accs.append(tt.accuracy(avg.module, vx, vy))
     extra = " | ema " + " ".join(f"{a * 100:.2f}" for a in ema_accs) if ema_accs else ""
     extra += " | tta " + " ".join(f"{a * 100:.2f}" for a in tta_accs) if tta_accs else ""

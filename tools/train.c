@@ -10,13 +10,18 @@
 #include <string.h>
 
 /* ---- the model ----------------------------------------------------------------------------
- * x (N,1,28,28) -> conv1 5x5 32 -> relu -> conv2 5x5 32 -> relu -> bn1 -> maxpool 2
- *   (N,32,10,10) -> conv3 3x3 64 -> relu -> conv4 3x3 64 -> relu -> bn2 -> maxpool 2
- *   (N,64,3,3) -> flatten 576 -> linear 10 */
+ * x (N,1,28,28) -> conv1 5x5 32 -> act -> conv2 5x5 32 -> act -> bn1 -> maxpool 2
+ *   (N,32,10,10) -> conv3 3x3 64 -> act -> conv4 3x3 64 -> act -> bn2 -> maxpool 2
+ *   (N,64,3,3) -> flatten 576 -> linear 10
+ * act is relu or gelu (--act). */
 typedef struct {
   kiln_params *params;  /* trainable */
   kiln_params *buffers; /* batchnorm running statistics */
+  int act;              /* ACT_RELU or ACT_GELU */
+  double bn_momentum;   /* of the running statistics in training mode (0.1) */
 } cnn;
+enum { ACT_RELU, ACT_GELU };
+static const char *const act_names[] = {"relu", "gelu"};
 
 static const struct {
   const char *name;
@@ -41,7 +46,9 @@ static void cnn_free(cnn *m) {
 }
 
 /* Weights and biases uniform in +-1/sqrt(fan_in) (PyTorch's default), from the seed. */
-static int cnn_init(cnn *m, uint64_t seed) {
+static int cnn_init(cnn *m, uint64_t seed, int act) {
+  m->act = act;
+  m->bn_momentum = 0.1;
   m->params = kiln_params_new();
   m->buffers = kiln_params_new();
   for (int i = 0; i < NLAYOUT; i++) {
@@ -66,26 +73,27 @@ static int cnn_init(cnn *m, uint64_t seed) {
 static kiln_tensor *P(const cnn *m, const char *name) { return kiln_params_find(m->params, name); }
 static kiln_tensor *B(const cnn *m, const char *name) { return kiln_params_find(m->buffers, name); }
 
-static kiln_tensor *conv_relu(const cnn *m, kiln_tensor *x, const char *layer) {
+static kiln_tensor *conv_act(const cnn *m, kiln_tensor *x, const char *layer) {
   char w[32], b[32];
   snprintf(w, sizeof w, "%s.weight", layer);
   snprintf(b, sizeof b, "%s.bias", layer);
-  return kiln_relu(kiln_conv2d(x, P(m, w), P(m, b), NULL, NULL, NULL, 1));
+  x = kiln_conv2d(x, P(m, w), P(m, b), NULL, NULL, NULL, 1);
+  return m->act == ACT_GELU ? kiln_gelu(x) : kiln_relu(x);
 }
 
 static kiln_tensor *bn_pool(const cnn *m, kiln_tensor *x, const char *layer, bool training) {
   char n[4][40];
   const char *suffix[4] = {"weight", "bias", "running_mean", "running_var"};
   for (int i = 0; i < 4; i++) snprintf(n[i], sizeof n[i], "%s.%s", layer, suffix[i]);
-  x = kiln_batch_norm2d(x, P(m, n[0]), P(m, n[1]), B(m, n[2]), B(m, n[3]), training, 0.1, 1e-5);
+  x = kiln_batch_norm2d(x, P(m, n[0]), P(m, n[1]), B(m, n[2]), B(m, n[3]), training, m->bn_momentum, 1e-5);
   return kiln_max_pool2d(x, (int[]){2, 2}, NULL, NULL);
 }
 
 /* logits (N, 10) */
 static kiln_tensor *cnn_forward(const cnn *m, kiln_tensor *x, bool training) {
-  x = conv_relu(m, conv_relu(m, x, "conv1"), "conv2");
+  x = conv_act(m, conv_act(m, x, "conv1"), "conv2");
   x = bn_pool(m, x, "bn1", training);
-  x = conv_relu(m, conv_relu(m, x, "conv3"), "conv4");
+  x = conv_act(m, conv_act(m, x, "conv3"), "conv4");
   x = bn_pool(m, x, "bn2", training);
   x = kiln_reshape(x, 2, (int64_t[]){kiln_dim(x, 0), -1});
   return kiln_linear(x, P(m, "fc.weight"), P(m, "fc.bias"));
@@ -159,6 +167,32 @@ static int train_step(const cnn *m, kiln_optim *opt, kiln_tensor *x, kiln_tensor
   return rc;
 }
 
+/* The batchnorm running statistics recomputed with the current weights: the plain average of
+ * the batch statistics of `batches` training batches (momentum 1/(k+1) for the k-th), where
+ * training leaves a decayed average of statistics taken while the weights still moved. */
+static int recompute_bn_stats(cnn *m, const kiln_image_set *train, int64_t batch, long batches, uint64_t seed) {
+  bool old = kiln_set_grad_enabled(false);
+  int64_t *idx = malloc(sizeof(int64_t) * (size_t)batch);
+  uint64_t s = seed;
+  int rc = 0;
+  for (long k = 0; k < batches && rc == 0; k++) {
+    for (int64_t i = 0; i < batch; i++) idx[i] = (int64_t)(splitmix(&s) % (uint64_t)train->n);
+    kiln_scope_begin();
+    kiln_tensor *x, *y;
+    make_batch(train, idx, batch, &x, &y);
+    m->bn_momentum = 1.0 / (double)(k + 1);
+    kiln_tensor *bn = cnn_forward(m, x, true); /* queues the running statistics' updates */
+    kiln_tensor *outs[4] = {B(m, "bn1.running_mean"), B(m, "bn1.running_var"), B(m, "bn2.running_mean"),
+                            B(m, "bn2.running_var")};
+    rc = bn ? kiln_realize_many(4, outs) : -1;
+    kiln_scope_end();
+  }
+  m->bn_momentum = 0.1;
+  free(idx);
+  kiln_set_grad_enabled(old);
+  return rc;
+}
+
 static int evaluate(const cnn *m, const kiln_image_set *test, double *acc) {
   bool old = kiln_set_grad_enabled(false);
   int64_t hits = 0, bs = 1000;
@@ -182,64 +216,132 @@ static int evaluate(const cnn *m, const kiln_image_set *test, double *acc) {
   return rc;
 }
 
-/* ---- checkpoints: model, batchnorm buffers, optimizer state and the epoch in one file ------ */
-static int save_checkpoint(const cnn *m, kiln_optim *opt, int64_t epoch, const char *path) {
-  kiln_params *all = kiln_params_new();
-  kiln_params *sets[3] = {m->params, m->buffers, kiln_optim_state(opt)};
-  const char *prefix[3] = {"model.", "model.", "optim."};
+/* ---- checkpoints: model, batchnorm buffers, optimizer state, the averaged model (--ema) and
+ * the epoch in one file ------------------------------------------------------------------------ */
+#define NSETS 5
+#define REPORTED (-2) /* failed, and the message is out */
+static void checkpoint_sets(const cnn *m, kiln_optim *opt, const cnn *ema, kiln_params **sets, const char **prefix) {
+  kiln_params *s[NSETS] = {m->params, m->buffers, kiln_optim_state(opt), ema ? ema->params : NULL,
+                           ema ? ema->buffers : NULL};
+  const char *p[NSETS] = {"model.", "model.", "optim.", "ema.", "ema."};
+  memcpy(sets, s, sizeof s);
+  memcpy(prefix, p, sizeof p);
+}
+
+static int save_checkpoint(const cnn *m, kiln_optim *opt, const cnn *ema, int64_t epoch, const char *path) {
+  kiln_params *all = kiln_params_new(), *sets[NSETS];
+  const char *prefix[NSETS];
+  checkpoint_sets(m, opt, ema, sets, prefix);
   char name[256];
   int rc = 0;
   kiln_scope_begin(); /* the set borrows handles: copies, so freeing it frees only these */
-  for (int s = 0; s < 3 && rc == 0; s++)
-    for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) {
+  for (int s = 0; s < NSETS && rc == 0; s++)
+    for (int i = 0; sets[s] && i < kiln_params_count(sets[s]) && rc == 0; i++) {
       snprintf(name, sizeof name, "%s%s", prefix[s], kiln_params_name(sets[s], i));
       rc = kiln_params_add(all, name, kiln_detach(kiln_params_get(sets[s], i)));
     }
+  int64_t act = m->act;
   if (rc == 0) rc = kiln_params_add(all, "epoch", kiln_from_data(KILN_I64, 0, NULL, &epoch));
+  if (rc == 0) rc = kiln_params_add(all, "activation", kiln_from_data(KILN_I64, 0, NULL, &act));
   kiln_scope_end();
   if (rc == 0) rc = kiln_save_safetensors(all, path);
   kiln_params_free(all);
   return rc;
 }
 
-static int load_checkpoint(cnn *m, kiln_optim *opt, const char *path, int64_t *epoch) {
-  kiln_params *all = kiln_load_safetensors(path);
+/* The averaged model is taken from the file where it has one, else it starts from the weights. */
+static int load_checkpoint(cnn *m, kiln_optim *opt, cnn *ema, const char *path, int64_t *epoch) {
+  kiln_params *all = kiln_load_safetensors(path), *sets[NSETS];
   if (!all) return -1;
-  kiln_params *sets[3] = {m->params, m->buffers, kiln_optim_state(opt)};
-  const char *prefix[3] = {"model.", "model.", "optim."};
+  const char *prefix[NSETS];
   char name[256];
   int rc = 0;
   /* check everything first so a bad file changes nothing */
+  kiln_tensor *e = kiln_params_find(all, "epoch"), *a = kiln_params_find(all, "activation");
+  if (!e) {
+    fprintf(stderr, "kiln: train: checkpoint %s has no 'epoch'\n", path);
+    rc = REPORTED;
+  }
+  int64_t act = a ? (int64_t)kiln_item(a) : ACT_RELU; /* files from before --act: relu */
+  if (rc == 0 && act != m->act) {
+    fprintf(stderr, "kiln: train: checkpoint %s was trained with --act %s, not %s\n", path,
+            act == ACT_GELU ? "gelu" : act == ACT_RELU ? "relu" : "(unknown)", act_names[m->act]);
+    rc = REPORTED;
+  }
+  bool file_ema = ema && kiln_params_find(all, "ema.fc.weight");
+  checkpoint_sets(m, opt, file_ema ? ema : NULL, sets, prefix);
   for (int pass = 0; pass < 2 && rc == 0; pass++)
-    for (int s = 0; s < 3 && rc == 0; s++)
-      for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) {
+    for (int s = 0; s < NSETS && rc == 0; s++)
+      for (int i = 0; sets[s] && i < kiln_params_count(sets[s]) && rc == 0; i++) {
         kiln_tensor *dst = kiln_params_get(sets[s], i);
         snprintf(name, sizeof name, "%s%s", prefix[s], kiln_params_name(sets[s], i));
         kiln_tensor *src = kiln_params_find(all, name);
         if (!src || kiln_ndim(src) != kiln_ndim(dst) || kiln_numel(src) != kiln_numel(dst) ||
             kiln_dtype_of(src) != kiln_dtype_of(dst)) {
           fprintf(stderr, "kiln: train: checkpoint %s: '%s' is missing or has the wrong shape\n", path, name);
-          rc = -1;
+          rc = REPORTED;
         } else if (pass == 1)
           rc = kiln_assign(dst, src);
       }
-  kiln_tensor *e = kiln_params_find(all, "epoch");
-  if (rc == 0 && !e) {
-    fprintf(stderr, "kiln: train: checkpoint %s has no 'epoch'\n", path);
-    rc = -1;
-  }
   if (rc == 0) *epoch = (int64_t)kiln_item(e);
-  /* the buffers and optimizer state now name the file's data: realize them before it goes */
-  for (int s = 1; s < 3 && rc == 0; s++)
-    for (int i = 0; i < kiln_params_count(sets[s]) && rc == 0; i++) rc = kiln_realize(kiln_params_get(sets[s], i));
+  if (rc == 0 && ema && !file_ema) /* from the weights, as at the start */
+    for (int s = 0; s < 2 && rc == 0; s++) {
+      kiln_params *from = s ? m->buffers : m->params, *to = s ? ema->buffers : ema->params;
+      for (int i = 0; i < kiln_params_count(to) && rc == 0; i++)
+        rc = kiln_assign(kiln_params_get(to, i), kiln_params_get(from, i));
+    }
+  /* what now names the file's data is realized before it goes */
+  for (int s = 1; s < NSETS && rc == 0; s++)
+    for (int i = 0; sets[s] && i < kiln_params_count(sets[s]) && rc == 0; i++)
+      rc = kiln_realize(kiln_params_get(sets[s], i));
+  for (int s = 0; ema && s < 2 && rc == 0; s++) {
+    kiln_params *to = s ? ema->buffers : ema->params;
+    for (int i = 0; i < kiln_params_count(to) && rc == 0; i++) rc = kiln_realize(kiln_params_get(to, i));
+  }
   kiln_params_free(all);
+  return rc;
+}
+
+/* ---- the averaged model (--ema D): after each step, e = D * e + (1 - D) * w ------------------ */
+static int ema_init(cnn *e, const cnn *m) {
+  e->act = m->act;
+  e->bn_momentum = 0.1;
+  e->params = kiln_params_new();
+  e->buffers = kiln_params_new();
+  int rc = 0;
+  for (int s = 0; s < 2 && rc == 0; s++) {
+    kiln_params *from = s ? m->buffers : m->params, *to = s ? e->buffers : e->params;
+    for (int i = 0; i < kiln_params_count(from) && rc == 0; i++) {
+      kiln_tensor *t = kiln_contiguous(kiln_detach(kiln_params_get(from, i)));
+      rc = kiln_realize(t);
+      if (rc == 0) rc = kiln_params_add(to, kiln_params_name(from, i), t);
+    }
+  }
+  return rc;
+}
+
+static int ema_update(cnn *e, const cnn *m, double decay) {
+  int n = kiln_params_count(e->params), rc = 0;
+  kiln_tensor **outs = malloc(sizeof(kiln_tensor *) * (size_t)n);
+  kiln_scope_begin();
+  for (int i = 0; i < n && rc == 0; i++) {
+    kiln_tensor *a = kiln_params_get(e->params, i), *w = kiln_detach(kiln_params_get(m->params, i));
+    outs[i] = a;
+    rc = kiln_assign(a, kiln_add(kiln_binary_s(KILN_MUL, a, decay), kiln_binary_s(KILN_MUL, w, 1 - decay)));
+  }
+  if (rc == 0) rc = kiln_realize_many(n, outs);
+  kiln_scope_end();
+  free(outs);
   return rc;
 }
 
 /* ---- kiln train fashion-mnist --------------------------------------------------------------- */
 typedef struct {
   long epochs, batch, seed, steps, warmup, limit, warmup_steps;
+  long bn_batches; /* --bn-batches: batchnorm statistics recomputed before each evaluation */
+  int act; /* --act: ACT_RELU or ACT_GELU */
   double lr, smoothing; /* label smoothing of the loss */
+  double ema;           /* --ema: decay of the averaged weights (0: none) */
   bool cosine; /* --schedule cosine: linear warmup over warmup_steps, then cosine decay to 0 */
   const char *device, *checkpoint, *resume, *data;
 } train_opts;
@@ -248,13 +350,21 @@ static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.005] [--seed 42]\n"
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
     "                                [--data DIR] [--limit N] [--schedule cosine|constant]\n"
-    "                                [--warmup-steps 30] [--label-smoothing 0.1]\n"
+    "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act relu|gelu]\n"
+    "                                [--bn-batches N] [--ema DECAY]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
     "  --limit N uses only the first N training and test images (a quick check).\n"
     "  --schedule cosine ramps the rate up linearly over --warmup-steps steps, then decays it\n"
-    "  along a cosine to 0 at the end of the last epoch (the default; constant keeps --lr).\n";
+    "  along a cosine to 0 at the end of the last epoch (the default; constant keeps --lr).\n"
+    "  --act is the activation after each convolution; --resume needs the checkpoint's one.\n"
+    "  --bn-batches N recomputes the batchnorm statistics over N training batches with the\n"
+    "  weights an epoch ends with, before its evaluation (0: the running averages as trained).\n"
+    "  --ema DECAY keeps an exponential moving average of the weights (after each step,\n"
+    "  avg = DECAY * avg + (1 - DECAY) * weights), evaluated with its own batchnorm statistics\n"
+    "  (over --bn-batches batches, else the trained ones) and reported as the test accuracy\n"
+    "  beside the trained weights' (0: none).\n";
 
 static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
   for (int i = 1; i < argc; i++) {
@@ -281,6 +391,9 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
       if (end == v || *end || !(o->lr > 0 && o->lr < 10)) return usage_error("train: --lr wants a number in (0, 10), got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--device", &missing))) {
       o->device = v;
+    } else if ((v = flag_value(argc, argv, &i, "--act", &missing))) {
+      if (strcmp(v, "relu") && strcmp(v, "gelu")) return usage_error("train: --act wants relu or gelu, got '%s'", v);
+      o->act = !strcmp(v, "gelu") ? ACT_GELU : ACT_RELU;
     } else if ((v = flag_value(argc, argv, &i, "--checkpoint", &missing)) && !bench) {
       o->checkpoint = v;
     } else if ((v = flag_value(argc, argv, &i, "--resume", &missing)) && !bench) {
@@ -298,6 +411,12 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
         return usage_error("train: --label-smoothing wants a number in [0, 1), got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--warmup-steps", &missing)) && !bench) {
       if (parse_int(v, 0, 1000000, &o->warmup_steps)) return usage_error("train: --warmup-steps wants 0..1000000, got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--ema", &missing)) && !bench) {
+      char *end;
+      o->ema = strtod(v, &end);
+      if (end == v || *end || !(o->ema >= 0 && o->ema < 1)) return usage_error("train: --ema wants a number in [0, 1), got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--bn-batches", &missing)) && !bench) {
+      if (parse_int(v, 0, 10000, &o->bn_batches)) return usage_error("train: --bn-batches wants 0..10000, got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--limit", &missing)) && !bench) {
       if (parse_int(v, 1, 1L << 40, &o->limit)) return usage_error("train: --limit wants a whole number >= 1, got '%s'", v);
     } else if (missing) {
@@ -311,6 +430,21 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
     return EXIT_USAGE;
   }
   return 0;
+}
+
+/* The test accuracy after an epoch: of the averaged model where there is one (*acc; the
+ * trained weights' in *wacc), each with its batchnorm statistics recomputed if asked. */
+static int evaluate_models(cnn *m, cnn *ema, const kiln_image_set *train, const kiln_image_set *test,
+                           const train_opts *o, long ep, double *acc, double *wacc) {
+  uint64_t seed = (uint64_t)o->seed * 7919 + (uint64_t)ep + 1000;
+  int rc = o->bn_batches ? recompute_bn_stats(m, train, o->batch, o->bn_batches, seed) : 0;
+  if (rc == 0) rc = evaluate(m, test, ema ? wacc : acc);
+  if (rc || !ema) return rc;
+  if (o->bn_batches) rc = recompute_bn_stats(ema, train, o->batch, o->bn_batches, seed);
+  else
+    for (int i = 0; i < kiln_params_count(ema->buffers) && rc == 0; i++)
+      rc = kiln_assign(kiln_params_get(ema->buffers, i), kiln_params_get(m->buffers, i));
+  return rc ? rc : evaluate(ema, test, acc);
 }
 
 static void progress(long epoch, long epochs, int64_t step, int64_t steps, double loss, double acc,
@@ -345,11 +479,13 @@ int cmd_train(int argc, char **argv) {
   }
   cnn m;
   kiln_optim *opt = NULL;
-  int rc = cnn_init(&m, (uint64_t)o.seed);
+  int rc = cnn_init(&m, (uint64_t)o.seed, o.act);
   if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
+  cnn avg = {0}, *ema = o.ema > 0 ? &avg : NULL;
+  if (rc == 0 && ema) rc = ema_init(ema, &m);
   int64_t start_epoch = 0;
   if (rc == 0 && opt && o.resume) {
-    rc = load_checkpoint(&m, opt, o.resume, &start_epoch);
+    rc = load_checkpoint(&m, opt, ema, o.resume, &start_epoch);
     if (rc == 0) fprintf(stderr, "resumed from %s after epoch %lld\n", o.resume, (long long)start_epoch);
   }
   if (!opt) rc = -1;
@@ -375,6 +511,7 @@ int cmd_train(int argc, char **argv) {
         kiln_optim_set_lr(opt, lr);
       }
       rc = train_step(&m, opt, x, y, o.smoothing, &loss, &correct);
+      if (rc == 0 && ema) rc = ema_update(ema, &m, o.ema);
       kiln_scope_end();
       if (rc) break;
       loss_sum += loss * (double)n, seen += n, hits += correct;
@@ -382,30 +519,33 @@ int cmd_train(int argc, char **argv) {
                (double)seen / (now_seconds() - t0));
     }
     if (rc) break;
-    double secs = now_seconds() - t0;
-    rc = evaluate(&m, &test, &acc);
+    double secs = now_seconds() - t0, wacc = 0;
+    rc = evaluate_models(&m, ema, &train, &test, &o, ep, &acc, &wacc);
     if (rc) break;
     fprintf(stderr, "\n");
-    printf("epoch %ld: train loss %.4f  train acc %.2f%%  test acc %.2f%%  %.1f s  %.0f samples/s  peak RSS %ld MB\n",
-           ep + 1, loss_sum / (double)seen, 100.0 * (double)hits / (double)seen, acc, secs,
+    char also[64] = "";
+    if (ema) snprintf(also, sizeof also, " (averaged; weights %.2f%%)", wacc);
+    printf("epoch %ld: train loss %.4f  train acc %.2f%%  test acc %.2f%%%s  %.1f s  %.0f samples/s  peak RSS %ld MB\n",
+           ep + 1, loss_sum / (double)seen, 100.0 * (double)hits / (double)seen, acc, also, secs,
            (double)seen / secs, peak_rss_mb());
     fflush(stdout);
-    if (o.checkpoint && *o.checkpoint) rc = save_checkpoint(&m, opt, ep + 1, o.checkpoint);
+    if (o.checkpoint && *o.checkpoint) rc = save_checkpoint(&m, opt, ema, ep + 1, o.checkpoint);
   }
-  if (rc == 0 && start_epoch >= o.epochs) rc = evaluate(&m, &test, &acc);
+  if (rc == 0 && start_epoch >= o.epochs) rc = evaluate(ema ? ema : &m, &test, &acc);
   free(order);
   kiln_image_set_free(&train);
   kiln_image_set_free(&test);
   kiln_optim_free(opt);
   cnn_free(&m);
-  if (rc) return runtime_error("train");
+  if (ema) cnn_free(ema);
+  if (rc) return rc == REPORTED ? EXIT_RUNTIME : runtime_error("train");
   if (o.checkpoint && *o.checkpoint) printf("checkpoint: %s\n", o.checkpoint);
   printf("test accuracy: %.2f%%\n", acc);
   return EXIT_OK;
 }
 
 /* ---- kiln bench train: step time on random data (no dataset needed) ------------------------- */
-const char bench_train_usage[] = "[--batch 512] [--steps 10] [--warmup 3] [--lr 0.001] [--seed 42] [--device D]";
+const char bench_train_usage[] = "[--batch 512] [--steps 10] [--warmup 3] [--lr 0.001] [--seed 42] [--act relu|gelu] [--device D]";
 
 int bench_train(int argc, char **argv) {
   train_opts o = {.batch = 512, .seed = 42, .lr = 1e-3, .steps = 10, .warmup = 3};
@@ -413,7 +553,7 @@ int bench_train(int argc, char **argv) {
   if (pr) return pr == 1 ? EXIT_OK : pr;
   cnn m;
   kiln_optim *opt = NULL;
-  int rc = cnn_init(&m, (uint64_t)o.seed);
+  int rc = cnn_init(&m, (uint64_t)o.seed, o.act);
   if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
   if (!opt) rc = -1;
   double *times = malloc(sizeof(double) * (size_t)o.steps);
