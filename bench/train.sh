@@ -2,14 +2,15 @@
 # train.sh — one training step of the Fashion-MNIST CNN in kiln (`kiln bench train`), PyTorch
 # and tinygrad, with the same batch, thread count, warm-up and timed steps, in the same run on
 # the same machine; prints a table with each peer's ratio to kiln (peer step time / kiln's).
-# Knobs: THREADS (2), WARMUP (3), STEPS (10), BUILD (build), KILN_DATA;
+# Knobs: THREADS (2), WARMUP (3), STEPS (10), ACT (gelu: the activation, gelu or relu), BUILD
+#        (build), KILN_DATA;
 #        TORCH_PYTHON, TINYGRAD_PYTHON (default: what scripts/setup-bench installed for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
 . bench/common.sh
 
-export THREADS=${THREADS:-2} WARMUP=${WARMUP:-3} STEPS=${STEPS:-10}
+export THREADS=${THREADS:-2} WARMUP=${WARMUP:-3} STEPS=${STEPS:-10} ACT=${ACT:-gelu}
 BUILD=${BUILD:-build}
 VENV=${KILN_CACHE:-$HOME/.cache/kiln}/bench-venv
 
@@ -17,14 +18,14 @@ note() { echo "# train.sh: $*"; }
 
 [ -x "$BUILD/kiln" ] || make BUILD="$BUILD" >/dev/null
 
-bench_header "THREADS=$THREADS WARMUP=$WARMUP STEPS=$STEPS bench/train.sh"
+bench_header "THREADS=$THREADS WARMUP=$WARMUP STEPS=$STEPS ACT=$ACT bench/train.sh"
 
 results=""
 
 # KILN_THREADS sizes kiln's CPU device. Exit 2 is a usage error: a build without the command.
 kiln_rc=0
 kiln_out=$(KILN_THREADS=$THREADS "$BUILD/kiln" bench train --warmup "$WARMUP" --steps "$STEPS" \
-  2>&1) || kiln_rc=$?
+  --act "$ACT" 2>&1) || kiln_rc=$?
 if grep -q '^kiln step_ms' <<<"$kiln_out"; then
   echo "$kiln_out"
   results+=$(grep '^kiln step_ms' <<<"$kiln_out")$'\n'

@@ -20,6 +20,7 @@ import numpy as np
 import fashion_data
 
 THREADS = int(os.environ.get("THREADS", "2"))
+ACT = os.environ.get("ACT", "gelu")  # the activation, as `kiln bench train --act`
 WARMUP = int(os.environ.get("WARMUP", "3"))
 STEPS = int(os.environ.get("STEPS", "10"))
 BATCH = fashion_data.BATCH
@@ -60,8 +61,9 @@ class Model:
         self.fc = nn.Linear(576, 10)
 
     def __call__(self, x):
-        x = self.bn1(self.c2(self.c1(x).relu()).relu()).max_pool2d(2)
-        x = self.bn2(self.c4(self.c3(x).relu()).relu()).max_pool2d(2)
+        act = (lambda t: t.gelu()) if ACT == "gelu" else (lambda t: t.relu())
+        x = self.bn1(act(self.c2(act(self.c1(x))))).max_pool2d(2)
+        x = self.bn2(act(self.c4(act(self.c3(x))))).max_pool2d(2)
         return self.fc(x.flatten(1))
 
 

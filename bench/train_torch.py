@@ -3,7 +3,7 @@
 CNN on the CPU, timed the same way (warm-up steps, then timed steps, median and min).
 
 Prints: torch step_ms median <m> min <m> samples/s <s> threads <t>
-Knobs: THREADS (2), WARMUP (3), STEPS (10), KILN_DATA (data directory).
+Knobs: THREADS (2), WARMUP (3), STEPS (10), ACT (gelu or relu), KILN_DATA (data directory).
 --epochs E also trains E epochs over the training set and prints the test accuracy."""
 import argparse
 import os
@@ -19,6 +19,7 @@ THREADS = int(os.environ.get("THREADS", "2"))
 WARMUP = int(os.environ.get("WARMUP", "3"))
 STEPS = int(os.environ.get("STEPS", "10"))
 BATCH = fashion_data.BATCH
+ACT = os.environ.get("ACT", "gelu")  # the activation, as `kiln bench train --act`
 
 # Set before torch starts its thread pools.
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
@@ -38,10 +39,12 @@ def load_data():
 
 # ---- model: the CNN of `kiln train fashion-mnist` ---------------------------------------------
 def make_model():
+    def act():  # kiln_gelu is the tanh form
+        return nn.GELU(approximate="tanh") if ACT == "gelu" else nn.ReLU()
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.ReLU(), nn.Conv2d(32, 32, 5), nn.ReLU(),
+        nn.Conv2d(1, 32, 5), act(), nn.Conv2d(32, 32, 5), act(),
         nn.BatchNorm2d(32), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), act(), nn.Conv2d(64, 64, 3), act(),
         nn.BatchNorm2d(64), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(576, 10))
 

@@ -350,8 +350,8 @@ static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.005] [--seed 42]\n"
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
     "                                [--data DIR] [--limit N] [--schedule cosine|constant]\n"
-    "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act relu|gelu]\n"
-    "                                [--bn-batches N] [--ema DECAY]\n"
+    "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act gelu|relu]\n"
+    "                                [--bn-batches 20] [--ema 0.9]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
@@ -465,7 +465,8 @@ int cmd_train(int argc, char **argv) {
   }
   /* defaults: the best of the settings tried (bench/RESULTS.md) */
   train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 5e-3, .warmup_steps = 30, .cosine = true,
-                  .smoothing = 0.1, .checkpoint = "fashion-mnist.safetensors"};
+                  .smoothing = 0.1, .act = ACT_GELU, .ema = 0.9, .bn_batches = 20,
+                  .checkpoint = "fashion-mnist.safetensors"};
   int pr = parse_train_flags(argc - (argv[1][0] != '-'), argv + (argv[1][0] != '-'), &o, false);
   if (pr) return pr < 0 ? EXIT_USAGE : pr == 1 ? EXIT_OK : pr;
   kiln_image_set train = {0}, test = {0};
@@ -545,10 +546,10 @@ int cmd_train(int argc, char **argv) {
 }
 
 /* ---- kiln bench train: step time on random data (no dataset needed) ------------------------- */
-const char bench_train_usage[] = "[--batch 512] [--steps 10] [--warmup 3] [--lr 0.001] [--seed 42] [--act relu|gelu] [--device D]";
+const char bench_train_usage[] = "[--batch 512] [--steps 10] [--warmup 3] [--lr 0.001] [--seed 42] [--act gelu|relu] [--device D]";
 
 int bench_train(int argc, char **argv) {
-  train_opts o = {.batch = 512, .seed = 42, .lr = 1e-3, .steps = 10, .warmup = 3};
+  train_opts o = {.batch = 512, .seed = 42, .lr = 1e-3, .steps = 10, .warmup = 3, .act = ACT_GELU};
   int pr = parse_train_flags(argc, argv, &o, true);
   if (pr) return pr == 1 ? EXIT_OK : pr;
   cnn m;

@@ -457,8 +457,13 @@ T *kiln_leaky_relu(T *x, double slope) {
 T *kiln_gelu(T *x) {
   if (!x) return NULL;
   BEGIN();
+  /* over a batch of 8+ images, on the (C,H,W,N) view, as batchnorm: a stored result (its
+   * backward needs it) keeps the batched convolution's layout instead of transposing it */
+  bool bl = batched(x);
+  if (bl) x = to_batch_last(x);
   T *inner = muls(kiln_add(x, muls(kiln_mul(x, kiln_mul(x, x)), 0.044715)), sqrt(2 / M_PI));
-  return ret(kiln_mul(muls(x, 0.5), adds(kiln_unary(KILN_TANH, inner), 1)));
+  T *y = kiln_mul(muls(x, 0.5), adds(kiln_unary(KILN_TANH, inner), 1));
+  return ret(bl ? from_batch_last(y) : y);
 }
 T *kiln_silu(T *x) {
   if (!x) return NULL;

@@ -507,6 +507,14 @@ kiln_tensor *kiln_bitcast(kiln_tensor *x, kiln_dtype dt) {
 /* ---- unary ------------------------------------------------------------------------------ */
 static T *exp_(T *x) { return un(N_EXP2, ews(N_MUL, to_f(x), M_LOG2E)); }
 static T *sigmoid_(T *x) { return un(N_RECIP, ews(N_ADD, exp_(un(N_NEG, to_f(x))), 1)); }
+/* d sigmoid(x) / dx = s (1 - s), stated as such: through 1 / (1 + exp(-x)) the chain rule
+ * multiplies 0 by an overflowed exp(-x) = inf where x < -88 (NaN); tanh and gelu inherit it. */
+static void sigmoid_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
+  (void)iarg;
+  T *s = sigmoid_(kiln_detach(in[0]));
+  grads[0] = kiln_mul(g, kiln_mul(s, ews(N_ADD, un(N_NEG, s), 1)));
+}
+static T *sigmoid_rule(T *x) { return kn_custom_grad(sigmoid_(kiln_detach(x)), 1, &x, sigmoid_grad, NULL); }
 static T *not_(T *x) { return ews(N_XOR, ews(N_CMPNE, x, 0), 1); } /* x == 0 */
 static T *lt(T *a, T *b) { return ew(N_CMPLT, "lt", a, b); }
 
@@ -546,8 +554,8 @@ kiln_tensor *kiln_unary(kiln_unary_op op, kiln_tensor *x) {
   case KILN_RSQRT: r = un(N_RECIP, un(N_SQRT, to_f(x))); break;
   case KILN_RECIP: r = un(N_RECIP, to_f(x)); break;
   case KILN_RELU: r = ews(N_MAX, x, 0); break;
-  case KILN_SIGMOID: r = sigmoid_(x); break;
-  case KILN_TANH: r = ews(N_ADD, ews(N_MUL, sigmoid_(ews(N_MUL, to_f(x), 2)), 2), -1); break;
+  case KILN_SIGMOID: r = sigmoid_rule(x); break;
+  case KILN_TANH: r = ews(N_ADD, ews(N_MUL, sigmoid_rule(ews(N_MUL, to_f(x), 2)), 2), -1); break;
   case KILN_NOT: r = not_(x); break;
   case KILN_SIGN: {
     T *pos = kiln_cast(lt(like(x, 0), x), dt), *neg = kiln_cast(lt(x, like(x, 0)), dt);

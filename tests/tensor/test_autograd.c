@@ -75,6 +75,41 @@ TEST(autograd_unary) {
   gradcheck("abs<0", f_abs, NULL, 1, &neg);
 }
 
+/* Saturating activations far out, where exp(-x) overflows: finite gradients equal to the
+ * exact derivative (0 where they saturate at a constant, 1 where gelu and silu become x). */
+static double d_sigmoid(double x) { return x < -700 ? 0 : exp(-x) / ((1 + exp(-x)) * (1 + exp(-x))); }
+static double d_tanh(double x) { double t = tanh(x); return 1 - t * t; }
+static double d_silu(double x) { double s = 1 / (1 + exp(-x)); return s + x * s * (1 - s); }
+static kiln_tensor *sigmoid1(kiln_tensor *x) { return kiln_unary(KILN_SIGMOID, x); }
+static kiln_tensor *tanh1(kiln_tensor *x) { return kiln_unary(KILN_TANH, x); }
+static double d_gelu(double x) {
+  double k = sqrt(2 / M_PI), u = k * (x + 0.044715 * x * x * x), t = tanh(u);
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+}
+TEST(autograd_saturating_tails) {
+  const float xs[] = {-1000, -100, -60, -20, -9, 9, 20, 60, 100, 1000, 0.5f};
+  enum { N = sizeof xs / sizeof xs[0] };
+  int64_t n = N;
+  struct {
+    const char *name;
+    kiln_tensor *(*f)(kiln_tensor *);
+    double (*d)(double);
+  } fs[] = {{"sigmoid", sigmoid1, d_sigmoid}, {"tanh", tanh1, d_tanh}, {"silu", kiln_silu, d_silu},
+            {"gelu", kiln_gelu, d_gelu}};
+  for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
+    kiln_tensor *x = kiln_from_data(KILN_F32, 1, &n, xs);
+    REQUIRE(x && kiln_set_requires_grad(x, true) == 0);
+    REQUIRE(kiln_backward(kiln_sum(fs[k].f(x), 0, NULL, false)) == 0);
+    float g[N];
+    REQUIRE(kiln_to_host(kiln_grad(x), g, sizeof g) == 0);
+    for (int i = 0; i < N; i++) {
+      double want = fs[k].d(xs[i]);
+      CHECKF(isfinite(g[i]) && fabs(g[i] - want) <= 1e-5 + 1e-5 * fabs(want), "d %s(x)/dx at %g: %g, want %g",
+             fs[k].name, (double)xs[i], (double)g[i], want);
+    }
+  }
+}
+
 TEST(autograd_binary) {
   gc_spec a = S2(3, 4, -2, 2), p = S2(3, 4, 0.5, 2);
   gc_spec two[2] = {a, a}, pp[2] = {p, p};
