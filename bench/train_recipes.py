@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """train_recipes.py: which optimizer settings reach the Fashion-MNIST targets with the CNN of
 `kiln train fashion-mnist`? Trains the PyTorch peer (bench/train_torch.py: same model, batch
-512, Adam) for 3 epochs per recipe and prints the test accuracy after each epoch. PyTorch is ten
-times faster than kiln here, so recipes are tried on it before a full kiln run.
+512, Adam) for 3 epochs per recipe and prints the test accuracy after each epoch: recipes are
+tried there, several seeds at once, before the one chosen gets a full kiln run.
 
   /usr/bin/python3 bench/train_recipes.py NAME:LR:WARMUP:SCHEDULE:SMOOTHING[:ARCH[:AUG[:EMA[:WD]]]] ...
   e.g. base:1e-3:0:const:0 cos5:5e-3:30:cos:0.1 bnall:1e-2:30:cos:0.1:bnall:flip
@@ -15,11 +15,11 @@ images). EMA (default 0: off) is the decay of an exponential moving average of t
 evaluated beside the trained weights; WD (default 0) is AdamW's decoupled weight decay.
 AUG may also be `shift` (random moves of up to 2 pixels) or `flipshift`. Optional key=value
 fields after those: epochs=N (3), tta=1 (also report the accuracy of the mean logits over each
-test image and its mirror), b2=B (Adam's beta2, 0.999), b1=B (beta1, 0.9), seed=S (42: the
-torch seed of the initial weights; the batch order and flips change with it too), act=relu|gelu|
-silu (the activation), bs=N (the batch size, 512), pbn=1 (batchnorm statistics recomputed
-before each evaluation: see precise_bn). SCHEDULE may also be `lin` (linear warmup,
-then linear decay to 0).
+test image and its mirror; tta=shift: over the image and its four one-pixel shifts), b2=B
+(Adam's beta2, 0.999), b1=B (beta1, 0.9), seed=S (42: the torch seed of the initial weights;
+the batch order and flips change with it too), act=relu|gelu|silu (the activation), bs=N (the
+batch size, 512), pbn=1 (batchnorm statistics recomputed before each evaluation: see
+precise_bn). SCHEDULE may also be `lin` (linear warmup, then linear decay to 0).
 THREADS (default 2) sets the torch threads."""
 import math
 import os
@@ -85,14 +85,29 @@ def shifted(xb, rng, pad=2):
     return np.stack([big[i, :, dy[i]:dy[i] + 28, dx[i]:dx[i] + 28] for i in range(n)])
 
 
-def accuracy_tta(model, vx, vy):
-    """Test accuracy of the mean logits over each image and its horizontal mirror."""
+def shift1(x, dy, dx):
+    """x moved by (dy, dx) pixels, the background value shifted in."""
+    out = torch.full_like(x, float(x.min()))
+    h, w = x.shape[2], x.shape[3]
+    out[:, :, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, :, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def accuracy_tta(model, vx, vy, kind="1"):
+    """Test accuracy of the mean logits over each image and its horizontal mirror (kind 1), or
+    over the image and its four one-pixel shifts (kind shift)."""
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(vx), 1000):
             x = torch.from_numpy(vx[i:i + 1000])
-            pred = (model(x) + model(x.flip(3))).argmax(1).numpy()
+            if kind == "shift":
+                logits = model(x) + sum(model(shift1(x, dy, dx))
+                                        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)))
+            else:
+                logits = model(x) + model(x.flip(3))
+            pred = logits.argmax(1).numpy()
             correct += int((pred == vy[i:i + 1000]).sum())
     return correct / len(vx)
 
@@ -146,7 +161,7 @@ def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none
             precise_bn(model, tx)
         accs.append(tt.accuracy(model, vx, vy))
         if tta != "0":
-            tta_accs.append(accuracy_tta(model, vx, vy))
+            tta_accs.append(accuracy_tta(model, vx, vy, tta))
         if avg is not None:  # the averaged weights with the live batchnorm statistics
             for a, b in zip(avg.module.buffers(), model.buffers()):
                 a.copy_(b)

@@ -499,6 +499,10 @@ typedef struct {
 void kiln_get_stats(kiln_stats *s);
 /* Frees cached programs and pooled memory (tests use it to see a cold start). */
 void kiln_reset_caches(void);
+/* Returns the memory kept for reuse by later kernel outputs to the system: after a pass that
+ * will not come back soon (an evaluation between training epochs), so its sizes do not stay
+ * resident beside the next pass's until they age out. */
+void kiln_release_memory(void);
 
 #ifdef __cplusplus
 }

@@ -113,3 +113,17 @@ TEST(memory_scope_keep_free) {
   CHECKF(s2.bytes_allocated <= s1.bytes_allocated, "bytes grew when scopes closed: %lld -> %lld",
          (long long)s1.bytes_allocated, (long long)s2.bytes_allocated);
 }
+
+/* A freed 64 MiB kernel output stays mapped for reuse; kiln_release_memory unmaps it. */
+TEST(memory_release_returns_kept_blocks) {
+  kiln_set_device("CPU");
+  int64_t n = 16 << 20; /* floats */
+  kiln_tensor *t = kiln_binary_s(KILN_ADD, kiln_full(KILN_F32, 1, &n, 1), 1.0);
+  REQUIRE(kiln_realize(t) == 0);
+  kiln_free(t);
+  long kept = rss_kb();
+  kiln_release_memory();
+  long after = rss_kb();
+  if (RSS_MEANINGFUL && kept > 0 && after > 0)
+    CHECKF(kept - after >= 48 * 1024, "RSS %ld kB before kiln_release_memory, %ld kB after", kept, after);
+}

@@ -523,6 +523,7 @@ int cmd_train(int argc, char **argv) {
     double secs = now_seconds() - t0, wacc = 0;
     rc = evaluate_models(&m, ema, &train, &test, &o, ep, &acc, &wacc);
     if (rc) break;
+    kiln_release_memory(); /* the evaluation's buffers, before training's come back */
     fprintf(stderr, "\n");
     char also[64] = "";
     if (ema) snprintf(also, sizeof also, " (averaged; weights %.2f%%)", wacc);
