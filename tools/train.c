@@ -181,10 +181,10 @@ static int recompute_bn_stats(cnn *m, const kiln_image_set *train, int64_t batch
     kiln_tensor *x, *y;
     make_batch(train, idx, batch, &x, &y);
     m->bn_momentum = 1.0 / (double)(k + 1);
-    kiln_tensor *bn = cnn_forward(m, x, true); /* queues the running statistics' updates */
-    kiln_tensor *outs[4] = {B(m, "bn1.running_mean"), B(m, "bn1.running_var"), B(m, "bn2.running_mean"),
-                            B(m, "bn2.running_var")};
-    rc = bn ? kiln_realize_many(4, outs) : -1;
+    kiln_tensor *outs[8], *bn = cnn_forward(m, x, true); /* queues the statistics' updates */
+    int nb = kiln_params_count(m->buffers);
+    for (int i = 0; i < nb; i++) outs[i] = kiln_params_get(m->buffers, i);
+    rc = bn ? kiln_realize_many(nb, outs) : -1;
     kiln_scope_end();
   }
   m->bn_momentum = 0.1;
@@ -265,7 +265,7 @@ static int load_checkpoint(cnn *m, kiln_optim *opt, cnn *ema, const char *path, 
   int64_t act = a ? (int64_t)kiln_item(a) : ACT_RELU; /* files from before --act: relu */
   if (rc == 0 && act != m->act) {
     fprintf(stderr, "kiln: train: checkpoint %s was trained with --act %s, not %s\n", path,
-            act == ACT_GELU ? "gelu" : act == ACT_RELU ? "relu" : "(unknown)", act_names[m->act]);
+            act == ACT_GELU || act == ACT_RELU ? act_names[act] : "(unknown)", act_names[m->act]);
     rc = REPORTED;
   }
   bool file_ema = ema && kiln_params_find(all, "ema.fc.weight");
@@ -290,14 +290,12 @@ static int load_checkpoint(cnn *m, kiln_optim *opt, cnn *ema, const char *path, 
       for (int i = 0; i < kiln_params_count(to) && rc == 0; i++)
         rc = kiln_assign(kiln_params_get(to, i), kiln_params_get(from, i));
     }
-  /* what now names the file's data is realized before it goes */
+  /* what now names the file's data (all but the weights, which assign realized) is realized
+   * before the file goes */
+  checkpoint_sets(m, opt, ema, sets, prefix);
   for (int s = 1; s < NSETS && rc == 0; s++)
     for (int i = 0; sets[s] && i < kiln_params_count(sets[s]) && rc == 0; i++)
       rc = kiln_realize(kiln_params_get(sets[s], i));
-  for (int s = 0; ema && s < 2 && rc == 0; s++) {
-    kiln_params *to = s ? ema->buffers : ema->params;
-    for (int i = 0; i < kiln_params_count(to) && rc == 0; i++) rc = kiln_realize(kiln_params_get(to, i));
-  }
   kiln_params_free(all);
   return rc;
 }

@@ -138,11 +138,11 @@ void kn_program_cache_clear(void) {
     progs[i] = NULL;
   }
 }
+void kiln_release_memory(void) { kn_cpu_scratch_release(); }
 void kiln_reset_caches(void) {
   kn_program_cache_clear();
-  kn_cpu_scratch_release();
+  kiln_release_memory();
 }
-void kiln_release_memory(void) { kn_cpu_scratch_release(); }
 
 /* ---- autotuning ----
  * A big reduce kernel is lowered with several choices of upcast factors (which output dims a

@@ -79,23 +79,19 @@ static int alu_cost(builder *b, kn_node *n, int limit) {
   return c;
 }
 
-/* Whether an expand broadcasts only dims after all the dims it keeps (e.g. (R,B,1,1) to
- * (R,B,2,16)): a scale per block read by every element of the block. Under a reduce `red`, the
- * loops run over the kept dims, then the reduced ones innermost, so the order is taken in that
- * loop order ((N,10,1) broadcast to (N,10,576) and summed over the 10 is recomputed per
- * element of the sum); if n's shape is not the reduce's, no order is known: false. */
+/* Whether an expand under the reduce `red` broadcasts only dims that come after all the dims it
+ * keeps, in loop order (e.g. (R,B,1,1) to (R,B,2,16) summed over the last dim): a scale per
+ * block read by every element of the block. The loops run over the kept dims, then the reduced
+ * ones innermost: (N,10,1) broadcast to (N,10,576) and summed over the 10 would be recomputed
+ * per element of the sum. If n's shape is not the reduce's input shape, no order is known:
+ * false. */
 static bool expands_trailing_dims(const kn_node *n, const kn_node *red) {
-  const kn_node *s = n->src[0];
+  const kn_node *s = n->src[0], *in = red->src[0];
+  if (in->ndim != n->ndim || memcmp(in->shape, n->shape, sizeof(int64_t) * n->ndim)) return false;
   int order[KILN_MAX_DIMS], k = 0;
-  if (red) {
-    const kn_node *in = red->src[0];
-    if (in->ndim != n->ndim || memcmp(in->shape, n->shape, sizeof(int64_t) * n->ndim)) return false;
-    for (int pass = 0; pass < 2; pass++)
-      for (int i = 0; i < n->ndim; i++)
-        if ((red->arg[1] >> i & 1) == pass) order[k++] = i;
-  } else {
-    for (int i = 0; i < n->ndim; i++) order[k++] = i;
-  }
+  for (int reduced = 0; reduced < 2; reduced++)
+    for (int i = 0; i < n->ndim; i++)
+      if ((red->arg[1] >> i & 1) == reduced) order[k++] = i;
   bool seen_broadcast = false;
   for (int j = 0; j < n->ndim; j++) {
     int i = order[j];
