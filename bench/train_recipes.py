@@ -19,7 +19,8 @@ test image and its mirror; tta=shift: over the image and its four one-pixel shif
 (Adam's beta2, 0.999), b1=B (beta1, 0.9), seed=S (42: the torch seed of the initial weights;
 the batch order and flips change with it too), act=relu|gelu|silu (the activation), bs=N (the
 batch size, 512), pbn=1 (batchnorm statistics recomputed before each evaluation: see
-precise_bn). SCHEDULE may also be `lin` (linear warmup, then linear decay to 0).
+precise_bn), white=1|frozen (conv1 starts as patch-whitening filters: see whiten_init;
+frozen: its weights stay there), head=S (the classifier's initial weights times S). SCHEDULE may also be `lin` (linear warmup, then linear decay to 0).
 THREADS (default 2) sets the torch threads."""
 import math
 import os
@@ -59,11 +60,30 @@ def precise_bn(model, tx, batches=20):
 
 
 def with_act(model, act):
-    """The model with each ReLU replaced by act."""
+    """The model with each activation replaced by act."""
     for i, m in enumerate(model):
-        if isinstance(m, torch.nn.ReLU):
+        if isinstance(m, (torch.nn.ReLU, torch.nn.GELU, torch.nn.SiLU)):
             model[i] = make_act(act)
     return model
+
+
+def whiten_init(conv, tx, eps=5e-4, samples=5000):
+    """conv (1 input channel, k x k, 2m outputs) set to the patch-whitening filters of the
+    training images: the m top eigenvectors of the k x k patch covariance, each scaled by
+    1/sqrt(eigenvalue + eps), and their negatives; the bias set so each filter's mean output is 0."""
+    k, m = conv.kernel_size[0], conv.out_channels // 2
+    x = torch.from_numpy(tx[:samples])
+    patches = F.unfold(x, k).transpose(1, 2).reshape(-1, k * k).double()
+    mean = patches.mean(0)
+    cov = torch.cov((patches - mean).T)
+    val, vec = torch.linalg.eigh(cov)  # ascending
+    val, vec = val.flip(0)[:m], vec.flip(1)[:, :m]
+    w = (vec / torch.sqrt(val + eps)).T  # (m, k*k)
+    w = torch.cat([w, -w]).float()
+    with torch.no_grad():
+        conv.weight.copy_(w.reshape(2 * m, 1, k, k))
+        if conv.bias is not None:
+            conv.bias.copy_(-(w @ mean.float()))
 
 
 def make_bnall():
@@ -114,12 +134,19 @@ def accuracy_tta(model, vx, vy, kind="1"):
 
 def run(name, lr, warm, sched, smoothing, tx, ty, vx, vy, arch="base", aug="none", ema="0",
         wd="0", epochs=3, tta="0", b2="0.999", b1="0.9", seed="42", act="relu", bs="512",
-        pbn="0"):
+        pbn="0", white="0", head="1"):
     seed = int(seed)
     torch.manual_seed(seed)
     model = with_act(tt.make_model() if arch == "base" else make_bnall(), act)
+    if white != "0":
+        whiten_init(model[0], tx)
+        if white == "frozen":
+            model[0].weight.requires_grad_(False)
+    if head != "1":  # the classifier's initial weights scaled (0: zero)
+        with torch.no_grad():
+            model[-1].weight.mul_(float(head))
     flip_rng = np.random.default_rng(3 if seed == 42 else (seed, 3))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=float(wd),
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=float(wd),
                             betas=(float(b1), float(b2)))
     tt.BATCH = int(bs)
     epochs = int(epochs)

@@ -144,6 +144,63 @@ static long peak_rss_mb(void) {
   return kb < 0 ? -1 : kb / 1024;
 }
 
+/* ---- patch-whitening start for conv1 (--init whiten) -----------------------------------------
+ * conv1's 32 filters start as 16 whitening filters of the training images' 5x5 patches and their
+ * negatives: the top 16 eigenvectors v_i of the patch covariance, each scaled by
+ * 1/sqrt(lambda_i + eps), with biases that make each filter's mean output 0. The first layer then
+ * hands on decorrelated, unit-variance features from the first step, which trains faster
+ * (bench/RESULTS.md); its weights train from there like the others. */
+#define WHITEN_IMAGES 5000
+#define WHITEN_CHUNK 500 /* images per pass: (500, 25, 24, 24) patches, 29 MB */
+#define WHITEN_EPS 5e-4
+static int whiten_conv1(cnn *m, const kiln_image_set *train) {
+  enum { K = 5, KK = 25, HALF = 16 };
+  int64_t n = train->n < WHITEN_IMAGES ? train->n : WHITEN_IMAGES, idx[WHITEN_CHUNK];
+  float eye[KK * KK] = {0};
+  for (int i = 0; i < KK; i++) eye[i * (KK + 1)] = 1;
+  double sum[KK] = {0}, prod[KK * KK] = {0}, count = 0; /* of the patches, over all chunks */
+  bool old = kiln_set_grad_enabled(false);
+  int rc = 0;
+  for (int64_t s = 0; s < n && rc == 0; s += WHITEN_CHUNK) {
+    int64_t c = n - s < WHITEN_CHUNK ? n - s : WHITEN_CHUNK;
+    for (int64_t i = 0; i < c; i++) idx[i] = s + i;
+    kiln_scope_begin();
+    kiln_tensor *x, *y;
+    make_batch(train, idx, c, &x, &y);
+    /* each patch as a column: (25, c * 24 * 24) */
+    kiln_tensor *p = kiln_conv2d(x, kiln_from_data(KILN_F32, 4, (int64_t[]){KK, 1, K, K}, eye), NULL, NULL, NULL, NULL, 1);
+    p = kiln_reshape(kiln_transpose(p, 0, 1), 2, (int64_t[]){KK, -1});
+    float ps[KK], pp[KK * KK];
+    rc = kiln_to_host(kiln_sum(p, 1, (int[]){1}, false), ps, sizeof ps);
+    if (rc == 0) rc = kiln_to_host(kiln_matmul(p, kiln_transpose(p, 0, 1)), pp, sizeof pp);
+    for (int i = 0; i < KK * KK; i++) prod[i] += pp[i];
+    for (int i = 0; i < KK; i++) sum[i] += ps[i];
+    count += (double)kiln_dim(p, 1);
+    kiln_scope_end();
+  }
+  kiln_scope_begin();
+  double cov[KK * KK];
+  for (int i = 0; i < KK * KK; i++) cov[i] = (prod[i] - sum[i / KK] * sum[i % KK] / count) / (count - 1);
+  kiln_tensor *values, *vectors, *mean = kiln_from_data(KILN_F64, 2, (int64_t[]){KK, 1}, sum);
+  mean = kiln_cast(kiln_binary_s(KILN_DIV, mean, count), KILN_F32);
+  if (rc == 0) rc = kiln_eigh(kiln_from_data(KILN_F64, 2, (int64_t[]){KK, KK}, cov), &values, &vectors);
+  if (rc == 0) { /* values ascend: the top half is the last 16, largest first */
+    kiln_tensor *top = kiln_flip(kiln_slice(vectors, 1, KK - HALF, KK, 1), 1, (int[]){1});
+    kiln_tensor *scale = kiln_flip(kiln_slice(values, 0, KK - HALF, KK, 1), 1, (int[]){0});
+    scale = kiln_unary(KILN_RSQRT, kiln_binary_s(KILN_ADD, scale, WHITEN_EPS));
+    kiln_tensor *w = kiln_mul(kiln_transpose(top, 0, 1), kiln_unsqueeze(scale, 1)); /* (16, 25) */
+    w = kiln_cast(kiln_cat(2, (kiln_tensor *[]){w, kiln_neg(w)}, 0), KILN_F32);      /* (32, 25) */
+    kiln_tensor *bias = kiln_neg(kiln_reshape(kiln_matmul(w, mean), 1, (int64_t[]){2 * HALF}));
+    rc = kiln_assign(P(m, "conv1.weight"), kiln_reshape(w, 4, (int64_t[]){2 * HALF, 1, K, K}));
+    if (rc == 0) rc = kiln_assign(P(m, "conv1.bias"), bias);
+    if (rc == 0) rc = kiln_realize_many(2, (kiln_tensor *[]){P(m, "conv1.weight"), P(m, "conv1.bias")});
+  }
+  kiln_scope_end();
+  kiln_set_grad_enabled(old);
+  kiln_release_memory(); /* the patches' buffers: training takes other sizes */
+  return rc;
+}
+
 /* ---- one step, evaluation ------------------------------------------------------------------ */
 /* Forward, backward and update; *loss and *correct (in the batch) are read back. */
 static int train_step(const cnn *m, kiln_optim *opt, kiln_tensor *x, kiln_tensor *y, double smoothing,
@@ -340,6 +397,7 @@ typedef struct {
   int act; /* --act: ACT_RELU or ACT_GELU */
   double lr, smoothing; /* label smoothing of the loss */
   double ema;           /* --ema: decay of the averaged weights (0: none) */
+  bool whiten; /* --init whiten: conv1 starts as patch-whitening filters (else uniform) */
   bool cosine; /* --schedule cosine: linear warmup over warmup_steps, then cosine decay to 0 */
   const char *device, *checkpoint, *resume, *data;
 } train_opts;
@@ -349,7 +407,7 @@ static const char train_usage[] =
     "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
     "                                [--data DIR] [--limit N] [--schedule cosine|constant]\n"
     "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act gelu|relu]\n"
-    "                                [--bn-batches 20] [--ema 0.9]\n"
+    "                                [--bn-batches 20] [--ema 0.9] [--init whiten|uniform]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
@@ -362,7 +420,9 @@ static const char train_usage[] =
     "  --ema DECAY keeps an exponential moving average of the weights (after each step,\n"
     "  avg = DECAY * avg + (1 - DECAY) * weights), evaluated with its own batchnorm statistics\n"
     "  (over --bn-batches batches, else the trained ones) and reported as the test accuracy\n"
-    "  beside the trained weights' (0: none).\n";
+    "  beside the trained weights' (0: none).\n"
+    "  --init whiten starts conv1 as whitening filters of the training images' 5x5 patches\n"
+    "  (the default); uniform starts every layer uniform in +-1/sqrt(fan_in).\n";
 
 static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
   for (int i = 1; i < argc; i++) {
@@ -392,6 +452,9 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
     } else if ((v = flag_value(argc, argv, &i, "--act", &missing))) {
       if (strcmp(v, "relu") && strcmp(v, "gelu")) return usage_error("train: --act wants relu or gelu, got '%s'", v);
       o->act = !strcmp(v, "gelu") ? ACT_GELU : ACT_RELU;
+    } else if ((v = flag_value(argc, argv, &i, "--init", &missing)) && !bench) {
+      if (strcmp(v, "whiten") && strcmp(v, "uniform")) return usage_error("train: --init wants whiten or uniform, got '%s'", v);
+      o->whiten = !strcmp(v, "whiten");
     } else if ((v = flag_value(argc, argv, &i, "--checkpoint", &missing)) && !bench) {
       o->checkpoint = v;
     } else if ((v = flag_value(argc, argv, &i, "--resume", &missing)) && !bench) {
@@ -463,7 +526,7 @@ int cmd_train(int argc, char **argv) {
   }
   /* defaults: the best of the settings tried (bench/RESULTS.md) */
   train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 5e-3, .warmup_steps = 30, .cosine = true,
-                  .smoothing = 0.1, .act = ACT_GELU, .ema = 0.9, .bn_batches = 20,
+                  .smoothing = 0.1, .act = ACT_GELU, .ema = 0.9, .bn_batches = 20, .whiten = true,
                   .checkpoint = "fashion-mnist.safetensors"};
   int pr = parse_train_flags(argc - (argv[1][0] != '-'), argv + (argv[1][0] != '-'), &o, false);
   if (pr) return pr < 0 ? EXIT_USAGE : pr == 1 ? EXIT_OK : pr;
@@ -479,6 +542,7 @@ int cmd_train(int argc, char **argv) {
   cnn m;
   kiln_optim *opt = NULL;
   int rc = cnn_init(&m, (uint64_t)o.seed, o.act);
+  if (rc == 0 && o.whiten && !o.resume) rc = whiten_conv1(&m, &train);
   if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
   cnn avg = {0}, *ema = o.ema > 0 ? &avg : NULL;
   if (rc == 0 && ema) rc = ema_init(ema, &m);
