@@ -397,6 +397,7 @@ typedef struct {
   int act; /* --act: ACT_RELU or ACT_GELU */
   double lr, smoothing; /* label smoothing of the loss */
   double ema;           /* --ema: decay of the averaged weights (0: none) */
+  double beta1, beta2;  /* Adam's */
   bool whiten; /* --init whiten: conv1 starts as patch-whitening filters (else uniform) */
   bool cosine; /* --schedule cosine: linear warmup over warmup_steps, then cosine decay to 0 */
   const char *device, *checkpoint, *resume, *data;
@@ -408,6 +409,7 @@ static const char train_usage[] =
     "                                [--data DIR] [--limit N] [--schedule cosine|constant]\n"
     "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act gelu|relu]\n"
     "                                [--bn-batches 20] [--ema 0.9] [--init whiten|uniform]\n"
+    "                                [--beta1 0.8] [--beta2 0.99]\n"
     "  trains the Fashion-MNIST CNN with Adam, evaluates on the 10k test images after each\n"
     "  epoch, saves a safetensors checkpoint (default fashion-mnist.safetensors) each epoch,\n"
     "  and ends with a line 'test accuracy: NN.NN%'. --resume continues from a checkpoint.\n"
@@ -422,7 +424,17 @@ static const char train_usage[] =
     "  (over --bn-batches batches, else the trained ones) and reported as the test accuracy\n"
     "  beside the trained weights' (0: none).\n"
     "  --init whiten starts conv1 as whitening filters of the training images' 5x5 patches\n"
-    "  (the default); uniform starts every layer uniform in +-1/sqrt(fan_in).\n";
+    "  (the default); uniform starts every layer uniform in +-1/sqrt(fan_in).\n"
+    "  --beta1, --beta2 are Adam's decay rates of its gradient averages.\n";
+
+/* A number in [0, 1) into *out: 0, or -1 if v is not one. */
+static int parse_fraction(const char *v, double *out) {
+  char *end;
+  double d = strtod(v, &end);
+  if (end == v || *end || !(d >= 0 && d < 1)) return -1;
+  *out = d;
+  return 0;
+}
 
 static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
   for (int i = 1; i < argc; i++) {
@@ -466,16 +478,15 @@ static int parse_train_flags(int argc, char **argv, train_opts *o, bool bench) {
         return usage_error("train: --schedule wants constant or cosine, got '%s'", v);
       o->cosine = !strcmp(v, "cosine");
     } else if ((v = flag_value(argc, argv, &i, "--label-smoothing", &missing)) && !bench) {
-      char *end;
-      o->smoothing = strtod(v, &end);
-      if (end == v || *end || !(o->smoothing >= 0 && o->smoothing < 1))
-        return usage_error("train: --label-smoothing wants a number in [0, 1), got '%s'", v);
+      if (parse_fraction(v, &o->smoothing)) return usage_error("train: --label-smoothing wants a number in [0, 1), got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--beta1", &missing)) && !bench) {
+      if (parse_fraction(v, &o->beta1)) return usage_error("train: --beta1 wants a number in [0, 1), got '%s'", v);
+    } else if ((v = flag_value(argc, argv, &i, "--beta2", &missing)) && !bench) {
+      if (parse_fraction(v, &o->beta2)) return usage_error("train: --beta2 wants a number in [0, 1), got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--warmup-steps", &missing)) && !bench) {
       if (parse_int(v, 0, 1000000, &o->warmup_steps)) return usage_error("train: --warmup-steps wants 0..1000000, got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--ema", &missing)) && !bench) {
-      char *end;
-      o->ema = strtod(v, &end);
-      if (end == v || *end || !(o->ema >= 0 && o->ema < 1)) return usage_error("train: --ema wants a number in [0, 1), got '%s'", v);
+      if (parse_fraction(v, &o->ema)) return usage_error("train: --ema wants a number in [0, 1), got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--bn-batches", &missing)) && !bench) {
       if (parse_int(v, 0, 10000, &o->bn_batches)) return usage_error("train: --bn-batches wants 0..10000, got '%s'", v);
     } else if ((v = flag_value(argc, argv, &i, "--limit", &missing)) && !bench) {
@@ -527,6 +538,7 @@ int cmd_train(int argc, char **argv) {
   /* defaults: the best of the settings tried (bench/RESULTS.md) */
   train_opts o = {.epochs = 3, .batch = 512, .seed = 42, .lr = 5e-3, .warmup_steps = 30, .cosine = true,
                   .smoothing = 0.1, .act = ACT_GELU, .ema = 0.9, .bn_batches = 20, .whiten = true,
+                  .beta1 = 0.8, .beta2 = 0.99,
                   .checkpoint = "fashion-mnist.safetensors"};
   int pr = parse_train_flags(argc - (argv[1][0] != '-'), argv + (argv[1][0] != '-'), &o, false);
   if (pr) return pr < 0 ? EXIT_USAGE : pr == 1 ? EXIT_OK : pr;
@@ -543,7 +555,7 @@ int cmd_train(int argc, char **argv) {
   kiln_optim *opt = NULL;
   int rc = cnn_init(&m, (uint64_t)o.seed, o.act);
   if (rc == 0 && o.whiten && !o.resume) rc = whiten_conv1(&m, &train);
-  if (rc == 0) opt = kiln_adam(m.params, o.lr, 0.9, 0.999, 1e-8, 0, false);
+  if (rc == 0) opt = kiln_adam(m.params, o.lr, o.beta1, o.beta2, 1e-8, 0, false);
   cnn avg = {0}, *ema = o.ema > 0 ? &avg : NULL;
   if (rc == 0 && ema) rc = ema_init(ema, &m);
   int64_t start_epoch = 0;

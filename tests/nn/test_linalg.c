@@ -75,7 +75,8 @@ TEST(eigh_random_symmetric) {
   kiln_scope_begin();
   for (int dt = 0; dt < 2; dt++) {
     test_set_context("%s", dt ? "f32" : "f64");
-    /* a = b + b^T, b stored first: computed twice inline, its elements may round apart */
+    /* a = b + b^T with b stored first: computed inline, the last product of each randn value
+     * contracts with the add into one fma, so a_ij and a_ji can round apart */
     kiln_tensor *b = kiln_contiguous(kiln_randn(2, (int64_t[]){N, N}, test_seed(17)));
     REQUIRE(kiln_realize(b) == 0);
     kiln_tensor *a = kiln_add(b, kiln_transpose(b, 0, 1));
