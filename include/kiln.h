@@ -164,7 +164,7 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x); /* forces a real buffer when reali
 /* ---- matmul: (..., n, k) @ (..., k, m) with broadcast batch dims; 1-d operands as numpy ---- */
 kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
 /* Eigen-decomposition of a symmetric (n, n) f32/f64 matrix (realized and solved on the host in
- * double precision; meant for small n, at most 4096): *values (n) in ascending order and
+ * double precision with Jacobi rotations; for small n, at most 512): *values (n) in ascending order and
  * *vectors (n, n) with the unit eigenvector of values[i] in column i, both a's dtype, so
  * a = vectors @ diag(values) @ vectors^T. A non-symmetric or non-finite matrix is an error. */
 int kiln_eigh(kiln_tensor *a, kiln_tensor **values, kiln_tensor **vectors);

@@ -178,11 +178,12 @@ static int whiten_conv1(cnn *m, const kiln_image_set *train) {
     count += (double)kiln_dim(p, 1);
     kiln_scope_end();
   }
-  kiln_scope_begin();
   double cov[KK * KK];
+  float mean[KK];
+  for (int i = 0; i < KK; i++) mean[i] = (float)(sum[i] / count);
   for (int i = 0; i < KK * KK; i++) cov[i] = (prod[i] - sum[i / KK] * sum[i % KK] / count) / (count - 1);
-  kiln_tensor *values, *vectors, *mean = kiln_from_data(KILN_F64, 2, (int64_t[]){KK, 1}, sum);
-  mean = kiln_cast(kiln_binary_s(KILN_DIV, mean, count), KILN_F32);
+  kiln_scope_begin();
+  kiln_tensor *values, *vectors;
   if (rc == 0) rc = kiln_eigh(kiln_from_data(KILN_F64, 2, (int64_t[]){KK, KK}, cov), &values, &vectors);
   if (rc == 0) { /* values ascend: the top half is the last 16, largest first */
     kiln_tensor *top = kiln_flip(kiln_slice(vectors, 1, KK - HALF, KK, 1), 1, (int[]){1});
@@ -190,7 +191,7 @@ static int whiten_conv1(cnn *m, const kiln_image_set *train) {
     scale = kiln_unary(KILN_RSQRT, kiln_binary_s(KILN_ADD, scale, WHITEN_EPS));
     kiln_tensor *w = kiln_mul(kiln_transpose(top, 0, 1), kiln_unsqueeze(scale, 1)); /* (16, 25) */
     w = kiln_cast(kiln_cat(2, (kiln_tensor *[]){w, kiln_neg(w)}, 0), KILN_F32);      /* (32, 25) */
-    kiln_tensor *bias = kiln_neg(kiln_reshape(kiln_matmul(w, mean), 1, (int64_t[]){2 * HALF}));
+    kiln_tensor *bias = kiln_neg(kiln_matmul(w, kiln_from_data(KILN_F32, 1, (int64_t[]){KK}, mean)));
     rc = kiln_assign(P(m, "conv1.weight"), kiln_reshape(w, 4, (int64_t[]){2 * HALF, 1, K, K}));
     if (rc == 0) rc = kiln_assign(P(m, "conv1.bias"), bias);
     if (rc == 0) rc = kiln_realize_many(2, (kiln_tensor *[]){P(m, "conv1.weight"), P(m, "conv1.bias")});
