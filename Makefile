@@ -29,12 +29,12 @@ build:
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
 test: build
-	./$(BUILD)/kiln_tests
+	./$(BUILD)/kiln_tests -v
 
 asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_SANITIZE=ON $(CMAKE_CC)
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
-	ASAN_OPTIONS=$(ASAN_OPTIONS) UBSAN_OPTIONS=$(UBSAN_OPTIONS) ./$(ASAN_BUILD)/kiln_tests
+	ASAN_OPTIONS=$(ASAN_OPTIONS) UBSAN_OPTIONS=$(UBSAN_OPTIONS) ./$(ASAN_BUILD)/kiln_tests -v
 
 werror:
 	$(CMAKE) -S . -B $(WERROR_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR=ON $(CMAKE_CC)

@@ -53,12 +53,15 @@ const char *kiln_error(void);
 void kiln_clear_error(void);
 
 /* ---- devices -----------------------------------------------------------------------------
- * Devices: "CPU" (generated C, compiled and cached), "INTERP" (the reference interpreter).
+ * Devices: "CPU" (generated C, compiled and cached), "INTERP" (the reference interpreter),
+ * "CL" (OpenCL, through libOpenCL.so.1), "CUDA" (NVIDIA GPUs, through libcuda.so.1 and NVRTC).
  * The default is $KILN_DEVICE or CPU. New tensors are created on the default device. */
-int kiln_set_device(const char *name); /* < 0 and an error if unknown */
+int kiln_set_device(const char *name); /* < 0 and an error if unknown or not working here */
 const char *kiln_get_device(void);
 int kiln_device_count(void);
 const char *kiln_device_name(int i);
+/* NULL if device i works here, else why not, in one line (a missing library, no GPU). */
+const char *kiln_device_status(int i);
 
 /* ---- ownership ---------------------------------------------------------------------------
  * Every tensor belongs to the innermost open scope at its creation (a global scope exists).
@@ -66,9 +69,9 @@ const char *kiln_device_name(int i);
 void kiln_scope_begin(void);
 void kiln_scope_end(void);
 typedef struct kiln_tensor kiln_tensor;
-kiln_tensor *kiln_keep(kiln_tensor *t); /* moves t to the enclosing scope; returns t */
+kiln_tensor *kiln_keep(kiln_tensor *t);    /* moves t to the enclosing scope; returns t */
 kiln_tensor *kiln_persist(kiln_tensor *t); /* moves t to the global scope (lives until freed) */
-void kiln_free(kiln_tensor *t);         /* frees t now (optional) */
+void kiln_free(kiln_tensor *t);            /* frees t now (optional) */
 
 /* ---- creation (lazy) --------------------------------------------------------------------- */
 kiln_tensor *kiln_empty(kiln_dtype dt, int ndim, const int64_t *shape);
@@ -100,9 +103,24 @@ kiln_dtype kiln_dtype_of(const kiln_tensor *t);
 
 /* ---- elementwise (numpy broadcasting; operands promoted with kiln_promote) ----------------- */
 typedef enum {
-  KILN_NEG, KILN_ABS, KILN_EXP, KILN_EXP2, KILN_LOG, KILN_LOG2, KILN_SIN, KILN_COS,
-  KILN_SQRT, KILN_RSQRT, KILN_RECIP, KILN_RELU, KILN_SIGMOID, KILN_TANH, KILN_NOT,
-  KILN_SIGN, KILN_SQUARE, KILN_NUNARY
+  KILN_NEG,
+  KILN_ABS,
+  KILN_EXP,
+  KILN_EXP2,
+  KILN_LOG,
+  KILN_LOG2,
+  KILN_SIN,
+  KILN_COS,
+  KILN_SQRT,
+  KILN_RSQRT,
+  KILN_RECIP,
+  KILN_RELU,
+  KILN_SIGMOID,
+  KILN_TANH,
+  KILN_NOT,
+  KILN_SIGN,
+  KILN_SQUARE,
+  KILN_NUNARY
 } kiln_unary_op;
 kiln_tensor *kiln_unary(kiln_unary_op op, kiln_tensor *x);
 kiln_tensor *kiln_neg(kiln_tensor *x);
@@ -112,9 +130,26 @@ kiln_tensor *kiln_sqrt(kiln_tensor *x);
 kiln_tensor *kiln_relu(kiln_tensor *x);
 
 typedef enum {
-  KILN_ADD, KILN_SUB, KILN_MUL, KILN_DIV, KILN_MAXIMUM, KILN_MINIMUM, KILN_MOD,
-  KILN_AND, KILN_OR, KILN_XOR, KILN_SHL, KILN_SHR, KILN_POW,
-  KILN_LT, KILN_LE, KILN_GT, KILN_GE, KILN_EQ, KILN_NE, KILN_NBINARY
+  KILN_ADD,
+  KILN_SUB,
+  KILN_MUL,
+  KILN_DIV,
+  KILN_MAXIMUM,
+  KILN_MINIMUM,
+  KILN_MOD,
+  KILN_AND,
+  KILN_OR,
+  KILN_XOR,
+  KILN_SHL,
+  KILN_SHR,
+  KILN_POW,
+  KILN_LT,
+  KILN_LE,
+  KILN_GT,
+  KILN_GE,
+  KILN_EQ,
+  KILN_NE,
+  KILN_NBINARY
 } kiln_binary_op;
 /* DIV on integers truncates toward zero; MOD takes the sign of the dividend (as C).
  * Comparisons return bool. AND/OR/XOR/SHL/SHR take integers or bools. */
@@ -133,7 +168,8 @@ kiln_tensor *kiln_bitcast(kiln_tensor *x, kiln_dtype dt); /* same element size o
  * axes may be negative; naxes == 0 reduces over every axis. keepdim keeps reduced axes as 1.
  * sum of bool/ints accumulates in i64 (u64 for unsigned); mean returns a float. */
 typedef enum { KILN_SUM, KILN_MAX, KILN_MIN, KILN_MEAN, KILN_PROD, KILN_NREDUCE } kiln_reduce_op;
-kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int *axes, bool keepdim);
+kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int *axes,
+                         bool keepdim);
 kiln_tensor *kiln_sum(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
 kiln_tensor *kiln_max(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
 kiln_tensor *kiln_mean(kiln_tensor *x, int naxes, const int *axes, bool keepdim);
@@ -164,9 +200,9 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x); /* forces a real buffer when reali
 /* ---- matmul: (..., n, k) @ (..., k, m) with broadcast batch dims; 1-d operands as numpy ---- */
 kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);
 /* Eigen-decomposition of a symmetric (n, n) f32/f64 matrix (realized and solved on the host in
- * double precision with Jacobi rotations; for small n, at most 512): *values (n) in ascending order and
- * *vectors (n, n) with the unit eigenvector of values[i] in column i, both a's dtype, so
- * a = vectors @ diag(values) @ vectors^T. A non-symmetric or non-finite matrix is an error. */
+ * double precision with Jacobi rotations; for small n, at most 512): *values (n) in ascending order
+ * and *vectors (n, n) with the unit eigenvector of values[i] in column i, both a's dtype, so a =
+ * vectors @ diag(values) @ vectors^T. A non-symmetric or non-finite matrix is an error. */
 int kiln_eigh(kiln_tensor *a, kiln_tensor **values, kiln_tensor **vectors);
 
 /* ---- autograd ----------------------------------------------------------------------------
@@ -176,7 +212,7 @@ int kiln_eigh(kiln_tensor *a, kiln_tensor **values, kiln_tensor **vectors);
  * like their leaves; only float leaves may require grad. */
 int kiln_set_requires_grad(kiln_tensor *t, bool on); /* realizes t; < 0 if t is not float */
 bool kiln_requires_grad(const kiln_tensor *t);
-int kiln_backward(kiln_tensor *loss);       /* loss must have exactly one element */
+int kiln_backward(kiln_tensor *loss);         /* loss must have exactly one element */
 kiln_tensor *kiln_grad(const kiln_tensor *t); /* a new handle on t's gradient; NULL if none */
 /* Drops t's gradient. A gradient holds the graph that made it (which refers back to t), so
  * call this (optimizer steps do) before letting go of a parameter. */
@@ -192,25 +228,30 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src);
 
 /* ---- nn: layers as functions over the Tensor API -------------------------------------------
  * Shapes: x (N, C, H, W) for 2-d layers; weights as in PyTorch. b may be NULL (no bias). */
-kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b); /* x @ w^T + b, w (out, in) */
+kiln_tensor *kiln_linear(kiln_tensor *x, kiln_tensor *w,
+                         kiln_tensor *b); /* x @ w^T + b, w (out, in) */
 /* kiln_linear with w given as (out, d1, ..., dk), d1 * ... * dk = in, e.g. the runs of
  * kiln_dequantize_runs: the reduce walks those dims as nested loops, the last innermost. */
 kiln_tensor *kiln_linear_runs(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b);
 /* w (O, C/groups, kh, kw); stride, padding, dilation are (h, w) pairs. */
 kiln_tensor *kiln_conv2d(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b, const int *stride,
                          const int *padding, const int *dilation, int groups);
-kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const int *kernel, const int *stride, const int *padding);
-kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const int *kernel, const int *stride, const int *padding);
+kiln_tensor *kiln_max_pool2d(kiln_tensor *x, const int *kernel, const int *stride,
+                             const int *padding);
+kiln_tensor *kiln_avg_pool2d(kiln_tensor *x, const int *kernel, const int *stride,
+                             const int *padding);
 /* Training: normalizes with batch statistics over (N, H, W) and, when running_mean/var are
  * given, updates them in place (momentum as PyTorch, unbiased variance). Eval: uses them. */
 kiln_tensor *kiln_batch_norm2d(kiln_tensor *x, kiln_tensor *weight, kiln_tensor *bias,
                                kiln_tensor *running_mean, kiln_tensor *running_var, bool training,
                                double momentum, double eps);
 /* Normalizes over the last naxes dims; weight/bias have those dims' shape (or NULL). */
-kiln_tensor *kiln_layer_norm(kiln_tensor *x, int naxes, kiln_tensor *weight, kiln_tensor *bias, double eps);
+kiln_tensor *kiln_layer_norm(kiln_tensor *x, int naxes, kiln_tensor *weight, kiln_tensor *bias,
+                             double eps);
 kiln_tensor *kiln_rms_norm(kiln_tensor *x, kiln_tensor *weight, double eps); /* over the last dim */
 kiln_tensor *kiln_embedding(kiln_tensor *weight, kiln_tensor *ids); /* weight (V, D), ids int */
-/* Zeroes each element with probability p and scales the rest by 1/(1-p); identity unless training. */
+/* Zeroes each element with probability p and scales the rest by 1/(1-p); identity unless training.
+ */
 kiln_tensor *kiln_dropout(kiln_tensor *x, double p, uint64_t seed, bool training);
 kiln_tensor *kiln_leaky_relu(kiln_tensor *x, double slope);
 kiln_tensor *kiln_gelu(kiln_tensor *x); /* tanh approximation */
@@ -241,7 +282,8 @@ int kiln_params_load(kiln_params *p, const char *path);
  * An optimizer updates the requires-grad tensors of a parameter set from their gradients. A
  * step builds every update lazily and realizes them in one schedule, then clears gradients. */
 typedef struct kiln_optim kiln_optim;
-kiln_optim *kiln_sgd(kiln_params *p, double lr, double momentum, double weight_decay, bool nesterov);
+kiln_optim *kiln_sgd(kiln_params *p, double lr, double momentum, double weight_decay,
+                     bool nesterov);
 /* Adam; decoupled = true gives AdamW (weight decay applied to the weights, not the gradient). */
 kiln_optim *kiln_adam(kiln_params *p, double lr, double beta1, double beta2, double eps,
                       double weight_decay, bool decoupled);
@@ -275,19 +317,29 @@ void kiln_image_set_free(kiln_image_set *s);
  * kiln_gguf_close. Strings returned are NUL-terminated copies owned by the handle. */
 typedef struct kiln_gguf kiln_gguf;
 typedef enum { /* metadata value types, numbered as in the GGUF specification */
-  KILN_GGUF_U8, KILN_GGUF_I8, KILN_GGUF_U16, KILN_GGUF_I16, KILN_GGUF_U32, KILN_GGUF_I32,
-  KILN_GGUF_F32, KILN_GGUF_BOOL, KILN_GGUF_STRING, KILN_GGUF_ARRAY, KILN_GGUF_U64,
-  KILN_GGUF_I64, KILN_GGUF_F64
+               KILN_GGUF_U8,
+               KILN_GGUF_I8,
+               KILN_GGUF_U16,
+               KILN_GGUF_I16,
+               KILN_GGUF_U32,
+               KILN_GGUF_I32,
+               KILN_GGUF_F32,
+               KILN_GGUF_BOOL,
+               KILN_GGUF_STRING,
+               KILN_GGUF_ARRAY,
+               KILN_GGUF_U64,
+               KILN_GGUF_I64,
+               KILN_GGUF_F64
 } kiln_gguf_type;
 typedef struct {
   const char *name;
-  int type;            /* ggml tensor type code (0 F32, 1 F16, 2 Q4_0, ... 30 BF16) */
-  int ndim;            /* 1..4 */
-  int64_t dims[4];     /* GGUF order: dims[0] is the fastest-varying (a row's length) */
+  int type;        /* ggml tensor type code (0 F32, 1 F16, 2 Q4_0, ... 30 BF16) */
+  int ndim;        /* 1..4 */
+  int64_t dims[4]; /* GGUF order: dims[0] is the fastest-varying (a row's length) */
   int64_t numel;
-  uint64_t offset;     /* from the start of the data section */
+  uint64_t offset; /* from the start of the data section */
   size_t nbytes;
-  const void *data;    /* inside the mapping */
+  const void *data; /* inside the mapping */
 } kiln_gguf_tensor;
 kiln_gguf *kiln_gguf_open(const char *path);
 void kiln_gguf_close(kiln_gguf *g);
@@ -297,7 +349,7 @@ size_t kiln_gguf_file_size(const kiln_gguf *g);
 int64_t kiln_gguf_alignment(const kiln_gguf *g);
 int64_t kiln_gguf_data_offset(const kiln_gguf *g);
 int64_t kiln_gguf_n_kv(const kiln_gguf *g);
-const char *kiln_gguf_key(const kiln_gguf *g, int64_t i); /* NULL when i is out of range */
+const char *kiln_gguf_key(const kiln_gguf *g, int64_t i);        /* NULL when i is out of range */
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key); /* -1 if absent */
 /* Type of kv i; (kiln_gguf_type)-1 when i is out of range. */
 kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i);
@@ -307,7 +359,8 @@ const char *kiln_gguf_type_name(kiln_gguf_type t); /* "u32", "string", ...; "?" 
  * (out is then untouched). */
 bool kiln_gguf_get_int(const kiln_gguf *g, const char *key, int64_t *out);
 bool kiln_gguf_get_float(const kiln_gguf *g, const char *key, double *out);
-const char *kiln_gguf_get_str(const kiln_gguf *g, const char *key); /* NULL if absent/not a string */
+const char *kiln_gguf_get_str(const kiln_gguf *g,
+                              const char *key); /* NULL if absent/not a string */
 /* Arrays by kv index: element type, length, element j as int/float/string (false/NULL when
  * the kv is not an array of that kind or j is out of range; arr_type gives (kiln_gguf_type)-1
  * and arr_len -1 for a kv that is not an array). Arrays of arrays are rejected by open. */
@@ -386,7 +439,8 @@ int64_t kiln_detok_push(kiln_detok *d, int32_t id, char *out, size_t cap);
 int64_t kiln_detok_flush(kiln_detok *d, char *out, size_t cap);
 void kiln_detok_free(kiln_detok *d);
 
-/* ---- sampling and chat templates -------------------------------------------------------------- */
+/* ---- sampling and chat templates --------------------------------------------------------------
+ */
 /* A sampler picks the next token from a float logits array (host memory, n_vocab entries).
  * Order: penalties (over the last repeat_last_n tokens seen) -> temperature 0: argmax (ties go
  * to the lowest id) | else top-k -> softmax(logits / temperature) -> top-p -> min-p -> a draw
@@ -453,7 +507,6 @@ int kiln_chat_format(kiln_chat_template t, const char *role, const char *content
 int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
                            const char *content, bool add_generation_prompt, char **out);
 
-
 /* ---- language models (LLaMA family: llama, qwen2) --------------------------------------------
  * kiln_llm_load maps a GGUF model (weights stay in the file's mapping, quantized) and allocates
  * a KV cache for n_ctx tokens (0: the model's training context). kiln_llm_eval runs n tokens
@@ -465,9 +518,9 @@ void kiln_llm_free(kiln_llm *m);
 int kiln_llm_eval(kiln_llm *m, const int32_t *tokens, int64_t n, float *logits, bool all);
 int64_t kiln_llm_n_vocab(const kiln_llm *m);
 int64_t kiln_llm_n_ctx(const kiln_llm *m);
-int64_t kiln_llm_pos(const kiln_llm *m);              /* tokens in the cache */
-int kiln_llm_rewind(kiln_llm *m, int64_t pos);        /* forget cached tokens after pos */
-const kiln_gguf *kiln_llm_gguf(const kiln_llm *m);    /* metadata, e.g. for the tokenizer */
+int64_t kiln_llm_pos(const kiln_llm *m);           /* tokens in the cache */
+int kiln_llm_rewind(kiln_llm *m, int64_t pos);     /* forget cached tokens after pos */
+const kiln_gguf *kiln_llm_gguf(const kiln_llm *m); /* metadata, e.g. for the tokenizer */
 /* A fetched model (scripts/fetch-model): the first .gguf whose name contains name_part in
  * $KILN_CACHE/models, then ~/.cache/kiln/models; its path in buf, or NULL. */
 const char *kiln_model_find(const char *name_part, char *buf, size_t n);

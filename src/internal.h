@@ -17,14 +17,14 @@ void kn_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void kn_err_push(const char *name);
 void kn_err_pop(void);
 /* Broken internal invariant: print file:line and what was expected, then abort. */
-#define KN_ASSERT(cond, ...)                                                                     \
-  do {                                                                                           \
-    if (!(cond)) {                                                                               \
-      fprintf(stderr, "kiln: internal error at %s:%d: ", __FILE__, __LINE__);                   \
-      fprintf(stderr, __VA_ARGS__);                                                              \
-      fprintf(stderr, "\n");                                                                     \
-      abort();                                                                                   \
-    }                                                                                            \
+#define KN_ASSERT(cond, ...)                                                                       \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "kiln: internal error at %s:%d: ", __FILE__, __LINE__);                      \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fprintf(stderr, "\n");                                                                       \
+      abort();                                                                                     \
+    }                                                                                              \
   } while (0)
 void *kn_xmalloc(size_t n); /* aborts on out-of-memory with a hint */
 void *kn_xcalloc(size_t n, size_t sz);
@@ -46,30 +46,56 @@ void kn_sbuf_printf(kn_sbuf *b, const char *fmt, ...) __attribute__((format(prin
  * One node type, hash-consed: structurally equal nodes are the same pointer. A realized node
  * is taken out of the table and turned into a BUFFER leaf in place, dropping its sources. */
 typedef enum {
-  N_BUFFER, N_CONST,
+  N_BUFFER,
+  N_CONST,
   /* unary */
-  N_NEG, N_EXP2, N_LOG2, N_SIN, N_SQRT, N_RECIP, N_CAST, N_BITCAST,
+  N_NEG,
+  N_EXP2,
+  N_LOG2,
+  N_SIN,
+  N_SQRT,
+  N_RECIP,
+  N_CAST,
+  N_BITCAST,
   /* binary */
-  N_ADD, N_MUL, N_MAX, N_CMPLT, N_CMPNE, N_IDIV, N_MOD, N_AND, N_OR, N_XOR, N_SHL, N_SHR,
+  N_ADD,
+  N_MUL,
+  N_MAX,
+  N_CMPLT,
+  N_CMPNE,
+  N_IDIV,
+  N_MOD,
+  N_AND,
+  N_OR,
+  N_XOR,
+  N_SHL,
+  N_SHR,
   /* ternary */
   N_WHERE,
   /* reduce: arg[0] = N_ADD or N_MAX, arg[1] = bitmask of reduced axes (kept as size 1) */
   N_REDUCE,
   /* movement: arg holds the new shape / permutation / (before,after) pairs / (start,end)
    * pairs / flip mask */
-  N_RESHAPE, N_PERMUTE, N_EXPAND, N_PAD, N_SHRINK, N_FLIP,
+  N_RESHAPE,
+  N_PERMUTE,
+  N_EXPAND,
+  N_PAD,
+  N_SHRINK,
+  N_FLIP,
   /* buffer ops */
   N_CONTIGUOUS,
   N_NOPS
 } kn_op;
 
-struct kn_device;
-typedef struct kn_buffer {
-  struct kn_device *dev;
-  void *ptr;
-  size_t nbytes;
-  bool external; /* memory owned by the caller (kiln_from_blob): never freed here */
-} kn_buffer;
+/* Data the IR holds for the layers above it (a node's buffer, a custom gradient) and releases
+ * without knowing what it is: its first member is the function that frees it. */
+typedef struct kn_held {
+  void (*drop)(struct kn_held *h);
+} kn_held;
+static inline void kn_held_drop(void *h) {
+  if (h) ((kn_held *)h)->drop((kn_held *)h);
+}
+struct kn_buffer;
 
 typedef struct kn_node {
   /* identity (hashed) */
@@ -84,11 +110,13 @@ typedef struct kn_node {
   uint64_t hash;
   struct kn_node *chain; /* hash bucket chain */
   int64_t refs;
-  kn_buffer *buf;   /* the data: always for N_BUFFER; for a realized rg node, which keeps its
-                       sources for backward */
-  struct kn_node *grad; /* accumulated gradient of a requires-grad leaf */
-  struct kn_vjp *vjp;   /* a custom gradient for more inputs (kn_custom_grad), or NULL */
-  int mark;       /* scheduler scratch */
+  struct kn_buffer *buf; /* the data (runtime): always for N_BUFFER; for a realized rg node,
+                            which keeps its sources for backward */
+  struct kn_node *grad;  /* accumulated gradient of a requires-grad leaf */
+  struct kn_vjp *vjp;    /* a custom gradient for more inputs (kn_custom_grad), or NULL */
+  int mark;              /* scheduler scratch */
+  bool weights;          /* a BUFFER read in place by every step (model weights): the scheduler
+                            recomputes its views where they are read and never stores them */
 } kn_node;
 
 extern const char *const kn_op_names[N_NOPS];
@@ -102,7 +130,8 @@ int64_t kn_numel(int ndim, const int64_t *shape);
 /* Returns a new reference to the unique node with these fields (sources are not consumed). */
 kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *shape, int nsrc,
                       kn_node *const *src, const int64_t *arg, int narg, double cval);
-kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, kn_buffer *buf);
+kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape,
+                        struct kn_buffer *buf);
 /* A new identity view of v equal to no other node (so never shared), requiring grad if rg. */
 kn_node *kn_node_unique_view(kn_node *v, bool rg);
 
@@ -111,21 +140,23 @@ kn_node *kn_node_unique_view(kn_node *v, bool rg);
  * backward, fn(g, in, grads, iarg) fills grads[i] = d loss / d in[i] (or NULL) given g = d loss
  * / d value. The caller computes value from detached copies of in, so this is the only path
  * from value back to them: an op whose primitive gradient would be slow states its own. */
-typedef void (*kn_vjp_fn)(kiln_tensor *g, kiln_tensor *const *in, kiln_tensor **grads, const int64_t *iarg);
+typedef void (*kn_vjp_fn)(kiln_tensor *g, kiln_tensor *const *in, kiln_tensor **grads,
+                          const int64_t *iarg);
 #define KN_VJP_MAX 4
 typedef struct kn_vjp {
+  kn_held held;
   kn_vjp_fn fn;
   int n;
   kn_node *in[KN_VJP_MAX];
   int64_t iarg[8];
 } kn_vjp;
-kiln_tensor *kn_custom_grad(kiln_tensor *value, int n, kiln_tensor *const *in, kn_vjp_fn fn, const int64_t *iarg);
-void kn_vjp_free(kn_vjp *v);
+kiln_tensor *kn_custom_grad(kiln_tensor *value, int n, kiln_tensor *const *in, kn_vjp_fn fn,
+                            const int64_t *iarg);
 void kn_node_ref(kn_node *n);
 void kn_node_unref(kn_node *n);
 /* Gives a computed node its data. A node without rg becomes a BUFFER leaf and drops its
  * sources; a node with rg keeps them, since backward may still walk through it. */
-void kn_node_set_realized(kn_node *n, kn_buffer *buf);
+void kn_node_set_realized(kn_node *n, struct kn_buffer *buf);
 static inline bool kn_is_realized(const kn_node *n) { return n->buf != NULL; }
 extern bool kn_grad_enabled;
 int64_t kn_nodes_live(void);
@@ -147,9 +178,9 @@ int kn_compute_dtype(int dt);
 
 /* ---- scheduler: graph -> kernels ----------------------------------------------------------- */
 typedef struct {
-  kn_node *out;      /* the node this kernel computes into a new buffer */
-  kn_node *reduce;   /* the one reduce fused into it, or NULL */
-  kn_node **inputs;  /* materialized nodes read (BUFFER after earlier kernels ran) */
+  kn_node *out;     /* the node this kernel computes into a new buffer */
+  kn_node *reduce;  /* the one reduce fused into it, or NULL */
+  kn_node **inputs; /* materialized nodes read (BUFFER after earlier kernels ran) */
   int ninputs;
 } kn_sched_item;
 typedef struct {
@@ -165,7 +196,8 @@ int kn_schedule_run(kn_schedule *s);
  * A lop's sources index earlier lops. ALU lops reuse the graph op codes. */
 enum {
   L_CONST = N_NOPS, /* fval / ival by dtype */
-  L_RANGE,          /* loop var: arg = bound, arg2 = index of its L_END; global if ival >= 0 */
+  L_GIDX,           /* the work-item's index along launch dim ival, in [0, arg): parallel */
+  L_RANGE,          /* a sequential loop in one work-item: arg = bound, arg2 = its L_END */
   L_END,            /* closes src[0] */
   L_LOAD,           /* arg = buffer slot, src0 = index, src1 = valid (or -1) */
   L_STORE,          /* arg = buffer slot, src0 = index, src1 = value */
@@ -189,34 +221,40 @@ typedef struct {
   int nbufs; /* slot 0 is the output */
   uint8_t buf_dtype[64];
   int64_t buf_numel[64];
-  int nglobal;
-  int64_t global[KILN_MAX_DIMS]; /* launch dims; the C device splits global[0] over threads */
-  int64_t local[KILN_MAX_DIMS];
+  int nglobal;                       /* launch dims (at most the device's caps.max_dims) */
+  int64_t global[2 * KILN_MAX_DIMS]; /* work-items along each launch dim */
+  int64_t local[2 * KILN_MAX_DIMS];  /* work-group size along each (1: no groups yet) */
   char name[96];
-  char opts[128];   /* applied optimizations, for DEBUG=3 */
+  char opts[128];            /* applied optimizations, for DEBUG=3 */
   int64_t up[KILN_MAX_DIMS]; /* the upcast factor of each global dim (before GROUP) */
-  int64_t lanes;    /* the SPLIT asked for: 0 = the heuristic's, 1 = none, else its lanes */
-  int64_t split;    /* the SPLIT lowered: its lanes, 1 = none */
-  double flops;     /* estimated per launch */
-  double bytes;     /* estimated memory traffic per launch */
+  int64_t lanes; /* the SPLIT asked for: 0 = the heuristic's, 1 = none, else its lanes */
+  int64_t split; /* the SPLIT lowered: its lanes, 1 = none */
+  double flops;  /* estimated per launch */
+  double bytes;  /* estimated memory traffic per launch */
 } kn_kernel;
 
-/* Lowers one scheduled kernel to a linear program. Slots: 0 = output, 1.. = item inputs. */
-kn_kernel *kn_lower(const kn_sched_item *it);
+/* Lowers one scheduled kernel to a linear program for a device with caps. Slots: 0 = output,
+ * 1.. = item inputs. */
+struct kn_devcaps_;
+kn_kernel *kn_lower(const kn_sched_item *it, const struct kn_devcaps_ *caps);
 /* The same with the upcast factor of each global dim given (the autotuner's candidates); the
  * global dims are the output's dims larger than 1, kn_lower_gshape gives them (returns their
  * number). Factors that do not divide their dim are ignored (the heuristic choice is used).
  * lanes: 0 = SPLIT as the heuristic picks it, 1 = no SPLIT, k = SPLIT the innermost reduce
  * axis into k accumulator lanes (where k divides it, whatever the upcasts). */
-kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *up, int64_t lanes);
+kn_kernel *kn_lower_with(const kn_sched_item *it, const struct kn_devcaps_ *caps, const int64_t *up,
+                         int64_t lanes);
 int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape);
 void kn_kernel_free(kn_kernel *k);
 void kn_kernel_print(FILE *f, const kn_kernel *k);
 
 /* ---- renderers -------------------------------------------------------------------------- */
-/* C source of a kernel; entry point `void NAME(void **bufs, long start, long end)` runs the
- * global[0] indices [start, end). Caller frees. */
-char *kn_render_c(const kn_kernel *k);
+/* A dialect: how one C-like language spells what the low-level program says (render/). */
+typedef struct kn_dialect kn_dialect;
+extern const kn_dialect kn_dialect_c, kn_dialect_cl, kn_dialect_cuda;
+/* Source of kernel k in dialect d (malloc'ed; the caller frees). The C dialect's entry point
+ * is `void NAME(void **bufs, long start, long end)`, running global[0] indices [start, end). */
+char *kn_render(const kn_dialect *d, const kn_kernel *k);
 
 /* ---- ggml storage (nn/quant.c) ----------------------------------------------------------- */
 /* The dtype ggml `type` is stored as: its float type, or u8 for block formats. */
@@ -225,41 +263,107 @@ kiln_dtype kn_ggml_storage(int type);
  * (rows, cols), or runs (rows, blocks, runs per block, 16) (see kiln_dequantize_runs). */
 kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t cols, bool runs);
 
-/* ---- runtime ---------------------------------------------------------------------------- */
-typedef struct kn_device {
-  const char *name;
-  void *(*alloc)(struct kn_device *d, size_t n); /* zeroed */
-  void (*free)(struct kn_device *d, void *p);
-  void (*copyin)(struct kn_device *d, void *dst, const void *src, size_t n);
-  void (*copyout)(struct kn_device *d, void *dst, const void *src, size_t n);
-  /* program from a lowered kernel; NULL with an error set on failure */
-  void *(*compile)(struct kn_device *d, const kn_kernel *k);
-  void (*launch)(struct kn_device *d, void *prog, const kn_kernel *k, void **bufs);
-  void (*free_program)(struct kn_device *d, void *prog);
-  void (*synchronize)(struct kn_device *d);
-  bool host_memory; /* its buffers are plain host pointers (kernels may read caller memory) */
-  void *(*alloc_scratch)(struct kn_device *d, size_t n); /* contents undefined; NULL: alloc */
-  /* seconds one launch of prog takes on scratch buffers of k's sizes, or < 0 if it cannot be
-   * timed; NULL: the device is not autotuned */
-  double (*time_program)(struct kn_device *d, void *prog, const kn_kernel *k);
-} kn_device;
-/* While set, the CPU device builds with one compiler only (autotuning candidates). */
-extern bool kn_quick_compile;
+/* ---- runtime: the device interface -------------------------------------------------------
+ * A device's memory is opaque to everything above the runtime: a handle is whatever the
+ * device hands out (a host pointer on CPU and INTERP, a cl_mem on CL, a device address on
+ * CUDA), and data moves only through these calls. Launches may run asynchronously; copyout and
+ * synchronize wait for the launches before them. */
+typedef struct kn_devcaps_ {
+  int max_dims;      /* launch dims (global and local) a kernel may use */
+  int64_t max_local; /* work-items of one work-group */
+  bool host_memory;  /* handles are host pointers: kernels may read caller memory in place */
+  bool pool;         /* launch dim 0 runs on a thread pool and the others are loops (CPU): dim
+                        0 is the outermost; elsewhere it is the innermost (adjacent work-items
+                        touch adjacent memory) */
+} kn_devcaps;
 
+typedef struct kn_device kn_device;
+struct kn_device {
+  const char *name;
+  const struct kn_dialect *dialect; /* the language its kernels are written in; NULL: it runs
+                                       the low-level program itself (INTERP) */
+  kn_devcaps caps;
+  /* NULL when the device works here, else why not in one line (missing library, no GPU);
+   * fills caps the first time */
+  const char *(*probe)(kn_device *d);
+  void *(*alloc)(kn_device *d, size_t n, bool zeroed); /* NULL with an error when out of memory */
+  void (*free)(kn_device *d, void *h);
+  /* a handle to bytes [off, off + n) of h, valid while h is; free_view releases it */
+  void *(*view)(kn_device *d, void *h, size_t off, size_t n);
+  void (*free_view)(kn_device *d, void *v);
+  void (*copyin)(kn_device *d, void *dst, size_t off, const void *src, size_t n);
+  void (*copyout)(kn_device *d, void *dst, const void *src, size_t off, size_t n);
+  void (*copy)(kn_device *d, void *dst, size_t doff, void *src, size_t soff, size_t n);
+  void (*fill)(kn_device *d, void *dst, size_t off, size_t n); /* zeros */
+  /* a program from a kernel and its source in the device's dialect (NULL for INTERP); NULL
+   * with an error set on failure */
+  void *(*compile)(kn_device *d, const kn_kernel *k, const char *src);
+  int (*launch)(kn_device *d, void *prog, const kn_kernel *k,
+                void *const *bufs); /* < 0: error set */
+  void (*free_program)(kn_device *d, void *prog);
+  void (*synchronize)(kn_device *d);
+  /* seconds one launch of prog takes on scratch buffers of k's sizes, or < 0 if it cannot be
+   * timed; NULL: the device is not tuned */
+  double (*time_program)(kn_device *d, void *prog, const kn_kernel *k);
+  void (*release)(kn_device *d); /* returns memory kept for reuse to the system; may be NULL */
+};
+
+/* The registry (device.c): devices by index, in a fixed order; each probes on first use. */
+int kn_device_count(void);
 kn_device *kn_device_get(int idx);
+int kn_device_find(const char *name); /* index, or -1 */
 int kn_device_default(void);
-extern kn_device kn_dev_cpu, kn_dev_interp;
-void kn_interp_run(const kn_kernel *k, void **bufs, long start, long end);
-kn_buffer *kn_buffer_alloc(int device, size_t nbytes); /* zeroed */
-kn_buffer *kn_buffer_alloc_scratch(int device, size_t nbytes); /* to be overwritten */
-void kn_cpu_scratch_release(void); /* unmaps the host blocks kept for reuse */
-/* A buffer over caller-owned host memory (device must have host_memory). */
+/* Whether device idx works here; if not, *why says why (not owned). */
+bool kn_device_usable(int idx, const char **why);
+extern kn_device kn_dev_cpu, kn_dev_interp, kn_dev_cl, kn_dev_cuda;
+
+/* Buffers: a device allocation, or a view at an offset into one (which keeps it alive). */
+typedef struct kn_buffer {
+  kn_held held; /* first: how the IR releases it */
+  kn_device *dev;
+  void *h; /* the device's handle */
+  size_t nbytes;
+  int refs;               /* the holder, and each view */
+  struct kn_buffer *base; /* a view's buffer, or NULL */
+  bool external;          /* caller memory (a host device's kiln_from_blob): never freed */
+} kn_buffer;
+kn_buffer *kn_buffer_alloc(int device, size_t nbytes);         /* zeroed; NULL if out of memory */
+kn_buffer *kn_buffer_alloc_scratch(int device, size_t nbytes); /* contents undefined */
+/* A buffer over caller-owned host memory (the device must have caps.host_memory). */
 kn_buffer *kn_buffer_wrap(int device, void *ptr, size_t nbytes);
+kn_buffer *kn_buffer_view(kn_buffer *b, size_t off, size_t n); /* NULL with an error if refused */
 void kn_buffer_free(kn_buffer *b);
-/* stats */
+void kn_buffer_write(kn_buffer *b, size_t off, const void *src, size_t n);
+void kn_buffer_read(kn_buffer *b, void *dst, size_t off, size_t n);
+/* n bytes from src at soff to dst at doff: on one device by its copy, across devices through
+ * the host. */
+void kn_buffer_copy(kn_buffer *dst, size_t doff, kn_buffer *src, size_t soff, size_t n);
+
+/* The disk cache shared by every device (cache.c): files under $KILN_CACHE/<dir>/, each with a
+ * checksum file beside it, so a torn or corrupt entry is a miss, never a load. */
+const char *kn_cache_dir(void);
+void kn_cache_path(char *out, size_t n, const char *dir, uint64_t key, const char *ext);
+int kn_cache_mkdir(const char *dir); /* creates $KILN_CACHE/dir; < 0 if it cannot */
+bool kn_cache_valid(const char *path);
+/* Moves the finished file tmp to path and records its checksum. */
+int kn_cache_commit(const char *tmp, const char *path);
+void *kn_cache_load(const char *path, size_t *n); /* malloc'ed bytes of a valid entry */
+int kn_cache_store(const char *path, const void *p, size_t n);
+
+/* CUDA C source compiled by NVRTC for arch (sm_90, ...) without a GPU: < 0 with the log as
+ * the error. */
+int kn_cuda_check(const char *src, const char *name, const char *arch);
+/* The CPU device's pieces other files use. */
+void kn_interp_run(const kn_kernel *k, void *const *bufs, long start, long end);
+extern bool kn_quick_compile; /* while set, the CPU device builds with one compiler only */
+
+/* ---- running schedules (schedule/run.c) and the search (codegen/search.c) ---- */
 extern kiln_stats kn_stats;
 void kn_program_cache_clear(void);
-void kn_cpu_reset(void);
-const char *kn_cache_dir(void);
+/* The kernel to run item it on device d: the heuristic's k0 or a faster lowering of the same
+ * item found by timing candidates (the verdict cached on disk under key k1, k2). */
+kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
+                     uint64_t k2);
+bool kn_search_wanted(const kn_device *d, const kn_kernel *k);
 
 #endif

@@ -85,13 +85,31 @@ const char *test_errmsg(void) {
 bool test_has_error(void) { return test_errmsg()[0] != 0; }
 
 /* ---- devices ----------------------------------------------------------------------------- */
-const char *const test_devices[TEST_NDEVICES] = {"CPU", "INTERP"};
+int test_ndevices;
+const char *test_devices[TEST_MAX_DEVICES];
+static void setup_devices(void) {
+  static char names[256];
+  const char *e = getenv("KILN_TEST_DEVICES");
+  if (e && *e) {
+    snprintf(names, sizeof names, "%s", e);
+    for (char *p = strtok(names, ","); p && test_ndevices < TEST_MAX_DEVICES; p = strtok(NULL, ","))
+      test_devices[test_ndevices++] = p;
+    return;
+  }
+  test_devices[test_ndevices++] = "CPU";
+  test_devices[test_ndevices++] = "INTERP";
+  for (int i = 0; i < kiln_device_count() && test_ndevices < TEST_MAX_DEVICES; i++) {
+    const char *name = kiln_device_name(i);
+    if (strcmp(name, "CPU") && strcmp(name, "INTERP") && !kiln_device_status(i))
+      test_devices[test_ndevices++] = name;
+  }
+}
 
 void test_on_devices(void (*body)(const char *device)) {
   char saved_dev[64], saved_ctx[sizeof g_context];
   snprintf(saved_dev, sizeof saved_dev, "%s", kiln_get_device() ? kiln_get_device() : "CPU");
   memcpy(saved_ctx, g_context, sizeof g_context);
-  for (int i = 0; i < TEST_NDEVICES; i++) {
+  for (int i = 0; i < test_ndevices; i++) {
     const char *dev = test_devices[i];
     test_set_context("%s", dev);
     if (kiln_set_device(dev) < 0) {
@@ -178,6 +196,12 @@ int main(int argc, char **argv) {
   }
 
   setup_cache_dir();
+  setup_devices();
+  printf("devices:");
+  for (int i = 0; i < test_ndevices; i++)
+    printf(" %s", test_devices[i]);
+  printf("\n");
+  fflush(stdout);
   int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
   for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     signal(sigs[i], on_crash);

@@ -79,12 +79,15 @@ bool test_contains(const char *s, const char *sub);
 const char *test_errmsg(void);
 bool test_has_error(void);
 
-/* The devices every op is tested on; the first is the compiled one, the last the oracle. */
-#define TEST_NDEVICES 2
-extern const char *const test_devices[TEST_NDEVICES];
+/* The devices every op is tested on: CPU, then INTERP (the oracle), then each other device
+ * that works here (CL, CUDA), or those $KILN_TEST_DEVICES names (comma-separated, INTERP
+ * second). Set up by main.c. */
+#define TEST_MAX_DEVICES 4
+extern int test_ndevices;
+extern const char *test_devices[TEST_MAX_DEVICES];
 
-/* Runs body once per device (CPU, INTERP) inside its own scope, with the device selected
- * and named in the failure context. Restores the previous device after. */
+/* Runs body once per device inside its own scope, with the device selected and named in the
+ * failure context. Restores the previous device after. */
 void test_on_devices(void (*body)(const char *device));
 
 /* Declares a test whose body runs on every device: TEST_DEVICES(name) { use `device` }. */

@@ -162,12 +162,15 @@ static bool on_path(const char *prog) {
 /* The files in the cache directory whose path contains `tag` (".pick": the compiler race's
  * verdicts; "/tune/": the autotuner's) and that are not among old[0..nold); names into out[].
  * (Other tests leave verdicts there, some of them corrupted on purpose.) */
-static int list_new(const char *dir, const char *tag, char old[][4200], int nold, char out[][4200], int max) {
+static int list_new(const char *dir, const char *tag, char old[][4200], int nold, char out[][4200],
+                    int max) {
   int n = 0, nf = list_files(dir);
   for (int i = 0; i < nf && n < max; i++) {
     bool seen = false;
-    for (int j = 0; j < nold && !seen; j++) seen = !strcmp(old[j], g_files[i]);
-    if (!seen && strstr(g_files[i], tag)) snprintf(out[n++], 4200, "%s", g_files[i]);
+    for (int j = 0; j < nold && !seen; j++)
+      seen = !strcmp(old[j], g_files[i]);
+    if (!seen && strstr(g_files[i], tag) && !strstr(g_files[i], ".sum"))
+      snprintf(out[n++], 4200, "%s", g_files[i]);
   }
   return n;
 }
@@ -199,7 +202,8 @@ static ref_t *race_program(const ref_t *a, const ref_t *b, int64_t *compiled) {
   return got;
 }
 /* race_program from empty in-memory caches (the disk cache stays), checked against want */
-static ref_t *fresh_run(const char *what, const ref_t *a, const ref_t *b, const ref_t *want, int64_t *compiled) {
+static ref_t *fresh_run(const char *what, const ref_t *a, const ref_t *b, const ref_t *want,
+                        int64_t *compiled) {
   kiln_reset_caches();
   ref_t *v = race_program(a, b, compiled);
   if (v) kt_compare(what, v, want, NULL, 1e-4, 1e-4);
@@ -209,7 +213,8 @@ static ref_t *fresh_run(const char *what, const ref_t *a, const ref_t *b, const 
 static bool same_bits(const ref_t *x, const ref_t *y) {
   if (!x || !y || x->ndim != y->ndim) return false;
   int64_t n = 1;
-  for (int i = 0; i < x->ndim; i++) n *= x->shape[i];
+  for (int i = 0; i < x->ndim; i++)
+    n *= x->shape[i];
   return memcmp(x->data + x->offset, y->data + y->offset, sizeof(double) * (size_t)n) == 0;
 }
 
@@ -222,7 +227,8 @@ static void check_race_verdicts(char files[][4200], int n, const char *when) {
       if (!fgets(name, sizeof name, f)) name[0] = 0;
       fclose(f);
     }
-    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "%s: verdict %s reads '%s'", when, files[i], name);
+    CHECKF(!strcmp(name, "clang\n") || !strcmp(name, "cc\n"), "%s: verdict %s reads '%s'", when,
+           files[i], name);
   }
 }
 
@@ -250,7 +256,8 @@ TEST(cache_compiler_race) {
     return;
   }
   CHECKF(na > 0, "no race verdict written for a kernel of 17M multiply-adds");
-  CHECKF(c1 >= 2, "a raced kernel was built %lld times, want both compilers' builds", (long long)c1);
+  CHECKF(c1 >= 2, "a raced kernel was built %lld times, want both compilers' builds",
+         (long long)c1);
   check_race_verdicts(after, na, "after the race");
 
   int64_t c2;
@@ -264,12 +271,14 @@ TEST(cache_compiler_race) {
   }
   int64_t c3;
   REQUIRE(fresh_run("matmul after a garbage verdict", a, b, want, &c3));
-  CHECKF(c3 == 0, "garbage verdicts: %lld compiles, want 0 (both builds are on disk)", (long long)c3);
+  CHECKF(c3 == 0, "garbage verdicts: %lld compiles, want 0 (both builds are on disk)",
+         (long long)c3);
   check_race_verdicts(after, na, "after garbage verdicts");
   kiln_reset_caches();
 }
 
-/* ---- the autotuner ---------------------------------------------------------------------------- */
+/* ---- the autotuner ----------------------------------------------------------------------------
+ */
 /* A reduce kernel of 200 MFLOP is lowered several ways, timed, and the fastest kept; the verdict
  * (the upcast factor of each output dim, then the SPLIT lanes) is written to <cache>/tune;
  * after kiln_reset_caches the same program compiles nothing and gives the same bits; a garbage
@@ -288,7 +297,8 @@ TEST(cache_autotune_verdict) {
   REQUIRE(v1);
   int nm = list_new(dir, "/tune/", before, nb, made, 16);
   CHECKF(nm == 1, "%d tuning verdicts written for one big kernel, want 1", nm);
-  CHECKF(c1 >= 3, "the tuned kernel was compiled %lld times, want several candidates", (long long)c1);
+  CHECKF(c1 >= 3, "the tuned kernel was compiled %lld times, want several candidates",
+         (long long)c1);
   REQUIRE(nm == 1);
   FILE *f = fopen(made[0], "r");
   long long u0 = 0, u1 = 0;
@@ -309,6 +319,7 @@ TEST(cache_autotune_verdict) {
   f = fopen(made[0], "r");
   got = f ? fscanf(f, "%lld %lld", &u0, &u1) : 0;
   if (f) fclose(f);
-  CHECKF(got == 2 && 256 % u0 == 0 && 256 % u1 == 0, "garbage verdict not replaced (read %d values)", got);
+  CHECKF(got == 2 && 256 % u0 == 0 && 256 % u1 == 0,
+         "garbage verdict not replaced (read %d values)", got);
   kiln_reset_caches();
 }

@@ -155,14 +155,25 @@ TEST(errors_running) {
   kiln_clear_error();
   CHECK(kiln_set_device(NULL) < 0);
   kiln_clear_error();
-  /* every listed device can be selected, CPU and INTERP among them */
+  /* every listed device that works here can be selected (CPU and INTERP always do); one that
+   * does not is refused with its reason, and the device stays as it was */
   int n = kiln_device_count();
   bool cpu = false, interp = false;
   for (int i = 0; i < n; i++) {
-    const char *name = kiln_device_name(i);
-    CHECKF(name && kiln_set_device(name) == 0, "device %d (%s) not selectable", i,
-           name ? name : "(null)");
-    if (name) cpu |= !strcmp(name, "CPU"), interp |= !strcmp(name, "INTERP");
+    const char *name = kiln_device_name(i), *why = kiln_device_status(i);
+    REQUIRE(name);
+    if (!why)
+      CHECKF(kiln_set_device(name) == 0, "device %d (%s) not selectable: %s", i, name,
+             test_errmsg());
+    else {
+      CHECKF(why[0] && !strchr(why, '\n'), "device %s: reason not one line: '%s'", name, why);
+      const char *before = kiln_get_device();
+      CHECKF(kiln_set_device(name) < 0, "device %s selected though: %s", name, why);
+      CHECK_CONTAINS(kiln_error(), why);
+      CHECK(kiln_get_device() == before);
+    }
+    kiln_clear_error();
+    cpu |= !strcmp(name, "CPU") && !why, interp |= !strcmp(name, "INTERP") && !why;
   }
   CHECK(cpu && interp);
   CHECK(kiln_device_name(n) == NULL);

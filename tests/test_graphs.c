@@ -215,7 +215,7 @@ TEST(graph_half_rounding_ties) {
   }
   /* the same values must round exactly, not within a tolerance: compare bits by hand */
   for (int i = 0; i < 2; i++) {
-    for (int dv = 0; dv < TEST_NDEVICES; dv++) {
+    for (int dv = 0; dv < test_ndevices; dv++) {
       kiln_set_device(test_devices[dv]);
       kiln_tensor *t = kiln_cast(kt_from_ref(x, KILN_F32), halves[i]);
       uint16_t got[16];

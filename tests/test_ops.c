@@ -180,7 +180,7 @@ TEST(creation_from_data_roundtrip) {
     int64_t shape[] = {3, 5};
     double lo = dt == KILN_U8 || dt == KILN_U16 || dt == KILN_U32 || dt == KILN_U64 ? 0 : -100;
     ref_t *x = ref_random(&g, 2, shape, (kiln_dtype)dt, lo, 100, 0.1);
-    for (int dv = 0; dv < TEST_NDEVICES; dv++) {
+    for (int dv = 0; dv < test_ndevices; dv++) {
       kiln_set_device(test_devices[dv]);
       kiln_tensor *t = kt_from_ref(x, (kiln_dtype)dt);
       CHECKF(t, "from_data %s: %s", kiln_dtype_name((kiln_dtype)dt), test_errmsg());
@@ -209,13 +209,13 @@ static bool read_f32(kiln_tensor *t, float *out, size_t n) {
 TEST(creation_rand_randn) {
   enum { N = 100000 };
   int64_t shape[] = {250, 400};
-  float *buf[2][3];
-  for (int dv = 0; dv < 2; dv++)
+  float *buf[TEST_MAX_DEVICES][3];
+  for (int dv = 0; dv < test_ndevices; dv++)
     for (int k = 0; k < 3; k++)
       buf[dv][k] = ref_alloc(N * sizeof(float));
   for (int normal = 0; normal < 2; normal++) {
     const char *name = normal ? "randn" : "rand";
-    for (int dv = 0; dv < TEST_NDEVICES; dv++) {
+    for (int dv = 0; dv < test_ndevices; dv++) {
       kiln_set_device(test_devices[dv]);
       kiln_scope_begin();
       kiln_tensor *a = normal ? kiln_randn(2, shape, 42) : kiln_rand(2, shape, 42);
@@ -258,19 +258,22 @@ TEST(creation_rand_randn) {
       CHECKF(other_seed_same < N / 100, "%s on %s: seeds 42 and 43 agree on %lld elements", name,
              test_devices[dv], (long long)other_seed_same);
     }
-    int64_t diff = 0;
-    double maxd = 0;
-    for (int i = 0; i < N; i++) {
-      double d = fabs((double)buf[0][0][i] - buf[1][0][i]);
-      if (!(d == 0)) diff++;
-      if (d > maxd || isnan(d)) maxd = isnan(d) ? INFINITY : d;
+    for (int dv = 0; dv < test_ndevices && test_ndevices > 1; dv++) { /* each against INTERP */
+      if (dv == 1) continue;
+      int64_t diff = 0;
+      double maxd = 0;
+      for (int i = 0; i < N; i++) {
+        double d = fabs((double)buf[dv][0][i] - buf[1][0][i]);
+        if (!(d == 0)) diff++;
+        if (d > maxd || isnan(d)) maxd = isnan(d) ? INFINITY : d;
+      }
+      if (normal)
+        CHECKF(maxd <= 1e-5, "randn: %s and INTERP differ by up to %g (%lld elements)",
+               test_devices[dv], maxd, (long long)diff);
+      else
+        CHECKF(diff == 0, "rand: %s and INTERP differ in %lld elements (max %g)", test_devices[dv],
+               (long long)diff, maxd);
     }
-    if (normal)
-      CHECKF(maxd <= 1e-5, "randn: CPU and INTERP differ by up to %g (%lld elements)", maxd,
-             (long long)diff);
-    else
-      CHECKF(diff == 0, "rand: CPU and INTERP differ in %lld elements (max %g)", (long long)diff,
-             maxd);
   }
 }
 
@@ -385,7 +388,8 @@ TEST(unary_f32) {
 TEST(exp2_f32_range) {
   enum { N = 22000 };
   static float x[N + 6], got[N + 6], interp[N + 6];
-  for (int i = 0; i < N; i++) x[i] = -160.0f + 300.0f * (float)i / N + (float)(i % 7) * 1e-3f;
+  for (int i = 0; i < N; i++)
+    x[i] = -160.0f + 300.0f * (float)i / N + (float)(i % 7) * 1e-3f;
   const float sp[6] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 127.999f};
   memcpy(x + N, sp, sizeof sp);
   int64_t n = N + 6;
@@ -399,10 +403,14 @@ TEST(exp2_f32_range) {
     for (int i = 0; i < n && bad < 5; i++) {
       double want = exp2((double)x[i]), g = out[i];
       bool ok;
-      if (isnan(want)) ok = isnan(g);
-      else if (want >= 0x1p128) ok = isinf(g) && g > 0;
-      else if (want >= 0x1p-126) ok = fabs(g - want) <= 3e-7 * want;
-      else ok = fabs(g - want) <= 0x1p-148;
+      if (isnan(want))
+        ok = isnan(g);
+      else if (want >= 0x1p128)
+        ok = isinf(g) && g > 0;
+      else if (want >= 0x1p-126)
+        ok = fabs(g - want) <= 3e-7 * want;
+      else
+        ok = fabs(g - want) <= 0x1p-148;
       if (!ok) bad++;
       CHECKF(ok, "[%s] exp2(%.9g) = %.9g, want %.9g", dev, (double)x[i], g, want);
     }
@@ -1027,7 +1035,7 @@ TEST(reduce_other_dtypes) {
   int64_t shape[] = {4, 5};
   ref_t *x = ref_random(&g, 2, shape, KILN_I32, -50, 50, 0);
   ref_t *want = ref_reduce(x, REF_MEAN, 1, a1, false);
-  for (int dv = 0; dv < TEST_NDEVICES; dv++) {
+  for (int dv = 0; dv < test_ndevices; dv++) {
     kiln_set_device(test_devices[dv]);
     kiln_tensor *m = kiln_mean(kt_from_ref(x, KILN_I32), 1, a1, false);
     CHECKF(m && kiln_dtype_is_float(kiln_dtype_of(m)), "[%s] mean of i32 is not a float: %s",

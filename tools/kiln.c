@@ -96,10 +96,11 @@ static int cmd_devices(int argc, char **argv) {
   const char *current = kiln_get_device();
   int n = kiln_device_count();
   for (int i = 0; i < n; i++) {
-    const char *name = kiln_device_name(i);
+    const char *name = kiln_device_name(i), *why = kiln_device_status(i);
     if (!name) continue;
     int is_default = current && strcmp(name, current) == 0;
-    printf("%s%s\n", name, is_default ? " (default)" : "");
+    printf("%-7s %s%s%s\n", name, why ? "not available: " : "works", why ? why : "",
+           is_default ? " (default)" : "");
   }
   return EXIT_OK;
 }
@@ -291,10 +292,13 @@ static int cmd_help(int argc, char **argv);
 /* New subcommands (train, generate, chat, serve, info) join this table. */
 static const command commands[] = {
     {"devices", cmd_devices, "", "list the devices kiln can run on"},
-    {"train", cmd_train, "fashion-mnist [flags]", "train the Fashion-MNIST CNN (kiln train --help)"},
-    {"generate", cmd_generate, "-m MODEL -p PROMPT [flags]", "complete a prompt with a GGUF model (kiln generate --help)"},
+    {"train", cmd_train, "fashion-mnist [flags]",
+     "train the Fashion-MNIST CNN (kiln train --help)"},
+    {"generate", cmd_generate, "-m MODEL -p PROMPT [flags]",
+     "complete a prompt with a GGUF model (kiln generate --help)"},
     {"chat", cmd_chat, "[-m MODEL] [flags]", "chat with a GGUF model on stdin (kiln chat --help)"},
-    {"bench", cmd_bench, "<benchmark> [flags]", "run a benchmark (bench matmul, bench train, bench llm)"},
+    {"bench", cmd_bench, "<benchmark> [flags]",
+     "run a benchmark (bench matmul, bench train, bench llm)"},
     {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},
     {"version", cmd_version, "", "print the version"},
     {"help", cmd_help, "", "print this help"},

@@ -7,8 +7,8 @@
 
 typedef struct {
   kn_lop op;
-  int level;    /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
-  bool post;    /* reads an accumulator: runs after the reduce loops */
+  int level;      /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
+  bool post;      /* reads an accumulator: runs after the reduce loops */
   int64_t lo, hi; /* value range of integer lops */
 } blop;
 
@@ -19,7 +19,11 @@ typedef struct {
   int htcap;
   int nglobal, nred;
   /* memo of lowered (node, index, valid) */
-  struct memo { kn_node *n; int idx[KILN_MAX_DIMS]; int valid, val; } *memo;
+  struct memo {
+    kn_node *n;
+    int idx[KILN_MAX_DIMS];
+    int valid, val;
+  } * memo;
   int nmemo, memocap;
   int *memoht; /* hash index into memo: entry + 1 */
   size_t memohtcap;
@@ -88,10 +92,14 @@ static int push(lb *L, kn_lop o, int level, bool post, int64_t lo, int64_t hi, b
 static bool is_intlike(int dt) { return !kiln_dtype_is_float(dt); }
 static void dtype_range(int dt, int64_t *lo, int64_t *hi) {
   int bits = kn_dtype_bits(dt);
-  if (dt == KILN_BOOL) *lo = 0, *hi = 1;
-  else if (kn_dtype_is_unsigned(dt)) *lo = 0, *hi = bits >= 63 ? IMAX : (int64_t)((1ull << bits) - 1);
-  else if (kn_dtype_is_int(dt) && bits < 64) *lo = -(1ll << (bits - 1)), *hi = (1ll << (bits - 1)) - 1;
-  else *lo = IMIN, *hi = IMAX;
+  if (dt == KILN_BOOL)
+    *lo = 0, *hi = 1;
+  else if (kn_dtype_is_unsigned(dt))
+    *lo = 0, *hi = bits >= 63 ? IMAX : (int64_t)((1ull << bits) - 1);
+  else if (kn_dtype_is_int(dt) && bits < 64)
+    *lo = -(1ll << (bits - 1)), *hi = (1ll << (bits - 1)) - 1;
+  else
+    *lo = IMIN, *hi = IMAX;
 }
 
 static int cint(lb *L, int dt, int64_t v) {
@@ -104,7 +112,8 @@ static int cflt(lb *L, int dt, double v) {
 }
 static int cval(lb *L, int dt, double v) {
   if (kiln_dtype_is_float(dt)) return cflt(L, dt, v);
-  if (kn_dtype_is_unsigned(dt) && v >= 9.2233720368547758e18) return cint(L, dt, (int64_t)kn_d2u(v, 1.8446744073709552e19));
+  if (kn_dtype_is_unsigned(dt) && v >= 9.2233720368547758e18)
+    return cint(L, dt, (int64_t)kn_d2u(v, 1.8446744073709552e19));
   return cint(L, dt, (int64_t)v);
 }
 static bool is_const(lb *L, int i) { return i >= 0 && L->b[i].op.op == L_CONST; }
@@ -122,7 +131,8 @@ static bool collect_terms(lb *L, int x, int64_t coef, int *tv, int64_t *tc, int 
   kn_lop *o = &L->b[x].op;
   if (*nt >= 30 || L->b[x].lo < 0) return false;
   if (o->op == N_ADD && o->dtype == KILN_I64)
-    return collect_terms(L, o->src[0], coef, tv, tc, nt) && collect_terms(L, o->src[1], coef, tv, tc, nt);
+    return collect_terms(L, o->src[0], coef, tv, tc, nt) &&
+           collect_terms(L, o->src[1], coef, tv, tc, nt);
   if (o->op == N_MUL && o->dtype == KILN_I64 && is_const(L, o->src[1]) && cv(L, o->src[1]) >= 0 &&
       !__builtin_mul_overflow(coef, cv(L, o->src[1]), &(int64_t){0}))
     return collect_terms(L, o->src[0], coef * cv(L, o->src[1]), tv, tc, nt);
@@ -141,7 +151,8 @@ static int fold_split_index(lb *L, int a, int b) {
   for (int sw = 0; sw < 2; sw++) {
     int m = sw ? b : a, t = sw ? a : b;
     kn_lop *mo = &L->b[m].op, *to = &L->b[t].op;
-    if (mo->op != N_MOD || !is_const(L, mo->src[1]) || to->op != N_MUL || !is_const(L, to->src[1])) continue;
+    if (mo->op != N_MOD || !is_const(L, mo->src[1]) || to->op != N_MUL || !is_const(L, to->src[1]))
+      continue;
     int x = mo->src[0];
     int64_t c = cv(L, mo->src[1]), cd;
     if (c <= 0 || cv(L, to->src[1]) != c || L->b[x].lo < 0) continue;
@@ -149,7 +160,8 @@ static int fold_split_index(lb *L, int a, int b) {
     if (q->op == N_IDIV && q->src[0] == x && is_ci(L, q->src[1], c)) return x;
     if (q->op == N_MOD && is_const(L, q->src[1]) && !ovf_mul(c, cv(L, q->src[1]), &cd) && cd > 0) {
       kn_lop *qq = &L->b[q->src[0]].op;
-      if (qq->op == N_IDIV && qq->src[0] == x && is_ci(L, qq->src[1], c)) return alu(L, N_MOD, KILN_I64, x, cint(L, KILN_I64, cd), -1);
+      if (qq->op == N_IDIV && qq->src[0] == x && is_ci(L, qq->src[1], c))
+        return alu(L, N_MOD, KILN_I64, x, cint(L, KILN_I64, cd), -1);
     }
   }
   return -1;
@@ -175,7 +187,8 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
       if (f >= 0) return f;
       /* (x + c1) + c2 -> x + (c1 + c2) */
       if (is_const(L, b) && L->b[a].op.op == N_ADD && is_const(L, L->b[a].op.src[1]))
-        return alu(L, N_ADD, dt, L->b[a].op.src[0], cint(L, dt, cv(L, b) + cv(L, L->b[a].op.src[1])), -1);
+        return alu(L, N_ADD, dt, L->b[a].op.src[0],
+                   cint(L, dt, cv(L, b) + cv(L, L->b[a].op.src[1])), -1);
     }
     if (op == N_MUL) {
       if (is_ci(L, a, 1)) return b;
@@ -185,7 +198,8 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
       if (is_const(L, a)) return alu(L, N_MUL, dt, b, a, -1);
       /* (x * c1) * c2 -> x * (c1 * c2) */
       if (is_const(L, b) && L->b[a].op.op == N_MUL && is_const(L, L->b[a].op.src[1]))
-        return alu(L, N_MUL, dt, L->b[a].op.src[0], cint(L, dt, cv(L, b) * cv(L, L->b[a].op.src[1])), -1);
+        return alu(L, N_MUL, dt, L->b[a].op.src[0],
+                   cint(L, dt, cv(L, b) * cv(L, L->b[a].op.src[1])), -1);
     }
     if ((op == N_IDIV || op == N_MOD) && is_const(L, b) && cv(L, b) > 0 && alo >= 0) {
       int64_t d = cv(L, b);
@@ -203,8 +217,10 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
         for (int i = 0; i < nt; i++) {
           changed = changed || tc[i] >= d;
           int t = tv[i] < 0 ? cint(L, dt, 1) : tv[i];
-          if (tc[i] / d) q = alu(L, N_ADD, dt, q, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] / d), -1), -1);
-          if (tc[i] % d) r = alu(L, N_ADD, dt, r, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] % d), -1), -1);
+          if (tc[i] / d)
+            q = alu(L, N_ADD, dt, q, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] / d), -1), -1);
+          if (tc[i] % d)
+            r = alu(L, N_ADD, dt, r, alu(L, N_MUL, dt, t, cint(L, dt, tc[i] % d), -1), -1);
         }
         if (L->b[r].lo >= 0 && L->b[r].hi < d) return op == N_IDIV ? q : r;
         if (changed)
@@ -232,8 +248,10 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
       lo = r1 < r2 ? r1 : r2, lo = lo < r3 ? lo : r3, lo = lo < r4 ? lo : r4;
       hi = r1 > r2 ? r1 : r2, hi = hi > r3 ? hi : r3, hi = hi > r4 ? hi : r4;
     }
-    if (op == N_IDIV && is_const(L, b) && cv(L, b) > 0 && alo >= 0) lo = alo / cv(L, b), hi = ahi / cv(L, b);
-    if (op == N_MOD && is_const(L, b) && cv(L, b) > 0 && alo >= 0) lo = 0, hi = ahi < cv(L, b) ? ahi : cv(L, b) - 1;
+    if (op == N_IDIV && is_const(L, b) && cv(L, b) > 0 && alo >= 0)
+      lo = alo / cv(L, b), hi = ahi / cv(L, b);
+    if (op == N_MOD && is_const(L, b) && cv(L, b) > 0 && alo >= 0)
+      lo = 0, hi = ahi < cv(L, b) ? ahi : cv(L, b) - 1;
     if (op == N_NEG && alo > IMIN) lo = -ahi, hi = -alo;
   }
   if (op == N_CMPLT || op == N_CMPNE) lo = 0, hi = 1;
@@ -249,17 +267,21 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
   return push(L, o, level, post, lo, hi, true);
 }
 static int add(lb *L, int a, int b) { return alu(L, N_ADD, KILN_I64, a, b, -1); }
-static int mul(lb *L, int a, int64_t c) { return alu(L, N_MUL, KILN_I64, a, cint(L, KILN_I64, c), -1); }
+static int mul(lb *L, int a, int64_t c) {
+  return alu(L, N_MUL, KILN_I64, a, cint(L, KILN_I64, c), -1);
+}
 static int land(lb *L, int a, int b) { /* valid conditions: -1 means always */
   if (a < 0) return b;
   if (b < 0) return a;
   return alu(L, N_AND, KILN_BOOL, a, b, -1);
 }
 
-static int range(lb *L, int64_t bound, int gdim, int level) {
-  kn_lop o = {.op = L_RANGE, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = bound, .ival = gdim};
+/* a sequential loop var (L_RANGE) or a launch index (L_GIDX along launch dim gdim) */
+static int range_op(lb *L, int op, int64_t bound, int gdim, int level) {
+  kn_lop o = {.op = op, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = bound, .ival = gdim};
   return push(L, o, level, false, 0, bound > 0 ? bound - 1 : 0, false);
 }
+static int range(lb *L, int64_t bound, int level) { return range_op(L, L_RANGE, bound, -1, level); }
 
 static int slot_of(const kn_sched_item *it, kn_node *n) {
   for (int i = 0; i < it->ninputs; i++)
@@ -281,7 +303,8 @@ static void pick_split(lb *L, kn_node *n) {
   for (int i = s->ndim - 1; i >= 0; i--)
     if ((n->arg[1] >> i & 1) && s->shape[i] != 1) {
       if (L->want_lanes > 1) { /* asked for: these lanes or none */
-        if (L->want_lanes <= 16 && s->shape[i] % L->want_lanes == 0) L->split_axis = i, L->lanes = L->want_lanes;
+        if (L->want_lanes <= 16 && s->shape[i] % L->want_lanes == 0)
+          L->split_axis = i, L->lanes = L->want_lanes;
         return;
       }
       for (int64_t k = 16; k >= 4; k /= 2)
@@ -302,24 +325,33 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
       L->red_range[i] = -1;
       int64_t bound = i == L->split_axis ? s->shape[i] / L->lanes : s->shape[i];
       if ((n->arg[1] >> i & 1) && bound != 1)
-        L->red_range[i] = range(L, bound, -1, L->nglobal + 1 + L->nred++);
+        L->red_range[i] = range(L, bound, L->nglobal + 1 + L->nred++);
     }
-    if (L->split_axis >= 0) L->lane_range = range(L, L->lanes, -1, L->nglobal + 1 + L->nred++);
+    if (L->split_axis >= 0) L->lane_range = range(L, L->lanes, L->nglobal + 1 + L->nred++);
     L->red_ready = true;
   }
   int sidx[KILN_MAX_DIMS];
   for (int i = 0; i < s->ndim; i++)
-    sidx[i] = !(n->arg[1] >> i & 1) ? idx[i] : L->red_range[i] >= 0 ? L->red_range[i] : cint(L, KILN_I64, 0);
+    sidx[i] = !(n->arg[1] >> i & 1)  ? idx[i]
+              : L->red_range[i] >= 0 ? L->red_range[i]
+                                     : cint(L, KILN_I64, 0);
   int lane = -1;
   if (L->split_axis >= 0) {
     lane = L->lane_range;
     sidx[L->split_axis] = add(L, mul(L, sidx[L->split_axis], L->lanes), lane);
   }
   int cdt = kn_compute_dtype(n->dtype);
-  kn_lop acc = {.op = L_ACC, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = rop, .arg2 = lane >= 0 ? L->lanes : 0};
-  if (rop == N_ADD) acc.fval = 0, acc.ival = 0;
-  else if (rop == N_MUL) acc.fval = 1, acc.ival = 1;
-  else if (kiln_dtype_is_float(cdt)) acc.fval = -INFINITY;
+  kn_lop acc = {.op = L_ACC,
+                .dtype = n->dtype,
+                .src = {-1, -1, -1},
+                .arg = rop,
+                .arg2 = lane >= 0 ? L->lanes : 0};
+  if (rop == N_ADD)
+    acc.fval = 0, acc.ival = 0;
+  else if (rop == N_MUL)
+    acc.fval = 1, acc.ival = 1;
+  else if (kiln_dtype_is_float(cdt))
+    acc.fval = -INFINITY;
   else {
     int64_t lo, hi;
     dtype_range(n->dtype, &lo, &hi);
@@ -338,7 +370,8 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
     part[c] = push(L, rd, L->nglobal, true, lo, hi, false);
   }
   for (int64_t w = 1; w < L->lanes; w *= 2) /* pairwise: (l0 + l1) + (l2 + l3) ... */
-    for (int64_t c = 0; c + w < L->lanes; c += 2 * w) part[c] = alu(L, rop, n->dtype, part[c], part[c + w], -1);
+    for (int64_t c = 0; c + w < L->lanes; c += 2 * w)
+      part[c] = alu(L, rop, n->dtype, part[c], part[c + w], -1);
   return part[0];
 }
 
@@ -362,21 +395,29 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
     return push(L, o, level, false, lo, hi, true);
   }
   switch (n->op) {
-  case N_CONST: return cval(L, n->dtype, n->cval);
-  case N_CONTIGUOUS: return lower(L, s, idx, valid);
-  case N_REDUCE: return lower_reduce(L, n, idx, valid);
+  case N_CONST:
+    return cval(L, n->dtype, n->cval);
+  case N_CONTIGUOUS:
+    return lower(L, s, idx, valid);
+  case N_REDUCE:
+    return lower_reduce(L, n, idx, valid);
   case N_PERMUTE:
-    for (int i = 0; i < n->ndim; i++) si[n->arg[i]] = idx[i];
+    for (int i = 0; i < n->ndim; i++)
+      si[n->arg[i]] = idx[i];
     return lower(L, s, si, valid);
   case N_EXPAND:
-    for (int i = 0; i < n->ndim; i++) si[i] = s->shape[i] == 1 ? cint(L, KILN_I64, 0) : idx[i];
+    for (int i = 0; i < n->ndim; i++)
+      si[i] = s->shape[i] == 1 ? cint(L, KILN_I64, 0) : idx[i];
     return lower(L, s, si, valid);
   case N_SHRINK:
-    for (int i = 0; i < n->ndim; i++) si[i] = add(L, idx[i], cint(L, KILN_I64, n->arg[2 * i]));
+    for (int i = 0; i < n->ndim; i++)
+      si[i] = add(L, idx[i], cint(L, KILN_I64, n->arg[2 * i]));
     return lower(L, s, si, valid);
   case N_FLIP:
     for (int i = 0; i < n->ndim; i++)
-      si[i] = n->arg[i] ? add(L, cint(L, KILN_I64, s->shape[i] - 1), alu(L, N_NEG, KILN_I64, idx[i], -1, -1)) : idx[i];
+      si[i] = n->arg[i] ? add(L, cint(L, KILN_I64, s->shape[i] - 1),
+                              alu(L, N_NEG, KILN_I64, idx[i], -1, -1))
+                        : idx[i];
     return lower(L, s, si, valid);
   case N_PAD: {
     int cond = -1;
@@ -399,8 +440,10 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
       int i0 = i, j0 = j;
       int64_t po = 1, ps = 1;
       do {
-        if (j >= s->ndim || (i < n->ndim && po <= ps)) po *= n->shape[i++];
-        else ps *= s->shape[j++];
+        if (j >= s->ndim || (i < n->ndim && po <= ps))
+          po *= n->shape[i++];
+        else
+          ps *= s->shape[j++];
       } while (po != ps && (i < n->ndim || j < s->ndim));
       int flat = cint(L, KILN_I64, 0);
       int64_t st = 1;
@@ -411,17 +454,20 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
       st = 1;
       for (int k = j - 1; k >= j0; k--) {
         int q = alu(L, N_IDIV, KILN_I64, flat, cint(L, KILN_I64, st), -1);
-        si[k] = s->shape[k] == 1 ? cint(L, KILN_I64, 0) : alu(L, N_MOD, KILN_I64, q, cint(L, KILN_I64, s->shape[k]), -1);
+        si[k] = s->shape[k] == 1 ? cint(L, KILN_I64, 0)
+                                 : alu(L, N_MOD, KILN_I64, q, cint(L, KILN_I64, s->shape[k]), -1);
         st *= s->shape[k];
       }
     }
     return lower(L, s, si, valid);
   }
-  default: break;
+  default:
+    break;
   }
   KN_ASSERT(kn_is_alu(n->op), "cannot lower op %s", kn_op_names[n->op]);
   int v[3] = {-1, -1, -1};
-  for (int k = 0; k < n->nsrc; k++) v[k] = lower(L, n->src[k], idx, valid);
+  for (int k = 0; k < n->nsrc; k++)
+    v[k] = lower(L, n->src[k], idx, valid);
   return alu(L, n->op, n->dtype, v[0], v[1], v[2]);
 }
 
@@ -436,7 +482,8 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid) {
     int e = L->memoht[j & (L->memohtcap - 1)];
     if (!e) break;
     struct memo *m = &L->memo[e - 1];
-    if (m->n == n && m->valid == valid && !memcmp(m->idx, idx, sizeof(int) * n->ndim)) return m->val;
+    if (m->n == n && m->valid == valid && !memcmp(m->idx, idx, sizeof(int) * n->ndim))
+      return m->val;
   }
   int v = lower_uncached(L, n, idx, valid);
   if (L->nmemo == L->memocap) {
@@ -470,7 +517,8 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid) {
  * global dim. The inner upcast goes to a dim along which some load is contiguous (vector
  * loads); the outer one to a dim that the loads not yet reused do not depend on (each such
  * load then feeds several accumulators). */
-static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *done, int64_t *out) {
+static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *done,
+                       int64_t *out) {
   if (done[i]) {
     *out = memo[i];
     return done[i] == 1;
@@ -479,14 +527,31 @@ static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *
   int64_t a = 0, b = 0;
   bool ok = true;
   switch (o->op) {
-  case L_CONST: a = o->ival; break;
-  case L_RANGE: a = rv[i]; break;
-  case N_ADD: case N_MUL: case N_IDIV: case N_MOD:
-    ok = eval_index(L, o->src[0], rv, memo, done, &a) && eval_index(L, o->src[1], rv, memo, done, &b);
-    if (ok) a = o->op == N_ADD ? a + b : o->op == N_MUL ? a * b : b == 0 ? 0 : o->op == N_IDIV ? a / b : a % b;
+  case L_CONST:
+    a = o->ival;
     break;
-  case N_NEG: ok = eval_index(L, o->src[0], rv, memo, done, &a), a = -a; break;
-  default: ok = false;
+  case L_RANGE:
+  case L_GIDX:
+    a = rv[i];
+    break;
+  case N_ADD:
+  case N_MUL:
+  case N_IDIV:
+  case N_MOD:
+    ok = eval_index(L, o->src[0], rv, memo, done, &a) &&
+         eval_index(L, o->src[1], rv, memo, done, &b);
+    if (ok)
+      a = o->op == N_ADD    ? a + b
+          : o->op == N_MUL  ? a * b
+          : b == 0          ? 0
+          : o->op == N_IDIV ? a / b
+                            : a % b;
+    break;
+  case N_NEG:
+    ok = eval_index(L, o->src[0], rv, memo, done, &a), a = -a;
+    break;
+  default:
+    ok = false;
   }
   done[i] = ok ? 1 : 2;
   memo[i] = a;
@@ -511,11 +576,13 @@ static int64_t load_stride(lb *T, int l, int var, int64_t *rv, int64_t *memo, ui
 static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stride)[KILN_MAX_DIMS],
                            const int64_t *rstride, const int64_t *size, int64_t rlen, int64_t *up) {
   bool fits[KILN_MAX_DIMS]; /* a dim an upcast of 4 divides, with some loop left */
-  for (int g = 0; g < ng; g++) fits[g] = gshape[g] % 4 == 0 && gshape[g] >= 8;
+  for (int g = 0; g < ng; g++)
+    fits[g] = gshape[g] % 4 == 0 && gshape[g] >= 8;
   int inner = -1, outer = -1, best = 0;
   for (int g = 0; g < ng; g++) { /* inner: most loads contiguous along g */
     int c = 0;
-    for (int l = 0; l < nl; l++) c += stride[l][g] == 1;
+    for (int l = 0; l < nl; l++)
+      c += stride[l][g] == 1;
     if (fits[g] && c >= best && c > 0) best = c, inner = g;
   }
   int big = -1; /* the biggest buffer read contiguously along the reduce axis */
@@ -530,11 +597,12 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
     return;
   }
   if (ng < 2) return; /* one global dim: no tile to pick */
-  if (inner < 0) { /* no contiguous loads: the dim most loads ignore */
+  if (inner < 0) {    /* no contiguous loads: the dim most loads ignore */
     best = 0;
     for (int g = 0; g < ng; g++) {
       int c = 0;
-      for (int l = 0; l < nl; l++) c += stride[l][g] == 0;
+      for (int l = 0; l < nl; l++)
+        c += stride[l][g] == 0;
       if (fits[g] && c >= best && c > 0) best = c, inner = g;
     }
   }
@@ -543,7 +611,8 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
   for (int g = 0; g < ng; g++) { /* outer: reuse for the loads that depend on inner */
     if (g == inner) continue;
     int c = 0;
-    for (int l = 0; l < nl; l++) c += stride[l][inner] != 0 && stride[l][g] == 0;
+    for (int l = 0; l < nl; l++)
+      c += stride[l][inner] != 0 && stride[l][g] == 0;
     if (fits[g] && c >= best && c > 0) best = c, outer = g;
   }
   static const int64_t fi[] = {16, 8, 4};
@@ -557,7 +626,8 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
 
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
                          int64_t *up) {
-  for (int i = 0; i < ng; i++) up[i] = 1;
+  for (int i = 0; i < ng; i++)
+    up[i] = 1;
   if (!it->reduce || ng < 1) return;
   kn_node *r = it->reduce, *s = r->src[0];
   int64_t rsize = 1;
@@ -572,18 +642,22 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
   lb T = {.it = it, .nglobal = ng, .split_axis = -1};
   kn_node *out = it->out;
   int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
-  for (int i = 0; i < out->ndim; i++) idx[i] = cint(&T, KILN_I64, 0);
-  for (int g = 0; g < ng; g++) idx[gdim_of[g]] = var[g] = range(&T, gshape[g], g, g + 1);
+  for (int i = 0; i < out->ndim; i++)
+    idx[i] = cint(&T, KILN_I64, 0);
+  for (int g = 0; g < ng; g++)
+    idx[gdim_of[g]] = var[g] = range_op(&T, L_GIDX, gshape[g], g, g + 1);
   lower(&T, out, idx, -1);
   int nl = 0, *loads = kn_xmalloc(sizeof(int) * T.n);
   for (int i = 0; i < T.n; i++)
     if (T.b[i].op.op == L_LOAD && T.b[i].level > ng) loads[nl++] = i;
-  int64_t (*stride)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*stride) * (nl ? nl : 1));
-  int64_t *rstride = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1)), *size = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
+  int64_t(*stride)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*stride) * (nl ? nl : 1));
+  int64_t *rstride = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1)),
+          *size = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
   int64_t *rv = kn_xcalloc(T.n, sizeof(int64_t)), *memo = kn_xmalloc(sizeof(int64_t) * T.n);
   uint8_t *done = kn_xmalloc(T.n);
   for (int l = 0; l < nl; l++) {
-    for (int g = 0; g < ng; g++) stride[l][g] = load_stride(&T, loads[l], var[g], rv, memo, done);
+    for (int g = 0; g < ng; g++)
+      stride[l][g] = load_stride(&T, loads[l], var[g], rv, memo, done);
     rstride[l] = load_stride(&T, loads[l], rax >= 0 ? T.red_range[rax] : -1, rv, memo, done);
     kn_node *in = it->inputs[T.b[loads[l]].op.arg - 1];
     size[l] = kn_numel(in->ndim, in->shape);
@@ -595,7 +669,8 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
 
 /* Rows of dim 0 per block for GROUP: when the reduce is long, a block of 8-16 row tiles
  * reuses one column strip of the last dim's operand from cache. */
-static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape, const int64_t *up) {
+static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape,
+                          const int64_t *up) {
   if (!it->reduce || ng < 2) return 1;
   kn_node *r = it->reduce, *s = r->src[0];
   int64_t rsize = 1;
@@ -613,7 +688,7 @@ static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape
 static int emit_level(const lb *L, int lvl, int *order, int no) {
   for (int i = 0; i < L->n; i++) {
     int op = L->b[i].op.op;
-    if (op == L_RANGE || op == L_ACC || op == L_ACCUP || op == L_CONST) continue;
+    if (op == L_RANGE || op == L_GIDX || op == L_ACC || op == L_ACCUP || op == L_CONST) continue;
     if (L->b[i].level == lvl && !L->b[i].post) order[no++] = i;
   }
   return no;
@@ -631,9 +706,12 @@ int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
   return global_dims(it->out, gdim_of, gshape);
 }
 
-kn_kernel *kn_lower(const kn_sched_item *it) { return kn_lower_with(it, NULL, 0); }
+kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps) {
+  return kn_lower_with(it, caps, NULL, 0);
+}
 
-kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int64_t lanes) {
+kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const int64_t *forced_up,
+                         int64_t lanes) {
   lb L = {.it = it, .split_axis = -1, .want_lanes = lanes};
   kn_node *out = it->out;
   kn_kernel *k = kn_xcalloc(1, sizeof *k);
@@ -648,42 +726,71 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int6
   int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
   int ng = global_dims(out, gdim_of, gshape);
   bool forced = forced_up != NULL;
-  for (int g = 0; forced && g < ng; g++) forced = forced_up[g] >= 1 && gshape[g] % forced_up[g] == 0;
-  if (forced) memcpy(up, forced_up, sizeof(int64_t) * ng);
-  else pick_upcasts(it, ng, gdim_of, gshape, up);
+  for (int g = 0; forced && g < ng; g++)
+    forced = forced_up[g] >= 1 && gshape[g] % forced_up[g] == 0;
+  if (forced)
+    memcpy(up, forced_up, sizeof(int64_t) * ng);
+  else
+    pick_upcasts(it, ng, gdim_of, gshape, up);
   memcpy(k->up, up, sizeof(int64_t) * ng);
   k->lanes = lanes;
   /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
    * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
-  struct { int dim; int64_t bound, mult; } loops[KILN_MAX_DIMS + 1];
+  struct {
+    int dim;
+    int64_t bound, mult;
+  } loops[KILN_MAX_DIMS + 1];
   int nl = 0, o = 0;
-  for (int g = 0; g < ng; g++) loops[nl++] = (typeof(loops[0])){g, gshape[g] / up[g], up[g]};
+  for (int g = 0; g < ng; g++)
+    loops[nl++] = (typeof(loops[0])){g, gshape[g] / up[g], up[g]};
   int64_t grp = pick_group(it, ng, gshape, up);
   if (grp > 1) {
     loops[0].bound /= grp, loops[0].mult *= grp;
     loops[nl++] = (typeof(loops[0])){0, grp, up[0]};
     o += snprintf(k->opts + o, sizeof k->opts - o, "GROUP(0,%lld) ", (long long)grp);
   }
-  L.nglobal = nl;
+  /* launch dims: one per loop, or, past the device's limit, the outermost loops merged into
+   * one (their vars recovered by division). On a pool device launch dim 0 is the outermost
+   * (its threads take slices of it); elsewhere the innermost, so adjacent work-items touch
+   * adjacent memory. */
+  int merge = nl > caps->max_dims ? nl - caps->max_dims + 1 : 1, nlaunch = nl - merge + 1;
+  L.nglobal = nlaunch;
   int base[KILN_MAX_DIMS];
-  for (int g = 0; g < ng; g++) base[g] = cint(&L, KILN_I64, 0);
-  for (int l = 0; l < nl; l++) {
-    int var = range(&L, loops[l].bound, l, l + 1);
-    base[loops[l].dim] = add(&L, base[loops[l].dim], mul(&L, var, loops[l].mult));
-    k->global[l] = loops[l].bound;
-    k->local[l] = 1;
-  }
   for (int g = 0; g < ng; g++)
-    if (up[g] > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
-  k->nglobal = nl;
+    base[g] = cint(&L, KILN_I64, 0);
+  for (int j = 0; j < nlaunch; j++) {
+    int first = j ? j + merge - 1 : 0, last = j ? first : merge - 1;
+    int64_t bound = 1;
+    for (int l = first; l <= last; l++)
+      bound *= loops[l].bound;
+    int dim = caps->pool ? j : nlaunch - 1 - j;
+    int gid = range_op(&L, L_GIDX, bound, dim, j + 1);
+    k->global[dim] = bound;
+    k->local[dim] = 1;
+    int64_t inner = bound;
+    for (int l = first; l <= last; l++) {
+      inner /= loops[l].bound;
+      int var =
+          alu(&L, N_MOD, KILN_I64, alu(&L, N_IDIV, KILN_I64, gid, cint(&L, KILN_I64, inner), -1),
+              cint(&L, KILN_I64, loops[l].bound), -1);
+      base[loops[l].dim] = add(&L, base[loops[l].dim], mul(&L, var, loops[l].mult));
+    }
+  }
+  if (merge > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "MERGE(%d) ", merge);
+  for (int g = 0; g < ng; g++)
+    if (up[g] > 1)
+      o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
+  k->nglobal = nlaunch;
   /* every combination of upcast offsets is one unrolled copy of the body */
   int64_t ncombo = 1;
-  for (int g = 0; g < ng; g++) ncombo *= up[g];
+  for (int g = 0; g < ng; g++)
+    ncombo *= up[g];
   L.ncombo = ncombo;
   for (int64_t c = 0; c < ncombo; c++) {
     int idx[KILN_MAX_DIMS];
     int64_t rem = c;
-    for (int i = 0; i < out->ndim; i++) idx[i] = cint(&L, KILN_I64, 0);
+    for (int i = 0; i < out->ndim; i++)
+      idx[i] = cint(&L, KILN_I64, 0);
     for (int g = ng - 1; g >= 0; g--) {
       int64_t off = rem % up[g];
       rem /= up[g];
@@ -697,23 +804,26 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int6
       stride *= out->shape[i];
     }
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
-    push(&L, st, nl, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
+    push(&L, st, nlaunch, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
   }
   k->split = L.lanes;
   if (L.split_axis >= 0)
-    o += snprintf(k->opts + o, sizeof k->opts - o, "SPLIT(%d,%lld) ", L.split_axis, (long long)L.lanes);
+    o += snprintf(k->opts + o, sizeof k->opts - o, "SPLIT(%d,%lld) ", L.split_axis,
+                  (long long)L.lanes);
   /* ---- linearize: loops open outermost first; each lop goes to its level ---- */
-  int G = nl, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)), *remap = kn_xmalloc(sizeof(int) * L.n);
+  int G = nlaunch, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)),
+      *remap = kn_xmalloc(sizeof(int) * L.n);
   int no = 0;
   int ends[2 * KILN_MAX_DIMS], nends = 0;
   bool has_acc = false;
-  for (int i = 0; i < L.n; i++) has_acc = has_acc || L.b[i].op.op == L_ACC;
+  for (int i = 0; i < L.n; i++)
+    has_acc = has_acc || L.b[i].op.op == L_ACC;
   for (int i = 0; i < L.n; i++)
     if (L.b[i].op.op == L_CONST) order[no++] = i;
-  for (int lvl = 0; lvl <= G; lvl++) {
+  for (int lvl = 0; lvl <= G; lvl++) { /* launch indices: no loops, so no ENDs */
     if (lvl > 0)
       for (int i = 0; i < L.n; i++)
-        if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
+        if (L.b[i].op.op == L_GIDX && L.b[i].level == lvl) order[no++] = i;
     no = emit_level(&L, lvl, order, no);
   }
   if (has_acc) {
@@ -726,11 +836,13 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int6
     }
     for (int i = 0; i < L.n; i++)
       if (L.b[i].op.op == L_ACCUP) order[no++] = i;
-    for (int r = 0; r < R; r++) order[no++] = -1 - ends[--nends];
+    for (int r = 0; r < R; r++)
+      order[no++] = -1 - ends[--nends];
     for (int i = 0; i < L.n; i++) /* after the reduce: everything that reads an accumulator */
       if (L.b[i].post && L.b[i].op.op != L_ACC && L.b[i].op.op != L_ACCUP) order[no++] = i;
   }
-  while (nends) order[no++] = -1 - ends[--nends];
+  while (nends)
+    order[no++] = -1 - ends[--nends];
   /* renumber */
   k->ops = kn_xcalloc(no, sizeof(kn_lop));
   k->nops = no;
@@ -753,16 +865,22 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const int64_t *forced_up, int6
     if (d->op == L_RANGE) {
       tripstack[depth++] = trips;
       trips *= (double)d->arg;
-    } else if (kn_is_alu(d->op) && kiln_dtype_is_float(d->dtype)) k->flops += trips;
-    else if (d->op == L_ACCUP && kiln_dtype_is_float(d->dtype)) k->flops += trips;
+    } else if (d->op == L_GIDX)
+      trips *= (double)d->arg;
+    else if (kn_is_alu(d->op) && kiln_dtype_is_float(d->dtype))
+      k->flops += trips;
+    else if (d->op == L_ACCUP && kiln_dtype_is_float(d->dtype))
+      k->flops += trips;
   }
   /* every lop must come after its sources */
   for (int p = 0; p < no; p++)
     for (int s = 0; s < 3; s++)
       KN_ASSERT(k->ops[p].src[s] < p || k->ops[p].op == L_END, "lop %d reads a later lop", p);
-  for (int i = 0; i < k->nbufs; i++) k->bytes += (double)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]);
+  for (int i = 0; i < k->nbufs; i++)
+    k->bytes += (double)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]);
   int nn = snprintf(k->name, sizeof k->name, "%s", it->reduce ? "r" : "E");
-  for (int g = 0; g < ng && nn < 80; g++) nn += snprintf(k->name + nn, sizeof k->name - nn, "_%lld", (long long)gshape[g]);
+  for (int g = 0; g < ng && nn < 80; g++)
+    nn += snprintf(k->name + nn, sizeof k->name - nn, "_%lld", (long long)gshape[g]);
   if (!ng) snprintf(k->name + nn, sizeof k->name - nn, "_1");
   if (ng == 0) k->nglobal = 0;
   free(order);
@@ -781,7 +899,8 @@ void kn_kernel_free(kn_kernel *k) {
 }
 
 void kn_kernel_print(FILE *f, const kn_kernel *k) {
-  static const char *lnames[] = {"CONST", "RANGE", "END", "LOAD", "STORE", "ACC", "ACCUP", "LANE"};
+  static const char *lnames[] = {"CONST", "GIDX", "RANGE", "END", "LOAD",
+                                 "STORE", "ACC",  "ACCUP", "LANE"};
   fprintf(f, "kernel %s (%d lops)\n", k->name, k->nops);
   for (int i = 0; i < k->nops; i++) {
     const kn_lop *o = &k->ops[i];

@@ -3,9 +3,10 @@
 #include "internal.h"
 
 const char *const kn_op_names[N_NOPS] = {
-    "BUFFER", "CONST", "NEG", "EXP2", "LOG2", "SIN", "SQRT", "RECIP", "CAST", "BITCAST",
-    "ADD", "MUL", "MAX", "CMPLT", "CMPNE", "IDIV", "MOD", "AND", "OR", "XOR", "SHL", "SHR",
-    "WHERE", "REDUCE", "RESHAPE", "PERMUTE", "EXPAND", "PAD", "SHRINK", "FLIP", "CONTIGUOUS"};
+    "BUFFER",  "CONST",   "NEG",    "EXP2", "LOG2",   "SIN",   "SQRT",      "RECIP",
+    "CAST",    "BITCAST", "ADD",    "MUL",  "MAX",    "CMPLT", "CMPNE",     "IDIV",
+    "MOD",     "AND",     "OR",     "XOR",  "SHL",    "SHR",   "WHERE",     "REDUCE",
+    "RESHAPE", "PERMUTE", "EXPAND", "PAD",  "SHRINK", "FLIP",  "CONTIGUOUS"};
 
 static kn_node **table;
 static size_t table_cap, table_len;
@@ -26,8 +27,9 @@ static uint64_t node_hash(const kn_node *n) {
 }
 
 static bool node_eq(const kn_node *a, const kn_node *b) {
-  return a->op == b->op && a->rg == b->rg && a->dtype == b->dtype && a->ndim == b->ndim && a->nsrc == b->nsrc &&
-         a->device == b->device && !memcmp(a->shape, b->shape, sizeof(int64_t) * a->ndim) &&
+  return a->op == b->op && a->rg == b->rg && a->dtype == b->dtype && a->ndim == b->ndim &&
+         a->nsrc == b->nsrc && a->device == b->device &&
+         !memcmp(a->shape, b->shape, sizeof(int64_t) * a->ndim) &&
          !memcmp(a->src, b->src, sizeof(kn_node *) * a->nsrc) &&
          !memcmp(a->arg, b->arg, sizeof a->arg) && !memcmp(&a->cval, &b->cval, sizeof a->cval);
 }
@@ -79,7 +81,8 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
   kn_node *n = kn_xmalloc(sizeof *n);
   *n = key;
   n->refs = 1;
-  for (int i = 0; i < nsrc; i++) kn_node_ref(src[i]);
+  for (int i = 0; i < nsrc; i++)
+    kn_node_ref(src[i]);
   n->chain = table[key.hash & (table_cap - 1)];
   table[key.hash & (table_cap - 1)] = n;
   table_len++;
@@ -87,7 +90,8 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
   return n;
 }
 
-kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape, kn_buffer *buf) {
+kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape,
+                        struct kn_buffer *buf) {
   int64_t id = ++buffer_ids;
   kn_node *n = kn_node_make(N_BUFFER, dtype, device, ndim, shape, 0, NULL, &id, 1, 0);
   n->buf = buf;
@@ -98,7 +102,8 @@ kn_node *kn_node_unique_view(kn_node *v, bool rg) {
   int64_t arg[2 * KILN_MAX_DIMS] = {0};
   memcpy(arg, v->shape, sizeof(int64_t) * v->ndim);
   arg[2 * KILN_MAX_DIMS - 1] = ++buffer_ids; /* past the shape: only makes it unique */
-  kn_node *n = kn_node_make(N_RESHAPE, v->dtype, v->device, v->ndim, v->shape, 1, &v, arg, 2 * KILN_MAX_DIMS, 0);
+  kn_node *n = kn_node_make(N_RESHAPE, v->dtype, v->device, v->ndim, v->shape, 1, &v, arg,
+                            2 * KILN_MAX_DIMS, 0);
   if (rg && !n->rg) { /* rg is part of the identity: rehash */
     table_remove(n);
     n->rg = 1;
@@ -116,17 +121,18 @@ void kn_node_unref(kn_node *n) {
   KN_ASSERT(n->refs > 0, "unref of a dead node (%s)", kn_op_names[n->op]);
   if (--n->refs) return;
   table_remove(n);
-  for (int i = 0; i < n->nsrc; i++) kn_node_unref(n->src[i]);
-  if (n->buf) kn_buffer_free(n->buf);
+  for (int i = 0; i < n->nsrc; i++)
+    kn_node_unref(n->src[i]);
+  kn_held_drop(n->buf);
   if (n->grad) kn_node_unref(n->grad);
-  if (n->vjp) kn_vjp_free(n->vjp);
+  kn_held_drop(n->vjp);
   live_nodes--;
   free(n);
 }
 
 bool kn_grad_enabled = true;
 
-void kn_node_set_realized(kn_node *n, kn_buffer *buf) {
+void kn_node_set_realized(kn_node *n, struct kn_buffer *buf) {
   if (n->rg) { /* stays in the table: equal graphs later reuse the data */
     n->buf = buf;
     return;
@@ -137,7 +143,8 @@ void kn_node_set_realized(kn_node *n, kn_buffer *buf) {
   n->arg[0] = ++buffer_ids;
   int nsrc = n->nsrc;
   n->nsrc = 0;
-  for (int i = 0; i < nsrc; i++) kn_node_unref(n->src[i]);
+  for (int i = 0; i < nsrc; i++)
+    kn_node_unref(n->src[i]);
   n->hash = node_hash(n);
   n->chain = NULL; /* buffers are never looked up by structure */
 }

@@ -1,6 +1,6 @@
-/* cpu.c — the CPU device and INTERP device tables. CPU renders C, compiles it with the
- * system compiler into a shared object cached on disk by content hash (checksummed, so a
- * corrupt entry is rebuilt), loads it with dlopen, and splits global[0] over a thread pool. */
+/* cpu.c — the CPU and INTERP devices (host memory). CPU compiles kernels written in the C
+ * dialect with the system compiler into shared objects in the disk cache, loads them with
+ * dlopen, and runs global[0] on a thread pool (the other launch dims are loops in a kernel). */
 #include "internal.h"
 #include <dlfcn.h>
 #include <errno.h>
@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-typedef void (*kfn)(void **bufs, long start, long end);
+typedef void (*kfn)(void *const *bufs, long start, long end);
 /* A compiled kernel: its function and the shared object it lives in. */
 typedef struct {
   kfn fn;
@@ -23,14 +23,14 @@ typedef struct {
  * at once (the heap would keep the pages of freed activations). A 64-byte header before each
  * block records how it was made. */
 #define HOST_MMAP_MIN (256 << 10)
-static void *host_alloc(kn_device *d, size_t n) {
-  (void)d;
+static void *host_alloc_zeroed(size_t n) {
   size_t total = n + 64 + 64; /* header, and slack past the end */
   char *base;
   if (total >= HOST_MMAP_MIN) {
     base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) base = NULL;
-  } else base = calloc(1, total);
+  } else
+    base = calloc(1, total);
   if (!base) kn_xmalloc((size_t)-1 / 2); /* reports out-of-memory */
   ((size_t *)base)[0] = total;
   return base + 64;
@@ -72,64 +72,51 @@ static void host_free(kn_device *d, void *p) {
     scratch.base[scratch.n] = base, scratch.total[scratch.n] = total;
     scratch.when[scratch.n++] = kn_stats.schedules;
     scratch.bytes += total;
-  } else munmap(base, total);
+  } else
+    munmap(base, total);
 }
-/* Memory whose contents do not matter (a kernel output): a kept block of this size if any. */
-static void *host_alloc_scratch(kn_device *d, size_t n) {
+/* Memory whose contents do not matter (a kernel output) is a kept block of its size if any. */
+static void *host_alloc(kn_device *d, size_t n, bool zeroed) {
+  (void)d;
   size_t total = n + 64 + 64;
   scratch_trim();
-  for (int i = scratch.n - 1; i >= 0 && total >= HOST_MMAP_MIN; i--)
+  for (int i = scratch.n - 1; i >= 0 && total >= HOST_MMAP_MIN && !zeroed; i--)
     if (scratch.total[i] == total) {
       char *base = scratch.base[i];
       scratch_take(i);
       return base + 64;
     }
-  return host_alloc(d, n);
+  return host_alloc_zeroed(n);
 }
-void kn_cpu_scratch_release(void) {
+static void host_release(kn_device *d) {
+  (void)d;
   while (scratch.n) {
     munmap(scratch.base[scratch.n - 1], scratch.total[scratch.n - 1]);
     scratch_take(scratch.n - 1);
   }
 }
-static void host_copy(kn_device *d, void *dst, const void *src, size_t n) {
+static void *host_view(kn_device *d, void *h, size_t off, size_t n) {
+  (void)d, (void)n;
+  return (char *)h + off;
+}
+static void host_free_view(kn_device *d, void *v) { (void)d, (void)v; }
+static void host_copyin(kn_device *d, void *dst, size_t off, const void *src, size_t n) {
   (void)d;
-  if (n) memcpy(dst, src, n);
+  memcpy((char *)dst + off, src, n);
+}
+static void host_copyout(kn_device *d, void *dst, const void *src, size_t off, size_t n) {
+  (void)d;
+  memcpy(dst, (const char *)src + off, n);
+}
+static void host_copy(kn_device *d, void *dst, size_t doff, void *src, size_t soff, size_t n) {
+  (void)d;
+  memmove((char *)dst + doff, (char *)src + soff, n);
+}
+static void host_fill(kn_device *d, void *dst, size_t off, size_t n) {
+  (void)d;
+  memset((char *)dst + off, 0, n);
 }
 static void nop_sync(kn_device *d) { (void)d; }
-
-/* ---- cache directory ---- */
-static char cache_dir[1024];
-const char *kn_cache_dir(void) {
-  const char *e = getenv("KILN_CACHE"), *home = getenv("HOME");
-  if (e && *e) snprintf(cache_dir, sizeof cache_dir, "%s", e);
-  else snprintf(cache_dir, sizeof cache_dir, "%s/.cache/kiln", home && *home ? home : "/tmp");
-  return cache_dir;
-}
-static int mkdirs(const char *path) {
-  char tmp[1100];
-  snprintf(tmp, sizeof tmp, "%s", path);
-  for (char *p = tmp + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      mkdir(tmp, 0755);
-      *p = '/';
-    }
-  return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
-static uint64_t file_sum(const char *path, bool *ok) {
-  FILE *f = fopen(path, "rb");
-  *ok = false;
-  if (!f) return 0;
-  uint64_t h = 0;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f)) > 0) h = kn_hash_bytes(h, buf, n);
-  *ok = !ferror(f);
-  fclose(f);
-  return h;
-}
 
 static bool on_path(const char *prog) {
   const char *path = getenv("PATH");
@@ -166,8 +153,9 @@ static const char *alt_compiler(void) {
   return have ? "cc" : NULL;
 }
 /* one list: it builds the command line and is part of the cache key */
-static const char *const cflags[] = {"-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno",
-                                     "-ffp-contract=fast", "-w"};
+static const char *const cflags[] = {
+    "-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno", "-ffp-contract=fast",
+    "-w"};
 #define NCFLAGS ((int)(sizeof cflags / sizeof cflags[0]))
 
 static int run_compiler(const char *cc, const char *src_path, const char *so_path) {
@@ -178,7 +166,8 @@ static int run_compiler(const char *cc, const char *src_path, const char *so_pat
     const char *argv[NCFLAGS + 6];
     int n = 0;
     argv[n++] = cc;
-    for (int i = 0; i < NCFLAGS; i++) argv[n++] = cflags[i];
+    for (int i = 0; i < NCFLAGS; i++)
+      argv[n++] = cflags[i];
     argv[n++] = "-o", argv[n++] = so_path, argv[n++] = src_path, argv[n++] = "-lm", argv[n] = NULL;
     execvp(cc, (char *const *)argv);
     _exit(127);
@@ -206,7 +195,8 @@ static cprog *load(const char *so, const char *name) {
 /* Work of one launch, in operations: what decides threading and the compiler race. */
 static double kernel_work(const kn_kernel *k) {
   double work = 1;
-  for (int i = 0; i < k->nglobal; i++) work *= (double)k->global[i];
+  for (int i = 0; i < k->nglobal; i++)
+    work *= (double)k->global[i];
   return work * (k->nops + k->flops / (work > 0 ? work : 1));
 }
 
@@ -214,29 +204,20 @@ static double kernel_work(const kn_kernel *k) {
 static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
   key = kn_hash_bytes(key, cc, strlen(cc));
-  for (int i = 0; i < NCFLAGS; i++) key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
-  char dir[1100], so[1200], sum[1200], tmpc[1200], tmpso[1200];
-  snprintf(dir, sizeof dir, "%s/cpu", kn_cache_dir());
-  snprintf(so, sizeof so, "%s/%016llx.so", dir, (unsigned long long)key);
-  snprintf(sum, sizeof sum, "%s/%016llx.sum", dir, (unsigned long long)key);
-  /* a cached object is used only if its checksum file agrees with its bytes */
-  bool ok;
-  uint64_t have = file_sum(so, &ok);
-  unsigned long long want = 0;
-  FILE *f = ok ? fopen(sum, "r") : NULL;
-  if (f) {
-    ok = fscanf(f, "%llx", &want) == 1 && want == have;
-    fclose(f);
-  } else ok = false;
-  cprog *p = ok ? load(so, k->name) : NULL;
+  for (int i = 0; i < NCFLAGS; i++)
+    key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
+  char so[1200], tmpc[1300], tmpso[1300];
+  kn_cache_path(so, sizeof so, "cpu", key, ".so");
+  cprog *p = kn_cache_valid(so) ? load(so, k->name) : NULL;
   if (p) return p;
-  if (mkdirs(dir) < 0) {
-    kn_err("CPU: cannot create the kernel cache %s\nHINT: set KILN_CACHE to a writable folder", dir);
+  if (kn_cache_mkdir("cpu") < 0) {
+    kn_err("CPU: cannot create the kernel cache in %s\nHINT: set KILN_CACHE to a writable folder",
+           kn_cache_dir());
     return NULL;
   }
-  snprintf(tmpc, sizeof tmpc, "%s/tmp-%d-%016llx.c", dir, (int)getpid(), (unsigned long long)key);
-  snprintf(tmpso, sizeof tmpso, "%s/tmp-%d-%016llx.so", dir, (int)getpid(), (unsigned long long)key);
-  f = fopen(tmpc, "w");
+  snprintf(tmpc, sizeof tmpc, "%s.tmp-%d.c", so, (int)getpid());
+  snprintf(tmpso, sizeof tmpso, "%s.tmp-%d", so, (int)getpid());
+  FILE *f = fopen(tmpc, "w");
   if (!f || fputs(src, f) < 0 || fclose(f) != 0) {
     kn_err("CPU: cannot write %s", tmpc);
     return NULL;
@@ -246,8 +227,10 @@ static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
   if (rc == 127) {
     unlink(tmpc);
     if (cc != compiler()) return NULL; /* the race's second compiler: not needed */
-    fprintf(stderr, "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
-                    "HINT: install clang or gcc (apt-get install clang) or set KILN_CC\n", cc);
+    fprintf(stderr,
+            "kiln: no C compiler found ('%s'); CPU kernels run on the interpreter.\n"
+            "HINT: install clang or gcc (apt-get install clang) or set KILN_CC\n",
+            cc);
     cc_missing = true;
     return kn_xcalloc(1, sizeof(cprog));
   }
@@ -256,13 +239,7 @@ static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
     return NULL;
   }
   unlink(tmpc);
-  have = file_sum(tmpso, &ok);
-  rename(tmpso, so);
-  f = fopen(sum, "w");
-  if (f) {
-    fprintf(f, "%016llx\n", (unsigned long long)have);
-    fclose(f);
-  }
+  kn_cache_commit(tmpso, so);
   p = load(so, k->name);
   if (!p) kn_err("CPU: cannot load compiled kernel %s: %s", so, dlerror());
   return p;
@@ -277,12 +254,13 @@ static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
  * entries, so later runs load the winner directly and a kernel always runs the same code. */
 #define RACE_MIN_WORK 2e7          /* about a millisecond: smaller kernels keep the first build */
 #define RACE_MAX_BYTES (256 << 20) /* scratch memory a race may take */
-static void run_kernel(kfn fn, const kn_kernel *k, void **bufs);
+static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs);
 
 bool kn_quick_compile;
 static double scratch_bytes(const kn_kernel *k) {
   double bytes = 0;
-  for (int i = 0; i < k->nbufs; i++) bytes += (double)k->buf_numel[i] * (double)kiln_dtype_size(k->buf_dtype[i]);
+  for (int i = 0; i < k->nbufs; i++)
+    bytes += (double)k->buf_numel[i] * (double)kiln_dtype_size(k->buf_dtype[i]);
   return bytes;
 }
 static bool race_wanted(const kn_kernel *k) {
@@ -297,14 +275,16 @@ static void time_on_scratch(const kn_kernel *k, int n, const kfn *fns, int runs,
     size_t nb = (size_t)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]) + 64;
     bufs[i] = memset(kn_xmalloc(nb), 0, nb);
   }
-  for (int j = 0; j < n; j++) best[j] = 1e30;
+  for (int j = 0; j < n; j++)
+    best[j] = 1e30;
   for (int r = 0; r < runs * n; r++) {
     double t0 = kn_now();
     run_kernel(fns[r % n], k, bufs);
     double t = kn_now() - t0;
     if (t < best[r % n]) best[r % n] = t;
   }
-  for (int i = 0; i < k->nbufs; i++) free(bufs[i]);
+  for (int i = 0; i < k->nbufs; i++)
+    free(bufs[i]);
 }
 /* the autotuner's clock (device.c): one launch after a warm-up one */
 static double cpu_time_program(kn_device *d, void *pg, const kn_kernel *k) {
@@ -318,7 +298,8 @@ static double cpu_time_program(kn_device *d, void *pg, const kn_kernel *k) {
 /* 1 if b is faster than a by more than a tenth (so noise does not flip a close call). */
 static int race(const kn_kernel *k, kfn a, kfn b) {
   double best[2];
-  time_on_scratch(k, 2, (kfn[]){a, b}, 2, best); /* a b a b: the first launch of each warms the caches */
+  time_on_scratch(k, 2, (kfn[]){a, b}, 2,
+                  best); /* a b a b: the first launch of each warms the caches */
   if (kn_debug_level() >= 3)
     fprintf(stderr, "kiln: %s: %s %.3f ms, %s %.3f ms\n", k->name, compiler(), best[0] * 1e3,
             alt_compiler(), best[1] * 1e3);
@@ -327,8 +308,9 @@ static int race(const kn_kernel *k, kfn a, kfn b) {
 /* The race's verdict file for this source: the winning compiler's name. */
 static void pick_path(const char *src, char *out, size_t n) {
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
-  for (int i = 0; i < NCFLAGS; i++) key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
-  snprintf(out, n, "%s/cpu/%016llx.pick", kn_cache_dir(), (unsigned long long)key);
+  for (int i = 0; i < NCFLAGS; i++)
+    key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
+  kn_cache_path(out, n, "cpu", key, ".pick");
 }
 
 static void free_prog(cprog *p) {
@@ -336,16 +318,10 @@ static void free_prog(cprog *p) {
   free(p);
 }
 
-static void *cpu_compile(kn_device *d, const kn_kernel *k) {
+static void *cpu_compile(kn_device *d, const kn_kernel *k, const char *src) {
   (void)d;
   if (cc_missing) return kn_xcalloc(1, sizeof(cprog)); /* fn NULL: interpreted */
-  char *src = kn_render_c(k);
-  if (kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
-  if (!race_wanted(k)) {
-    cprog *p = build(k, src, compiler());
-    free(src);
-    return p;
-  }
+  if (!race_wanted(k)) return build(k, src, compiler());
   char pick[1200], name[64] = "";
   pick_path(src, pick, sizeof pick);
   FILE *f = fopen(pick, "r");
@@ -364,14 +340,14 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k) {
       p = q, q = NULL, cc = alt_compiler();
     }
     free_prog(q);
-    if (!had_error) kiln_clear_error(); /* the second build is optional: its failure is not the caller's */
+    if (!had_error)
+      kiln_clear_error(); /* the second build is optional: its failure is not the caller's */
     f = fopen(pick, "w");
     if (f) {
       fprintf(f, "%s\n", cc);
       fclose(f);
     }
   }
-  free(src);
   return p;
 }
 
@@ -394,10 +370,12 @@ static struct {
   _Atomic int pending;
   kfn fn;
   const kn_kernel *k;
-  void **bufs;
+  void *const *bufs;
   long total;
   int parts;
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+          .go = PTHREAD_COND_INITIALIZER,
+          .done = PTHREAD_COND_INITIALIZER};
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -407,8 +385,10 @@ static inline void cpu_relax(void) {
 static void run_part(int part) {
   long a = pool.total * part / pool.parts, b = pool.total * (part + 1) / pool.parts;
   if (a < b) {
-    if (pool.fn) pool.fn(pool.bufs, a, b);
-    else kn_interp_run(pool.k, pool.bufs, a, b);
+    if (pool.fn)
+      pool.fn(pool.bufs, a, b);
+    else
+      kn_interp_run(pool.k, pool.bufs, a, b);
   }
 }
 static void *worker(void *arg) {
@@ -416,10 +396,12 @@ static void *worker(void *arg) {
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = atomic_load(&pool.gen);
-    for (int i = 0; g == seen && i < SPIN_ROUNDS; i++, g = atomic_load(&pool.gen)) cpu_relax();
+    for (int i = 0; g == seen && i < SPIN_ROUNDS; i++, g = atomic_load(&pool.gen))
+      cpu_relax();
     if (g == seen) {
       pthread_mutex_lock(&pool.mu);
-      while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.go, &pool.mu);
+      while ((g = atomic_load(&pool.gen)) == seen)
+        pthread_cond_wait(&pool.go, &pool.mu);
       pthread_mutex_unlock(&pool.mu);
     }
     seen = g;
@@ -443,17 +425,20 @@ static int nthreads(void) {
   return n;
 }
 
-static void cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) {
+static int cpu_launch(kn_device *d, void *pg, const kn_kernel *k, void *const *bufs) {
   (void)d;
   run_kernel(((cprog *)pg)->fn, k, bufs);
+  return 0;
 }
-static void run_kernel(kfn fn, const kn_kernel *k, void **bufs) {
+static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs) {
   long total = k->nglobal ? k->global[0] : 1;
   double work = kernel_work(k);
   int nt = nthreads();
   if (nt == 1 || total < 2 || work < 200000) {
-    if (fn) fn(bufs, 0, total);
-    else kn_interp_run(k, bufs, 0, total);
+    if (fn)
+      fn(bufs, 0, total);
+    else
+      kn_interp_run(k, bufs, 0, total);
     return;
   }
   pthread_mutex_lock(&pool.mu);
@@ -469,27 +454,44 @@ static void run_kernel(kfn fn, const kn_kernel *k, void **bufs) {
   pthread_cond_broadcast(&pool.go);
   pthread_mutex_unlock(&pool.mu);
   run_part(0);
-  for (int i = 0; atomic_load(&pool.pending) && i < SPIN_ROUNDS; i++) cpu_relax();
+  for (int i = 0; atomic_load(&pool.pending) && i < SPIN_ROUNDS; i++)
+    cpu_relax();
   if (atomic_load(&pool.pending)) {
     pthread_mutex_lock(&pool.mu);
-    while (atomic_load(&pool.pending)) pthread_cond_wait(&pool.done, &pool.mu);
+    while (atomic_load(&pool.pending))
+      pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
   }
 }
 
-kn_device kn_dev_cpu = {"CPU", host_alloc, host_free, host_copy, host_copy, cpu_compile,
-                        cpu_launch, cpu_free_program, nop_sync, true, host_alloc_scratch,
-                        cpu_time_program};
+#define HOST_MEMORY                                                                                \
+  .alloc = host_alloc, .free = host_free, .view = host_view, .free_view = host_free_view,          \
+  .copyin = host_copyin, .copyout = host_copyout, .copy = host_copy, .fill = host_fill,            \
+  .synchronize = nop_sync, .release = host_release
+/* A CPU launch may use as many dims as a kernel has (they are loops); no work-groups yet. */
+kn_device kn_dev_cpu = {.name = "CPU",
+                        .dialect = &kn_dialect_c,
+                        .caps = {2 * KILN_MAX_DIMS, 1, true, true},
+                        HOST_MEMORY,
+                        .compile = cpu_compile,
+                        .launch = cpu_launch,
+                        .free_program = cpu_free_program,
+                        .time_program = cpu_time_program};
 
 /* ---- INTERP: programs are the lowered kernels themselves ---- */
-static void *interp_compile(kn_device *d, const kn_kernel *k) {
-  (void)d;
+static void *interp_compile(kn_device *d, const kn_kernel *k, const char *src) {
+  (void)d, (void)src;
   return (void *)k;
 }
-static void interp_launch(kn_device *d, void *pg, const kn_kernel *k, void **bufs) {
+static int interp_launch(kn_device *d, void *pg, const kn_kernel *k, void *const *bufs) {
   (void)d, (void)pg;
   kn_interp_run(k, bufs, 0, k->nglobal ? k->global[0] : 1);
+  return 0;
 }
 static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
-kn_device kn_dev_interp = {"INTERP", host_alloc, host_free, host_copy, host_copy, interp_compile,
-                           interp_launch, interp_free, nop_sync, true, host_alloc_scratch, NULL};
+kn_device kn_dev_interp = {.name = "INTERP",
+                           .caps = {2 * KILN_MAX_DIMS, 1, true, true},
+                           HOST_MEMORY,
+                           .compile = interp_compile,
+                           .launch = interp_launch,
+                           .free_program = interp_free};

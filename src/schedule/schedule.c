@@ -2,8 +2,9 @@
  * into their consumer; a reduce fuses with the ops feeding it and those after it. A node gets
  * its own buffer when it is a root, a CONTIGUOUS, a reduce that would otherwise be recomputed
  * (read through an expand, nested in another reduce, a second reduce in one kernel, read by
- * several nodes, or on a gradient path: backward reads it again), or an elementwise chain of more than a couple of ops that a reduce reads
- * through an expand (recomputing it for every expanded copy costs more than storing it). */
+ * several nodes, or on a gradient path: backward reads it again), or an elementwise chain of more
+ * than a couple of ops that a reduce reads through an expand (recomputing it for every expanded
+ * copy costs more than storing it). */
 #include "internal.h"
 
 /* ---- a small pointer set (open addressing) ---- */
@@ -54,8 +55,10 @@ static void count_readers(builder *b, pset *seen, kn_node *n) {
   for (int i = 0; i < n->nsrc; i++) {
     kn_node *s = n->src[i];
     if (kn_is_realized(s)) continue;
-    if (pset_add(seen, (uintptr_t)s)) count_readers(b, seen, s);
-    else pset_add(&b->shared, (uintptr_t)s);
+    if (pset_add(seen, (uintptr_t)s))
+      count_readers(b, seen, s);
+    else
+      pset_add(&b->shared, (uintptr_t)s);
   }
 }
 
@@ -72,10 +75,12 @@ static bool fuses_reduce(builder *b, kn_node *n, int depth) {
 /* ALU ops in the unrealized graph under n, counted up to `limit` (a reduce or a contiguous
  * copy gets a buffer of its own, so what is under it costs nothing here). */
 static int alu_cost(builder *b, kn_node *n, int limit) {
-  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_REDUCE || n->op == N_CONTIGUOUS)
+  if (kn_is_realized(n) || pset_has(&b->scheduled, (uintptr_t)n) || n->op == N_REDUCE ||
+      n->op == N_CONTIGUOUS)
     return 0;
   int c = kn_is_alu(n->op) && n->op != N_CAST ? 1 : 0;
-  for (int i = 0; i < n->nsrc && c <= limit; i++) c += alu_cost(b, n->src[i], limit - c);
+  for (int i = 0; i < n->nsrc && c <= limit; i++)
+    c += alu_cost(b, n->src[i], limit - c);
   return c;
 }
 
@@ -102,11 +107,11 @@ static bool expands_trailing_dims(const kn_node *n, const kn_node *red) {
   return true;
 }
 
-/* Whether the unrealized graph under n reads caller memory (kiln_from_blob, e.g. weights in a
- * mapped model file): such views are recomputed where read, never stored, so a model's
- * weights are not copied (a quantized matrix would grow eightfold as f32). */
+/* Whether the unrealized graph under n reads model weights (kiln_from_blob): such views are
+ * recomputed where read, never stored, so a model's weights are not copied (a quantized matrix
+ * would grow eightfold as f32). */
 static bool reads_blob(builder *b, kn_node *n, int *budget) {
-  if (n->buf) return n->buf->external;
+  if (n->buf) return n->weights;
   if (pset_has(&b->scheduled, (uintptr_t)n) || --*budget < 0) return false; /* bounded walk */
   for (int i = 0; i < n->nsrc; i++)
     if (reads_blob(b, n->src[i], budget)) return true;
@@ -135,9 +140,11 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     return;
   }
   if (n->op == N_CONST) return;
-  bool own = !root && (n->op == N_CONTIGUOUS ||
-                       (n->op == N_REDUCE && (expand || inred || n->rg || (it->reduce && it->reduce != n))) ||
-                       (pset_has(&b->shared, (uintptr_t)n) && fuses_reduce(b, n, 0)));
+  bool own =
+      !root &&
+      (n->op == N_CONTIGUOUS ||
+       (n->op == N_REDUCE && (expand || inred || n->rg || (it->reduce && it->reduce != n))) ||
+       (pset_has(&b->shared, (uintptr_t)n) && fuses_reduce(b, n, 0)));
   if (own) {
     schedule_node(b, n);
     add_input(b, it, n);
@@ -152,13 +159,15 @@ static void visit(builder *b, kn_sched_item *it, pset *seen, kn_node *n, bool ex
     kn_node *s = n->src[0];
     /* store it once rather than recompute it per copy; a broadcast of trailing dims only is
      * cheap to recompute, as codegen hoists it out of the inner loops those dims become */
-    if (inred && !expands_trailing_dims(n, it->reduce) && alu_cost(b, s, 3) > 2 && !reads_blob(b, s, &(int){256})) {
+    if (inred && !expands_trailing_dims(n, it->reduce) && alu_cost(b, s, 3) > 2 &&
+        !reads_blob(b, s, &(int){256})) {
       schedule_node(b, s);
       add_input(b, it, s);
       return;
     }
   }
-  for (int i = 0; i < n->nsrc; i++) visit(b, it, seen, n->src[i], expand, inred, false);
+  for (int i = 0; i < n->nsrc; i++)
+    visit(b, it, seen, n->src[i], expand, inred, false);
 }
 
 /* Buffers a kernel rooted at n would read (counted with repeats, so an upper bound). A kernel
@@ -183,7 +192,8 @@ static void schedule_node(builder *b, kn_node *n);
 static int split_sources(builder *b, kn_node *n, int *c, int total) {
   while (total > 48) {
     int big = 0;
-    for (int i = 1; i < n->nsrc; i++) big = c[i] > c[big] ? i : big;
+    for (int i = 1; i < n->nsrc; i++)
+      big = c[i] > c[big] ? i : big;
     schedule_node(b, n->src[big]);
     total -= c[big] - 1, c[big] = 1;
   }
@@ -195,7 +205,8 @@ static int chunk(builder *b, cmap *m, size_t *len, kn_node *n) {
   int *memo = cslot(m, n);
   if (*memo) return *memo - 1;
   int c[3] = {0, 0, 0}, total = 0;
-  for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, m, len, n->src[i]);
+  for (int i = 0; i < n->nsrc; i++)
+    total += c[i] = chunk(b, m, len, n->src[i]);
   total = split_sources(b, n, c, total);
   memo = cslot(m, n); /* the table may have been written meanwhile, never resized */
   *memo = total + 1;
@@ -223,14 +234,16 @@ static void schedule_node(builder *b, kn_node *n) {
       cmap m = {kn_xcalloc(1024, sizeof(kn_node *)), kn_xcalloc(1024, sizeof(int)), 1024};
       size_t mlen = 0;
       int c[3] = {0, 0, 0}, total = 0;
-      for (int i = 0; i < n->nsrc; i++) total += c[i] = chunk(b, &m, &mlen, n->src[i]);
+      for (int i = 0; i < n->nsrc; i++)
+        total += c[i] = chunk(b, &m, &mlen, n->src[i]);
       split_sources(b, n, c, total);
       free(m.k), free(m.v);
       split = true;
     }
     b->overflow = false;
     before = b->scheduled.len;
-    for (int i = 0; i < it.ninputs; i++) kn_node_unref(it.inputs[i]);
+    for (int i = 0; i < it.ninputs; i++)
+      kn_node_unref(it.inputs[i]);
     it.ninputs = 0;
     it.reduce = NULL;
     pset seen = {0};
@@ -253,9 +266,11 @@ int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
   builder b = {.out = out};
   pset seen = {0};
   for (int i = 0; i < nroots; i++)
-    if (!kn_is_realized(roots[i]) && pset_add(&seen, (uintptr_t)roots[i])) count_readers(&b, &seen, roots[i]);
+    if (!kn_is_realized(roots[i]) && pset_add(&seen, (uintptr_t)roots[i]))
+      count_readers(&b, &seen, roots[i]);
   free(seen.keys);
-  for (int i = 0; i < nroots; i++) schedule_node(&b, roots[i]);
+  for (int i = 0; i < nroots; i++)
+    schedule_node(&b, roots[i]);
   free(b.scheduled.keys);
   free(b.shared.keys);
   return 0;
@@ -263,7 +278,8 @@ int kn_schedule_build(int nroots, kn_node *const *roots, kn_schedule *out) {
 
 void kn_schedule_free(kn_schedule *s) {
   for (int i = 0; i < s->nitems; i++) {
-    for (int j = 0; j < s->items[i].ninputs; j++) kn_node_unref(s->items[i].inputs[j]);
+    for (int j = 0; j < s->items[i].ninputs; j++)
+      kn_node_unref(s->items[i].inputs[j]);
     free(s->items[i].inputs);
     kn_node_unref(s->items[i].out);
   }

@@ -28,8 +28,9 @@ int kiln_set_requires_grad(kiln_tensor *t, bool on) {
     /* a parameter is a leaf with a buffer of its own (equal graphs share nodes) */
     if (kiln_realize(t) < 0) return -1;
     kn_node *n = t->node;
-    kn_buffer *buf = kn_buffer_alloc(n->device, n->buf->nbytes);
-    n->buf->dev->copyout(n->buf->dev, buf->ptr, n->buf->ptr, n->buf->nbytes);
+    kn_buffer *buf = kn_buffer_alloc_scratch(n->device, n->buf->nbytes);
+    if (!buf) return -1;
+    kn_buffer_copy(buf, 0, n->buf, 0, n->buf->nbytes);
     kn_node *leaf = kn_node_buffer(n->dtype, n->device, n->ndim, n->shape, buf);
     kn_node_unref(t->node);
     t->node = leaf;
@@ -55,8 +56,8 @@ kiln_tensor *kiln_detach(kiln_tensor *t) {
   kn_node *n = t->node;
   if (!n->rg) return tn(n);
   bool old = kiln_set_grad_enabled(false); /* an identity view whose rg is off */
-  kn_node *d = kn_node_make(N_RESHAPE, n->dtype, n->device, n->ndim, n->shape, 1, &n, n->shape,
-                            n->ndim, 0);
+  kn_node *d =
+      kn_node_make(N_RESHAPE, n->dtype, n->device, n->ndim, n->shape, 1, &n, n->shape, n->ndim, 0);
   kiln_set_grad_enabled(old);
   return kn_wrap(d);
 }
@@ -91,10 +92,15 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
   kn_node *n = v->node;
   if (n->op != N_BUFFER) { /* still carries a graph: copy the data into a fresh leaf */
     size_t nb = n->buf->nbytes;
-    kn_buffer *buf = kn_buffer_alloc(n->device, nb);
-    n->buf->dev->copyout(n->buf->dev, buf->ptr, n->buf->ptr, nb);
+    kn_buffer *buf = kn_buffer_alloc_scratch(n->device, nb);
+    if (!buf) {
+      kiln_scope_end();
+      return -1;
+    }
+    kn_buffer_copy(buf, 0, n->buf, 0, nb);
     n = kn_node_buffer(n->dtype, n->device, n->ndim, n->shape, buf);
-  } else kn_node_ref(n);
+  } else
+    kn_node_ref(n);
   kiln_scope_end();
   if (leaf_rg) n->rg = 1;
   kn_node_unref(dst->node);
@@ -103,6 +109,12 @@ int kiln_assign(kiln_tensor *dst, kiln_tensor *src) {
 }
 
 /* ---- custom gradients ---- */
+static void vjp_drop(kn_held *h) {
+  kn_vjp *v = (kn_vjp *)h;
+  for (int i = 0; i < v->n; i++)
+    kn_node_unref(v->in[i]);
+  free(v);
+}
 T *kn_custom_grad(T *value, int n, T *const *in, kn_vjp_fn fn, const int64_t *iarg) {
   if (!value) return NULL;
   bool any = false;
@@ -113,19 +125,19 @@ T *kn_custom_grad(T *value, int n, T *const *in, kn_vjp_fn fn, const int64_t *ia
   if (!kn_grad_enabled || !any || n > KN_VJP_MAX) return tn(value->node);
   kn_node *c = kn_node_unique_view(value->node, true);
   kn_vjp *v = kn_xcalloc(1, sizeof *v);
+  v->held.drop = vjp_drop;
   v->fn = fn, v->n = n;
-  for (int i = 0; i < n; i++) kn_node_ref(v->in[i] = in[i]->node);
+  for (int i = 0; i < n; i++)
+    kn_node_ref(v->in[i] = in[i]->node);
   if (iarg) memcpy(v->iarg, iarg, sizeof v->iarg);
   c->vjp = v;
   return kn_wrap(c);
 }
-void kn_vjp_free(kn_vjp *v) {
-  for (int i = 0; i < v->n; i++) kn_node_unref(v->in[i]);
-  free(v);
-}
 /* the k-th node gradient flows to from n: its sources, then its custom gradient's inputs */
 static int nsources(const kn_node *n) { return n->nsrc + (n->vjp ? n->vjp->n : 0); }
-static kn_node *source(const kn_node *n, int k) { return k < n->nsrc ? n->src[k] : n->vjp->in[k - n->nsrc]; }
+static kn_node *source(const kn_node *n, int k) {
+  return k < n->nsrc ? n->src[k] : n->vjp->in[k - n->nsrc];
+}
 
 /* ---- node -> gradient map (open addressing) ---- */
 typedef struct {
@@ -154,14 +166,30 @@ static void rule(kn_node *n, T *g, T *out[3]) {
   T *self = tn(n);
   int nd = n->ndim;
   switch (n->op) {
-  case N_ADD: out[0] = g, out[1] = g; break;
-  case N_MUL: out[0] = kiln_mul(g, y), out[1] = kiln_mul(g, x); break;
-  case N_NEG: out[0] = kiln_neg(g); break;
-  case N_EXP2: out[0] = kiln_binary_s(KILN_MUL, kiln_mul(g, self), M_LN2); break;
-  case N_LOG2: out[0] = kiln_div(g, kiln_binary_s(KILN_MUL, x, M_LN2)); break;
-  case N_SIN: out[0] = kiln_mul(g, kiln_unary(KILN_COS, x)); break;
-  case N_SQRT: out[0] = kiln_div(kiln_binary_s(KILN_MUL, g, 0.5), self); break;
-  case N_RECIP: out[0] = kiln_neg(kiln_mul(g, kiln_mul(self, self))); break;
+  case N_ADD:
+    out[0] = g, out[1] = g;
+    break;
+  case N_MUL:
+    out[0] = kiln_mul(g, y), out[1] = kiln_mul(g, x);
+    break;
+  case N_NEG:
+    out[0] = kiln_neg(g);
+    break;
+  case N_EXP2:
+    out[0] = kiln_binary_s(KILN_MUL, kiln_mul(g, self), M_LN2);
+    break;
+  case N_LOG2:
+    out[0] = kiln_div(g, kiln_binary_s(KILN_MUL, x, M_LN2));
+    break;
+  case N_SIN:
+    out[0] = kiln_mul(g, kiln_unary(KILN_COS, x));
+    break;
+  case N_SQRT:
+    out[0] = kiln_div(kiln_binary_s(KILN_MUL, g, 0.5), self);
+    break;
+  case N_RECIP:
+    out[0] = kiln_neg(kiln_mul(g, kiln_mul(self, self)));
+    break;
   case N_CAST:
     if (kiln_dtype_is_float(n->src[0]->dtype)) out[0] = kiln_cast(g, n->src[0]->dtype);
     break;
@@ -182,8 +210,10 @@ static void rule(kn_node *n, T *g, T *out[3]) {
   case N_REDUCE: {
     kn_node *s = n->src[0];
     T *ge = kiln_expand(g, s->ndim, s->shape);
-    if (n->arg[0] == N_ADD) out[0] = ge;
-    else if (n->arg[0] == N_MUL) out[0] = kiln_div(kiln_mul(ge, kiln_expand(self, s->ndim, s->shape)), x);
+    if (n->arg[0] == N_ADD)
+      out[0] = ge;
+    else if (n->arg[0] == N_MUL)
+      out[0] = kiln_div(kiln_mul(ge, kiln_expand(self, s->ndim, s->shape)), x);
     else { /* max: split among the positions equal to the max */
       T *mask = kiln_cast(kiln_binary(KILN_EQ, x, kiln_expand(self, s->ndim, s->shape)), n->dtype);
       int axes[KILN_MAX_DIMS], na = 0;
@@ -194,10 +224,13 @@ static void rule(kn_node *n, T *g, T *out[3]) {
     }
     break;
   }
-  case N_RESHAPE: out[0] = kiln_reshape(g, n->src[0]->ndim, n->src[0]->shape); break;
+  case N_RESHAPE:
+    out[0] = kiln_reshape(g, n->src[0]->ndim, n->src[0]->shape);
+    break;
   case N_PERMUTE: {
     int inv[KILN_MAX_DIMS];
-    for (int i = 0; i < nd; i++) inv[n->arg[i]] = i;
+    for (int i = 0; i < nd; i++)
+      inv[n->arg[i]] = i;
     out[0] = kiln_permute(g, inv);
     break;
   }
@@ -210,13 +243,15 @@ static void rule(kn_node *n, T *g, T *out[3]) {
   }
   case N_PAD: {
     int64_t st[KILN_MAX_DIMS], en[KILN_MAX_DIMS];
-    for (int i = 0; i < nd; i++) st[i] = n->arg[2 * i], en[i] = st[i] + n->src[0]->shape[i];
+    for (int i = 0; i < nd; i++)
+      st[i] = n->arg[2 * i], en[i] = st[i] + n->src[0]->shape[i];
     out[0] = kiln_shrink(g, st, en);
     break;
   }
   case N_SHRINK: {
     int64_t bf[KILN_MAX_DIMS], af[KILN_MAX_DIMS];
-    for (int i = 0; i < nd; i++) bf[i] = n->arg[2 * i], af[i] = n->src[0]->shape[i] - n->arg[2 * i + 1];
+    for (int i = 0; i < nd; i++)
+      bf[i] = n->arg[2 * i], af[i] = n->src[0]->shape[i] - n->arg[2 * i + 1];
     out[0] = kiln_pad(g, bf, af, 0);
     break;
   }
@@ -227,8 +262,11 @@ static void rule(kn_node *n, T *g, T *out[3]) {
     out[0] = kiln_flip(g, na, axes);
     break;
   }
-  case N_CONTIGUOUS: out[0] = g; break;
-  default: break; /* comparisons, integer and bit ops carry no gradient */
+  case N_CONTIGUOUS:
+    out[0] = g;
+    break;
+  default:
+    break; /* comparisons, integer and bit ops carry no gradient */
   }
 }
 
@@ -250,7 +288,10 @@ int kiln_backward(kiln_tensor *loss) {
   /* topological order of the nodes gradients flow through (iterative DFS) */
   size_t cap = 1024, ntopo = 0, nst = 0;
   kn_node **topo = kn_xmalloc(sizeof(kn_node *) * cap);
-  struct frame { kn_node *n; int next; } *st = kn_xmalloc(sizeof(struct frame) * cap);
+  struct frame {
+    kn_node *n;
+    int next;
+  } *st = kn_xmalloc(sizeof(struct frame) * cap);
   gmap seen = {kn_xcalloc(cap * 2, sizeof(kn_node *)), kn_xcalloc(cap * 2, sizeof(T *)), cap * 2};
   size_t nseen = 0;
   st[nst++] = (struct frame){root, 0};
@@ -264,7 +305,8 @@ int kiln_backward(kiln_tensor *loss) {
         *mark = (T *)1;
         if (++nseen * 2 >= seen.cap / 2) { /* grow the seen map */
           gmap o = seen;
-          seen = (gmap){kn_xcalloc(o.cap * 2, sizeof(kn_node *)), kn_xcalloc(o.cap * 2, sizeof(T *)), o.cap * 2};
+          seen = (gmap){kn_xcalloc(o.cap * 2, sizeof(kn_node *)),
+                        kn_xcalloc(o.cap * 2, sizeof(T *)), o.cap * 2};
           for (size_t i = 0; i < o.cap; i++)
             if (o.k[i]) *gslot(&seen, o.k[i]) = o.v[i];
           free(o.k), free(o.v);
@@ -314,7 +356,8 @@ int kiln_backward(kiln_tensor *loss) {
       if (n->src[k]->rg) accumulate(&gm, n->src[k], out[k]);
     if (n->vjp) {
       T *in[KN_VJP_MAX], *grads[KN_VJP_MAX] = {NULL};
-      for (int k = 0; k < n->vjp->n; k++) in[k] = tn(n->vjp->in[k]);
+      for (int k = 0; k < n->vjp->n; k++)
+        in[k] = tn(n->vjp->in[k]);
       n->vjp->fn(g, in, grads, n->vjp->iarg);
       for (int k = 0; k < n->vjp->n; k++)
         if (n->vjp->in[k]->rg) accumulate(&gm, n->vjp->in[k], grads[k]);

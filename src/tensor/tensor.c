@@ -3,7 +3,6 @@
 #include "internal.h"
 #include "render/prelude.h"
 
-
 /* ---- scopes ---------------------------------------------------------------------------- */
 typedef struct {
   kiln_tensor **ts;
@@ -45,7 +44,8 @@ void kiln_scope_end(void) {
     return;
   }
   scope_t *sc = &scopes[--nscopes];
-  for (int64_t i = 0; i < sc->n; i++) tensor_destroy(sc->ts[i]);
+  for (int64_t i = 0; i < sc->n; i++)
+    tensor_destroy(sc->ts[i]);
   sc->n = 0;
 }
 kiln_tensor *kiln_keep(kiln_tensor *t) {
@@ -90,18 +90,25 @@ void kiln_get_stats(kiln_stats *s) {
 /* ---- inspection ------------------------------------------------------------------------- */
 int kiln_ndim(const kiln_tensor *t) { return t ? t->node->ndim : -1; }
 const int64_t *kiln_shape(const kiln_tensor *t) { return t ? t->node->shape : NULL; }
-int64_t kiln_numel(const kiln_tensor *t) { return t ? kn_numel(t->node->ndim, t->node->shape) : -1; }
+int64_t kiln_numel(const kiln_tensor *t) {
+  return t ? kn_numel(t->node->ndim, t->node->shape) : -1;
+}
 kiln_dtype kiln_dtype_of(const kiln_tensor *t) { return t ? t->node->dtype : KILN_F32; }
 static int norm_axis_of(int axis, int ndim, const int64_t *shape, const char *op) {
   int a = axis < 0 ? axis + ndim : axis;
   if (a < 0 || a >= ndim) {
-    if (shape) kn_err("%s: axis %d out of range for shape %s", op, axis, kn_shape_str((char[200]){0}, ndim, shape));
-    else kn_err("%s: axis %d out of range for %d dims", op, axis, ndim);
+    if (shape)
+      kn_err("%s: axis %d out of range for shape %s", op, axis,
+             kn_shape_str((char[200]){0}, ndim, shape));
+    else
+      kn_err("%s: axis %d out of range for %d dims", op, axis, ndim);
     return -1;
   }
   return a;
 }
-static int norm_axis(int axis, int ndim, const char *op) { return norm_axis_of(axis, ndim, NULL, op); }
+static int norm_axis(int axis, int ndim, const char *op) {
+  return norm_axis_of(axis, ndim, NULL, op);
+}
 int64_t kiln_dim(const kiln_tensor *t, int axis) {
   if (!t) return -1;
   int a = norm_axis(axis, t->node->ndim, "dim");
@@ -117,10 +124,13 @@ static kn_node *ref(kn_node *a) {
 
 static kn_node *nd_const(int dt, int dev, int ndim, const int64_t *shape, double v) {
   if (kn_dtype_is_int(dt) || dt == KILN_BOOL) { /* store the value the dtype can hold */
-    if (dt == KILN_BOOL) v = v != 0;
-    else if (kn_dtype_is_unsigned(dt)) v = (double)(kn_d2u(v, 1.8446744073709552e19) &
-                                                    (kn_dtype_bits(dt) == 64 ? ~0ull : ((1ull << kn_dtype_bits(dt)) - 1)));
-    else v = (double)kn_d2i(v, -9.2233720368547758e18, 9.2233720368547758e18);
+    if (dt == KILN_BOOL)
+      v = v != 0;
+    else if (kn_dtype_is_unsigned(dt))
+      v = (double)(kn_d2u(v, 1.8446744073709552e19) &
+                   (kn_dtype_bits(dt) == 64 ? ~0ull : ((1ull << kn_dtype_bits(dt)) - 1)));
+    else
+      v = (double)kn_d2i(v, -9.2233720368547758e18, 9.2233720368547758e18);
   } else if (dt == KILN_F32 || dt == KILN_F16 || dt == KILN_BF16) {
     float f = (float)v;
     v = dt == KILN_F16 ? kn_rh(f) : dt == KILN_BF16 ? kn_rbf(f) : f;
@@ -153,11 +163,14 @@ static kn_node *nd_move(int op, kn_node *a, int ndim, const int64_t *shape, cons
                         int narg) {
   bool same = ndim == a->ndim && !memcmp(shape, a->shape, sizeof(int64_t) * ndim);
   if (op == N_PERMUTE)
-    for (int i = 0; i < narg; i++) same = same && arg[i] == i;
+    for (int i = 0; i < narg; i++)
+      same = same && arg[i] == i;
   if (op == N_PAD || op == N_FLIP)
-    for (int i = 0; i < narg; i++) same = same && arg[i] == 0;
+    for (int i = 0; i < narg; i++)
+      same = same && arg[i] == 0;
   if (op == N_SHRINK)
-    for (int i = 0; i < ndim; i++) same = same && arg[2 * i] == 0;
+    for (int i = 0; i < ndim; i++)
+      same = same && arg[2 * i] == 0;
   if (same) {
     kn_node_ref(a);
     return a;
@@ -168,7 +181,8 @@ static kn_node *nd_move(int op, kn_node *a, int ndim, const int64_t *shape, cons
   if (op == N_RESHAPE && a->op == N_RESHAPE && a->rg == a->src[0]->rg && !a->vjp) a = a->src[0];
   if (op == N_PERMUTE && a->op == N_PERMUTE) {
     int64_t p[KILN_MAX_DIMS];
-    for (int i = 0; i < ndim; i++) p[i] = a->arg[arg[i]];
+    for (int i = 0; i < ndim; i++)
+      p[i] = a->arg[arg[i]];
     return nd_move(N_PERMUTE, a->src[0], ndim, shape, p, ndim);
   }
   if (op == N_RESHAPE && ndim == a->ndim && !memcmp(shape, a->shape, sizeof(int64_t) * ndim)) {
@@ -185,7 +199,8 @@ static kn_node *nd_expand(kn_node *a, int ndim, const int64_t *shape) {
 }
 static kn_node *nd_permute(kn_node *a, const int64_t *perm) {
   int64_t shape[KILN_MAX_DIMS];
-  for (int i = 0; i < a->ndim; i++) shape[i] = a->shape[perm[i]];
+  for (int i = 0; i < a->ndim; i++)
+    shape[i] = a->shape[perm[i]];
   return nd_move(N_PERMUTE, a, a->ndim, shape, perm, a->ndim);
 }
 static kn_node *nd_pad(kn_node *a, const int64_t *before, const int64_t *after) {
@@ -206,7 +221,8 @@ static kn_node *nd_shrink(kn_node *a, const int64_t *start, const int64_t *end) 
 }
 static kn_node *nd_reduce(int rop, kn_node *a, uint32_t mask) {
   int64_t shape[KILN_MAX_DIMS], arg[2] = {rop, mask};
-  for (int i = 0; i < a->ndim; i++) shape[i] = (mask >> i & 1) ? 1 : a->shape[i];
+  for (int i = 0; i < a->ndim; i++)
+    shape[i] = (mask >> i & 1) ? 1 : a->shape[i];
   if (!mask) {
     kn_node_ref(a);
     return a;
@@ -223,7 +239,8 @@ static bool check_shape(const char *op, int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0) {
-      kn_err("%s: negative dim %lld in %s", op, (long long)shape[i], kn_shape_str((char[200]){0}, ndim, shape));
+      kn_err("%s: negative dim %lld in %s", op, (long long)shape[i],
+             kn_shape_str((char[200]){0}, ndim, shape));
       return false;
     }
     if (shape[i] && n > INT64_MAX / 16 / shape[i]) {
@@ -242,27 +259,34 @@ static bool check_dtype(const char *op, int dt) {
   return true;
 }
 
+/* A stored tensor on the default device: data copied in, or zeros. */
 static kn_node *buffer_from(int dt, int ndim, const int64_t *shape, const void *data) {
   size_t nbytes = (size_t)kn_numel(ndim, shape) * kiln_dtype_size(dt);
   int dev = kn_device_default();
-  kn_buffer *b = kn_buffer_alloc(dev, nbytes);
-  if (data) b->dev->copyin(b->dev, b->ptr, data, nbytes);
-  else KN_ASSERT(b->dev->host_memory, "device %s: zeroed buffers need host memory", b->dev->name);
-  /* host devices hand out zeroed memory */
+  kn_buffer *b = data ? kn_buffer_alloc_scratch(dev, nbytes) : kn_buffer_alloc(dev, nbytes);
+  if (!b) return NULL;
+  if (data) kn_buffer_write(b, 0, data, nbytes);
   return kn_node_buffer(dt, dev, ndim, shape, b);
 }
 
+/* Weights: read in place where the device reads host memory, else uploaded once as stored
+ * (a quantized matrix stays quantized); either way marked so that the scheduler recomputes
+ * their views where read instead of storing them. */
 kiln_tensor *kiln_from_blob(kiln_dtype dt, int ndim, const int64_t *shape, const void *data) {
   if (!check_dtype("from_blob", dt) || !check_shape("from_blob", ndim, shape)) return NULL;
-  int dev = kn_device_default();
-  if (!kn_device_get(dev)->host_memory) return kiln_from_data(dt, ndim, shape, data);
   if (!data && kn_numel(ndim, shape)) {
     kn_err("from_blob: data is NULL");
     return NULL;
   }
+  int dev = kn_device_default();
   size_t nbytes = (size_t)kn_numel(ndim, shape) * kiln_dtype_size(dt);
-  /* kernels only read a blob, so casting away const is safe */
-  return wrap(kn_node_buffer(dt, dev, ndim, shape, kn_buffer_wrap(dev, (void *)data, nbytes)));
+  kn_node *n;
+  if (kn_device_get(dev)->caps.host_memory) /* kernels only read a blob: dropping const is safe */
+    n = kn_node_buffer(dt, dev, ndim, shape, kn_buffer_wrap(dev, (void *)data, nbytes));
+  else if (!(n = buffer_from(dt, ndim, shape, data)))
+    return NULL;
+  n->weights = true;
+  return wrap(n);
 }
 
 int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src) {
@@ -276,7 +300,8 @@ int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src) {
     kn_err("write_rows: destination must be a stored tensor with at least one dim");
     return -1;
   }
-  bool same = s->dtype == d->dtype && s->ndim == d->ndim && !memcmp(s->shape + 1, d->shape + 1, 8 * (d->ndim - 1));
+  bool same = s->dtype == d->dtype && s->ndim == d->ndim &&
+              !memcmp(s->shape + 1, d->shape + 1, 8 * (d->ndim - 1));
   if (!same || row < 0 || row > d->shape[0] - s->shape[0]) {
     kn_err("write_rows: %s %s does not fit at row %lld of %s %s", kiln_dtype_name(s->dtype),
            kn_shape_str(a, s->ndim, s->shape), (long long)row, kiln_dtype_name(d->dtype),
@@ -286,9 +311,7 @@ int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src) {
   if (kiln_realize(src) < 0) return -1;
   s = src->node;
   size_t rowb = (size_t)kn_numel(d->ndim - 1, d->shape + 1) * kiln_dtype_size(d->dtype);
-  kn_device *dd = d->buf->dev, *sd = s->buf->dev;
-  KN_ASSERT(dd->host_memory && sd->host_memory, "write_rows needs host-addressable devices");
-  if (s->buf->nbytes) memcpy((char *)d->buf->ptr + (size_t)row * rowb, s->buf->ptr, s->buf->nbytes);
+  kn_buffer_copy(d->buf, (size_t)row * rowb, s->buf, 0, s->buf->nbytes);
   return 0;
 }
 
@@ -322,35 +345,74 @@ kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const
 /* Host conversion of one double into element i of a buffer of dtype dt. */
 static void store_elem(void *p, int dt, int64_t i, double v) {
   switch (dt) {
-  case KILN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-  case KILN_U8: ((uint8_t *)p)[i] = (uint8_t)kn_d2u(v, 255); break;
-  case KILN_I8: ((int8_t *)p)[i] = (int8_t)kn_d2i(v, -128, 127); break;
-  case KILN_U16: ((uint16_t *)p)[i] = (uint16_t)kn_d2u(v, 65535); break;
-  case KILN_I16: ((int16_t *)p)[i] = (int16_t)kn_d2i(v, -32768, 32767); break;
-  case KILN_U32: ((uint32_t *)p)[i] = (uint32_t)kn_d2u(v, 4294967295.0); break;
-  case KILN_I32: ((int32_t *)p)[i] = (int32_t)kn_d2i(v, -2147483648.0, 2147483647.0); break;
-  case KILN_U64: ((uint64_t *)p)[i] = kn_d2u(v, 1.8446744073709552e19); break;
-  case KILN_I64: ((int64_t *)p)[i] = kn_d2i(v, -9.2233720368547758e18, 9.2233720368547758e18); break;
-  case KILN_F16: ((uint16_t *)p)[i] = kn_f2h((float)v); break;
-  case KILN_BF16: ((uint16_t *)p)[i] = kn_f2bf((float)v); break;
-  case KILN_F32: ((float *)p)[i] = (float)v; break;
-  default: ((double *)p)[i] = v; break;
+  case KILN_BOOL:
+    ((uint8_t *)p)[i] = v != 0;
+    break;
+  case KILN_U8:
+    ((uint8_t *)p)[i] = (uint8_t)kn_d2u(v, 255);
+    break;
+  case KILN_I8:
+    ((int8_t *)p)[i] = (int8_t)kn_d2i(v, -128, 127);
+    break;
+  case KILN_U16:
+    ((uint16_t *)p)[i] = (uint16_t)kn_d2u(v, 65535);
+    break;
+  case KILN_I16:
+    ((int16_t *)p)[i] = (int16_t)kn_d2i(v, -32768, 32767);
+    break;
+  case KILN_U32:
+    ((uint32_t *)p)[i] = (uint32_t)kn_d2u(v, 4294967295.0);
+    break;
+  case KILN_I32:
+    ((int32_t *)p)[i] = (int32_t)kn_d2i(v, -2147483648.0, 2147483647.0);
+    break;
+  case KILN_U64:
+    ((uint64_t *)p)[i] = kn_d2u(v, 1.8446744073709552e19);
+    break;
+  case KILN_I64:
+    ((int64_t *)p)[i] = kn_d2i(v, -9.2233720368547758e18, 9.2233720368547758e18);
+    break;
+  case KILN_F16:
+    ((uint16_t *)p)[i] = kn_f2h((float)v);
+    break;
+  case KILN_BF16:
+    ((uint16_t *)p)[i] = kn_f2bf((float)v);
+    break;
+  case KILN_F32:
+    ((float *)p)[i] = (float)v;
+    break;
+  default:
+    ((double *)p)[i] = v;
+    break;
   }
 }
 static double load_elem(const void *p, int dt, int64_t i) {
   switch (dt) {
-  case KILN_BOOL: case KILN_U8: return ((const uint8_t *)p)[i];
-  case KILN_I8: return ((const int8_t *)p)[i];
-  case KILN_U16: return ((const uint16_t *)p)[i];
-  case KILN_I16: return ((const int16_t *)p)[i];
-  case KILN_U32: return ((const uint32_t *)p)[i];
-  case KILN_I32: return ((const int32_t *)p)[i];
-  case KILN_U64: return (double)((const uint64_t *)p)[i];
-  case KILN_I64: return (double)((const int64_t *)p)[i];
-  case KILN_F16: return kn_h2f(((const uint16_t *)p)[i]);
-  case KILN_BF16: return kn_bf2f(((const uint16_t *)p)[i]);
-  case KILN_F32: return ((const float *)p)[i];
-  default: return ((const double *)p)[i];
+  case KILN_BOOL:
+  case KILN_U8:
+    return ((const uint8_t *)p)[i];
+  case KILN_I8:
+    return ((const int8_t *)p)[i];
+  case KILN_U16:
+    return ((const uint16_t *)p)[i];
+  case KILN_I16:
+    return ((const int16_t *)p)[i];
+  case KILN_U32:
+    return ((const uint32_t *)p)[i];
+  case KILN_I32:
+    return ((const int32_t *)p)[i];
+  case KILN_U64:
+    return (double)((const uint64_t *)p)[i];
+  case KILN_I64:
+    return (double)((const int64_t *)p)[i];
+  case KILN_F16:
+    return kn_h2f(((const uint16_t *)p)[i]);
+  case KILN_BF16:
+    return kn_bf2f(((const uint16_t *)p)[i]);
+  case KILN_F32:
+    return ((const float *)p)[i];
+  default:
+    return ((const double *)p)[i];
   }
 }
 
@@ -367,12 +429,12 @@ kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt) 
   }
   int64_t n = cnt > 0 ? (int64_t)cnt : 0;
   void *host = kn_xmalloc(n * kiln_dtype_size(dt));
-  for (int64_t i = 0; i < n; i++) store_elem(host, dt, i, start + i * step);
+  for (int64_t i = 0; i < n; i++)
+    store_elem(host, dt, i, start + i * step);
   kn_node *r = buffer_from(dt, 1, &n, host);
   free(host);
   return wrap(r);
 }
-
 
 /* ---- broadcasting ----------------------------------------------------------------------- */
 static bool bshape(const char *op, kn_node *a, kn_node *b, int *ndim, int64_t *shape) {
@@ -391,7 +453,8 @@ static bool bshape(const char *op, kn_node *a, kn_node *b, int *ndim, int64_t *s
 }
 static kn_node *bcast_to(kn_node *a, int ndim, const int64_t *shape) {
   int64_t s[KILN_MAX_DIMS];
-  for (int i = 0; i < ndim; i++) s[i] = i < ndim - a->ndim ? 1 : a->shape[i - (ndim - a->ndim)];
+  for (int i = 0; i < ndim; i++)
+    s[i] = i < ndim - a->ndim ? 1 : a->shape[i - (ndim - a->ndim)];
   kn_node *r = nd_reshape(a, ndim, s), *e = nd_expand(r, ndim, shape);
   kn_node_unref(r);
   return e;
@@ -419,8 +482,8 @@ static bool prep2(const char *op, kiln_tensor *ta, kiln_tensor *tb, kn_node **pa
 }
 
 static const char *const unary_names[KILN_NUNARY] = {
-    "neg", "abs", "exp", "exp2", "log", "log2", "sin", "cos", "sqrt", "rsqrt",
-    "reciprocal", "relu", "sigmoid", "tanh", "not", "sign", "square"};
+    "neg",   "abs",        "exp",  "exp2",    "log",  "log2", "sin",  "cos",   "sqrt",
+    "rsqrt", "reciprocal", "relu", "sigmoid", "tanh", "not",  "sign", "square"};
 
 /* ---- tensor-level primitives: composites below are written with these like user code ---- */
 typedef kiln_tensor T;
@@ -454,7 +517,8 @@ static T *where3(T *c, T *a, T *b) { /* same shapes, a/b same dtype */
 static T *rand_bits(int ndim, const int64_t *shape, uint64_t seed, uint32_t stream) {
   int64_t n = kn_numel(ndim, shape);
   uint32_t *host = kn_xmalloc(n * 4 + 4);
-  for (int64_t i = 0; i < n; i++) host[i] = (uint32_t)i;
+  for (int64_t i = 0; i < n; i++)
+    host[i] = (uint32_t)i;
   T *x = kiln_reshape(kiln_from_data(KILN_U32, 1, &n, host), ndim, shape);
   free(host);
   uint32_t k0 = (uint32_t)(seed * 0x9E3779B97F4A7C15ull >> 32) ^ stream,
@@ -514,7 +578,9 @@ static void sigmoid_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
   T *s = sigmoid_(kiln_detach(in[0]));
   grads[0] = kiln_mul(g, kiln_mul(s, ews(N_ADD, un(N_NEG, s), 1)));
 }
-static T *sigmoid_rule(T *x) { return kn_custom_grad(sigmoid_(kiln_detach(x)), 1, &x, sigmoid_grad, NULL); }
+static T *sigmoid_rule(T *x) {
+  return kn_custom_grad(sigmoid_(kiln_detach(x)), 1, &x, sigmoid_grad, NULL);
+}
 static T *not_(T *x) { return ews(N_XOR, ews(N_CMPNE, x, 0), 1); } /* x == 0 */
 static T *lt(T *a, T *b) { return ew(N_CMPLT, "lt", a, b); }
 
@@ -537,34 +603,68 @@ kiln_tensor *kiln_unary(kiln_unary_op op, kiln_tensor *x) {
   kiln_scope_begin();
   T *r = NULL;
   bool half = dt == KILN_F16 || dt == KILN_BF16;
-  if (half && op != KILN_NEG && op != KILN_NOT && op != KILN_ABS && op != KILN_RELU && op != KILN_SIGN && op != KILN_SQUARE)
+  if (half && op != KILN_NEG && op != KILN_NOT && op != KILN_ABS && op != KILN_RELU &&
+      op != KILN_SIGN && op != KILN_SQUARE)
     return ret(kiln_cast(kiln_unary(op, kiln_cast(x, KILN_F32)), dt)); /* one rounding at the end */
   switch (op) {
-  case KILN_NEG: r = un(N_NEG, x); break;
-  case KILN_ABS:
-    r = uns ? x : fl ? ew(N_MAX, "abs", x, un(N_NEG, x)) : where3(lt(x, like(x, 0)), un(N_NEG, x), x);
+  case KILN_NEG:
+    r = un(N_NEG, x);
     break;
-  case KILN_EXP: r = exp_(x); break;
-  case KILN_EXP2: r = un(N_EXP2, to_f(x)); break;
-  case KILN_LOG: r = ews(N_MUL, un(N_LOG2, to_f(x)), M_LN2); break;
-  case KILN_LOG2: r = un(N_LOG2, to_f(x)); break;
-  case KILN_SIN: r = un(N_SIN, to_f(x)); break;
-  case KILN_COS: r = un(N_SIN, ews(N_ADD, to_f(x), M_PI / 2)); break;
-  case KILN_SQRT: r = un(N_SQRT, to_f(x)); break;
-  case KILN_RSQRT: r = un(N_RECIP, un(N_SQRT, to_f(x))); break;
-  case KILN_RECIP: r = un(N_RECIP, to_f(x)); break;
-  case KILN_RELU: r = ews(N_MAX, x, 0); break;
-  case KILN_SIGMOID: r = sigmoid_rule(x); break;
-  case KILN_TANH: r = ews(N_ADD, ews(N_MUL, sigmoid_rule(ews(N_MUL, to_f(x), 2)), 2), -1); break;
-  case KILN_NOT: r = not_(x); break;
+  case KILN_ABS:
+    r = uns  ? x
+        : fl ? ew(N_MAX, "abs", x, un(N_NEG, x))
+             : where3(lt(x, like(x, 0)), un(N_NEG, x), x);
+    break;
+  case KILN_EXP:
+    r = exp_(x);
+    break;
+  case KILN_EXP2:
+    r = un(N_EXP2, to_f(x));
+    break;
+  case KILN_LOG:
+    r = ews(N_MUL, un(N_LOG2, to_f(x)), M_LN2);
+    break;
+  case KILN_LOG2:
+    r = un(N_LOG2, to_f(x));
+    break;
+  case KILN_SIN:
+    r = un(N_SIN, to_f(x));
+    break;
+  case KILN_COS:
+    r = un(N_SIN, ews(N_ADD, to_f(x), M_PI / 2));
+    break;
+  case KILN_SQRT:
+    r = un(N_SQRT, to_f(x));
+    break;
+  case KILN_RSQRT:
+    r = un(N_RECIP, un(N_SQRT, to_f(x)));
+    break;
+  case KILN_RECIP:
+    r = un(N_RECIP, to_f(x));
+    break;
+  case KILN_RELU:
+    r = ews(N_MAX, x, 0);
+    break;
+  case KILN_SIGMOID:
+    r = sigmoid_rule(x);
+    break;
+  case KILN_TANH:
+    r = ews(N_ADD, ews(N_MUL, sigmoid_rule(ews(N_MUL, to_f(x), 2)), 2), -1);
+    break;
+  case KILN_NOT:
+    r = not_(x);
+    break;
   case KILN_SIGN: {
     T *pos = kiln_cast(lt(like(x, 0), x), dt), *neg = kiln_cast(lt(x, like(x, 0)), dt);
     r = ew(N_ADD, "sign", pos, un(N_NEG, neg));
     if (fl) r = where3(ews(N_CMPNE, x, 0), r, x); /* keeps NaN and the sign of zero */
     break;
   }
-  case KILN_SQUARE: r = ew(N_MUL, "square", x, x); break;
-  default: break;
+  case KILN_SQUARE:
+    r = ew(N_MUL, "square", x, x);
+    break;
+  default:
+    break;
   }
   return ret(r);
 }
@@ -577,7 +677,7 @@ kiln_tensor *kiln_relu(kiln_tensor *x) { return kiln_unary(KILN_RELU, x); }
 /* ---- binary ----------------------------------------------------------------------------- */
 static const char *const binary_names[KILN_NBINARY] = {
     "add", "sub", "mul", "div", "maximum", "minimum", "mod", "and", "or", "xor",
-    "shl", "shr", "pow", "lt", "le", "gt", "ge", "eq", "ne"};
+    "shl", "shr", "pow", "lt",  "le",      "gt",      "ge",  "eq",  "ne"};
 
 kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
   if (!a || !b) return NULL;
@@ -598,8 +698,8 @@ kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
            kiln_dtype_name(b->node->dtype));
     return NULL;
   }
-  if (dt == KILN_BOOL && (op == KILN_ADD || op == KILN_SUB || op == KILN_MUL || op == KILN_DIV ||
-                          op == KILN_POW)) {
+  if (dt == KILN_BOOL &&
+      (op == KILN_ADD || op == KILN_SUB || op == KILN_MUL || op == KILN_DIV || op == KILN_POW)) {
     kn_err("%s: not defined for bool operands", name);
     return NULL;
   }
@@ -610,38 +710,74 @@ kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
   kiln_scope_begin();
   T *r = NULL;
   switch (op) {
-  case KILN_ADD: r = ew(N_ADD, name, a, b); break;
-  case KILN_SUB: r = ew(N_ADD, name, a, un(N_NEG, kiln_cast(b, dt))); break;
-  case KILN_MUL: r = ew(N_MUL, name, a, b); break;
+  case KILN_ADD:
+    r = ew(N_ADD, name, a, b);
+    break;
+  case KILN_SUB:
+    r = ew(N_ADD, name, a, un(N_NEG, kiln_cast(b, dt)));
+    break;
+  case KILN_MUL:
+    r = ew(N_MUL, name, a, b);
+    break;
   case KILN_DIV:
     r = fl ? ew(N_MUL, name, a, un(N_RECIP, kiln_cast(b, dt))) : ew(N_IDIV, name, a, b);
     break;
-  case KILN_MAXIMUM: r = ew(N_MAX, name, a, b); break;
+  case KILN_MAXIMUM:
+    r = ew(N_MAX, name, a, b);
+    break;
   case KILN_MINIMUM:
-    if (fl) r = un(N_NEG, ew(N_MAX, name, un(N_NEG, kiln_cast(a, dt)), un(N_NEG, kiln_cast(b, dt))));
+    if (fl)
+      r = un(N_NEG, ew(N_MAX, name, un(N_NEG, kiln_cast(a, dt)), un(N_NEG, kiln_cast(b, dt))));
     else {
-      T *x = kiln_expand(kiln_cast(a, dt), nd, shape), *y = kiln_expand(kiln_cast(b, dt), nd, shape);
+      T *x = kiln_expand(kiln_cast(a, dt), nd, shape),
+        *y = kiln_expand(kiln_cast(b, dt), nd, shape);
       r = where3(lt(x, y), x, y);
     }
     break;
-  case KILN_MOD: r = ew(N_MOD, name, a, b); break;
-  case KILN_AND: r = ew(N_AND, name, a, b); break;
-  case KILN_OR: r = ew(N_OR, name, a, b); break;
-  case KILN_XOR: r = ew(N_XOR, name, a, b); break;
-  case KILN_SHL: r = ew(N_SHL, name, a, b); break;
-  case KILN_SHR: r = ew(N_SHR, name, a, b); break;
+  case KILN_MOD:
+    r = ew(N_MOD, name, a, b);
+    break;
+  case KILN_AND:
+    r = ew(N_AND, name, a, b);
+    break;
+  case KILN_OR:
+    r = ew(N_OR, name, a, b);
+    break;
+  case KILN_XOR:
+    r = ew(N_XOR, name, a, b);
+    break;
+  case KILN_SHL:
+    r = ew(N_SHL, name, a, b);
+    break;
+  case KILN_SHR:
+    r = ew(N_SHR, name, a, b);
+    break;
   case KILN_POW: {
     T *x = fl ? a : kiln_cast(a, KILN_F32), *y = fl ? b : kiln_cast(b, KILN_F32);
-    r = un(N_EXP2, ew(N_MUL, name, y, un(N_LOG2, kiln_cast(x, kiln_promote(x->node->dtype, y->node->dtype)))));
+    r = un(N_EXP2, ew(N_MUL, name, y,
+                      un(N_LOG2, kiln_cast(x, kiln_promote(x->node->dtype, y->node->dtype)))));
     break;
   }
-  case KILN_LT: r = lt(a, b); break;
-  case KILN_GT: r = lt(b, a); break;
-  case KILN_NE: r = ew(N_CMPNE, name, a, b); break;
-  case KILN_EQ: r = ews(N_XOR, ew(N_CMPNE, name, a, b), 1); break;
-  case KILN_LE: r = ew(N_OR, name, lt(a, b), ews(N_XOR, ew(N_CMPNE, name, a, b), 1)); break;
-  case KILN_GE: r = ew(N_OR, name, lt(b, a), ews(N_XOR, ew(N_CMPNE, name, a, b), 1)); break;
-  default: break;
+  case KILN_LT:
+    r = lt(a, b);
+    break;
+  case KILN_GT:
+    r = lt(b, a);
+    break;
+  case KILN_NE:
+    r = ew(N_CMPNE, name, a, b);
+    break;
+  case KILN_EQ:
+    r = ews(N_XOR, ew(N_CMPNE, name, a, b), 1);
+    break;
+  case KILN_LE:
+    r = ew(N_OR, name, lt(a, b), ews(N_XOR, ew(N_CMPNE, name, a, b), 1));
+    break;
+  case KILN_GE:
+    r = ew(N_OR, name, lt(b, a), ews(N_XOR, ew(N_CMPNE, name, a, b), 1));
+    break;
+  default:
+    break;
   }
   return ret(r);
 }
@@ -683,14 +819,17 @@ kiln_tensor *kiln_reshape(kiln_tensor *x, int ndim, const int64_t *shape) {
   int infer = -1;
   for (int i = 0; i < ndim; i++) {
     s[i] = shape[i];
-    if (shape[i] == -1 && infer < 0) infer = i;
+    if (shape[i] == -1 && infer < 0)
+      infer = i;
     else if (shape[i] < 0) {
-      kn_err("reshape: bad dim %lld in %s", (long long)shape[i], kn_shape_str((char[200]){0}, ndim, shape));
+      kn_err("reshape: bad dim %lld in %s", (long long)shape[i],
+             kn_shape_str((char[200]){0}, ndim, shape));
       return NULL;
     } else if (shape[i] && known > INT64_MAX / shape[i]) {
       kn_err("reshape: shape too large");
       return NULL;
-    } else known *= shape[i];
+    } else
+      known *= shape[i];
   }
   if (infer >= 0) s[infer] = known ? n / known : 0;
   if (kn_numel(ndim, s) != n || (infer >= 0 && known == 0)) {
@@ -720,7 +859,8 @@ kiln_tensor *kiln_transpose(kiln_tensor *x, int a, int b) {
   int nd = x->node->ndim, perm[KILN_MAX_DIMS];
   int ia = norm_axis(a, nd, "transpose"), ib = ia < 0 ? -1 : norm_axis(b, nd, "transpose");
   if (ib < 0) return NULL;
-  for (int i = 0; i < nd; i++) perm[i] = i;
+  for (int i = 0; i < nd; i++)
+    perm[i] = i;
   perm[ia] = ib, perm[ib] = ia;
   return kiln_permute(x, perm);
 }
@@ -748,8 +888,8 @@ kiln_tensor *kiln_pad(kiln_tensor *x, const int64_t *before, const int64_t *afte
   for (int i = 0; i < nd; i++) {
     bf[i] = before ? before[i] : 0, af[i] = after ? after[i] : 0;
     if (bf[i] < 0 || af[i] < 0 || bf[i] > (INT64_MAX >> 8) || af[i] > (INT64_MAX >> 8)) {
-      kn_err("pad: bad padding (%lld,%lld) on axis %d of %s", (long long)bf[i], (long long)af[i],
-             i, SH(x->node));
+      kn_err("pad: bad padding (%lld,%lld) on axis %d of %s", (long long)bf[i], (long long)af[i], i,
+             SH(x->node));
       return NULL;
     }
   }
@@ -805,8 +945,10 @@ kiln_tensor *kiln_slice(kiln_tensor *x, int axis, int64_t start, int64_t stop, i
   int64_t s[KILN_MAX_DIMS] = {0}, e[KILN_MAX_DIMS];
   memcpy(e, x->node->shape, sizeof e);
   T *r;
-  if (step > 0) s[a] = start, e[a] = stop;
-  else s[a] = stop + 1, e[a] = start + 1;
+  if (step > 0)
+    s[a] = start, e[a] = stop;
+  else
+    s[a] = stop + 1, e[a] = start + 1;
   r = kiln_shrink(x, s, e);
   if (step < 0) r = kiln_flip(r, 1, &a);
   int64_t st = step < 0 ? -step : step, len = e[a] - s[a], cnt = (len + st - 1) / st;
@@ -815,8 +957,10 @@ kiln_tensor *kiln_slice(kiln_tensor *x, int axis, int64_t start, int64_t stop, i
     af[a] = cnt * st - len;
     r = kiln_pad(r, bf, af, 0);
     for (int i = 0, j = 0; i < nd; i++) {
-      if (i == a) sh[j++] = cnt, sh[j++] = st;
-      else sh[j++] = r->node->shape[i];
+      if (i == a)
+        sh[j++] = cnt, sh[j++] = st;
+      else
+        sh[j++] = r->node->shape[i];
     }
     if (nd + 1 > KILN_MAX_DIMS) {
       kn_err("slice: a stepped slice needs one spare dim (%d dims given)", nd);
@@ -858,7 +1002,8 @@ kiln_tensor *kiln_unsqueeze(kiln_tensor *x, int axis) {
     return NULL;
   }
   int64_t s[KILN_MAX_DIMS];
-  for (int i = 0, j = 0; i <= nd; i++) s[i] = i == a ? 1 : x->node->shape[j++];
+  for (int i = 0, j = 0; i <= nd; i++)
+    s[i] = i == a ? 1 : x->node->shape[j++];
   return wrap(nd_reshape(x->node, nd + 1, s));
 }
 kiln_tensor *kiln_cat(int n, kiln_tensor *const *xs, int axis) {
@@ -876,7 +1021,8 @@ kiln_tensor *kiln_cat(int n, kiln_tensor *const *xs, int axis) {
   for (int i = 0; i < n; i++) {
     kn_node *x = xs[i]->node;
     bool ok = x->ndim == f->ndim && same_device("cat", f, x);
-    for (int d = 0; ok && d < f->ndim; d++) ok = d == a || x->shape[d] == f->shape[d];
+    for (int d = 0; ok && d < f->ndim; d++)
+      ok = d == a || x->shape[d] == f->shape[d];
     if (!ok) {
       kn_err("cat: shapes %s and %s differ outside axis %d", SH(f), SH(x), axis);
       return NULL;
@@ -927,7 +1073,8 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x) {
                            x->node->shape, 1, &x->node, NULL, 0, 0));
 }
 /* ---- reductions ------------------------------------------------------------------------- */
-static bool axes_mask(const char *op, int ndim, const int64_t *shape, int naxes, const int *axes, uint32_t *mask) {
+static bool axes_mask(const char *op, int ndim, const int64_t *shape, int naxes, const int *axes,
+                      uint32_t *mask) {
   *mask = 0;
   if (naxes == 0) {
     *mask = (1u << ndim) - 1;
@@ -952,9 +1099,7 @@ static T *drop_axes(T *r, uint32_t mask, bool keepdim) {
     if (!(mask >> i & 1)) s[n++] = r->node->shape[i];
   return wrap(nd_reshape(r->node, n, s));
 }
-static T *prim_reduce(int rop, T *x, uint32_t mask) {
-  return wrap(nd_reduce(rop, x->node, mask));
-}
+static T *prim_reduce(int rop, T *x, uint32_t mask) { return wrap(nd_reduce(rop, x->node, mask)); }
 static double all_ones(int dt) { return ldexp(1, kn_dtype_bits(dt)) - 1; }
 static const char *const reduce_names[KILN_NREDUCE] = {"sum", "max", "min", "mean", "prod"};
 
@@ -978,11 +1123,16 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
     r = prim_reduce(op == KILN_SUM ? N_ADD : N_MUL, v, mask);
     break;
   }
-  case KILN_MAX: r = prim_reduce(N_MAX, x, mask); break;
+  case KILN_MAX:
+    r = prim_reduce(N_MAX, x, mask);
+    break;
   case KILN_MIN:
-    if (dt == KILN_BOOL) r = not_(prim_reduce(N_MAX, not_(x), mask));
-    else if (uns) r = ews(N_XOR, prim_reduce(N_MAX, ews(N_XOR, x, all_ones(dt)), mask), all_ones(dt));
-    else r = un(N_NEG, prim_reduce(N_MAX, un(N_NEG, x), mask));
+    if (dt == KILN_BOOL)
+      r = not_(prim_reduce(N_MAX, not_(x), mask));
+    else if (uns)
+      r = ews(N_XOR, prim_reduce(N_MAX, ews(N_XOR, x, all_ones(dt)), mask), all_ones(dt));
+    else
+      r = un(N_NEG, prim_reduce(N_MAX, un(N_NEG, x), mask));
     break;
   case KILN_MEAN: {
     int64_t cnt = 1;
@@ -992,10 +1142,10 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
     r = ews(N_MUL, prim_reduce(N_ADD, v, mask), cnt ? 1.0 / cnt : NAN);
     break;
   }
-  default: break;
+  default:
+    break;
   }
-  if (op == KILN_MIN && dt != KILN_BOOL && uns)
-    r = kiln_cast(r, dt);
+  if (op == KILN_MIN && dt != KILN_BOOL && uns) r = kiln_cast(r, dt);
   return ret(drop_axes(r, mask, keepdim));
 }
 kiln_tensor *kiln_sum(kiln_tensor *x, int naxes, const int *axes, bool keepdim) {
@@ -1021,13 +1171,18 @@ static T *argext(T *x, int axis, bool keepdim, bool is_min) {
   }
   kiln_scope_begin();
   T *v = x;
-  if (is_min) v = x->node->dtype == KILN_BOOL ? not_(x) : kn_dtype_is_unsigned(x->node->dtype) ? ews(N_XOR, x, all_ones(x->node->dtype)) : un(N_NEG, x);
+  if (is_min)
+    v = x->node->dtype == KILN_BOOL            ? not_(x)
+        : kn_dtype_is_unsigned(x->node->dtype) ? ews(N_XOR, x, all_ones(x->node->dtype))
+                                               : un(N_NEG, x);
   T *m = kiln_max(v, 1, &a, true);
   T *hit = ew(N_CMPNE, "argmax", v, m);
   hit = ews(N_XOR, hit, 1);
-  if (kiln_dtype_is_float(x->node->dtype)) hit = ew(N_OR, "argmax", hit, ew(N_CMPNE, "argmax", v, v));
+  if (kiln_dtype_is_float(x->node->dtype))
+    hit = ew(N_OR, "argmax", hit, ew(N_CMPNE, "argmax", v, v));
   int64_t s[KILN_MAX_DIMS];
-  for (int i = 0; i < nd; i++) s[i] = i == a ? n : 1;
+  for (int i = 0; i < nd; i++)
+    s[i] = i == a ? n : 1;
   T *rev = kiln_reshape(kiln_arange((double)n, 0, -1, KILN_I64), nd, s); /* n, n-1, ..., 1 */
   rev = kiln_expand(rev, nd, x->node->shape);
   T *sc = where3(hit, rev, like(rev, 0));
@@ -1035,8 +1190,12 @@ static T *argext(T *x, int axis, bool keepdim, bool is_min) {
   r = ews(N_ADD, kiln_cast(r, KILN_I64), (double)n);
   return ret(drop_axes(r, 1u << a, keepdim));
 }
-kiln_tensor *kiln_argmax(kiln_tensor *x, int axis, bool keepdim) { return argext(x, axis, keepdim, false); }
-kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdim) { return argext(x, axis, keepdim, true); }
+kiln_tensor *kiln_argmax(kiln_tensor *x, int axis, bool keepdim) {
+  return argext(x, axis, keepdim, false);
+}
+kiln_tensor *kiln_argmin(kiln_tensor *x, int axis, bool keepdim) {
+  return argext(x, axis, keepdim, true);
+}
 
 kiln_tensor *kiln_softmax(kiln_tensor *x, int axis) {
   if (!x || norm_axis_of(axis, x->node->ndim, x->node->shape, "softmax") < 0) return NULL;
@@ -1078,7 +1237,8 @@ kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b) {
   }
   int last = -1;
   T *r = kiln_sum(p, 1, &last, false);
-  if (!kiln_dtype_is_float(r->node->dtype)) r = kiln_cast(r, kiln_promote(a->node->dtype, b->node->dtype));
+  if (!kiln_dtype_is_float(r->node->dtype))
+    r = kiln_cast(r, kiln_promote(a->node->dtype, b->node->dtype));
   if (na == 1) r = kiln_squeeze(r, -2);
   if (nb == 1) r = kiln_squeeze(r, -1);
   return ret(r);
@@ -1125,7 +1285,7 @@ int kiln_to_host(kiln_tensor *t, void *dst, size_t nbytes) {
     return -1;
   }
   if (kiln_realize(t) < 0) return -1;
-  if (want) t->node->buf->dev->copyout(t->node->buf->dev, dst, t->node->buf->ptr, want);
+  kn_buffer_read(t->node->buf, dst, 0, want);
   return 0;
 }
 double kiln_item(kiln_tensor *t) {
@@ -1139,7 +1299,6 @@ double kiln_item(kiln_tensor *t) {
   }
   if (kiln_realize(t) < 0) return NAN;
   unsigned char tmp[8];
-  kn_buffer *b = t->node->buf;
-  b->dev->copyout(b->dev, tmp, b->ptr, kiln_dtype_size(t->node->dtype));
+  kn_buffer_read(t->node->buf, tmp, 0, kiln_dtype_size(t->node->dtype));
   return load_elem(tmp, t->node->dtype, 0);
 }

@@ -69,20 +69,16 @@ static float *reference(const char *model, const int32_t *tok, int n, int ngreed
   return v;
 }
 
-/* One tiny model: a batch of all tokens, the same in chunks (4 + 1 + 6, through the cache),
- * and one token at a time, all against the reference rows. */
-static void check_tiny(const char *path, const char *dir) {
-  enum { N = 11 };
-  const int32_t tok[N] = {256, 72, 101, 108, 300, 111, 32, 119, 260, 114, 100};
-  int status;
-  float *ref = reference(path, tok, N, 0, NULL, dir, &status);
-  if (!ref) return;
+/* One tiny model on each test device: a batch of all tokens, the same in chunks (4 + 1 + 6,
+ * through the cache), and one token at a time, all against the reference rows. */
+enum { N_TINY = 11 };
+static const int32_t tiny_tok[N_TINY] = {256, 72, 101, 108, 300, 111, 32, 119, 260, 114, 100};
+static void check_tiny_on(const char *path, const float *ref) {
+  enum { N = N_TINY };
+  const int32_t *tok = tiny_tok;
   kiln_llm *m = kiln_llm_load(path, 64);
   CHECKF(m != NULL, "load %s: %s", path, kiln_error());
-  if (!m) {
-    free(ref);
-    return;
-  }
+  if (!m) return;
   int64_t V = kiln_llm_n_vocab(m);
   float *got = malloc(sizeof(float) * (size_t)(N * V));
   CHECK(kiln_llm_eval(m, tok, N, got, true) == 0);
@@ -105,8 +101,23 @@ static void check_tiny(const char *path, const char *dir) {
     if (!(ei <= worst)) worst = ei;
   }
   CHECKF(worst < LOGIT_TOL, "%s token by token: relative error %.3g", path, worst);
-  free(got), free(ref);
+  free(got);
   kiln_llm_free(m);
+}
+static void check_tiny(const char *path, const char *dir) {
+  int status;
+  float *ref = reference(path, tiny_tok, N_TINY, 0, NULL, dir, &status);
+  if (!ref) return;
+  const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  for (int dv = 0; dv < test_ndevices; dv++) {
+    test_set_context("%s [%s]", name, test_devices[dv]);
+    if (kiln_set_device(test_devices[dv]) == 0)
+      check_tiny_on(path, ref);
+    else
+      test_fail(__FILE__, __LINE__, "kiln_set_device(%s): %s", test_devices[dv], test_errmsg());
+  }
+  kiln_set_device("CPU");
+  free(ref);
 }
 
 TEST(llm_tiny_models_match_reference) {
@@ -129,7 +140,6 @@ TEST(llm_tiny_models_match_reference) {
   int models = 0;
   for (char *line = strtok(log, "\n"); st == 0 && line; line = strtok(NULL, "\n")) {
     if (!strstr(line, ".gguf")) continue;
-    test_set_context("%s", strrchr(line, '/') ? strrchr(line, '/') + 1 : line);
     check_tiny(line, dir);
     models++;
   }

@@ -1,0 +1,40 @@
+/* cl.c — the OpenCL C dialect: a kernel is one work-item; launch index d is get_global_id(d).
+ * The stdint names are typedefs of OpenCL's sized types (long is 64 bits there). */
+#include "render/dialect.h"
+
+static void cl_signature(kn_sbuf *b, const kn_kernel *k) {
+  kn_sbuf_printf(b, "__kernel void %s(", k->name);
+  for (int i = 0; i < k->nbufs; i++)
+    kn_sbuf_printf(b, "%s__global %s%s *restrict b%d", i ? ", " : "", i ? "const " : "",
+                   kn_stype(&kn_dialect_cl, k->buf_dtype[i]), i);
+  kn_sbuf_printf(b, ") {\n");
+}
+static int cl_gidx(kn_sbuf *b, const kn_kernel *k, int i) {
+  kn_sbuf_printf(b, "const int64_t v%d = (int64_t)get_global_id(%lld);\n", i,
+                 (long long)k->ops[i].ival);
+  return 0;
+}
+static void cl_special(kn_sbuf *b, bool f32, bool nan, bool neg) {
+  if (f32)
+    kn_sbuf_printf(b, "as_float((uint)0x%cf%c00000u)", neg ? 'f' : '7', nan ? 'c' : '8');
+  else
+    kn_sbuf_printf(b, "as_double((ulong)0x%cff%c000000000000ul)", neg ? 'f' : '7', nan ? '8' : '0');
+}
+const kn_dialect kn_dialect_cl = {
+    .name = "OpenCL C",
+    .prelude = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n"
+               "typedef uchar uint8_t; typedef char int8_t; typedef ushort uint16_t; typedef short "
+               "int16_t;\n"
+               "typedef uint uint32_t; typedef int int32_t; typedef ulong uint64_t; typedef long "
+               "int64_t;\n"
+               "#define INT64_MAX LONG_MAX\n#define UINT64_MAX ULONG_MAX\n"
+               "#define __builtin_rintf rint\n#define __builtin_fmaf fma",
+    .postlude = "",
+    .bool_type = "bool",
+    .i64_suffix = "l",
+    .u64_suffix = "ul",
+    .f32_math = "",
+    .signature = cl_signature,
+    .gidx = cl_gidx,
+    .special = cl_special,
+};

@@ -1,0 +1,43 @@
+/* cuda.c — the CUDA C dialect (compiled by NVRTC, which treats unmarked functions as device
+ * code): a kernel is one thread of a one-dimensional launch in blocks; threads past the end of
+ * the last block return at once. */
+#include "render/dialect.h"
+
+static void cuda_signature(kn_sbuf *b, const kn_kernel *k) {
+  kn_sbuf_printf(b, "extern \"C\" __global__ void %s(", k->name);
+  for (int i = 0; i < k->nbufs; i++)
+    kn_sbuf_printf(b, "%s%s%s *__restrict__ b%d", i ? ", " : "", i ? "const " : "",
+                   kn_stype(&kn_dialect_cuda, k->buf_dtype[i]), i);
+  kn_sbuf_printf(b, ") {\n");
+}
+static int cuda_gidx(kn_sbuf *b, const kn_kernel *k, int i) {
+  KN_ASSERT(k->ops[i].ival == 0, "CUDA kernels have one launch dim");
+  kn_sbuf_printf(b, "const int64_t v%d = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;\n", i);
+  kn_sbuf_printf(b, "  if (v%d >= %lld) return;\n", i, (long long)k->ops[i].arg);
+  return 0;
+}
+static void cuda_special(kn_sbuf *b, bool f32, bool nan, bool neg) {
+  if (f32)
+    kn_sbuf_printf(b, "__int_as_float((int)0x%cf%c00000u)", neg ? 'f' : '7', nan ? 'c' : '8');
+  else
+    kn_sbuf_printf(b, "__longlong_as_double((long long)0x%cff%c000000000000ull)", neg ? 'f' : '7',
+                   nan ? '8' : '0');
+}
+const kn_dialect kn_dialect_cuda = {
+    .name = "CUDA C",
+    .prelude =
+        "typedef unsigned char uint8_t; typedef signed char int8_t;\n"
+        "typedef unsigned short uint16_t; typedef short int16_t;\n"
+        "typedef unsigned int uint32_t; typedef int int32_t;\n"
+        "typedef unsigned long long uint64_t; typedef long long int64_t;\n"
+        "#define INT64_MAX 9223372036854775807ll\n#define UINT64_MAX 18446744073709551615ull\n"
+        "#define __builtin_rintf rintf\n#define __builtin_fmaf fmaf",
+    .postlude = "",
+    .bool_type = "bool",
+    .i64_suffix = "ll",
+    .u64_suffix = "ull",
+    .f32_math = "f",
+    .signature = cuda_signature,
+    .gidx = cuda_gidx,
+    .special = cuda_special,
+};

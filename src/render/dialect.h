@@ -1,0 +1,30 @@
+/* dialect.h — what a C-like language spells differently: the table a dialect fills in. The
+ * base renderer (render.c) walks the low-level program and asks the table for the kernel's
+ * signature, how an index op is written, type and literal spellings, and math names; it
+ * decides nothing about structure. */
+#ifndef KN_DIALECT_H
+#define KN_DIALECT_H
+#include "internal.h"
+
+struct kn_dialect {
+  const char *name;
+  /* before the shared helper functions (render/prelude.h): includes, typedefs of the stdint
+   * names, the builtins the helpers use; and after them (fast paths of the language) */
+  const char *prelude, *postlude;
+  const char *bool_type;               /* the compute type of bool values */
+  const char *i64_suffix, *u64_suffix; /* of 64-bit integer literals */
+  const char *f32_math; /* suffix of f32 math functions: "f" (sinf) or "" (overloads) */
+  /* the kernel's opening line(s) up to and including its buffer pointers b0.. */
+  void (*signature)(kn_sbuf *b, const kn_kernel *k);
+  /* lop i, a launch index (L_GIDX): its definition; returns the number of blocks it opened
+   * (C opens a loop per launch dim), closed at the end of the kernel */
+  int (*gidx)(kn_sbuf *b, const kn_kernel *k, int i);
+  /* f32 / f64 NaN and infinity (sign given) as expressions */
+  void (*special)(kn_sbuf *b, bool f32, bool nan, bool neg);
+  bool lane_vectors; /* SPLIT lane loops as GCC vector code (C only) */
+};
+
+/* C type of values of dt in a kernel, and of its storage in a buffer. */
+const char *kn_ctype(const kn_dialect *d, int dt);
+const char *kn_stype(const kn_dialect *d, int dt);
+#endif
