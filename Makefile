@@ -17,6 +17,7 @@ endif
 # Leak checking stays on: kernels are dlopen'd but allocate nothing, so a leak is ours.
 ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1
 UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/lsan.supp
 
 FORMAT_DIRS := include src tools tests examples bench
 
@@ -34,7 +35,7 @@ test: build
 asan:
 	$(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_SANITIZE=ON $(CMAKE_CC)
 	$(CMAKE) --build $(ASAN_BUILD) -j $(JOBS)
-	ASAN_OPTIONS=$(ASAN_OPTIONS) UBSAN_OPTIONS=$(UBSAN_OPTIONS) ./$(ASAN_BUILD)/kiln_tests -v
+	ASAN_OPTIONS=$(ASAN_OPTIONS) UBSAN_OPTIONS=$(UBSAN_OPTIONS) LSAN_OPTIONS=$(LSAN_OPTIONS) ./$(ASAN_BUILD)/kiln_tests -v
 
 werror:
 	$(CMAKE) -S . -B $(WERROR_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR=ON $(CMAKE_CC)

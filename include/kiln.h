@@ -196,6 +196,9 @@ kiln_tensor *kiln_stack(int n, kiln_tensor *const *xs, int axis);
 kiln_tensor *kiln_squeeze(kiln_tensor *x, int axis);
 kiln_tensor *kiln_unsqueeze(kiln_tensor *x, int axis);
 kiln_tensor *kiln_contiguous(kiln_tensor *x); /* forces a real buffer when realized */
+/* Rows of table picked by integer ids: shape ids.shape + table.shape[1:], the row ids[i] of
+ * table's dim 0 at i (zeros for an id outside [0, rows)). The gradient flows to table. */
+kiln_tensor *kiln_take(kiln_tensor *table, kiln_tensor *ids);
 
 /* ---- matmul: (..., n, k) @ (..., k, m) with broadcast batch dims; 1-d operands as numpy ---- */
 kiln_tensor *kiln_matmul(kiln_tensor *a, kiln_tensor *b);

@@ -82,6 +82,9 @@ typedef enum {
   N_PAD,
   N_SHRINK,
   N_FLIP,
+  /* src0 = table (V, ...), src1 = integer ids: out[i.., j..] = table[ids[i..], j..], zero where
+   * an id is outside [0, V) */
+  N_GATHER,
   /* buffer ops */
   N_CONTIGUOUS,
   N_NOPS

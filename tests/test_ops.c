@@ -1546,3 +1546,87 @@ TEST(matmul_shapes) {
   matmul_case(&g, KILN_F16, 2, a, 2, b, false);
   matmul_case(&g, KILN_I32, 2, c, 2, d, false);
 }
+
+/* ---- take: rows of a table picked by integer ids ---- */
+typedef struct {
+  bool exp_table; /* take from exp(table) (a computed table) rather than the table itself */
+} take_ctx;
+static kiln_tensor *build_take(kiln_tensor *const *in, const void *ctx) {
+  const take_ctx *t = ctx;
+  kiln_tensor *table = t->exp_table ? kiln_exp(in[0]) : in[0];
+  return kiln_take(table, in[1]);
+}
+/* ids: random in [-2, rows + 2) (outside [0, rows): zero rows), of dtype idt */
+static void take_case(ref_rng *g, kiln_dtype dt, int tnd, const int64_t *tshape, kiln_dtype idt,
+                      int ind, const int64_t *ishape, bool view, bool exp_table) {
+  kt_view v;
+  ref_t *tbase, *table;
+  if (view) {
+    v = kt_random_view(g, tnd, tshape);
+    tbase = ref_random(g, tnd, v.base, dt, -3, 3, 0);
+    table = kt_view_ref(&v, tbase);
+  } else
+    tbase = table = ref_random(g, tnd, tshape, dt, -3, 3, 0);
+  bool uns = idt == KILN_U8 || idt == KILN_U16 || idt == KILN_U32 || idt == KILN_U64;
+  ref_t *ids = ref_random(g, ind, ishape, idt, uns ? 0 : -2, (double)tshape[0] + 2, 0);
+  for (int64_t i = 0; i < ref_numel(ids); i++)
+    ref_set(ids, i, floor(ref_get(ids, i)));
+  if (ref_numel(ids) > 1) ref_set(ids, 0, (double)tshape[0]); /* one just past the end */
+  if (ref_numel(ids) > 2 && !uns) ref_set(ids, 1, -1);
+  int64_t oshape[KILN_MAX_DIMS], row = ref_numel(table) / (tshape[0] ? tshape[0] : 1);
+  memcpy(oshape, ishape, sizeof(int64_t) * ind);
+  memcpy(oshape + ind, tshape + 1, sizeof(int64_t) * (tnd - 1));
+  ref_t *want = ref_new(ind + tnd - 1, oshape);
+  ref_t *tr = ref_round_all(table, dt);
+  for (int64_t i = 0; i < ref_numel(ids); i++) {
+    double id = ref_get(ids, i);
+    for (int64_t j = 0; j < row; j++) {
+      double x = id >= 0 && id < tshape[0] ? ref_get(tr, (int64_t)id * row + j) : 0;
+      ref_set(want, i * row + j, exp_table && id >= 0 && id < tshape[0] ? exp(x) : x);
+    }
+  }
+  snprintf(g_what, sizeof g_what, "take %s%s%s ids %s%s%s", exp_table ? "exp " : "",
+           kiln_dtype_name(dt), shp(table), kiln_dtype_name(idt), shp(ids), view ? " (view)" : "");
+  kt_case c = {.what = g_what,
+               .nin = 2,
+               .in = {tbase, ids},
+               .in_dt = {dt, idt},
+               .view = {view ? &v : NULL, NULL},
+               .expected = want,
+               .out_dt = dt,
+               .rtol = exp_table ? 1e-6 : 0,
+               .cross = exp_table ? KT_CROSS_CLOSE : KT_CROSS_EXACT};
+  kt_run_case(&c, build_take, &(take_ctx){exp_table});
+}
+
+TEST(take_rows) {
+  ref_rng g = ref_rng_seed(test_seed(SEED + 90));
+  int64_t t73[] = {7, 3}, t524[] = {5, 2, 4}, t9[] = {9}, t40[] = {4, 0}, t06[] = {0, 6};
+  int64_t i8[] = {8}, i23[] = {2, 3}, i1[] = {1}, i0[] = {0}, i311[] = {3, 1, 1};
+  take_case(&g, KILN_F32, 2, t73, KILN_I64, 1, i8, false, false);
+  take_case(&g, KILN_F32, 2, t73, KILN_I32, 2, i23, true, false);
+  take_case(&g, KILN_F16, 3, t524, KILN_I16, 2, i23, false, false);
+  take_case(&g, KILN_U8, 2, t73, KILN_U8, 1, i8, false, false);
+  take_case(&g, KILN_I32, 1, t9, KILN_I64, 3, i311, true, false);
+  take_case(&g, KILN_F32, 3, t524, KILN_U32, 1, i1, false, true);
+  take_case(&g, KILN_F32, 2, t73, KILN_I64, 2, i23, true, true);
+  take_case(&g, KILN_F32, 2, t73, KILN_I64, 1, i0, false, false);  /* no ids */
+  take_case(&g, KILN_F32, 2, t40, KILN_I64, 1, i8, false, false);  /* empty rows */
+  take_case(&g, KILN_F32, 2, t06, KILN_I64, 2, i23, false, false); /* no rows: all outside */
+  /* bad input: a clear error, no crash */
+  kiln_tensor *w = kiln_zeros(KILN_F32, 2, t73);
+  CHECK(kiln_take(w, kiln_zeros(KILN_F32, 1, i8)) == NULL && test_contains(kiln_error(), "take"));
+  kiln_clear_error();
+  CHECK(kiln_take(w, kiln_zeros(KILN_BOOL, 1, i8)) == NULL &&
+        test_contains(kiln_error(), "integers"));
+  kiln_clear_error();
+  CHECK(kiln_take(kiln_scalar(KILN_F32, 1), kiln_zeros(KILN_I32, 1, i8)) == NULL);
+  kiln_clear_error();
+  int64_t big[KILN_MAX_DIMS];
+  for (int i = 0; i < KILN_MAX_DIMS; i++)
+    big[i] = 1;
+  CHECK(kiln_take(kiln_zeros(KILN_F32, 3, t524), kiln_zeros(KILN_I32, KILN_MAX_DIMS, big)) ==
+            NULL &&
+        test_contains(kiln_error(), "dims"));
+  kiln_clear_error();
+}

@@ -406,7 +406,7 @@ typedef struct {
 
 static const char train_usage[] =
     "usage: kiln train fashion-mnist [--epochs 3] [--batch 512] [--lr 0.005] [--seed 42]\n"
-    "                                [--device CPU|INTERP] [--checkpoint PATH] [--resume PATH]\n"
+    "                                [--device D] [--checkpoint PATH] [--resume PATH]\n"
     "                                [--data DIR] [--limit N] [--schedule cosine|constant]\n"
     "                                [--warmup-steps 30] [--label-smoothing 0.1] [--act gelu|relu]\n"
     "                                [--bn-batches 20] [--ema 0.9] [--init whiten|uniform]\n"

@@ -399,6 +399,17 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
     return cval(L, n->dtype, n->cval);
   case N_CONTIGUOUS:
     return lower(L, s, idx, valid);
+  case N_GATHER: { /* the id, read at the leading output dims, indexes the table's dim 0 */
+    kn_node *ids = n->src[1];
+    int v = lower(L, ids, idx, valid);
+    if (ids->dtype != KILN_I64) v = alu(L, N_CAST, KILN_I64, v, -1, -1);
+    int in = land(L, alu(L, N_CMPLT, KILN_BOOL, cint(L, KILN_I64, -1), v, -1),
+                  alu(L, N_CMPLT, KILN_BOOL, v, cint(L, KILN_I64, s->shape[0]), -1));
+    si[0] = v;
+    for (int i = 1; i < s->ndim; i++)
+      si[i] = idx[ids->ndim + i - 1];
+    return alu(L, N_WHERE, n->dtype, in, lower(L, s, si, land(L, valid, in)), cval(L, n->dtype, 0));
+  }
   case N_REDUCE:
     return lower_reduce(L, n, idx, valid);
   case N_PERMUTE:

@@ -3,10 +3,10 @@
 #include "internal.h"
 
 const char *const kn_op_names[N_NOPS] = {
-    "BUFFER",  "CONST",   "NEG",    "EXP2", "LOG2",   "SIN",   "SQRT",      "RECIP",
-    "CAST",    "BITCAST", "ADD",    "MUL",  "MAX",    "CMPLT", "CMPNE",     "IDIV",
-    "MOD",     "AND",     "OR",     "XOR",  "SHL",    "SHR",   "WHERE",     "REDUCE",
-    "RESHAPE", "PERMUTE", "EXPAND", "PAD",  "SHRINK", "FLIP",  "CONTIGUOUS"};
+    "BUFFER",  "CONST",   "NEG",    "EXP2", "LOG2",   "SIN",   "SQRT",   "RECIP",
+    "CAST",    "BITCAST", "ADD",    "MUL",  "MAX",    "CMPLT", "CMPNE",  "IDIV",
+    "MOD",     "AND",     "OR",     "XOR",  "SHL",    "SHR",   "WHERE",  "REDUCE",
+    "RESHAPE", "PERMUTE", "EXPAND", "PAD",  "SHRINK", "FLIP",  "GATHER", "CONTIGUOUS"};
 
 static kn_node **table;
 static size_t table_cap, table_len;

@@ -16,7 +16,8 @@ enum { ROPE_NORM, ROPE_NEOX };
  * read are padding and a 8192-token context has 20 buckets, each compiled once. */
 static int64_t cache_bucket(int64_t p0, int64_t n_ctx) {
   int64_t g = 128;
-  while (g * 8 <= p0) g *= 2;
+  while (g * 8 <= p0)
+    g *= 2;
   int64_t b = (p0 + g - 1) / g * g;
   return b < n_ctx ? b : n_ctx; /* any length from p0 to n_ctx is valid: the mask hides the rest */
 }
@@ -33,16 +34,18 @@ struct kiln_llm {
   int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot, n_ctx, n_ctx_train;
   double eps, rope_base;
   int rope_type;
-  const kiln_gguf_tensor *tok_embd; /* gathered row by row on the host */
+  const kiln_gguf_tensor *tok_embd;
+  T *embd; /* (n_vocab, n_embd) f32 view of token_embd: its rows are taken by token id */
   T *out_norm, *output;
   T *inv_freq; /* (n_rot / 2) */
   layer *layers;
-  int64_t pos; /* tokens in the cache */
+  int64_t pos;        /* tokens in the cache */
   struct step *steps; /* compiled and captured chunk shapes */
 };
 
 /* ---- loading ---------------------------------------------------------------------------- */
-static bool hp_int(const kiln_gguf *g, const char *arch, const char *key, int64_t *out, bool required) {
+static bool hp_int(const kiln_gguf *g, const char *arch, const char *key, int64_t *out,
+                   bool required) {
   char full[128];
   snprintf(full, sizeof full, "%s.%s", arch, key);
   if (kiln_gguf_get_int(g, full, out)) return true;
@@ -63,11 +66,14 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
     if (!optional) kn_err("llm: model has no tensor '%s'", name);
     return NULL;
   }
-  bool ok = d1 ? t->ndim == 2 && t->dims[0] == d1 && t->dims[1] == d0 : t->ndim == 1 && t->dims[0] == d0;
+  bool ok =
+      d1 ? t->ndim == 2 && t->dims[0] == d1 && t->dims[1] == d0 : t->ndim == 1 && t->dims[0] == d0;
   if (!ok) {
     char want[64];
-    if (d1) snprintf(want, sizeof want, "[%lld, %lld]", (long long)d1, (long long)d0);
-    else snprintf(want, sizeof want, "[%lld]", (long long)d0);
+    if (d1)
+      snprintf(want, sizeof want, "[%lld, %lld]", (long long)d1, (long long)d0);
+    else
+      snprintf(want, sizeof want, "[%lld]", (long long)d0);
     kn_err("llm: tensor '%s' has GGUF dims [%lld%s%lld], expected %s", name, (long long)t->dims[0],
            t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
     return NULL;
@@ -82,9 +88,9 @@ static int load_layers(kiln_llm *m) {
   for (int64_t i = 0; i < m->n_layer; i++) {
     layer *L = &m->layers[i];
     char nm[96];
-#define W(field, suffix, d0, d1, opt)                                                            \
-  snprintf(nm, sizeof nm, "blk.%lld.%s", (long long)i, suffix);                                  \
-  L->field = weight(m, nm, d0, d1, opt);                                                         \
+#define W(field, suffix, d0, d1, opt)                                                              \
+  snprintf(nm, sizeof nm, "blk.%lld.%s", (long long)i, suffix);                                    \
+  L->field = weight(m, nm, d0, d1, opt);                                                           \
   if (!L->field && !(opt)) return -1;
     W(attn_norm, "attn_norm.weight", D, 0, false);
     W(wq, "attn_q.weight", qd, D, false);
@@ -123,7 +129,8 @@ static int load_hparams(kiln_llm *m) {
       !hp_int(m->g, arch, "feed_forward_length", &m->n_ff, true) ||
       !hp_int(m->g, arch, "attention.head_count", &m->n_head, true))
     return -1;
-  if (!hp_int(m->g, arch, "attention.head_count_kv", &m->n_head_kv, false)) m->n_head_kv = m->n_head;
+  if (!hp_int(m->g, arch, "attention.head_count_kv", &m->n_head_kv, false))
+    m->n_head_kv = m->n_head;
   if (!hp_int(m->g, arch, "context_length", &m->n_ctx_train, false)) m->n_ctx_train = 2048;
   m->eps = hp_float(m->g, arch, "attention.layer_norm_rms_epsilon", 1e-5);
   m->rope_base = hp_float(m->g, arch, "rope.freq_base", 10000.0);
@@ -132,8 +139,9 @@ static int load_hparams(kiln_llm *m) {
              m->n_embd % m->n_head || m->n_head % m->n_head_kv;
   if (bad) {
     kn_err("llm: inconsistent hyperparameters: n_embd %lld, n_layer %lld, n_ff %lld, n_head %lld, "
-           "n_head_kv %lld", (long long)m->n_embd, (long long)m->n_layer, (long long)m->n_ff,
-           (long long)m->n_head, (long long)m->n_head_kv);
+           "n_head_kv %lld",
+           (long long)m->n_embd, (long long)m->n_layer, (long long)m->n_ff, (long long)m->n_head,
+           (long long)m->n_head_kv);
     return -1;
   }
   m->head_dim = m->n_embd / m->n_head;
@@ -145,11 +153,13 @@ static int load_hparams(kiln_llm *m) {
   }
   m->tok_embd = kiln_gguf_find_tensor(m->g, "token_embd.weight");
   if (!m->tok_embd || m->tok_embd->ndim != 2 || m->tok_embd->dims[0] != m->n_embd) {
-    kn_err("llm: model needs 'token_embd.weight' with GGUF dims [%lld, n_vocab]", (long long)m->n_embd);
+    kn_err("llm: model needs 'token_embd.weight' with GGUF dims [%lld, n_vocab]",
+           (long long)m->n_embd);
     return -1;
   }
   if (!kiln_dequantize_supported(m->tok_embd->type)) {
-    kn_err("llm: token_embd.weight has unsupported type %s", kiln_ggml_type_name(m->tok_embd->type));
+    kn_err("llm: token_embd.weight has unsupported type %s",
+           kiln_ggml_type_name(m->tok_embd->type));
     return -1;
   }
   m->n_vocab = m->tok_embd->dims[1];
@@ -160,7 +170,8 @@ static int load_hparams(kiln_llm *m) {
 static int load_rope(kiln_llm *m) {
   int64_t h = m->n_rot / 2;
   float *f = kn_xmalloc(sizeof(float) * h);
-  for (int64_t i = 0; i < h; i++) f[i] = (float)pow(m->rope_base, -2.0 * (double)i / (double)m->n_rot);
+  for (int64_t i = 0; i < h; i++)
+    f[i] = (float)pow(m->rope_base, -2.0 * (double)i / (double)m->n_rot);
   const kiln_gguf_tensor *ff = kiln_gguf_find_tensor(m->g, "rope_freqs.weight");
   if (ff) {
     if (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h) {
@@ -169,7 +180,8 @@ static int load_rope(kiln_llm *m) {
       return -1;
     }
     const float *fac = ff->data;
-    for (int64_t i = 0; i < h; i++) f[i] /= fac[i];
+    for (int64_t i = 0; i < h; i++)
+      f[i] /= fac[i];
   }
   m->inv_freq = kiln_persist(kiln_from_data(KILN_F32, 1, &h, f));
   free(f);
@@ -195,8 +207,10 @@ kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
     m->out_norm = weight(m, "output_norm.weight", m->n_embd, 0, false);
     m->output = weight(m, "output.weight", m->n_vocab, m->n_embd, true);
     if (!m->output && kiln_gguf_find_tensor(g, "output.weight")) rc = -1; /* present but wrong */
-    if (!m->output && rc == 0) m->output = weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
-    if (!m->out_norm || !m->output) rc = -1;
+    if (!m->output && rc == 0)
+      m->output = weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
+    m->embd = kiln_persist(kiln_gguf_weight(m->g, "token_embd.weight"));
+    if (!m->out_norm || !m->output || !m->embd) rc = -1;
   }
   kiln_scope_end();
   kiln_set_grad_enabled(old);
@@ -211,13 +225,15 @@ static void free_steps(kiln_llm *m);
 void kiln_llm_free(kiln_llm *m) {
   if (!m) return;
   free_steps(m);
-  T **all[] = {&m->out_norm, &m->output, &m->inv_freq};
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++) kiln_free(*all[i]);
+  T **all[] = {&m->out_norm, &m->output, &m->inv_freq, &m->embd};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+    kiln_free(*all[i]);
   for (int64_t i = 0; m->layers && i < m->n_layer; i++) {
     layer *L = &m->layers[i];
-    T *ts[] = {L->attn_norm, L->wq, L->wk, L->wv, L->bq, L->bk, L->bv, L->wo,
-               L->ffn_norm, L->wg, L->wu, L->wd, L->kc, L->vc};
-    for (size_t j = 0; j < sizeof ts / sizeof *ts; j++) kiln_free(ts[j]);
+    T *ts[] = {L->attn_norm, L->wq,       L->wk, L->wv, L->bq, L->bk, L->bv,
+               L->wo,        L->ffn_norm, L->wg, L->wu, L->wd, L->kc, L->vc};
+    for (size_t j = 0; j < sizeof ts / sizeof *ts; j++)
+      kiln_free(ts[j]);
   }
   free(m->layers);
   kiln_gguf_close(m->g);
@@ -240,22 +256,29 @@ int kiln_llm_rewind(kiln_llm *m, int64_t pos) {
 
 /* ---- forward ----------------------------------------------------------------------------
  * A step is the forward of one chunk shape (n tokens, B cached keys read, all logits or the
- * last): its inputs are stored tensors written in place before each run (the token rows of
- * token_embd as stored in the file, positions, the causal mask), and its launches are captured
- * the first time and replayed after. */
+ * last): its inputs are stored tensors written in place before each run (the token ids and
+ * their positions; the embedding rows and the causal mask are computed from them on the
+ * device), and its launches are captured the first time and replayed after. */
 typedef struct step {
   int64_t n, B;
   bool all;
-  T *rows, *pos, *mask; /* inputs: (n, row) raw embedding rows, (n, 1), (n, B + n) */
-  T **outs;             /* new K and V rows of each layer (n, kvd), then the logits */
+  T *ids, *pos; /* inputs: (n) i32 token ids, (n, 1) f32 positions */
+  T **outs;     /* new K and V rows of each layer (n, kvd), then the logits */
   kiln_capture *cap;
   struct step *next;
 } step;
 
-/* shape of the raw embedding rows input: (n, n_embd) for float types, (n, row bytes) for blocks */
-static int64_t embd_row_elems(const kiln_llm *m) {
-  int64_t bytes = (int64_t)(m->tok_embd->nbytes / (size_t)m->n_vocab);
-  return kn_ggml_storage(m->tok_embd->type) == KILN_U8 ? bytes : m->n_embd;
+/* The causal mask (n, B + n) of 0 / -inf: query i sees cache slot j < B when j < p0 (the
+ * positions before the chunk; pos[i] = p0 + i) and new key j' when j' <= i. */
+static T *causal_mask(T *pos, int64_t n, int64_t B) {
+  T *rows = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){n, 1});
+  T *cols = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){1, n});
+  T *see = kiln_binary(KILN_LE, cols, rows); /* (n, n) */
+  if (B > 0) {
+    T *slots = kiln_reshape(kiln_arange(0, (double)B, 1, KILN_F32), 2, (int64_t[]){1, B});
+    see = kiln_cat(2, (T *[]){kiln_binary(KILN_LT, kiln_add(slots, rows), pos), see}, 1);
+  }
+  return kiln_where(see, kiln_scalar(KILN_F32, 0), kiln_scalar(KILN_F32, -INFINITY));
 }
 
 /* x @ w^T + b for a weight in either layout */
@@ -288,7 +311,8 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
  * reads (the cache) are plain contiguous loads. */
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t B, T *mask) {
   int64_t n = kiln_dim(q, 0), H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
-  T *qg = kiln_permute(kiln_reshape(q, 4, (int64_t[]){n, Hk, G, hd}), (int[]){1, 2, 0, 3}); /* (Hk,G,n,hd) */
+  T *qg = kiln_permute(kiln_reshape(q, 4, (int64_t[]){n, Hk, G, hd}),
+                       (int[]){1, 2, 0, 3}); /* (Hk,G,n,hd) */
   double scale = 1.0 / sqrt((double)hd);
   /* (Hk,1,hd,T) keys and (Hk,1,T,hd) values of a (T, Hk, hd) block */
 #define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){1, 2, 0}), 1)
@@ -317,7 +341,8 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
   kiln_scope_begin();
   T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
   T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
-  T *x = kn_ggml_values(st->rows, m->tok_embd->type, n, m->n_embd, false);
+  T *x = kiln_take(m->embd, st->ids);
+  T *mask = causal_mask(st->pos, n, B);
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
     /* the normed input feeds several matrix products: store it once rather than recompute
@@ -331,7 +356,7 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
      * this layer's attention */
     st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){n, kvd});
     st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){n, kvd});
-    T *o = attention(m, L, q, k, v, B, st->mask);
+    T *o = attention(m, L, q, k, v, B, mask);
     x = kiln_add(x, linear(o, L->wo, NULL));
     h = kiln_contiguous(kiln_rms_norm(x, L->ffn_norm, m->eps));
     T *f = kiln_mul(kiln_silu(linear(h, L->wg, NULL)), linear(h, L->wu, NULL));
@@ -341,17 +366,20 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
   st->outs[2 * m->n_layer] = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
   int nout = (int)(2 * m->n_layer + 1);
   bool ok = true;
-  for (int i = 0; i < nout; i++) ok = ok && kiln_keep(st->outs[i]) != NULL;
+  for (int i = 0; i < nout; i++)
+    ok = ok && kiln_keep(st->outs[i]) != NULL;
   kiln_scope_end();
   if (!ok) { /* those kept belong to the caller's scope now */
-    for (int i = 0; i < nout; i++) st->outs[i] = NULL;
+    for (int i = 0; i < nout; i++)
+      st->outs[i] = NULL;
     return -1;
   }
   if (!capture) return kiln_realize_many(nout, st->outs);
   if (kiln_capture_begin() < 0) return -1;
   int rc = kiln_realize_many(nout, st->outs);
   st->cap = kiln_capture_end();
-  for (int i = 0; i < nout; i++) kiln_persist(st->outs[i]);
+  for (int i = 0; i < nout; i++)
+    kiln_persist(st->outs[i]);
   if (rc < 0) { /* never replay a partial capture */
     kiln_capture_free(st->cap);
     st->cap = NULL;
@@ -366,9 +394,8 @@ static step *get_step(kiln_llm *m, int64_t n, int64_t B, bool all) {
   s->n = n, s->B = B, s->all = all;
   s->outs = kn_xcalloc((size_t)(2 * m->n_layer + 1), sizeof(T *));
   kiln_scope_begin();
-  s->rows = kiln_persist(kiln_empty(kn_ggml_storage(m->tok_embd->type), 2, (int64_t[]){n, embd_row_elems(m)}));
+  s->ids = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){n}));
   s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, 1}));
-  s->mask = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, B + n}));
   s->next = m->steps, m->steps = s;
   kiln_scope_end();
   return s;
@@ -378,8 +405,9 @@ static void free_steps(kiln_llm *m) {
   for (step *s = m->steps, *nx; s; s = nx) {
     nx = s->next;
     kiln_capture_free(s->cap);
-    for (int64_t i = 0; i < 2 * m->n_layer + 1; i++) kiln_free(s->outs[i]);
-    kiln_free(s->rows), kiln_free(s->pos), kiln_free(s->mask);
+    for (int64_t i = 0; i < 2 * m->n_layer + 1; i++)
+      kiln_free(s->outs[i]);
+    kiln_free(s->ids), kiln_free(s->pos);
     free(s->outs);
     free(s);
   }
@@ -399,22 +427,14 @@ static int put(T *dst, const void *data) {
  * one into out; appends the chunk's keys and values to the cache. */
 static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out, bool all) {
   int64_t p0 = m->pos, B = cache_bucket(p0, m->n_ctx);
-  int64_t Tn = B + n;
   step *st = get_step(m, n, B, all);
-  /* inputs: raw token rows, positions, mask */
-  const kiln_gguf_tensor *e = m->tok_embd;
-  size_t row = e->nbytes / (size_t)m->n_vocab;
-  uint8_t *rows = kn_xmalloc(row * (size_t)n + 1);
-  for (int64_t i = 0; i < n; i++) memcpy(rows + (size_t)i * row, (const uint8_t *)e->data + (size_t)tok[i] * row, row);
-  float *posv = kn_xmalloc(sizeof(float) * (size_t)n), *maskv = kn_xmalloc(sizeof(float) * (size_t)(n * Tn));
-  for (int64_t i = 0; i < n; i++) {
+  /* inputs: token ids and positions */
+  float *posv = kn_xmalloc(sizeof(float) * (size_t)n);
+  for (int64_t i = 0; i < n; i++)
     posv[i] = (float)(p0 + i);
-    for (int64_t j = 0; j < Tn; j++) maskv[i * Tn + j] = (j < B ? j < p0 : j - B <= i) ? 0.0f : -INFINITY;
-  }
-  int rc = put(st->rows, rows);
+  int rc = put(st->ids, tok);
   if (rc == 0) rc = put(st->pos, posv);
-  if (rc == 0) rc = put(st->mask, maskv);
-  free(rows), free(posv), free(maskv);
+  free(posv);
   /* decode steps are captured and replayed; a prompt chunk builds its graph each time, so
    * its (n times larger) intermediates are freed as soon as it is done */
   bool capture = n == 1;
@@ -479,8 +499,10 @@ const char *kiln_model_find(const char *name_part, char *buf, size_t n) {
   for (int k = 0; k < 2 && name_part && buf; k++) { /* $KILN_CACHE/models, ~/.cache/kiln/models */
     char dir[1024];
     if (k == 0 && !(cache && *cache)) continue;
-    if (k == 0) snprintf(dir, sizeof dir, "%s/models", cache);
-    else snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+    if (k == 0)
+      snprintf(dir, sizeof dir, "%s/models", cache);
+    else
+      snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
     DIR *d = opendir(dir);
     if (!d) continue;
     struct dirent *e;

@@ -37,12 +37,13 @@ T *kiln_linear_runs(T *x, T *w, T *b) {
   if (!x || !w) return NULL;
   int nd = kiln_ndim(x), wd = kiln_ndim(w);
   int64_t in = 1;
-  for (int i = 1; i < wd; i++) in *= SHP(w)[i];
+  for (int i = 1; i < wd; i++)
+    in *= SHP(w)[i];
   if (wd < 2 || nd < 1 || nd - 1 + wd > KILN_MAX_DIMS || SHP(x)[nd - 1] != in) {
     char a[200], c[200];
     kn_err("linear_runs: input %s does not match weight %s (want (out, d1, ..., dk) with "
-           "d1 * ... * dk = the input's last dim)", kn_shape_str(a, nd, SHP(x)),
-           kn_shape_str(c, wd, SHP(w)));
+           "d1 * ... * dk = the input's last dim)",
+           kn_shape_str(a, nd, SHP(x)), kn_shape_str(c, wd, SHP(w)));
     return NULL;
   }
   BEGIN();
@@ -50,8 +51,10 @@ T *kiln_linear_runs(T *x, T *w, T *b) {
   int axes[KILN_MAX_DIMS];
   memcpy(s, SHP(x), sizeof(int64_t) * (nd - 1));
   s[nd - 1] = 1; /* x (..., 1, d1, ..., dk) against w (out, d1, ..., dk) */
-  for (int i = 1; i < wd; i++) s[nd - 1 + i] = SHP(w)[i], axes[i - 1] = nd - 1 + i;
-  T *y = kiln_sum(kiln_mul(kiln_reshape(x, nd - 1 + wd, s), w), wd - 1, axes, false); /* (..., out) */
+  for (int i = 1; i < wd; i++)
+    s[nd - 1 + i] = SHP(w)[i], axes[i - 1] = nd - 1 + i;
+  T *y =
+      kiln_sum(kiln_mul(kiln_reshape(x, nd - 1 + wd, s), w), wd - 1, axes, false); /* (..., out) */
   if (y && b) y = kiln_add(y, b);
   return ret(y);
 }
@@ -62,8 +65,8 @@ T *kiln_linear_runs(T *x, T *w, T *b) {
 static T *windows1d(T *x, int64_t k, int64_t stride, int64_t dil) {
   int nd = kiln_ndim(x);
   int64_t L = SHP(x)[nd - 1], span = dil * (k - 1) + 1;
-  int64_t o1 = L - span + 1;            /* window starts with stride 1 */
-  int64_t o = (o1 - 1) / stride + 1;    /* with the stride */
+  int64_t o1 = L - span + 1;         /* window starts with stride 1 */
+  int64_t o = (o1 - 1) / stride + 1; /* with the stride */
   int64_t rows = k, rowlen = L + dil, reps = (rows * rowlen + L - 1) / L;
   int64_t s[KILN_MAX_DIMS + 2];
   memcpy(s, SHP(x), sizeof(int64_t) * nd);
@@ -107,7 +110,8 @@ static T *windows1d(T *x, int64_t k, int64_t stride, int64_t dil) {
   }
   /* (..., k, o) -> (..., o, k) */
   int perm[KILN_MAX_DIMS];
-  for (int i = 0; i < nd + 1; i++) perm[i] = i;
+  for (int i = 0; i < nd + 1; i++)
+    perm[i] = i;
   perm[nd - 1] = nd, perm[nd] = nd - 1;
   return kiln_permute(t, perm);
 }
@@ -129,13 +133,16 @@ static T *windows2d(const char *op, T *x, const int *kernel, const int *stride, 
     }
     int64_t L = SHP(x)[2 + i] + 2 * p[i];
     if (L < (int64_t)d[i] * (k[i] - 1) + 1) {
-      kn_err("%s: kernel %d (dilation %d) larger than the padded input %lld", op, k[i], d[i], (long long)L);
+      kn_err("%s: kernel %d (dilation %d) larger than the padded input %lld", op, k[i], d[i],
+             (long long)L);
       return NULL;
     }
   }
   T *t = x;
-  if (p[0] || p[1]) t = kiln_pad(x, (int64_t[]){0, 0, p[0], p[1]}, (int64_t[]){0, 0, p[0], p[1]}, pad_value);
-  /* W axis: (N,C,H,W) -> (N,C,H,OW,KW); then H: move H last -> (N,C,OW,KW,H) -> (N,C,OW,KW,OH,KH) */
+  if (p[0] || p[1])
+    t = kiln_pad(x, (int64_t[]){0, 0, p[0], p[1]}, (int64_t[]){0, 0, p[0], p[1]}, pad_value);
+  /* W axis: (N,C,H,W) -> (N,C,H,OW,KW); then H: move H last -> (N,C,OW,KW,H) -> (N,C,OW,KW,OH,KH)
+   */
   t = windows1d(t, k[1], s[1], d[1]);
   t = kiln_permute(t, (int[]){0, 1, 3, 4, 2});
   t = windows1d(t, k[0], s[0], d[0]);
@@ -190,7 +197,8 @@ static T *conv2d_blocked(T *x, T *w, T *b, const int64_t *pad) {
   v = kiln_reshape(v, 7, (int64_t[]){OW, NB, C, B, KW, OH, KH});
   v = kiln_permute(v, (int[]){5, 0, 1, 3, 6, 4, 2}); /* (OH, OW, NB, B, KH, KW, C) */
   v = kiln_reshape(v, 8, (int64_t[]){1, OH, OW, NB, B, KH, KW, C});
-  T *wv = kiln_reshape(kiln_permute(w, (int[]){0, 2, 3, 1}), 8, (int64_t[]){O, 1, 1, 1, 1, KH, KW, C});
+  T *wv =
+      kiln_reshape(kiln_permute(w, (int[]){0, 2, 3, 1}), 8, (int64_t[]){O, 1, 1, 1, 1, KH, KW, C});
   T *yt = kiln_sum(kiln_mul(v, wv), 3, (int[]){5, 6, 7}, false); /* (O, OH, OW, NB, B) */
   if (b) yt = kiln_add(yt, kiln_reshape(b, 5, (int64_t[]){O, 1, 1, 1, 1}));
   T *y = kiln_permute(kiln_contiguous(yt), (int[]){3, 4, 0, 1, 2}); /* (NB, B, O, OH, OW) */
@@ -205,7 +213,8 @@ static T *conv2d_input_grad(T *gt, T *w, const int64_t *pad) {
   int KH = (int)SHP(w)[2], KW = (int)SHP(w)[3];
   T *wt = kiln_permute(kiln_flip(w, 2, (int[]){2, 3}), (int[]){1, 0, 2, 3});
   T *g = kiln_permute(gt, (int[]){3, 0, 1, 2});
-  return kiln_conv2d(g, wt, NULL, NULL, (int[]){KH - 1 - (int)pad[0], KW - 1 - (int)pad[1]}, NULL, 1);
+  return kiln_conv2d(g, wt, NULL, NULL, (int[]){KH - 1 - (int)pad[0], KW - 1 - (int)pad[1]}, NULL,
+                     1);
 }
 
 /* d loss / d w of the same convolutions: dw[o,c,i,j] = sum over (n,oh,ow) of
@@ -231,29 +240,33 @@ static void conv2d_grad(T *g, T *const *in, T **grads, const int64_t *iarg) {
   if (iarg[4]) grads[2] = kiln_sum(gt, 3, (int[]){1, 2, 3}, false);
 }
 
-T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const int *dilation, int groups) {
+T *kiln_conv2d(T *x, T *w, T *b, const int *stride, const int *padding, const int *dilation,
+               int groups) {
   if (!x || !w) return NULL;
   if (kiln_ndim(w) != 4 || kiln_ndim(x) != 4) {
     kn_err("conv2d: input (N,C,H,W) and weight (O,C/groups,KH,KW) expected, got %d and %d dims",
            kiln_ndim(x), kiln_ndim(w));
     return NULL;
   }
-  int64_t N = SHP(x)[0], C = SHP(x)[1], O = SHP(w)[0], CG = SHP(w)[1], KH = SHP(w)[2], KW = SHP(w)[3];
+  int64_t N = SHP(x)[0], C = SHP(x)[1], O = SHP(w)[0], CG = SHP(w)[1], KH = SHP(w)[2],
+          KW = SHP(w)[3];
   if (groups < 1 || C % groups || O % groups || CG != C / groups) {
     char a[200], c[200];
-    kn_err("conv2d: input %s and weight %s do not match with groups=%d",
-           kn_shape_str(a, 4, SHP(x)), kn_shape_str(c, 4, SHP(w)), groups);
+    kn_err("conv2d: input %s and weight %s do not match with groups=%d", kn_shape_str(a, 4, SHP(x)),
+           kn_shape_str(c, 4, SHP(w)), groups);
     return NULL;
   }
   if (b && (kiln_ndim(b) != 1 || SHP(b)[0] != O)) {
-    kn_err("conv2d: bias of shape (%lld) expected for %lld output channels", (long long)O, (long long)O);
+    kn_err("conv2d: bias of shape (%lld) expected for %lld output channels", (long long)O,
+           (long long)O);
     return NULL;
   }
   BEGIN();
   /* the gradients by their own rules where they apply (see conv2d_grad) */
   int64_t pad[8] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
   bool simple = groups == 1;
-  for (int i = 0; i < 2; i++) simple = simple && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
+  for (int i = 0; i < 2; i++)
+    simple = simple && (!stride || stride[i] == 1) && (!dilation || dilation[i] == 1);
   pad[2] = simple && kiln_requires_grad(x) && pad[0] <= KH - 1 && pad[1] <= KW - 1;
   pad[3] = simple && kiln_requires_grad(w);
   pad[4] = simple && b && kiln_requires_grad(b);
@@ -295,10 +308,12 @@ static T *from_batch_last(T *x) { return kiln_permute(x, (int[]){3, 0, 1, 2}); }
 static T *pool_tiles(T *x, const int *kernel, const int *stride, const int *padding) {
   if (!batched(x)) return NULL;
   for (int i = 0; i < 2; i++)
-    if (kernel[i] < 1 || (stride && stride[i] != kernel[i]) || (padding && padding[i]) || SHP(x)[2 + i] % kernel[i])
+    if (kernel[i] < 1 || (stride && stride[i] != kernel[i]) || (padding && padding[i]) ||
+        SHP(x)[2 + i] % kernel[i])
       return NULL;
   int64_t C = SHP(x)[1], H = SHP(x)[2], W = SHP(x)[3], N = SHP(x)[0];
-  return kiln_reshape(to_batch_last(x), 6, (int64_t[]){C, H / kernel[0], kernel[0], W / kernel[1], kernel[1], N});
+  return kiln_reshape(to_batch_last(x), 6,
+                      (int64_t[]){C, H / kernel[0], kernel[0], W / kernel[1], kernel[1], N});
 }
 
 T *kiln_max_pool2d(T *x, const int *kernel, const int *stride, const int *padding) {
@@ -377,13 +392,16 @@ T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {
     return NULL;
   }
   int axes[KILN_MAX_DIMS];
-  for (int i = 0; i < naxes; i++) axes[i] = nd - naxes + i;
+  for (int i = 0; i < naxes; i++)
+    axes[i] = nd - naxes + i;
   T *wb[2] = {weight, bias};
   for (int k = 0; k < 2; k++)
-    if (wb[k] && (kiln_ndim(wb[k]) != naxes || memcmp(SHP(wb[k]), SHP(x) + nd - naxes, 8 * naxes))) {
+    if (wb[k] &&
+        (kiln_ndim(wb[k]) != naxes || memcmp(SHP(wb[k]), SHP(x) + nd - naxes, 8 * naxes))) {
       char a[200], b[200];
       kn_err("layer_norm: %s %s must have the normalized shape %s", k ? "bias" : "weight",
-             kn_shape_str(a, kiln_ndim(wb[k]), SHP(wb[k])), kn_shape_str(b, naxes, SHP(x) + nd - naxes));
+             kn_shape_str(a, kiln_ndim(wb[k]), SHP(wb[k])),
+             kn_shape_str(b, naxes, SHP(x) + nd - naxes));
       return NULL;
     }
   BEGIN();
@@ -397,8 +415,10 @@ T *kiln_layer_norm(T *x, int naxes, T *weight, T *bias, double eps) {
 
 T *kiln_rms_norm(T *x, T *weight, double eps) {
   if (!x) return NULL;
-  if (kiln_ndim(x) < 1 || (weight && (kiln_ndim(weight) != 1 || SHP(weight)[0] != SHP(x)[kiln_ndim(x) - 1]))) {
-    kn_err("rms_norm: weight must be (%lld), the input's last dim", kiln_ndim(x) ? (long long)SHP(x)[kiln_ndim(x) - 1] : 0LL);
+  if (kiln_ndim(x) < 1 ||
+      (weight && (kiln_ndim(weight) != 1 || SHP(weight)[0] != SHP(x)[kiln_ndim(x) - 1]))) {
+    kn_err("rms_norm: weight must be (%lld), the input's last dim",
+           kiln_ndim(x) ? (long long)SHP(x)[kiln_ndim(x) - 1] : 0LL);
     return NULL;
   }
   int last = -1;
@@ -415,23 +435,11 @@ T *kiln_embedding(T *weight, T *ids) {
     kn_err("embedding: weight must be (V, D) and ids integer");
     return NULL;
   }
-  int64_t V = SHP(weight)[0], D = SHP(weight)[1];
-  int nd = kiln_ndim(ids);
-  if (nd + 2 > KILN_MAX_DIMS) {
-    kn_err("embedding: ids have too many dims (%d)", nd);
+  if (kiln_ndim(ids) + 1 > KILN_MAX_DIMS) {
+    kn_err("embedding: ids have too many dims (%d)", kiln_ndim(ids));
     return NULL;
   }
-  BEGIN(); /* one-hot rows selected by a sum over the vocabulary */
-  int64_t s[KILN_MAX_DIMS];
-  memcpy(s, SHP(ids), sizeof(int64_t) * nd);
-  s[nd] = 1;
-  T *hot = kiln_binary(KILN_EQ, kiln_reshape(ids, nd + 1, s), kiln_arange(0, (double)V, 1, KILN_I64));
-  s[nd] = V, s[nd + 1] = 1;
-  T *h = kiln_cast(kiln_reshape(hot, nd + 2, s), kiln_dtype_of(weight));
-  s[nd] = V, s[nd + 1] = D;
-  for (int i = 0; i < nd; i++) s[i] = 1;
-  T *wv = kiln_reshape(weight, nd + 2, s);
-  return ret(kiln_sum(kiln_mul(h, wv), 1, (int[]){nd}, false));
+  return kiln_take(weight, ids);
 }
 
 T *kiln_dropout(T *x, double p, uint64_t seed, bool training) {
@@ -452,7 +460,8 @@ T *kiln_dropout(T *x, double p, uint64_t seed, bool training) {
 T *kiln_leaky_relu(T *x, double slope) {
   if (!x) return NULL;
   BEGIN();
-  return ret(kiln_where(kiln_binary(KILN_GT, x, kiln_scalar(kiln_dtype_of(x), 0)), x, muls(x, slope)));
+  return ret(
+      kiln_where(kiln_binary(KILN_GT, x, kiln_scalar(kiln_dtype_of(x), 0)), x, muls(x, slope)));
 }
 T *kiln_gelu(T *x) {
   if (!x) return NULL;
@@ -477,7 +486,8 @@ T *kiln_cross_entropy(T *logits, T *labels, double ls) {
       kiln_dtype_is_float(kiln_dtype_of(labels))) {
     char a[200], b[200];
     kn_err("cross_entropy: logits (N, C) and integer labels (N) expected, got %s and %s",
-           kn_shape_str(a, kiln_ndim(logits), SHP(logits)), kn_shape_str(b, kiln_ndim(labels), SHP(labels)));
+           kn_shape_str(a, kiln_ndim(logits), SHP(logits)),
+           kn_shape_str(b, kiln_ndim(labels), SHP(labels)));
     return NULL;
   }
   if (!(ls >= 0 && ls < 1)) {

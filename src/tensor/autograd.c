@@ -265,6 +265,17 @@ static void rule(kn_node *n, T *g, T *out[3]) {
   case N_CONTIGUOUS:
     out[0] = g;
     break;
+  case N_GATHER: { /* each row of the table gets the sum of g over the ids that picked it */
+    kn_node *t = n->src[0], *ids = n->src[1];
+    int64_t N = kn_numel(ids->ndim, ids->shape), V = t->shape[0],
+            D = kn_numel(t->ndim - 1, t->shape + 1);
+    T *hot = kiln_binary(KILN_EQ, kiln_reshape(tn(ids), 2, (int64_t[]){N, 1}),
+                         kiln_arange(0, (double)V, 1, KILN_I64));
+    T *gt = kiln_matmul(kiln_transpose(kiln_cast(hot, n->dtype), 0, 1),
+                        kiln_reshape(g, 2, (int64_t[]){N, D}));
+    out[0] = kiln_reshape(gt, t->ndim, t->shape);
+    break;
+  }
   default:
     break; /* comparisons, integer and bit ops carry no gradient */
   }

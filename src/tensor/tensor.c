@@ -1072,6 +1072,26 @@ kiln_tensor *kiln_contiguous(kiln_tensor *x) {
   return wrap(kn_node_make(N_CONTIGUOUS, x->node->dtype, x->node->device, x->node->ndim,
                            x->node->shape, 1, &x->node, NULL, 0, 0));
 }
+kiln_tensor *kiln_take(kiln_tensor *table, kiln_tensor *ids) {
+  if (!table || !ids) return NULL;
+  kn_node *t = table->node, *i = ids->node;
+  if (t->ndim < 1 || kiln_dtype_is_float(i->dtype) || i->dtype == KILN_BOOL) {
+    kn_err("take: table must have a dim and ids must be integers (got %s %s and %s ids)",
+           kiln_dtype_name(t->dtype), SH(t), kiln_dtype_name(i->dtype));
+    return NULL;
+  }
+  int nd = i->ndim + t->ndim - 1;
+  if (nd > KILN_MAX_DIMS) {
+    kn_err("take: %s ids of a %s table make more than %d dims", SH(i), SH(t), KILN_MAX_DIMS);
+    return NULL;
+  }
+  if (!same_device("take", t, i)) return NULL;
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, i->shape, sizeof(int64_t) * i->ndim);
+  memcpy(shape + i->ndim, t->shape + 1, sizeof(int64_t) * (t->ndim - 1));
+  return wrap(
+      kn_node_make(N_GATHER, t->dtype, t->device, nd, shape, 2, (kn_node *[]){t, i}, NULL, 0, 0));
+}
 /* ---- reductions ------------------------------------------------------------------------- */
 static bool axes_mask(const char *op, int ndim, const int64_t *shape, int naxes, const int *axes,
                       uint32_t *mask) {
