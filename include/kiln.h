@@ -533,6 +533,10 @@ int kiln_realize(kiln_tensor *t);
 int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */
 /* Realizes t and copies its contiguous data out; nbytes must equal numel*dtype_size. */
 int kiln_to_host(kiln_tensor *t, void *dst, size_t nbytes);
+/* Waits until every kernel launched so far, on every device, has finished. Launches may run
+ * asynchronously (CL, CUDA); host reads (kiln_to_host, kiln_item) wait by themselves, so this
+ * is for timing. */
+void kiln_synchronize(void);
 /* Realizes t and reads element 0 of t (usually a 0-d tensor) as a double. */
 double kiln_item(kiln_tensor *t);
 

@@ -166,6 +166,7 @@ static int matmul_time(kiln_tensor *a, kiln_tensor *b, int runs, double *out) {
     kiln_get_stats(&before);
     double t0 = now_seconds();
     int rc = c ? kiln_realize(c) : -1;
+    kiln_synchronize(); /* the launches may still be running (CL, CUDA) */
     times[r] = now_seconds() - t0;
     kiln_get_stats(&after);
     kiln_scope_end();

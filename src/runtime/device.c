@@ -133,10 +133,15 @@ void kn_buffer_copy(kn_buffer *dst, size_t doff, kn_buffer *src, size_t soff, si
   free(tmp);
 }
 
+/* the devices in use: probed and working, or needing no probe (CPU, INTERP) */
+static bool in_use(int i) { return !devices[i]->probe || (probed[i] && !why_not[i]); }
+void kiln_synchronize(void) {
+  for (int i = 0; i < NDEV; i++)
+    if (in_use(i)) devices[i]->synchronize(devices[i]);
+}
 void kiln_release_memory(void) {
   for (int i = 0; i < NDEV; i++)
-    if (devices[i]->release && (!devices[i]->probe || (probed[i] && !why_not[i])))
-      devices[i]->release(devices[i]);
+    if (devices[i]->release && in_use(i)) devices[i]->release(devices[i]);
 }
 void kiln_reset_caches(void) {
   kn_program_cache_clear();
