@@ -523,7 +523,18 @@ int64_t kiln_llm_n_vocab(const kiln_llm *m);
 int64_t kiln_llm_n_ctx(const kiln_llm *m);
 int64_t kiln_llm_pos(const kiln_llm *m);           /* tokens in the cache */
 int kiln_llm_rewind(kiln_llm *m, int64_t pos);     /* forget cached tokens after pos */
-const kiln_gguf *kiln_llm_gguf(const kiln_llm *m); /* metadata, e.g. for the tokenizer */
+const kiln_gguf *kiln_llm_gguf(const kiln_llm *m); /* metadata (NULL for a random model) */
+/* A LLaMA-shaped model with random weights, for benchmarks without a file: built on the
+ * current device with weights of ggml type 1 (F16) or 2 (Q4_0) stored as a file would store
+ * them, no biases, no tokenizer. kiln_llm_preset fills the shape of "llama-7b", "llama-13b",
+ * "llama-70b" or "tiny" (< 0 and an error for another name). */
+typedef struct {
+  int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
+} kiln_llm_shape;
+int kiln_llm_preset(const char *name, kiln_llm_shape *s);
+kiln_llm *kiln_llm_random(const kiln_llm_shape *s, int type, uint64_t seed, int64_t n_ctx);
+/* Bytes of weights a random model's forward reads (0 for a loaded file). */
+double kiln_llm_weight_bytes(const kiln_llm *m);
 /* A fetched model (scripts/fetch-model): the first .gguf whose name contains name_part in
  * $KILN_CACHE/models, then ~/.cache/kiln/models; its path in buf, or NULL. */
 const char *kiln_model_find(const char *name_part, char *buf, size_t n);

@@ -10,7 +10,8 @@
 
 /* ---- options ------------------------------------------------------------------------------ */
 typedef struct {
-  const char *model, *prompt, *device, *system, *chat_template;
+  const char *model, *prompt, *device, *system, *chat_template, *preset, *dtype;
+  bool random;
   long n_predict, n_ctx, runs, n_prompt;
   kiln_sampler_params sp;
 } llm_opts;
@@ -44,16 +45,22 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
       return EXIT_OK;
     }
 #define FLAG(name) ((v = flag_value(argc, argv, &i, name, &missing)) != NULL)
-#define INT(dst, lo, hi, what)                                                                   \
-  if (parse_int(v, lo, hi, &dst)) return usage_error("%s: %s wants an integer in %ld..%ld, got '%s'", cmd, what, (long)(lo), (long)(hi), v)
-#define REAL(dst, lo, hi, what)                                                                  \
-  if (parse_real(v, lo, hi, &dst)) return usage_error("%s: %s wants a number in %g..%g, got '%s'", cmd, what, (double)(lo), (double)(hi), v)
+#define INT(dst, lo, hi, what)                                                                     \
+  if (parse_int(v, lo, hi, &dst))                                                                  \
+  return usage_error("%s: %s wants an integer in %ld..%ld, got '%s'", cmd, what, (long)(lo),       \
+                     (long)(hi), v)
+#define REAL(dst, lo, hi, what)                                                                    \
+  if (parse_real(v, lo, hi, &dst))                                                                 \
+  return usage_error("%s: %s wants a number in %g..%g, got '%s'", cmd, what, (double)(lo),         \
+                     (double)(hi), v)
     long lv;
-    if (FLAG("-m") || FLAG("--model")) o->model = v;
+    if (FLAG("-m") || FLAG("--model"))
+      o->model = v;
     else if (FLAG("-p") || FLAG("--prompt")) {
       if (!strcmp(cmd, "bench llm")) {
         INT(o->n_prompt, 1, 4096, "-p (prompt tokens)");
-      } else o->prompt = v;
+      } else
+        o->prompt = v;
     } else if (FLAG("-n") || FLAG("--n-predict")) {
       INT(o->n_predict, 0, 1000000, "-n");
     } else if (FLAG("--ctx")) {
@@ -81,11 +88,22 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
     } else if (FLAG("--seed")) {
       INT(lv, 0, 0x7fffffffL, "--seed");
       o->sp.seed = (uint64_t)lv;
-    } else if (FLAG("--device")) o->device = v;
-    else if (FLAG("-s") || FLAG("--system")) o->system = v;
-    else if (FLAG("--chat-template")) o->chat_template = v;
-    else if (missing) return usage_error("%s: %s needs a value", cmd, a);
-    else return usage_error("%s: unknown argument '%s'", cmd, a);
+    } else if (FLAG("--device"))
+      o->device = v;
+    else if (!strcmp(cmd, "bench llm") && FLAG("--preset"))
+      o->preset = v;
+    else if (!strcmp(cmd, "bench llm") && FLAG("--dtype"))
+      o->dtype = v;
+    else if (!strcmp(cmd, "bench llm") && !strcmp(a, "--random"))
+      o->random = true;
+    else if (FLAG("-s") || FLAG("--system"))
+      o->system = v;
+    else if (FLAG("--chat-template"))
+      o->chat_template = v;
+    else if (missing)
+      return usage_error("%s: %s needs a value", cmd, a);
+    else
+      return usage_error("%s: unknown argument '%s'", cmd, a);
 #undef FLAG
 #undef INT
 #undef REAL
@@ -94,9 +112,17 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
     fprintf(stderr, "kiln: %s: --device %s: %s\n", cmd, o->device, kiln_error());
     return EXIT_USAGE;
   }
-  if (!o->model && !(o->model = default_model())) {
-    fprintf(stderr, "kiln: %s: no model given and none in the cache; fetch the default one with "
-                    "scripts/fetch-model, or pass -m MODEL.gguf\n", cmd);
+  if (o->preset && !o->random)
+    return usage_error("%s: --preset %s has no weights file: add --random", cmd, o->preset);
+  if ((o->random || o->dtype) && !o->preset)
+    return usage_error("%s: --random and --dtype go with --preset", cmd);
+  if (o->dtype && strcmp(o->dtype, "f16") && strcmp(o->dtype, "q4_0"))
+    return usage_error("%s: --dtype wants f16 or q4_0, got '%s'", cmd, o->dtype);
+  if (!o->preset && !o->model && !(o->model = default_model())) {
+    fprintf(stderr,
+            "kiln: %s: no model given and none in the cache; fetch the default one with "
+            "scripts/fetch-model, or pass -m MODEL.gguf\n",
+            cmd);
     return EXIT_USAGE;
   }
   return -1;
@@ -135,7 +161,8 @@ static void session_close(session *s) {
 }
 
 /* Tokenizes text into a malloc'ed array; NULL on error (message set). */
-static int32_t *tokenize(const kiln_tokenizer *t, const char *text, bool bos, bool special, int64_t *n) {
+static int32_t *tokenize(const kiln_tokenizer *t, const char *text, bool bos, bool special,
+                         int64_t *n) {
   size_t len = strlen(text);
   int64_t cap = (int64_t)len + 8; /* enough for any text; kiln_tokenize says when it is not */
   for (;;) {
@@ -180,7 +207,8 @@ static int64_t stream(session *s, kiln_sampler *smp, int64_t max, bool *hit_eog,
       break;
     }
   }
-  while ((w = kiln_detok_flush(d, buf, sizeof buf)) > 0) fwrite(buf, 1, (size_t)w, stdout);
+  while ((w = kiln_detok_flush(d, buf, sizeof buf)) > 0)
+    fwrite(buf, 1, (size_t)w, stdout);
   fflush(stdout);
   kiln_detok_free(d);
   return got;
@@ -203,12 +231,15 @@ int cmd_generate(int argc, char **argv) {
   int64_t n = 0;
   int32_t *ids = smp ? tokenize(s.tok, o.prompt, kiln_tokenizer_add_bos(s.tok), false, &n) : NULL;
   if (!ids || n == 0) {
-    if (ids && n == 0) fprintf(stderr, "kiln: generate: the prompt has no tokens\n");
-    else runtime_error("generate");
+    if (ids && n == 0)
+      fprintf(stderr, "kiln: generate: the prompt has no tokens\n");
+    else
+      runtime_error("generate");
     free(ids), kiln_sampler_free(smp), session_close(&s);
     return ids ? EXIT_USAGE : EXIT_RUNTIME;
   }
-  for (int64_t i = 0; i < n; i++) kiln_sampler_accept(smp, ids[i]);
+  for (int64_t i = 0; i < n; i++)
+    kiln_sampler_accept(smp, ids[i]);
   double t0 = now_seconds();
   rc = kiln_llm_eval(s.m, ids, n, s.logits, false);
   double t1 = now_seconds();
@@ -216,11 +247,16 @@ int cmd_generate(int argc, char **argv) {
   int64_t got = rc < 0 ? -1 : stream(&s, smp, o.n_predict, &eog, &full);
   double t2 = now_seconds();
   printf("\n");
-  if (got < 0) rc = runtime_error("generate");
+  if (got < 0)
+    rc = runtime_error("generate");
   else {
-    if (full) fprintf(stderr, "kiln: generate: the context (%lld tokens) is full\n", (long long)kiln_llm_n_ctx(s.m));
-    fprintf(stderr, "kiln: load %.2f s | prompt %lld tokens, %.1f tok/s | generated %lld tokens, %.1f tok/s\n",
-            s.load_s, (long long)n, n / (t1 - t0), (long long)got, got > 0 ? got / (t2 - t1) : 0.0);
+    if (full)
+      fprintf(stderr, "kiln: generate: the context (%lld tokens) is full\n",
+              (long long)kiln_llm_n_ctx(s.m));
+    fprintf(
+        stderr,
+        "kiln: load %.2f s | prompt %lld tokens, %.1f tok/s | generated %lld tokens, %.1f tok/s\n",
+        s.load_s, (long long)n, n / (t1 - t0), (long long)got, got > 0 ? got / (t2 - t1) : 0.0);
     rc = EXIT_OK;
   }
   free(ids), kiln_sampler_free(smp), session_close(&s);
@@ -242,7 +278,7 @@ typedef struct {
   session s;
   kiln_chat_template tmpl;
   kiln_sampler *smp;
-  char *closing;  /* what ends an assistant turn after its text, e.g. "<|im_end|>\n" */
+  char *closing;         /* what ends an assistant turn after its text, e.g. "<|im_end|>\n" */
   const char *prev_role; /* NULL at the start of a conversation */
   const char *system;
   int64_t max_reply;
@@ -256,7 +292,8 @@ static int chat_closing(chat *c) {
   if (rc == 0) rc = kiln_chat_format(c->tmpl, "user", "x", false, false, &without);
   if (rc == 0) rc = kiln_chat_format_after(c->tmpl, "user", "assistant", "", false, &reply);
   if (rc == 0) {
-    const char *header = after_prefix(with, without), *close = header ? after_prefix(reply, header) : NULL;
+    const char *header = after_prefix(with, without),
+               *close = header ? after_prefix(reply, header) : NULL;
     c->closing = strdup(close ? close : reply);
   }
   free(with), free(without), free(reply);
@@ -266,16 +303,19 @@ static int chat_closing(chat *c) {
 /* Renders and evaluates one message; returns 0, 1 when it does not fit the context, < 0. */
 static int chat_feed(chat *c, const char *role, const char *content, bool gen_prompt) {
   char *text = NULL;
-  if (kiln_chat_format_after(c->tmpl, c->prev_role, role, content, gen_prompt, &text) < 0) return -1;
+  if (kiln_chat_format_after(c->tmpl, c->prev_role, role, content, gen_prompt, &text) < 0)
+    return -1;
   bool bos = !c->prev_role && kiln_chat_wants_bos(c->tmpl) && kiln_tokenizer_add_bos(c->s.tok);
   int64_t n;
   int32_t *ids = tokenize(c->s.tok, text, bos, true, &n);
   free(text);
   if (!ids) return -1;
   int rc = 0;
-  if (kiln_llm_pos(c->s.m) + n + 1 > kiln_llm_n_ctx(c->s.m)) rc = 1;
+  if (kiln_llm_pos(c->s.m) + n + 1 > kiln_llm_n_ctx(c->s.m))
+    rc = 1;
   else {
-    for (int64_t i = 0; i < n; i++) kiln_sampler_accept(c->smp, ids[i]);
+    for (int64_t i = 0; i < n; i++)
+      kiln_sampler_accept(c->smp, ids[i]);
     rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
     c->prev_role = role;
   }
@@ -300,8 +340,10 @@ static int chat_turn(chat *c, const char *line) {
   int64_t n;
   int32_t *ids = tokenize(c->s.tok, c->closing, false, true, &n);
   if (!ids) return -1;
-  if (kiln_llm_pos(c->s.m) + n > kiln_llm_n_ctx(c->s.m)) rc = 1;
-  else rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
+  if (kiln_llm_pos(c->s.m) + n > kiln_llm_n_ctx(c->s.m))
+    rc = 1;
+  else
+    rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
   free(ids);
   c->prev_role = "assistant";
   return rc;
@@ -323,15 +365,19 @@ int cmd_chat(int argc, char **argv) {
   if (o.n_ctx == 0) o.n_ctx = 4096;
   if ((rc = session_open(&c.s, "chat", &o)) >= 0) return rc;
   const char *jinja = kiln_gguf_get_str(kiln_llm_gguf(c.s.m), "tokenizer.chat_template");
-  c.tmpl = o.chat_template ? kiln_chat_from_name(o.chat_template) : jinja ? kiln_chat_detect(jinja) : KILN_CHAT_CHATML;
+  c.tmpl = o.chat_template ? kiln_chat_from_name(o.chat_template)
+           : jinja         ? kiln_chat_detect(jinja)
+                           : KILN_CHAT_CHATML;
   c.smp = c.tmpl == KILN_CHAT_UNKNOWN ? NULL : kiln_sampler_new(&o.sp);
   if (!c.smp || chat_closing(&c) < 0) {
     rc = o.chat_template || !jinja ? usage_error("chat: %s", kiln_error()) : runtime_error("chat");
     kiln_sampler_free(c.smp), session_close(&c.s);
     return rc;
   }
-  fprintf(stderr, "kiln: chat with %s (template %s, context %lld tokens); /reset starts over, /exit quits\n",
-          o.model, kiln_chat_name(c.tmpl), (long long)kiln_llm_n_ctx(c.s.m));
+  fprintf(
+      stderr,
+      "kiln: chat with %s (template %s, context %lld tokens); /reset starts over, /exit quits\n",
+      o.model, kiln_chat_name(c.tmpl), (long long)kiln_llm_n_ctx(c.s.m));
   char *line = NULL;
   size_t cap = 0;
   ssize_t len;
@@ -343,7 +389,8 @@ int cmd_chat(int argc, char **argv) {
       fflush(stdout);
     }
     if ((len = getline(&line, &cap, stdin)) < 0) break;
-    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+      line[--len] = 0;
     if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
     if (!strcmp(line, "/reset")) {
       chat_reset(&c);
@@ -357,8 +404,10 @@ int cmd_chat(int argc, char **argv) {
       break;
     }
     if (t == 1)
-      fprintf(stderr, "kiln: the context is full (%lld tokens); type /reset to start a new "
-                      "conversation (or run with a larger --ctx)\n", (long long)kiln_llm_n_ctx(c.s.m));
+      fprintf(stderr,
+              "kiln: the context is full (%lld tokens); type /reset to start a new "
+              "conversation (or run with a larger --ctx)\n",
+              (long long)kiln_llm_n_ctx(c.s.m));
   }
   free(line);
   free(c.closing);
@@ -368,19 +417,62 @@ int cmd_chat(int argc, char **argv) {
 }
 
 /* ---- kiln bench llm ---------------------------------------------------------------------- */
-const char bench_llm_usage[] = "[-m MODEL] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [--runs R] [--device D]";
+const char bench_llm_usage[] =
+    "[-m MODEL] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [--runs R] [--device D]\n"
+    "       kiln bench llm --preset llama-7b|llama-13b|llama-70b|tiny --random "
+    "[--dtype f16|q4_0] [-n GEN_TOKENS] [--ctx 512] [--runs R] [--device D]";
+
+/* Batch-1 decode of a random model of a preset's shape: tokens/s and the weight bandwidth it
+ * reaches (bytes of weights read per token times tokens/s). */
+static int bench_random(const llm_opts *o) {
+  kiln_llm_shape sh;
+  if (kiln_llm_preset(o->preset, &sh) < 0) return usage_error("bench llm: %s", kiln_error());
+  int type = o->dtype && !strcmp(o->dtype, "q4_0") ? 2 : 1;
+  long n = o->n_predict < 0 ? 32 : o->n_predict, ctx = o->n_ctx ? o->n_ctx : 512;
+  if (n + 2 > ctx) return usage_error("bench llm: -n %ld does not fit --ctx %ld", n, ctx);
+  double t0 = now_seconds();
+  kiln_llm *m = kiln_llm_random(&sh, type, 1, ctx);
+  if (!m) return runtime_error("bench llm");
+  double load = now_seconds() - t0, tg[100];
+  int64_t V = kiln_llm_n_vocab(m);
+  float *logits = malloc(sizeof(float) * (size_t)V);
+  int rc = logits ? EXIT_OK : runtime_error("bench llm");
+  for (long r = -1; r < o->runs && rc == EXIT_OK; r++) { /* run -1 warms up (compiles) */
+    kiln_llm_rewind(m, 0);
+    int32_t tok = 1;
+    if (kiln_llm_eval(m, &tok, 1, logits, false) < 0) rc = runtime_error("bench llm");
+    double t1 = now_seconds();
+    for (long i = 0; i < n && rc == EXIT_OK; i++) {
+      tok = (int32_t)((i * 7919 + 13) % V); /* the work does not depend on the ids */
+      if (kiln_llm_eval(m, &tok, 1, logits, false) < 0) rc = runtime_error("bench llm");
+    }
+    if (r >= 0) tg[r] = (double)n / (now_seconds() - t1);
+  }
+  if (rc == EXIT_OK) {
+    double tps = median(tg, (int)o->runs), gb = kiln_llm_weight_bytes(m) * 1e-9;
+    printf("model: %s, random %s weights (%.3f GB read per token), %s\n", o->preset,
+           type == 2 ? "q4_0" : "f16", gb, kiln_get_device());
+    printf("build: %.3f s\n", load);
+    printf("tg%ld: %.2f tok/s (median of %ld), %.1f GB/s of weights\n", n, tps, o->runs, gb * tps);
+  }
+  free(logits);
+  kiln_llm_free(m);
+  return rc;
+}
 
 int bench_llm(int argc, char **argv) {
   llm_opts o;
   int rc = parse_llm_opts("bench llm", bench_llm_usage, argc, argv, &o);
   if (rc >= 0) return rc;
+  if (o.preset) return bench_random(&o);
   if (o.n_predict < 0) o.n_predict = 64;
   o.n_ctx = o.n_prompt + o.n_predict + 1;
   session s;
   if ((rc = session_open(&s, "bench llm", &o)) >= 0) return rc;
   int64_t V = kiln_llm_n_vocab(s.m);
   int32_t *ids = malloc(sizeof(int32_t) * (size_t)o.n_prompt);
-  for (long i = 0; i < o.n_prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % V);
+  for (long i = 0; i < o.n_prompt; i++)
+    ids[i] = (int32_t)((i * 7919 + 13) % V);
   double pp[100], tg[100];
   rc = EXIT_OK;
   for (long r = -1; r < o.runs && rc == EXIT_OK; r++) { /* run -1 warms up (compiles) */

