@@ -69,6 +69,7 @@ static double hp_float(const kiln_gguf *g, const char *arch, const char *key, do
  * matrices when runs). */
 static T *random_weight(kiln_llm *m, int64_t d0, int64_t d1, bool runs) {
   if (!d1) return kiln_ones(KILN_F32, 1, &d0);
+  kiln_scope_begin(); /* what made the weight (the generator's inputs) goes when it is built */
   T *raw;
   if (m->rtype == 1) { /* F16 */
     raw = kiln_cast(kiln_binary_s(KILN_MUL, kiln_randn(2, (int64_t[]){d0, d1}, m->seed++), 0.02),
@@ -85,9 +86,14 @@ static T *random_weight(kiln_llm *m, int64_t d0, int64_t d1, bool runs) {
     raw = kiln_cat(3, (T *[]){lo, hi, q}, 2);
   }
   raw = kiln_contiguous(raw);
-  if (kiln_realize(raw) < 0) return NULL;
+  if (kiln_realize(raw) < 0) {
+    kiln_scope_end();
+    return NULL;
+  }
   raw->node->weights = true; /* read in place by every step, like a file's weights */
   m->weight_bytes += (double)kiln_numel(raw) * (double)kiln_dtype_size(kiln_dtype_of(raw));
+  kiln_keep(raw);
+  kiln_scope_end();
   return kn_ggml_values(raw, m->rtype, d0, d1, runs);
 }
 
