@@ -171,6 +171,8 @@ struct kiln_tensor {
   int64_t slot;
 };
 kiln_tensor *kn_wrap(kn_node *n); /* takes ownership of one reference; NULL stays NULL */
+/* Marks a stored tensor as model weights, as kiln_from_blob does (see kn_node.weights). */
+void kn_mark_weights(kiln_tensor *t);
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
 bool kn_dtype_is_unsigned(int dt);

@@ -90,7 +90,7 @@ static T *random_weight(kiln_llm *m, int64_t d0, int64_t d1, bool runs) {
     kiln_scope_end();
     return NULL;
   }
-  raw->node->weights = true; /* read in place by every step, like a file's weights */
+  kn_mark_weights(raw); /* read in place by every step, like a file's weights */
   m->weight_bytes += (double)kiln_numel(raw) * (double)kiln_dtype_size(kiln_dtype_of(raw));
   kiln_keep(raw);
   kiln_scope_end();

@@ -80,6 +80,10 @@ static kiln_tensor *wrap(kn_node *n) {
   return t;
 }
 kiln_tensor *kn_wrap(kn_node *n) { return wrap(n); }
+void kn_mark_weights(kiln_tensor *t) {
+  KN_ASSERT(t && t->node->op == N_BUFFER, "only a stored tensor can be marked as weights");
+  t->node->weights = true;
+}
 
 void kiln_get_stats(kiln_stats *s) {
   *s = kn_stats;
