@@ -198,27 +198,61 @@ void kn_schedule_free(kn_schedule *s);
 int kn_schedule_run(kn_schedule *s);
 
 /* ---- codegen: the linear low-level program --------------------------------------------------
- * A lop's sources index earlier lops. ALU lops reuse the graph op codes. */
+ * A lop's sources index earlier lops. ALU lops reuse the graph op codes. Launch dim d runs
+ * global[d] work-items in work-groups of local[d]: L_GIDX is a work-item's index along it,
+ * L_GROUP its group's, L_LIDX its index inside the group. */
 enum {
   L_CONST = N_NOPS, /* fval / ival by dtype */
   L_GIDX,           /* the work-item's index along launch dim ival, in [0, arg): parallel */
+  L_GROUP,          /* the work-group's index along launch dim ival, in [0, arg) */
+  L_LIDX,           /* the work-item's index in its group along launch dim ival, in [0, arg) */
   L_RANGE,          /* a sequential loop in one work-item: arg = bound, arg2 = its L_END */
   L_END,            /* closes src[0] */
   L_LOAD,           /* arg = buffer slot, src0 = index, src1 = valid (or -1) */
-  L_STORE,          /* arg = buffer slot, src0 = index, src1 = value */
+  L_STORE,          /* arg = buffer slot, src0 = index, src1 = value, src2 = guard (or -1) */
   L_ACC,            /* accumulator: fval/ival = initial value, arg = N_ADD / N_MAX; arg2 > 1:
                        an array of arg2 lanes */
   L_ACCUP,          /* src0 = acc, src1 = value: acc = acc (op) value; src2 = lane index */
   L_LANE,           /* src0 = an accumulator array, arg = lane: its value */
+  L_DEFLOCAL,       /* an array of arg elements in the work-group's local memory */
+  L_LOCSTORE,       /* src0 = local array, src1 = index, src2 = value */
+  L_LOCLOAD,        /* src0 = local array, src1 = index */
+  L_BARRIER,        /* every work-item of the group reaches it before any goes on; local
+                       stores before it are seen by loads after it */
   L_NLOPS
 };
 typedef struct {
   uint8_t op, dtype;
   int32_t src[3];
   int64_t arg, arg2;
-  int64_t ival; /* integer constants; for L_RANGE: global dim number or -1 */
+  int64_t ival; /* integer constants; for launch indices: the launch dim */
   double fval;  /* float constants */
 } kn_lop;
+
+/* Optimizations are data: a list of transforms applied to a kernel as it is lowered. Each
+ * device says which kinds it supports (kn_devcaps.opts). */
+enum {
+  KN_OPT_UPCAST, /* axis = global dim (the output's dims larger than 1): amt outputs along it per
+                    work-item (a register tile, unrolled) */
+  KN_OPT_SPLIT,  /* the innermost reduce axis walked in amt accumulator lanes (vector code) */
+  KN_OPT_BLOCK,  /* rows of global dim 0 in blocks of amt inside the loop over the last dim */
+  KN_OPT_GROUP,  /* reduce axis `axis` (a dim of the reduce's source) split over the amt
+                    work-items of a group, partial results combined through local memory */
+  KN_OPT_LOCAL,  /* global dim axis in work-groups of amt work-items */
+  KN_NOPT_KINDS
+};
+#define KN_OPT_BIT(x) (1u << (x))
+#define KN_OPT_ALL ((1u << KN_NOPT_KINDS) - 1)
+#define KN_MAX_OPTS 8
+typedef struct {
+  int16_t op, axis;
+  int32_t amt;
+} kn_opt;
+typedef struct {
+  int n;
+  kn_opt o[KN_MAX_OPTS];
+} kn_opts;
+extern const char *const kn_opt_names[KN_NOPT_KINDS];
 
 typedef struct {
   kn_lop *ops;
@@ -228,30 +262,34 @@ typedef struct {
   int64_t buf_numel[64];
   int nglobal;                       /* launch dims (at most the device's caps.max_dims) */
   int64_t global[2 * KILN_MAX_DIMS]; /* work-items along each launch dim */
-  int64_t local[2 * KILN_MAX_DIMS];  /* work-group size along each (1: no groups yet) */
+  int64_t local[2 * KILN_MAX_DIMS];  /* work-group size along each (1: no groups) */
+  bool groups;                       /* uses L_GROUP / L_LIDX: local[] is the group's shape */
   char name[96];
-  char opts[128];            /* applied optimizations, for DEBUG=3 */
-  int64_t up[KILN_MAX_DIMS]; /* the upcast factor of each global dim (before GROUP) */
-  int64_t lanes; /* the SPLIT asked for: 0 = the heuristic's, 1 = none, else its lanes */
-  int64_t split; /* the SPLIT lowered: its lanes, 1 = none */
-  double flops;  /* estimated per launch */
-  double bytes;  /* estimated memory traffic per launch */
+  kn_opts opts; /* the optimizations applied */
+  double flops; /* estimated per launch */
+  double bytes; /* estimated memory traffic per launch */
 } kn_kernel;
 
-/* Lowers one scheduled kernel to a linear program for a device with caps. Slots: 0 = output,
- * 1.. = item inputs. */
+/* Lowers one scheduled kernel to a linear program for a device with caps, with the
+ * optimizations opts (NULL: the heuristic's, kn_heuristic). Slots: 0 = output, 1.. = item
+ * inputs. NULL with an error when opts do not apply to this kernel or device. */
 struct kn_devcaps_;
-kn_kernel *kn_lower(const kn_sched_item *it, const struct kn_devcaps_ *caps);
-/* The same with the upcast factor of each global dim given (the autotuner's candidates); the
- * global dims are the output's dims larger than 1, kn_lower_gshape gives them (returns their
- * number). Factors that do not divide their dim are ignored (the heuristic choice is used).
- * lanes: 0 = SPLIT as the heuristic picks it, 1 = no SPLIT, k = SPLIT the innermost reduce
- * axis into k accumulator lanes (where k divides it, whatever the upcasts). */
-kn_kernel *kn_lower_with(const kn_sched_item *it, const struct kn_devcaps_ *caps, const int64_t *up,
-                         int64_t lanes);
+kn_kernel *kn_lower(const kn_sched_item *it, const struct kn_devcaps_ *caps, const kn_opts *opts);
+/* The heuristic's optimizations for item it on a device with caps. */
+void kn_heuristic(const kn_sched_item *it, const struct kn_devcaps_ *caps, kn_opts *out);
+/* The global dims of it (the output's dims larger than 1); returns their number. */
 int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape);
 void kn_kernel_free(kn_kernel *k);
 void kn_kernel_print(FILE *f, const kn_kernel *k);
+/* "UPCAST(0,4) SPLIT(0,8)": opts as text (for DEBUG and the search's cache) */
+void kn_opts_format(const kn_opts *o, char *out, size_t n);
+int kn_opts_parse(const char *s, kn_opts *o); /* < 0 if s is not such a list */
+bool kn_opts_equal(const kn_opts *a, const kn_opts *b);
+/* The list with upcast factor up[g] for each global dim, then SPLIT (lanes 0: as the heuristic
+ * picks it, 1: none, k: k lanes where they divide the innermost reduce axis) and BLOCK as the
+ * heuristic picks them for those factors. */
+void kn_opts_complete(const kn_sched_item *it, const struct kn_devcaps_ *caps, const int64_t *up,
+                      int64_t lanes, kn_opts *out);
 
 /* ---- renderers -------------------------------------------------------------------------- */
 /* A dialect: how one C-like language spells what the low-level program says (render/). */
@@ -276,6 +314,8 @@ kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t co
 typedef struct kn_devcaps_ {
   int max_dims;      /* launch dims (global and local) a kernel may use */
   int64_t max_local; /* work-items of one work-group */
+  int64_t local_mem; /* bytes of local memory a work-group may use */
+  unsigned opts;     /* the optimization kinds it supports (KN_OPT_BIT) */
   bool host_memory;  /* handles are host pointers: kernels may read caller memory in place */
   bool pool;         /* launch dim 0 runs on a thread pool and the others are loops (CPU): dim
                         0 is the outermost; elsewhere it is the innermost (adjacent work-items
@@ -370,5 +410,6 @@ void kn_program_cache_clear(void);
 kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
                      uint64_t k2);
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k);
+int kn_beam_width(void); /* BEAM=N: N, else 0 */
 
 #endif

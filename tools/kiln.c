@@ -289,6 +289,7 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static int cmd_help(int argc, char **argv);
+static int cmd_tune(int argc, char **argv);
 
 /* New subcommands (train, generate, chat, serve, info) join this table. */
 static const command commands[] = {
@@ -301,6 +302,8 @@ static const command commands[] = {
     {"bench", cmd_bench, "<benchmark> [flags]",
      "run a benchmark (bench matmul, bench train, bench llm)"},
     {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},
+    {"tune", cmd_tune, "[--beam N] <command> [args]",
+     "run a command with the kernel search unbounded, caching what it finds"},
     {"version", cmd_version, "", "print the version"},
     {"help", cmd_help, "", "print this help"},
 };
@@ -315,8 +318,42 @@ static int cmd_help(int argc, char **argv) {
   print_table(stdout, "", commands, NCOMMANDS);
   printf("\nbenchmarks:\n");
   print_table(stdout, "bench ", bench_table, NBENCH);
-  printf("\nenvironment: KILN_DEVICE, KILN_THREADS, KILN_CACHE, KILN_CC, DEBUG\n");
+  printf("\nenvironment: KILN_DEVICE, KILN_THREADS, KILN_CACHE, KILN_CC, KILN_TUNE, "
+         "KILN_TUNE_BUDGET, BEAM, DEBUG\n");
   return EXIT_OK;
+}
+
+/* ---- kiln tune: a workload's kernels searched ahead of time --------------------------------
+ * Runs another kiln command (a short training run, a generation) with the search free of its
+ * time budget, or as a beam search of width N; the verdicts land in the disk cache, so later
+ * runs of the same shapes on the same device start with them. */
+static int cmd_tune(int argc, char **argv) {
+  int i = 1;
+  const char *beam = NULL;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("usage: kiln tune [--beam N] <command> [args]\n"
+             "  runs the command (train, generate, bench ...) with every kernel worth it searched\n"
+             "  without the first run's time budget; --beam N: a beam search of width N over\n"
+             "  transform lists (slower, finds more). Example:\n"
+             "    kiln tune train fashion-mnist --limit 1024 --epochs 1 --device CL\n");
+      return EXIT_OK;
+    }
+    if (!strcmp(argv[i], "--beam") && i + 1 < argc) {
+      beam = argv[++i];
+      char *end;
+      long n = strtol(beam, &end, 10);
+      if (*end || n < 1 || n > 64) return usage_error("tune: --beam wants 1..64, not '%s'", beam);
+    } else
+      return usage_error("tune: unknown flag '%s' (kiln tune --help)", argv[i]);
+  }
+  if (i >= argc) return usage_error("tune: which command? (kiln tune --help)");
+  const command *c = find_command(commands, NCOMMANDS, argv[i]);
+  if (!c || c->fn == cmd_tune || c->fn == cmd_help)
+    return usage_error("tune: '%s' is not a command to tune", argv[i]);
+  setenv("KILN_TUNE_BUDGET", "1000000000", 1);
+  if (beam) setenv("BEAM", beam, 1);
+  return c->fn(argc - i, argv + i);
 }
 
 int main(int argc, char **argv) {

@@ -8,7 +8,8 @@
 typedef struct {
   kn_lop op;
   int level;      /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
-  bool post;      /* reads an accumulator: runs after the reduce loops */
+  uint8_t stage;  /* 0: before and in the reduce loops; 1: after them (reads an accumulator);
+                     2: the group's combine (GROUP); 3: after it */
   int64_t lo, hi; /* value range of integer lops */
 } blop;
 
@@ -33,8 +34,10 @@ typedef struct {
   int64_t ncombo; /* unrolled copies of the body (upcasts) */
   int split_axis; /* reduce axis walked by `lanes` accumulator lanes (SPLIT), or -1 */
   int64_t lanes;
-  int64_t want_lanes; /* kn_lower_with's lanes: 0 = pick, 1 = none, k = k lanes */
   int lane_range;
+  int group_axis;      /* reduce axis split over the work-items of a group (GROUP), or -1 */
+  int64_t group;       /* its work-items */
+  int lid, comb_range; /* the work-item's index in the group; the combine loop */
 } lb;
 
 #define IMIN INT64_MIN
@@ -52,7 +55,7 @@ static bool lop_eq(const kn_lop *a, const kn_lop *b) {
          a->arg == b->arg && a->ival == b->ival && !memcmp(&a->fval, &b->fval, sizeof a->fval);
 }
 
-static int push(lb *L, kn_lop o, int level, bool post, int64_t lo, int64_t hi, bool cse) {
+static int push(lb *L, kn_lop o, int level, int stage, int64_t lo, int64_t hi, bool cse) {
   uint64_t h = 0;
   if (cse) {
     if (L->n * 2 >= L->htcap) { /* grow and rehash */
@@ -79,7 +82,7 @@ static int push(lb *L, kn_lop o, int level, bool post, int64_t lo, int64_t hi, b
     L->cap = L->cap ? L->cap * 2 : 256;
     L->b = kn_xrealloc(L->b, sizeof(blop) * L->cap);
   }
-  L->b[L->n] = (blop){o, level, post, lo, hi};
+  L->b[L->n] = (blop){o, level, (uint8_t)stage, lo, hi};
   if (cse)
     for (size_t j = h;; j++)
       if (!L->ht[j & (L->htcap - 1)]) {
@@ -90,6 +93,8 @@ static int push(lb *L, kn_lop o, int level, bool post, int64_t lo, int64_t hi, b
 }
 
 static bool is_intlike(int dt) { return !kiln_dtype_is_float(dt); }
+/* the stage of a lop reading lop i: an accumulator's value is known one stage later */
+static int stage_of(const lb *L, int i) { return L->b[i].stage + (L->b[i].op.op == L_ACC); }
 static void dtype_range(int dt, int64_t *lo, int64_t *hi) {
   int bits = kn_dtype_bits(dt);
   if (dt == KILN_BOOL)
@@ -255,16 +260,15 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
     if (op == N_NEG && alo > IMIN) lo = -ahi, hi = -alo;
   }
   if (op == N_CMPLT || op == N_CMPNE) lo = 0, hi = 1;
-  int level = 0;
-  bool post = false;
+  int level = 0, stage = 0;
   int srcs[3] = {a, b, c};
   for (int i = 0; i < 3; i++)
     if (srcs[i] >= 0) {
       if (L->b[srcs[i]].level > level) level = L->b[srcs[i]].level;
-      post = post || L->b[srcs[i]].post || L->b[srcs[i]].op.op == L_ACC;
+      if (stage_of(L, srcs[i]) > stage) stage = stage_of(L, srcs[i]);
     }
   kn_lop o = {.op = op, .dtype = dt, .src = {a, b, c}};
-  return push(L, o, level, post, lo, hi, true);
+  return push(L, o, level, stage, lo, hi, true);
 }
 static int add(lb *L, int a, int b) { return alu(L, N_ADD, KILN_I64, a, b, -1); }
 static int mul(lb *L, int a, int64_t c) {
@@ -279,7 +283,7 @@ static int land(lb *L, int a, int b) { /* valid conditions: -1 means always */
 /* a sequential loop var (L_RANGE) or a launch index (L_GIDX along launch dim gdim) */
 static int range_op(lb *L, int op, int64_t bound, int gdim, int level) {
   kn_lop o = {.op = op, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = bound, .ival = gdim};
-  return push(L, o, level, false, 0, bound > 0 ? bound - 1 : 0, false);
+  return push(L, o, level, 0, 0, bound > 0 ? bound - 1 : 0, false);
 }
 static int range(lb *L, int64_t bound, int level) { return range_op(L, L_RANGE, bound, -1, level); }
 
@@ -291,39 +295,22 @@ static int slot_of(const kn_sched_item *it, kn_node *n) {
 
 static int lower(lb *L, kn_node *n, const int *idx, int valid);
 
-/* SPLIT: a kernel with a single accumulator (no upcast) walks the innermost reduce axis as
- * an outer loop and an innermost loop of `lanes` steps, each step adding into its own lane of
- * an accumulator array; the lanes are combined after the loops. The innermost loop reads
- * consecutive elements into independent lanes, which compilers turn into vector code. */
-static void pick_split(lb *L, kn_node *n) {
-  kn_node *s = n->src[0];
-  L->split_axis = -1, L->lanes = 1;
-  if (L->ncombo < 1 || L->want_lanes == 1 || (n->arg[0] != N_ADD && n->arg[0] != N_MAX)) return;
-  if (!L->want_lanes && L->ncombo > 4) return;
-  for (int i = s->ndim - 1; i >= 0; i--)
-    if ((n->arg[1] >> i & 1) && s->shape[i] != 1) {
-      if (L->want_lanes > 1) { /* asked for: these lanes or none */
-        if (L->want_lanes <= 16 && s->shape[i] % L->want_lanes == 0)
-          L->split_axis = i, L->lanes = L->want_lanes;
-        return;
-      }
-      for (int64_t k = 16; k >= 4; k /= 2)
-        if (s->shape[i] % k == 0) {
-          L->split_axis = i, L->lanes = k;
-          return;
-        }
-      return;
-    }
-}
-
+/* SPLIT (the kernel's lanes > 1): the innermost reduce axis is walked as an outer loop and an
+ * innermost loop of `lanes` steps, each step adding into its own lane of an accumulator array;
+ * the lanes are combined after the loops. The innermost loop reads consecutive elements into
+ * independent lanes, which compilers turn into vector code. GROUP: one reduce axis is walked by
+ * the work-items of a group in turn (element j * group + lid), each into its own accumulator;
+ * the partial results meet in local memory after a barrier, and every work-item combines them
+ * in the same order. */
 static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   kn_node *s = n->src[0];
   int rop = (int)n->arg[0];
   if (!L->red_ready) { /* the kernel's reduce loops, created once; the lane loop innermost */
-    pick_split(L, n);
     for (int i = 0; i < s->ndim; i++) {
       L->red_range[i] = -1;
-      int64_t bound = i == L->split_axis ? s->shape[i] / L->lanes : s->shape[i];
+      int64_t bound = i == L->split_axis   ? s->shape[i] / L->lanes
+                      : i == L->group_axis ? s->shape[i] / L->group
+                                           : s->shape[i];
       if ((n->arg[1] >> i & 1) && bound != 1)
         L->red_range[i] = range(L, bound, L->nglobal + 1 + L->nred++);
     }
@@ -335,6 +322,8 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
     sidx[i] = !(n->arg[1] >> i & 1)  ? idx[i]
               : L->red_range[i] >= 0 ? L->red_range[i]
                                      : cint(L, KILN_I64, 0);
+  if (L->group_axis >= 0)
+    sidx[L->group_axis] = add(L, mul(L, sidx[L->group_axis], L->group), L->lid);
   int lane = -1;
   if (L->split_axis >= 0) {
     lane = L->lane_range;
@@ -359,20 +348,41 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   }
   int64_t lo, hi;
   dtype_range(n->dtype, &lo, &hi);
-  int a = push(L, acc, L->nglobal, false, lo, hi, false);
+  int a = push(L, acc, L->nglobal, 0, lo, hi, false);
   int v = lower(L, s, sidx, valid);
   kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, lane}, .arg = rop};
-  push(L, up, L->nglobal + L->nred, false, lo, hi, false);
-  if (lane < 0) return a;
-  int part[16];
-  for (int64_t c = 0; c < L->lanes; c++) {
-    kn_lop rd = {.op = L_LANE, .dtype = n->dtype, .src = {a, -1, -1}, .arg = c};
-    part[c] = push(L, rd, L->nglobal, true, lo, hi, false);
+  push(L, up, L->nglobal + L->nred, 0, lo, hi, false);
+  int r = a;
+  if (lane >= 0) {
+    int part[16];
+    for (int64_t c = 0; c < L->lanes; c++) {
+      kn_lop rd = {.op = L_LANE, .dtype = n->dtype, .src = {a, -1, -1}, .arg = c};
+      part[c] = push(L, rd, L->nglobal, 1, lo, hi, false);
+    }
+    for (int64_t w = 1; w < L->lanes; w *= 2) /* pairwise: (l0 + l1) + (l2 + l3) ... */
+      for (int64_t c = 0; c + w < L->lanes; c += 2 * w)
+        part[c] = alu(L, rop, n->dtype, part[c], part[c + w], -1);
+    r = part[0];
   }
-  for (int64_t w = 1; w < L->lanes; w *= 2) /* pairwise: (l0 + l1) + (l2 + l3) ... */
-    for (int64_t c = 0; c + w < L->lanes; c += 2 * w)
-      part[c] = alu(L, rop, n->dtype, part[c], part[c + w], -1);
-  return part[0];
+  if (L->group_axis < 0) return r;
+  /* the group's combine: each work-item's partial into local memory, a barrier, then every
+   * work-item folds the group's partials in order */
+  kn_lop dl = {.op = L_DEFLOCAL, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = L->group};
+  int loc = push(L, dl, 0, 0, 0, 0, false);
+  kn_lop ls = {.op = L_LOCSTORE, .dtype = n->dtype, .src = {loc, L->lid, r}};
+  push(L, ls, L->nglobal, 1, 0, 0, false);
+  if (L->comb_range < 0) {
+    kn_lop cr = {
+        .op = L_RANGE, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = L->group, .ival = -1};
+    L->comb_range = push(L, cr, L->nglobal + 1, 2, 0, L->group - 1, false);
+  }
+  acc.arg2 = 0;
+  int a2 = push(L, acc, L->nglobal, 2, lo, hi, false);
+  kn_lop ll = {.op = L_LOCLOAD, .dtype = n->dtype, .src = {loc, L->comb_range, -1}};
+  int pv = push(L, ll, L->nglobal + 1, 2, lo, hi, false);
+  kn_lop up2 = {.op = L_ACCUP, .dtype = n->dtype, .src = {a2, pv, -1}, .arg = rop};
+  push(L, up2, L->nglobal + 1, 2, lo, hi, false);
+  return a2;
 }
 
 static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
@@ -388,11 +398,12 @@ static int lower_uncached(lb *L, kn_node *n, const int *idx, int valid) {
       stride *= n->shape[i];
     }
     kn_lop o = {.op = L_LOAD, .dtype = n->dtype, .src = {flat, valid, -1}, .arg = slot};
-    int level = L->b[flat].level;
+    int level = L->b[flat].level, stage = stage_of(L, flat);
     if (valid >= 0 && L->b[valid].level > level) level = L->b[valid].level;
+    if (valid >= 0 && stage_of(L, valid) > stage) stage = stage_of(L, valid);
     int64_t lo, hi;
     dtype_range(n->dtype, &lo, &hi);
-    return push(L, o, level, false, lo, hi, true);
+    return push(L, o, level, stage, lo, hi, true);
   }
   switch (n->op) {
   case N_CONST:
@@ -650,7 +661,7 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     }
   if (rsize < 16) return;
   /* trial lowering with one plain loop per global dim */
-  lb T = {.it = it, .nglobal = ng, .split_axis = -1};
+  lb T = {.it = it, .nglobal = ng, .split_axis = -1, .group_axis = -1, .comb_range = -1};
   kn_node *out = it->out;
   int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++)
@@ -678,9 +689,16 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
   free(T.b), free(T.ht), free(T.memo), free(T.memoht);
 }
 
-/* Rows of dim 0 per block for GROUP: when the reduce is long, a block of 8-16 row tiles
- * reuses one column strip of the last dim's operand from cache. */
-static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape,
+/* global dims: the output's dims larger than 1 */
+static int global_dims(const kn_node *out, int *gdim_of, int64_t *gshape) {
+  int ng = 0;
+  for (int i = 0; i < out->ndim; i++)
+    if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
+  return ng;
+}
+/* Rows of dim 0 per block (BLOCK): when the reduce is long, a block of 8-16 row tiles reuses
+ * one column strip of the last dim's operand from cache. */
+static int64_t pick_block(const kn_sched_item *it, int ng, const int64_t *gshape,
                           const int64_t *up) {
   if (!it->reduce || ng < 2) return 1;
   kn_node *r = it->reduce, *s = r->src[0];
@@ -694,38 +712,220 @@ static int64_t pick_group(const kn_sched_item *it, int ng, const int64_t *gshape
   return 1;
 }
 
+/* The innermost reduce axis of size > 1, or -1. */
+static int inner_reduce_axis(const kn_sched_item *it) {
+  if (!it->reduce) return -1;
+  kn_node *r = it->reduce, *s = r->src[0];
+  for (int i = s->ndim - 1; i >= 0; i--)
+    if ((r->arg[1] >> i & 1) && s->shape[i] != 1) return i;
+  return -1;
+}
+
+static void opt_add(kn_opts *o, int op, int axis, int64_t amt) {
+  if (o->n < KN_MAX_OPTS) o->o[o->n++] = (kn_opt){(int16_t)op, (int16_t)axis, (int32_t)amt};
+}
+
+/* GROUP where a device has work-groups and a reduce's outputs are too few to keep it busy:
+ * the innermost reduce axis that a group of 16 to 256 work-items divides. */
+static bool pick_grouped(const kn_sched_item *it, const kn_devcaps *caps, int ng,
+                         const int64_t *gshape, kn_opts *o) {
+  if (!it->reduce || caps->pool || !(caps->opts & KN_OPT_BIT(KN_OPT_GROUP))) return false;
+  kn_node *r = it->reduce, *s = r->src[0];
+  int64_t nout = 1, rsize = 1;
+  for (int g = 0; g < ng; g++)
+    nout *= gshape[g];
+  for (int i = 0; i < s->ndim; i++)
+    if (r->arg[1] >> i & 1) rsize *= s->shape[i];
+  if (rsize < 128 || nout > 16384) return false;
+  for (int i = s->ndim - 1; i >= 0; i--) {
+    if (!(r->arg[1] >> i & 1) || s->shape[i] < 16) continue;
+    for (int64_t g = 256; g >= 16; g /= 2)
+      if (g <= caps->max_local && s->shape[i] % g == 0 &&
+          g * (int64_t)sizeof(double) <= caps->local_mem) {
+        opt_add(o, KN_OPT_GROUP, i, g);
+        return true;
+      }
+  }
+  return false;
+}
+
+void kn_opts_complete(const kn_sched_item *it, const kn_devcaps *caps, const int64_t *up,
+                      int64_t lanes, kn_opts *o) {
+  int gdim_of[KILN_MAX_DIMS];
+  int64_t gshape[KILN_MAX_DIMS];
+  int ng = global_dims(it->out, gdim_of, gshape);
+  memset(o, 0, sizeof *o);
+  int64_t ncombo = 1;
+  for (int g = 0; g < ng; g++)
+    if (up[g] > 1) opt_add(o, KN_OPT_UPCAST, g, up[g]), ncombo *= up[g];
+  int ax = inner_reduce_axis(it);
+  if (ax >= 0 && (caps->opts & KN_OPT_BIT(KN_OPT_SPLIT)) &&
+      (it->reduce->arg[0] == N_ADD || it->reduce->arg[0] == N_MAX)) {
+    int64_t len = it->reduce->src[0]->shape[ax];
+    if (lanes > 1 && lanes <= 16 && len % lanes == 0) opt_add(o, KN_OPT_SPLIT, 0, lanes);
+    if (lanes == 0 && ncombo <= 4)
+      for (int64_t k = 16; k >= 4; k /= 2)
+        if (len % k == 0) {
+          opt_add(o, KN_OPT_SPLIT, 0, k);
+          break;
+        }
+  }
+  int64_t blk = caps->opts & KN_OPT_BIT(KN_OPT_BLOCK) ? pick_block(it, ng, gshape, up) : 1;
+  if (blk > 1) opt_add(o, KN_OPT_BLOCK, 0, blk);
+}
+
 /* Appends the ordinary lops of one loop level (not loops, accumulators, constants, or what
  * runs after the reduce) in creation order, which is a valid order for their sources. */
 static int emit_level(const lb *L, int lvl, int *order, int no) {
   for (int i = 0; i < L->n; i++) {
     int op = L->b[i].op.op;
-    if (op == L_RANGE || op == L_GIDX || op == L_ACC || op == L_ACCUP || op == L_CONST) continue;
-    if (L->b[i].level == lvl && !L->b[i].post) order[no++] = i;
+    if (op == L_RANGE || op == L_GIDX || op == L_GROUP || op == L_LIDX || op == L_ACC ||
+        op == L_ACCUP || op == L_CONST)
+      continue;
+    if (L->b[i].level == lvl && !L->b[i].stage) order[no++] = i;
   }
   return no;
 }
 
-/* global dims: the output's dims larger than 1 */
-static int global_dims(const kn_node *out, int *gdim_of, int64_t *gshape) {
-  int ng = 0;
-  for (int i = 0; i < out->ndim; i++)
-    if (out->shape[i] != 1) gdim_of[ng] = i, gshape[ng++] = out->shape[i];
-  return ng;
-}
 int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
   int gdim_of[KILN_MAX_DIMS];
   return global_dims(it->out, gdim_of, gshape);
 }
 
-kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps) {
-  return kn_lower_with(it, caps, NULL, 0);
+void kn_heuristic(const kn_sched_item *it, const kn_devcaps *caps, kn_opts *o) {
+  int gdim_of[KILN_MAX_DIMS];
+  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
+  int ng = global_dims(it->out, gdim_of, gshape);
+  memset(o, 0, sizeof *o);
+  if (pick_grouped(it, caps, ng, gshape, o)) return;
+  if (caps->opts & KN_OPT_BIT(KN_OPT_UPCAST))
+    pick_upcasts(it, ng, gdim_of, gshape, up);
+  else
+    for (int g = 0; g < ng; g++)
+      up[g] = 1;
+  kn_opts_complete(it, caps, up, 0, o);
 }
 
-kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const int64_t *forced_up,
-                         int64_t lanes) {
-  lb L = {.it = it, .split_axis = -1, .want_lanes = lanes};
+const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT", "BLOCK", "GROUP", "LOCAL"};
+void kn_opts_format(const kn_opts *o, char *out, size_t n) {
+  size_t w = 0;
+  out[0] = 0;
+  for (int i = 0; i < o->n && w < n; i++)
+    w += snprintf(out + w, n - w, "%s%s(%d,%d)", i ? " " : "", kn_opt_names[o->o[i].op],
+                  o->o[i].axis, (int)o->o[i].amt);
+}
+bool kn_opts_equal(const kn_opts *a, const kn_opts *b) {
+  if (a->n != b->n) return false;
+  for (int i = 0; i < a->n; i++)
+    if (a->o[i].op != b->o[i].op || a->o[i].axis != b->o[i].axis || a->o[i].amt != b->o[i].amt)
+      return false;
+  return true;
+}
+int kn_opts_parse(const char *s, kn_opts *o) {
+  memset(o, 0, sizeof *o);
+  for (;;) {
+    while (*s == ' ' || *s == '\n')
+      s++;
+    if (!*s) return 0;
+    char name[16];
+    int axis, amt, used;
+    if (o->n == KN_MAX_OPTS || sscanf(s, "%15[A-Z](%d,%d)%n", name, &axis, &amt, &used) != 3 ||
+        axis < 0 || axis > 255 || amt < 1)
+      return -1;
+    int op = -1;
+    for (int k = 0; k < KN_NOPT_KINDS; k++)
+      if (!strcmp(name, kn_opt_names[k])) op = k;
+    if (op < 0) return -1;
+    opt_add(o, op, axis, amt);
+    s += used;
+  }
+}
+
+/* The loops of the launch before they become launch dims: global dim `dim`, its bound and
+ * the multiple of the dim's index each step is worth. */
+typedef struct {
+  int dim;
+  int64_t bound, mult, local;
+} gloop;
+
+/* Applies opts to L and the launch loops; false with an error when one does not apply. */
+static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int ng,
+                       const int64_t *gshape, int64_t *up, int64_t *blk, int64_t *local) {
+  const kn_sched_item *it = L->it;
+  kn_node *r = it->reduce, *s = r ? r->src[0] : NULL;
+  for (int g = 0; g < ng; g++)
+    up[g] = 1, local[g] = 1;
+  *blk = 1;
+  for (int i = 0; i < opts->n; i++) {
+    const kn_opt *o = &opts->o[i];
+    int ax = o->axis;
+    int64_t amt = o->amt;
+    bool ok = o->op < KN_NOPT_KINDS && (caps->opts & KN_OPT_BIT(o->op)) && amt >= 1;
+    switch (o->op) {
+    case KN_OPT_UPCAST:
+      ok = ok && ax < ng && amt <= 64 && gshape[ax] % (up[ax] * amt) == 0;
+      if (ok) up[ax] *= amt;
+      break;
+    case KN_OPT_SPLIT:
+      ax = inner_reduce_axis(it);
+      ok = ok && ax >= 0 && L->split_axis < 0 && amt >= 2 && amt <= 16 && s->shape[ax] % amt == 0 &&
+           ax != L->group_axis && (r->arg[0] == N_ADD || r->arg[0] == N_MAX);
+      if (ok) L->split_axis = ax, L->lanes = amt;
+      break;
+    case KN_OPT_BLOCK:
+      ok = ok && ng >= 2 && *blk == 1 && amt >= 2;
+      if (ok) *blk = amt;
+      break;
+    case KN_OPT_GROUP:
+      ok = ok && r && ax < s->ndim && (r->arg[1] >> ax & 1) && L->group_axis < 0 && amt >= 2 &&
+           amt <= caps->max_local && s->shape[ax] % amt == 0 && ax != L->split_axis &&
+           amt * (int64_t)sizeof(double) <= caps->local_mem;
+      if (ok) L->group_axis = ax, L->group = amt;
+      break;
+    case KN_OPT_LOCAL:
+      ok = ok && ax < ng && local[ax] == 1 && amt >= 2 && amt <= caps->max_local;
+      if (ok) local[ax] = amt;
+      break;
+    default:
+      ok = false;
+    }
+    if (!ok) {
+      char t[256];
+      kn_opts_format(opts, t, sizeof t);
+      kn_err("codegen: %s (option %d of %s) does not apply to this kernel on this device",
+             o->op < KN_NOPT_KINDS ? kn_opt_names[o->op] : "?", i + 1, t);
+      return false;
+    }
+  }
+  for (int g = 0; g < ng; g++) /* what the upcasts leave of a dim its groups must divide */
+    if ((gshape[g] / up[g]) % local[g] || (L->group_axis >= 0 && local[g] > 1) ||
+        (g == 0 && *blk > 1 && (gshape[0] / up[0]) % *blk)) {
+      kn_err("codegen: LOCAL, BLOCK or GROUP do not divide global dim %d or do not combine", g);
+      return false;
+    }
+  if (L->group_axis >= 0 && caps->pool) {
+    kn_err("codegen: GROUP needs a device whose launch dims are work-groups");
+    return false;
+  }
+  return true;
+}
+
+kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_opts *given) {
+  lb L = {.it = it, .split_axis = -1, .lanes = 1, .group_axis = -1, .group = 1, .comb_range = -1};
   kn_node *out = it->out;
+  kn_opts heur;
+  if (!given) kn_heuristic(it, caps, &heur);
+  const kn_opts *opts = given ? given : &heur;
+  int gdim_of[KILN_MAX_DIMS];
+  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS], glocal[KILN_MAX_DIMS], blk;
+  int ng = global_dims(out, gdim_of, gshape);
+  if (!apply_opts(&L, caps, opts, ng, gshape, up, &blk, glocal)) {
+    KN_ASSERT(given, "the heuristic's optimizations do not apply: %s", kiln_error());
+    free(L.b), free(L.ht);
+    return NULL;
+  }
   kn_kernel *k = kn_xcalloc(1, sizeof *k);
+  k->opts = *opts;
   k->nbufs = it->ninputs + 1;
   k->buf_dtype[0] = out->dtype;
   k->buf_numel[0] = kn_numel(out->ndim, out->shape);
@@ -733,38 +933,30 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
     k->buf_dtype[i + 1] = it->inputs[i]->dtype;
     k->buf_numel[i + 1] = kn_numel(it->inputs[i]->ndim, it->inputs[i]->shape);
   }
-  int gdim_of[KILN_MAX_DIMS];
-  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
-  int ng = global_dims(out, gdim_of, gshape);
-  bool forced = forced_up != NULL;
-  for (int g = 0; forced && g < ng; g++)
-    forced = forced_up[g] >= 1 && gshape[g] % forced_up[g] == 0;
-  if (forced)
-    memcpy(up, forced_up, sizeof(int64_t) * ng);
-  else
-    pick_upcasts(it, ng, gdim_of, gshape, up);
-  memcpy(k->up, up, sizeof(int64_t) * ng);
-  k->lanes = lanes;
-  /* global loops: one per dim, outermost first; GROUP splits dim 0 so that a block of its
-   * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache */
-  struct {
-    int dim;
-    int64_t bound, mult;
-  } loops[KILN_MAX_DIMS + 1];
-  int nl = 0, o = 0;
+  /* global loops: one per dim, outermost first; BLOCK splits dim 0 so that a block of its
+   * rows runs inside the loop over the last dim, keeping that dim's reduce operand in cache.
+   * A kernel of one output element that GROUP spreads over a group has one loop of 1. */
+  gloop loops[KILN_MAX_DIMS + 2];
+  int nl = 0;
   for (int g = 0; g < ng; g++)
-    loops[nl++] = (typeof(loops[0])){g, gshape[g] / up[g], up[g]};
-  int64_t grp = pick_group(it, ng, gshape, up);
-  if (grp > 1) {
-    loops[0].bound /= grp, loops[0].mult *= grp;
-    loops[nl++] = (typeof(loops[0])){0, grp, up[0]};
-    o += snprintf(k->opts + o, sizeof k->opts - o, "GROUP(0,%lld) ", (long long)grp);
+    loops[nl++] = (gloop){g, gshape[g] / up[g], up[g], glocal[g]};
+  if (blk > 1) {
+    loops[0].bound /= blk, loops[0].mult *= blk;
+    loops[nl++] = (gloop){0, blk, up[0], 1};
   }
+  if (!nl && L.group_axis >= 0) loops[nl++] = (gloop){-1, 1, 1, 1};
   /* launch dims: one per loop, or, past the device's limit, the outermost loops merged into
    * one (their vars recovered by division). On a pool device launch dim 0 is the outermost
    * (its threads take slices of it); elsewhere the innermost, so adjacent work-items touch
-   * adjacent memory. */
+   * adjacent memory. A loop with work-groups (LOCAL) keeps a launch dim of its own. */
   int merge = nl > caps->max_dims ? nl - caps->max_dims + 1 : 1, nlaunch = nl - merge + 1;
+  for (int l = 0; l < merge && merge > 1; l++)
+    if (loops[l].local > 1) {
+      kn_err("codegen: LOCAL on a global dim merged with others (the device has %d launch dims)",
+             caps->max_dims);
+      kn_kernel_free(k), free(L.b), free(L.ht);
+      return NULL;
+    }
   L.nglobal = nlaunch;
   int base[KILN_MAX_DIMS];
   for (int g = 0; g < ng; g++)
@@ -775,28 +967,33 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
     for (int l = first; l <= last; l++)
       bound *= loops[l].bound;
     int dim = caps->pool ? j : nlaunch - 1 - j;
-    int gid = range_op(&L, L_GIDX, bound, dim, j + 1);
-    k->global[dim] = bound;
-    k->local[dim] = 1;
+    bool grouped = L.group_axis >= 0 && dim == 0; /* the group's work-items run along dim 0 */
+    int gid = range_op(&L, grouped ? L_GROUP : L_GIDX, bound, dim, j + 1);
+    k->global[dim] = grouped ? bound * L.group : bound;
+    k->local[dim] = grouped ? L.group : loops[last].local;
+    if (grouped) {
+      L.lid = range_op(&L, L_LIDX, L.group, 0, nlaunch);
+      k->groups = true;
+    }
     int64_t inner = bound;
     for (int l = first; l <= last; l++) {
       inner /= loops[l].bound;
+      if (loops[l].dim < 0) continue;
       int var =
           alu(&L, N_MOD, KILN_I64, alu(&L, N_IDIV, KILN_I64, gid, cint(&L, KILN_I64, inner), -1),
               cint(&L, KILN_I64, loops[l].bound), -1);
       base[loops[l].dim] = add(&L, base[loops[l].dim], mul(&L, var, loops[l].mult));
     }
   }
-  if (merge > 1) o += snprintf(k->opts + o, sizeof k->opts - o, "MERGE(%d) ", merge);
-  for (int g = 0; g < ng; g++)
-    if (up[g] > 1)
-      o += snprintf(k->opts + o, sizeof k->opts - o, "UPCAST(%d,%lld) ", g, (long long)up[g]);
   k->nglobal = nlaunch;
   /* every combination of upcast offsets is one unrolled copy of the body */
   int64_t ncombo = 1;
   for (int g = 0; g < ng; g++)
     ncombo *= up[g];
   L.ncombo = ncombo;
+  /* with GROUP, one work-item of the group stores */
+  int guard =
+      L.group_axis >= 0 ? alu(&L, N_CMPLT, KILN_BOOL, L.lid, cint(&L, KILN_I64, 1), -1) : -1;
   for (int64_t c = 0; c < ncombo; c++) {
     int idx[KILN_MAX_DIMS];
     int64_t rem = c;
@@ -814,14 +1011,10 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
       if (out->shape[i] != 1) flat = add(&L, flat, mul(&L, idx[i], stride));
       stride *= out->shape[i];
     }
-    kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, -1}, .arg = 0};
-    push(&L, st, nlaunch, L.b[v].post || L.b[v].op.op == L_ACC, 0, 0, false);
+    kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, guard}, .arg = 0};
+    push(&L, st, nlaunch, stage_of(&L, v), 0, 0, false);
   }
-  k->split = L.lanes;
-  if (L.split_axis >= 0)
-    o += snprintf(k->opts + o, sizeof k->opts - o, "SPLIT(%d,%lld) ", L.split_axis,
-                  (long long)L.lanes);
-  /* ---- linearize: loops open outermost first; each lop goes to its level ---- */
+  /* ---- linearize: loops open outermost first; each lop goes to its level, then its stage ---- */
   int G = nlaunch, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)),
       *remap = kn_xmalloc(sizeof(int) * L.n);
   int no = 0;
@@ -834,23 +1027,39 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
   for (int lvl = 0; lvl <= G; lvl++) { /* launch indices: no loops, so no ENDs */
     if (lvl > 0)
       for (int i = 0; i < L.n; i++)
-        if (L.b[i].op.op == L_GIDX && L.b[i].level == lvl) order[no++] = i;
+        if ((L.b[i].op.op == L_GIDX || L.b[i].op.op == L_GROUP || L.b[i].op.op == L_LIDX) &&
+            L.b[i].level == lvl)
+          order[no++] = i;
     no = emit_level(&L, lvl, order, no);
   }
   if (has_acc) {
     for (int i = 0; i < L.n; i++)
-      if (L.b[i].op.op == L_ACC) order[no++] = i;
+      if (L.b[i].op.op == L_ACC && !L.b[i].stage) order[no++] = i;
     for (int lvl = G + 1; lvl <= G + R; lvl++) {
       for (int i = 0; i < L.n; i++)
-        if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl) order[no++] = i, ends[nends++] = i;
+        if (L.b[i].op.op == L_RANGE && L.b[i].level == lvl && !L.b[i].stage)
+          order[no++] = i, ends[nends++] = i;
       no = emit_level(&L, lvl, order, no);
     }
     for (int i = 0; i < L.n; i++)
-      if (L.b[i].op.op == L_ACCUP) order[no++] = i;
+      if (L.b[i].op.op == L_ACCUP && !L.b[i].stage) order[no++] = i;
     for (int r = 0; r < R; r++)
       order[no++] = -1 - ends[--nends];
-    for (int i = 0; i < L.n; i++) /* after the reduce: everything that reads an accumulator */
-      if (L.b[i].post && L.b[i].op.op != L_ACC && L.b[i].op.op != L_ACCUP) order[no++] = i;
+    for (int st = 1; st <= 3; st++) {
+      if (st == 2 && L.comb_range >= 0) { /* the group's combine: barrier, accumulators, loop */
+        order[no++] = -1 - L.n;
+        for (int i = 0; i < L.n; i++)
+          if (L.b[i].op.op == L_ACC && L.b[i].stage == 2) order[no++] = i;
+        order[no++] = L.comb_range;
+        for (int i = 0; i < L.n; i++)
+          if (L.b[i].stage == 2 && (L.b[i].op.op == L_LOCLOAD || L.b[i].op.op == L_ACCUP))
+            order[no++] = i;
+        order[no++] = -1 - L.comb_range;
+        continue;
+      }
+      for (int i = 0; i < L.n; i++) /* after the reduce: what reads its accumulators, in order */
+        if (L.b[i].stage == st && L.b[i].op.op != L_ACC && L.b[i].op.op != L_ACCUP) order[no++] = i;
+    }
   }
   while (nends)
     order[no++] = -1 - ends[--nends];
@@ -862,6 +1071,10 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
   int depth = 0;
   for (int p = 0; p < no; p++) {
     kn_lop *d = &k->ops[p];
+    if (order[p] == -1 - L.n) {
+      *d = (kn_lop){.op = L_BARRIER, .src = {-1, -1, -1}};
+      continue;
+    }
     if (order[p] < 0) { /* END */
       int r = -1 - order[p];
       *d = (kn_lop){.op = L_END, .dtype = KILN_I64, .src = {remap[r], -1, -1}};
@@ -876,7 +1089,7 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
     if (d->op == L_RANGE) {
       tripstack[depth++] = trips;
       trips *= (double)d->arg;
-    } else if (d->op == L_GIDX)
+    } else if (d->op == L_GIDX || d->op == L_GROUP || d->op == L_LIDX)
       trips *= (double)d->arg;
     else if (kn_is_alu(d->op) && kiln_dtype_is_float(d->dtype))
       k->flops += trips;
@@ -893,7 +1106,6 @@ kn_kernel *kn_lower_with(const kn_sched_item *it, const kn_devcaps *caps, const 
   for (int g = 0; g < ng && nn < 80; g++)
     nn += snprintf(k->name + nn, sizeof k->name - nn, "_%lld", (long long)gshape[g]);
   if (!ng) snprintf(k->name + nn, sizeof k->name - nn, "_1");
-  if (ng == 0) k->nglobal = 0;
   free(order);
   free(remap);
   free(L.b);
@@ -910,8 +1122,9 @@ void kn_kernel_free(kn_kernel *k) {
 }
 
 void kn_kernel_print(FILE *f, const kn_kernel *k) {
-  static const char *lnames[] = {"CONST", "GIDX", "RANGE", "END", "LOAD",
-                                 "STORE", "ACC",  "ACCUP", "LANE"};
+  static const char *lnames[] = {"CONST", "GIDX",  "GROUP",  "LIDX",  "RANGE",
+                                 "END",   "LOAD",  "STORE",  "ACC",   "ACCUP",
+                                 "LANE",  "LOCAL", "LSTORE", "LLOAD", "BARRIER"};
   fprintf(f, "kernel %s (%d lops)\n", k->name, k->nops);
   for (int i = 0; i < k->nops; i++) {
     const kn_lop *o = &k->ops[i];

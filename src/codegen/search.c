@@ -1,26 +1,46 @@
-/* search.c — codegen's search for a kernel's optimizations: a big reduce kernel is lowered
- * with several choices of upcast factors (which output dims a thread computes several of at
- * once, and how many: the register tile) and SPLIT lanes, each candidate compiled and timed on
- * scratch buffers by the device, and the fastest kept. The heuristic's choice is always a
- * candidate. The verdict is written to the disk cache (keyed by the kernel's structure, the
- * device and the codegen version), so later runs lower the winner directly and always run the
- * same code. KILN_TUNE=0 turns it off. */
+/* search.c — codegen's search for a kernel's optimizations. A kernel's optimizations are a
+ * list of transforms (kn_opts); the search lowers an item with several lists, compiles and
+ * times each on scratch buffers on the device, and keeps the fastest. The heuristic's list is
+ * always a candidate, and a list wins only by a clear margin. The verdict is written to the
+ * disk cache, keyed by the kernel's structure, the device and its properties and the codegen
+ * version, so later runs lower the winner directly and always run the same code.
+ *
+ * Two searches: by default a fixed set of register tiles around the heuristic's (the
+ * candidates below) for the big reduce kernels, within a time budget per process (a first run
+ * must not stall; what the budget leaves out is searched by a later run); with BEAM=N, a beam
+ * search of width N over lists built one transform at a time, for every reduce kernel, without
+ * a budget (what `kiln tune` runs). KILN_TUNE=0 turns both off. */
 #include "internal.h"
+#include <time.h>
 #include <unistd.h>
 
-#define CODEGEN_VERSION 2  /* bump when a lowering changes what a verdict means */
+#define CODEGEN_VERSION 3  /* bump when a lowering changes what a verdict means */
 #define TUNE_MIN_FLOPS 2e8 /* about 5 ms and more: training convolutions, not decode steps */
-#define TUNE_MAX 16
+#define BEAM_MIN_FLOPS 1e6 /* what BEAM=N also searches */
+#define TUNE_MAX 16        /* candidates of the default search */
+#define TUNE_BUDGET 10.0   /* seconds the default search may spend in one process */
+#define BEAM_ROUNDS 4      /* transforms a beam search adds at most */
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static int env_int(const char *name, int dflt) {
+  const char *e = getenv(name);
+  return e && *e ? atoi(e) : dflt;
+}
+static double spent;   /* seconds the default search spent in this process */
+static bool over_told; /* the budget's end was said */
+
+int kn_beam_width(void) { return env_int("BEAM", 0); }
 
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k) {
-  static int off = -1;
-  if (off < 0) {
-    const char *e = getenv("KILN_TUNE");
-    off = e && !strcmp(e, "0");
-  }
-  return !off && d->time_program && k->name[0] == 'r' && k->flops >= TUNE_MIN_FLOPS;
+  if (env_int("KILN_TUNE", 1) == 0 || !d->time_program || k->name[0] != 'r') return false;
+  return k->flops >= (kn_beam_width() > 0 ? BEAM_MIN_FLOPS : TUNE_MIN_FLOPS);
 }
 
+/* ---- candidates of the default search, as upcast factors and SPLIT lanes ---- */
 typedef struct {
   int64_t up[KILN_MAX_DIMS], lanes;
 } cand;
@@ -29,23 +49,21 @@ static void add_candidate(int ng, cand *c, int *n, const int64_t *up, int64_t la
     if (!memcmp(c[i].up, up, sizeof(int64_t) * ng) && c[i].lanes == lanes) return;
   if (*n < TUNE_MAX) memcpy(c[*n].up, up, sizeof(int64_t) * ng), c[(*n)++].lanes = lanes;
 }
-/* Candidate factors: the heuristic's neighbours (below), then: a dim of at most 8 is unrolled
+/* The heuristic's neighbours first: one factor doubled or halved, or one doubled and another
+ * halved (a tile of up to 64 outputs, without SPLIT). Then: a dim of at most 8 is unrolled
  * whole, a larger one by 2, 4, 8 or 16 (what divides it). Pairs of dims whose tile has 8 to 32
  * outputs come first (those with a small dim before the others), then single dims (3 outputs or
  * more). Where the heuristic vectorizes the reduce (SPLIT), the tiles are smaller (4 to 12
  * outputs, then single dims), each with 8 lanes of its own: the accumulators are vectors then,
  * and 16 registers hold about 12 of them. */
-static int candidates(int ng, const int64_t *gs, const kn_kernel *k0, cand *c) {
+static int candidates(int ng, const int64_t *gs, const int64_t *up0, bool split, cand *c) {
   int64_t f[KILN_MAX_DIMS][4], up[KILN_MAX_DIMS];
   int nf[KILN_MAX_DIMS], n = 0;
-  bool split = k0->split > 1;
   int64_t lo = split ? 4 : 8, hi = split ? 12 : 32, lanes = split ? 8 : 0, single = split ? 2 : 3;
-  /* first the heuristic's neighbours: one factor doubled or halved, or one doubled and
-   * another halved (a tile of up to 64 outputs, without SPLIT) */
   for (int a = 0; a < ng && !split; a++)
     for (int b = -1; b < ng; b++) /* b = -1: a alone */
       for (int dbl = 1; dbl >= (b < 0 ? 0 : 1); dbl--) {
-        memcpy(up, k0->up, sizeof(int64_t) * ng);
+        memcpy(up, up0, sizeof(int64_t) * ng);
         if (b == a || (!dbl && up[a] % 2) || (b >= 0 && up[b] % 2)) continue;
         up[a] = dbl ? up[a] * 2 : up[a] / 2;
         if (b >= 0) up[b] /= 2;
@@ -83,32 +101,7 @@ static int candidates(int ng, const int64_t *gs, const kn_kernel *k0, cand *c) {
   return n;
 }
 
-static void tune_path(char *out, size_t n, uint64_t k1, uint64_t k2, const kn_device *d) {
-  uint64_t key = kn_hash_bytes(k1, &k2, sizeof k2);
-  key = kn_hash_bytes(key, d->name, strlen(d->name));
-  key = kn_hash_bytes(key, &d->caps, sizeof d->caps);
-  key = kn_hash_bytes(key, &(int){CODEGEN_VERSION}, sizeof(int));
-  kn_cache_path(out, n, "tune", key, "");
-}
-/* The factors of a verdict file, if it holds ng valid ones for these dims, then the lanes
- * (0, the heuristic's SPLIT, where the file has none). */
-static bool read_verdict(const char *path, int ng, const int64_t *gs, int64_t *up, int64_t *lanes) {
-  FILE *f = kn_cache_valid(path) ? fopen(path, "r") : NULL;
-  if (!f) return false;
-  bool ok = true;
-  long long v;
-  for (int g = 0; g < ng && ok; g++) {
-    ok = fscanf(f, "%lld", &v) == 1 && v >= 1 && v <= gs[g] && gs[g] % v == 0;
-    up[g] = v;
-  }
-  *lanes = 0;
-  if (ok && fscanf(f, "%lld", &v) == 1) {
-    ok = v >= 0 && v <= 16;
-    *lanes = v;
-  }
-  fclose(f);
-  return ok;
-}
+/* ---- timing ---- */
 static double time_kernel(kn_device *d, const kn_kernel *k) {
   bool had_error = kiln_error()[0] != 0;
   char *src = d->dialect ? kn_render(d->dialect, k) : NULL;
@@ -122,49 +115,193 @@ static double time_kernel(kn_device *d, const kn_kernel *k) {
   d->free_program(d, pg);
   return t;
 }
+/* Lowers it with o and times it: < 0 if o does not apply or the kernel cannot be timed. */
+static double time_opts(const kn_sched_item *it, kn_device *d, const kn_opts *o) {
+  bool had_error = kiln_error()[0] != 0;
+  kn_kernel *k = kn_lower(it, &d->caps, o);
+  if (!k) {
+    if (!had_error) kiln_clear_error();
+    return -1;
+  }
+  double t = time_kernel(d, k);
+  kn_kernel_free(k);
+  return t;
+}
+
+/* The default search: the candidates as lists, each completed as the heuristic would. */
+static double search_tiles(const kn_sched_item *it, kn_device *d, const kn_kernel *k0,
+                           kn_opts *best, double tbest) {
+  int64_t gs[KILN_MAX_DIMS], up0[KILN_MAX_DIMS];
+  int ng = kn_lower_gshape(it, gs);
+  bool split = false;
+  for (int g = 0; g < ng; g++)
+    up0[g] = 1;
+  for (int i = 0; i < k0->opts.n; i++) {
+    if (k0->opts.o[i].op == KN_OPT_UPCAST) up0[k0->opts.o[i].axis] *= k0->opts.o[i].amt;
+    split = split || k0->opts.o[i].op == KN_OPT_SPLIT;
+  }
+  cand *c = kn_xmalloc(sizeof(*c) * TUNE_MAX);
+  int nc = candidates(ng, gs, up0, split, c);
+  for (int i = 0; i < nc; i++) {
+    kn_opts o;
+    kn_opts_complete(it, &d->caps, c[i].up, c[i].lanes, &o);
+    if (kn_opts_equal(&o, &k0->opts)) continue;
+    double t = time_opts(it, d, &o);
+    if (t >= 0 && t < 0.95 * tbest)
+      *best = o, tbest = t; /* a clear win only: noise must not pick */
+  }
+  free(c);
+  return tbest;
+}
+
+/* BEAM=N: lists grown one transform at a time from the empty list and the heuristic's; each
+ * round keeps the N fastest; it stops when a round finds nothing faster. */
+typedef struct {
+  kn_opts o;
+  double t;
+} entry;
+static int actions(const kn_sched_item *it, const kn_devcaps *caps, kn_opt *a) {
+  int64_t gs[KILN_MAX_DIMS];
+  int ng = kn_lower_gshape(it, gs), n = 0;
+  kn_node *s = it->reduce ? it->reduce->src[0] : NULL;
+  for (int g = 0; g < ng; g++)
+    for (int f = 2; f <= 8; f *= 2) {
+      a[n++] = (kn_opt){KN_OPT_UPCAST, (uint8_t)g, f};
+      if (f >= 4 && caps->max_local > 1) a[n++] = (kn_opt){KN_OPT_LOCAL, (uint8_t)g, 8 * f};
+    }
+  for (int f = 4; f <= 16; f *= 2)
+    a[n++] = (kn_opt){KN_OPT_SPLIT, 0, f};
+  for (int f = 4; f <= 16; f *= 2)
+    a[n++] = (kn_opt){KN_OPT_BLOCK, 0, f};
+  for (int i = 0; s && i < s->ndim; i++)
+    if (it->reduce->arg[1] >> i & 1)
+      for (int f = 16; f <= 256; f *= 2)
+        a[n++] = (kn_opt){KN_OPT_GROUP, (uint8_t)i, f};
+  return n;
+}
+static bool in_list(const entry *e, int n, const kn_opts *o) {
+  for (int i = 0; i < n; i++)
+    if (kn_opts_equal(&e[i].o, o)) return true;
+  return false;
+}
+static double search_beam(const kn_sched_item *it, kn_device *d, const kn_kernel *k0, int width,
+                          kn_opts *best, double tbest) {
+  kn_opt act[128];
+  int na = actions(it, &d->caps, act);
+  entry *beam = kn_xcalloc((size_t)width + 1, sizeof(entry));
+  entry *seen = kn_xmalloc(sizeof(entry) * 4096);
+  int nb = 0, nseen = 0;
+  beam[nb++] = (entry){k0->opts, tbest};
+  seen[nseen++] = beam[0];
+  kn_opts none = {0};
+  double tn = time_opts(it, d, &none);
+  seen[nseen++] = (entry){none, tn};
+  if (tn >= 0 && width > 1) beam[nb++] = (entry){none, tn};
+  for (int round = 0; round < BEAM_ROUNDS; round++) {
+    entry next[64];
+    int nn = 0;
+    for (int b = 0; b < nb; b++)
+      for (int i = 0; i < na && nseen < 4096; i++) {
+        kn_opts o = beam[b].o;
+        if (o.n == KN_MAX_OPTS) continue;
+        o.o[o.n++] = act[i];
+        if (in_list(seen, nseen, &o)) continue;
+        double t = time_opts(it, d, &o);
+        seen[nseen++] = (entry){o, t};
+        if (t < 0) continue;
+        if (nn < width) /* keep the `width` fastest of this round, fastest first */
+          next[nn++] = (entry){o, t};
+        else if (t < next[nn - 1].t)
+          next[nn - 1] = (entry){o, t};
+        else
+          continue;
+        for (int j = nn - 1; j > 0 && next[j].t < next[j - 1].t; j--) {
+          entry tmp = next[j];
+          next[j] = next[j - 1], next[j - 1] = tmp;
+        }
+      }
+    if (!nn || next[0].t >= 0.98 * tbest) break; /* nothing clearly faster: done */
+    *best = next[0].o, tbest = next[0].t;
+    memcpy(beam, next, sizeof(entry) * (size_t)nn);
+    nb = nn;
+  }
+  free(beam), free(seen);
+  return tbest;
+}
+
+/* ---- verdicts on disk ---- */
+static void tune_path(char *out, size_t n, uint64_t k1, uint64_t k2, const kn_device *d) {
+  uint64_t key = kn_hash_bytes(k1, &k2, sizeof k2);
+  key = kn_hash_bytes(key, d->name, strlen(d->name));
+  const kn_devcaps *c = &d->caps;
+  int64_t props[] = {c->max_dims, c->max_local, c->local_mem, c->opts, c->host_memory, c->pool};
+  key = kn_hash_bytes(key, props, sizeof props);
+  key = kn_hash_bytes(key, &(int){CODEGEN_VERSION}, sizeof(int));
+  kn_cache_path(out, n, "tune", key, "");
+}
+/* The list of a verdict file, if it holds one that applies to it on d. */
+static kn_kernel *read_verdict(const char *path, const kn_sched_item *it, kn_device *d) {
+  size_t n;
+  char *t = kn_cache_valid(path) ? kn_cache_load(path, &n) : NULL;
+  kn_opts o;
+  bool ok = t && memchr(t, 0, n) == NULL;
+  if (ok) {
+    t = kn_xrealloc(t, n + 1);
+    t[n] = 0;
+    ok = kn_opts_parse(t, &o) == 0;
+  }
+  free(t);
+  if (!ok) return NULL;
+  bool had_error = kiln_error()[0] != 0;
+  kn_kernel *k = kn_lower(it, &d->caps, &o);
+  if (!k && !had_error) kiln_clear_error(); /* a stale verdict: searched again */
+  return k;
+}
+
 /* Returns the kernel to use: k0 (the heuristic's) or a faster lowering of the same item. */
 kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
                      uint64_t k2) {
-  int64_t gs[KILN_MAX_DIMS], up[KILN_MAX_DIMS], lanes;
-  int ng = kn_lower_gshape(it, gs);
   char path[1200];
   tune_path(path, sizeof path, k1, k2, d);
-  if (read_verdict(path, ng, gs, up, &lanes)) {
+  kn_kernel *v = read_verdict(path, it, d);
+  if (v) {
     kn_kernel_free(k0);
-    return kn_lower_with(it, &d->caps, up, lanes);
+    return v;
+  }
+  int width = kn_beam_width();
+  if (width <= 0 && spent >= env_int("KILN_TUNE_BUDGET", (int)TUNE_BUDGET)) {
+    if (!over_told && kn_debug_level() >= 1)
+      fprintf(stderr, "kiln: the search's time budget is spent; later runs (or kiln tune) search "
+                      "the remaining kernels\n");
+    over_told = true;
+    return k0; /* nothing written: a later run searches it */
   }
   static bool told;
   if (!told && isatty(2)) /* a first run pauses here for a while: say why, once */
     fprintf(stderr,
-            "kiln: autotuning new kernels (first run of these shapes; the choices are cached)\n");
+            "kiln: tuning new kernels (first run of these shapes; the choices are cached)\n");
   told = true;
+  double t_start = now();
   kn_quick_compile = true;
-  kn_kernel *best = k0;
-  double tbest = time_kernel(d, k0), t0 = tbest;
-  cand *c = kn_xmalloc(sizeof(*c) * TUNE_MAX);
-  int nc = tbest < 0 ? 0 : candidates(ng, gs, k0, c);
-  for (int i = 0; i < nc; i++) {
-    if (!memcmp(c[i].up, k0->up, sizeof(int64_t) * ng) && c[i].lanes == k0->lanes) continue;
-    kn_kernel *k = kn_lower_with(it, &d->caps, c[i].up, c[i].lanes);
-    double t = time_kernel(d, k);
-    if (t >= 0 && t < 0.95 * tbest) { /* a clear win only: noise must not pick */
-      if (best != k0) kn_kernel_free(best);
-      best = k, tbest = t;
-    } else
-      kn_kernel_free(k);
-  }
-  free(c);
+  double t0 = time_kernel(d, k0), tbest = t0;
+  kn_opts best = k0->opts;
+  if (t0 >= 0)
+    tbest = width > 0 ? search_beam(it, d, k0, width > 64 ? 64 : width, &best, t0)
+                      : search_tiles(it, d, k0, &best, t0);
   kn_quick_compile = false;
-  if (tbest < 0) return k0; /* could not be timed: nothing learned, nothing written */
-  if (best != k0) kn_kernel_free(k0);
+  if (width <= 0) spent += now() - t_start;
+  if (t0 < 0) return k0; /* could not be timed: nothing learned, nothing written */
+  kn_kernel *k = k0;
+  if (!kn_opts_equal(&best, &k0->opts)) {
+    k = kn_lower(it, &d->caps, &best);
+    KN_ASSERT(k, "a timed list no longer lowers");
+    kn_kernel_free(k0);
+  }
+  char t[256];
+  kn_opts_format(&best, t, sizeof t);
   if (kn_debug_level() >= 3)
-    fprintf(stderr, "kiln: tuned %s over %d candidates: %.3f ms (heuristic %.3f ms): %s\n",
-            best->name, nc, tbest * 1e3, t0 * 1e3, best->opts);
-  kn_sbuf v = {0};
-  for (int g = 0; g < ng; g++)
-    kn_sbuf_printf(&v, "%lld ", (long long)best->up[g]);
-  kn_sbuf_printf(&v, "%lld\n", (long long)best->lanes);
-  if (kn_cache_mkdir("tune") == 0) kn_cache_store(path, v.s, v.n); /* else: searched again */
-  free(v.s);
-  return best;
+    fprintf(stderr, "kiln: searched %s: %.3f ms (heuristic %.3f ms): %s\n", k->name, tbest * 1e3,
+            t0 * 1e3, t);
+  if (kn_cache_mkdir("tune") == 0) kn_cache_store(path, t, strlen(t)); /* else: searched again */
+  return k;
 }

@@ -37,4 +37,8 @@ const kn_dialect kn_dialect_cl = {
     .signature = cl_signature,
     .gidx = cl_gidx,
     .special = cl_special,
+    .group_id = {"get_group_id(0)", "get_group_id(1)", "get_group_id(2)"},
+    .local_id = {"get_local_id(0)", "get_local_id(1)", "get_local_id(2)"},
+    .local_decl = "__local",
+    .barrier = "barrier(CLK_LOCAL_MEM_FENCE);",
 };

@@ -40,4 +40,8 @@ const kn_dialect kn_dialect_cuda = {
     .signature = cuda_signature,
     .gidx = cuda_gidx,
     .special = cuda_special,
+    .group_id = {"blockIdx.x", "blockIdx.y", "blockIdx.z"},
+    .local_id = {"threadIdx.x", "threadIdx.y", "threadIdx.z"},
+    .local_decl = "__shared__",
+    .barrier = "__syncthreads();",
 };

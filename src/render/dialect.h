@@ -22,6 +22,9 @@ struct kn_dialect {
   /* f32 / f64 NaN and infinity (sign given) as expressions */
   void (*special)(kn_sbuf *b, bool f32, bool nan, bool neg);
   bool lane_vectors; /* SPLIT lane loops as GCC vector code (C only) */
+  /* work-groups (NULL in a language without them): the group's index and the work-item's
+   * index in it along launch dims 0..2, the qualifier of local memory, the barrier */
+  const char *group_id[3], *local_id[3], *local_decl, *barrier;
 };
 
 /* C type of values of dt in a kernel, and of its storage in a buffer. */

@@ -304,6 +304,24 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       opened += n, depth += n;
       break;
     }
+    case L_GROUP:
+    case L_LIDX:
+      KN_ASSERT(D->group_id[0] && o->ival < 3, "%s has no work-groups", D->name);
+      put(&b, "const int64_t v%d = (int64_t)%s;\n", i,
+          (o->op == L_GROUP ? D->group_id : D->local_id)[o->ival]);
+      break;
+    case L_DEFLOCAL:
+      put(&b, "%s %s v%d[%lld];\n", D->local_decl, T, i, (long long)o->arg);
+      break;
+    case L_LOCSTORE:
+      put(&b, "%s[%s] = %s;\n", a, c1, c2);
+      break;
+    case L_LOCLOAD:
+      put(&b, "%s v%d = %s[%s];\n", T, i, a, c1);
+      break;
+    case L_BARRIER:
+      put(&b, "%s\n", D->barrier);
+      break;
     case L_RANGE:
       put(&b, "for (int64_t v%d = 0; v%d < %lld; v%d++) {\n", i, i, (long long)o->arg, i);
       depth++;
@@ -328,6 +346,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       break;
     }
     case L_STORE:
+      if (o->src[2] >= 0) put(&b, "if (%s) ", c2);
       put(&b, "b%lld[%s] = ", (long long)o->arg, a);
       if (dt == KILN_F16)
         put(&b, "kn_f2h(%s);\n", c1);

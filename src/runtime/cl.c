@@ -14,6 +14,7 @@ enum {
   CL_DEVICE_TYPE_ALL = -1,
   CL_DEVICE_MAX_WORK_ITEM_DIMENSIONS = 0x1003,
   CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004,
+  CL_DEVICE_LOCAL_MEM_SIZE = 0x1023,
   CL_DEVICE_NAME = 0x102B,
   CL_DEVICE_VERSION = 0x102F,
   CL_DRIVER_VERSION = 0x102D,
@@ -125,11 +126,16 @@ static const char *cl_probe(kn_device *d) {
   char name[200] = "", ver[100] = "", drv[100] = "";
   cl.GetDeviceInfo(dev, CL_DEVICE_MAX_WORK_ITEM_DIMENSIONS, sizeof dims, &dims, NULL);
   cl.GetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof group, &group, NULL);
+  cl_ulong lmem = 0;
+  cl.GetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof lmem, &lmem, NULL);
   cl.GetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
   cl.GetDeviceInfo(dev, CL_DEVICE_VERSION, sizeof ver - 1, ver, NULL);
   cl.GetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof drv - 1, drv, NULL);
   snprintf(cl.ident, sizeof cl.ident, "%s|%s|%s", name, ver, drv);
-  d->caps = (kn_devcaps){.max_dims = dims < 3 ? (int)dims : 3, .max_local = (int64_t)group};
+  d->caps = (kn_devcaps){.max_dims = dims < 3 ? (int)dims : 3,
+                         .max_local = (int64_t)group,
+                         .local_mem = (int64_t)lmem,
+                         .opts = KN_OPT_ALL};
   if (d->caps.max_dims < 1) return "the OpenCL device reports no launch dims";
   return NULL;
 }
@@ -252,11 +258,12 @@ static int cl_launch(kn_device *d, void *prog, const kn_kernel *k, void *const *
   for (int i = 0; i < k->nbufs; i++)
     if (!ok(cl.SetKernelArg(pg->kernel, (cl_uint)i, sizeof(cl_obj), &bufs[i]), "clSetKernelArg"))
       return -1;
-  size_t global[3] = {1, 1, 1};
+  size_t global[3] = {1, 1, 1}, local[3] = {1, 1, 1};
+  bool groups = false;
   for (int i = 0; i < k->nglobal; i++)
-    global[i] = (size_t)k->global[i];
+    global[i] = (size_t)k->global[i], local[i] = (size_t)k->local[i], groups |= local[i] > 1;
   return ok(cl.EnqueueNDRangeKernel(cl.queue, pg->kernel, k->nglobal ? (cl_uint)k->nglobal : 1,
-                                    NULL, global, NULL, 0, NULL, NULL),
+                                    NULL, global, groups ? local : NULL, 0, NULL, NULL),
             "clEnqueueNDRangeKernel")
              ? 0
              : -1;

@@ -468,10 +468,18 @@ static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs) {
   .alloc = host_alloc, .free = host_free, .view = host_view, .free_view = host_free_view,          \
   .copyin = host_copyin, .copyout = host_copyout, .copy = host_copy, .fill = host_fill,            \
   .synchronize = nop_sync, .release = host_release
-/* A CPU launch may use as many dims as a kernel has (they are loops); no work-groups yet. */
+/* A CPU launch may use as many dims as a kernel has (they are loops); launch dim 0 runs on
+ * the thread pool; no work-groups. INTERP lowers as the CPU does (it is the CPU's bitwise
+ * oracle); kernels lowered for other devices run on it too, work-groups and all. */
+#define CPU_CAPS                                                                                   \
+  {                                                                                                \
+    .max_dims = 2 * KILN_MAX_DIMS, .max_local = 1,                                                 \
+    .opts = KN_OPT_BIT(KN_OPT_UPCAST) | KN_OPT_BIT(KN_OPT_SPLIT) | KN_OPT_BIT(KN_OPT_BLOCK),       \
+    .host_memory = true, .pool = true                                                              \
+  }
 kn_device kn_dev_cpu = {.name = "CPU",
                         .dialect = &kn_dialect_c,
-                        .caps = {2 * KILN_MAX_DIMS, 1, true, true},
+                        .caps = CPU_CAPS,
                         HOST_MEMORY,
                         .compile = cpu_compile,
                         .launch = cpu_launch,
@@ -490,7 +498,7 @@ static int interp_launch(kn_device *d, void *pg, const kn_kernel *k, void *const
 }
 static void interp_free(kn_device *d, void *pg) { (void)d, (void)pg; }
 kn_device kn_dev_interp = {.name = "INTERP",
-                           .caps = {2 * KILN_MAX_DIMS, 1, true, true},
+                           .caps = CPU_CAPS,
                            HOST_MEMORY,
                            .compile = interp_compile,
                            .launch = interp_launch,

@@ -9,7 +9,7 @@
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 typedef void *CUobj; /* context, module, function */
-enum { CU_THREADS_PER_BLOCK = 1, CU_CC_MAJOR = 75, CU_CC_MINOR = 76 };
+enum { CU_THREADS_PER_BLOCK = 1, CU_SHARED_PER_BLOCK = 8, CU_CC_MAJOR = 75, CU_CC_MINOR = 76 };
 #define BLOCK 256 /* threads of a block along the one launch dim */
 
 static struct {
@@ -149,7 +149,7 @@ static const char *cuda_probe(kn_device *d) {
                    {"cuGetErrorString", (void **)&cu.GetErrorString}};
   if (!bind(lib, s, sizeof s / sizeof *s))
     return "libcuda.so.1 is too old (CUDA 11 or newer is needed)";
-  int dev, major = 0, minor = 0, threads = 0, rc = cu.Init(0);
+  int dev, major = 0, minor = 0, threads = 0, shared = 0, rc = cu.Init(0);
   if (rc != 0 || cu.DeviceGet(&dev, 0) != 0) {
     snprintf(why, sizeof why, "no CUDA GPU (cuInit: error %d)", rc);
     return why;
@@ -164,6 +164,8 @@ static const char *cuda_probe(kn_device *d) {
   const char *nv = load_nvrtc();
   if (nv) return nv;
   d->caps.max_local = threads;
+  cu.DeviceGetAttribute(&shared, CU_SHARED_PER_BLOCK, dev);
+  d->caps.local_mem = shared;
   return NULL;
 }
 
@@ -245,7 +247,9 @@ static int cuda_launch(kn_device *d, void *prog, const kn_kernel *k, void *const
   for (int i = 0; i < k->nbufs; i++)
     ptrs[i] = DPTR(bufs[i]), args[i] = &ptrs[i];
   int64_t total = k->nglobal ? k->global[0] : 1;
-  unsigned threads = total < BLOCK ? (unsigned)total : BLOCK;
+  unsigned threads = k->local[0] > 1 ? (unsigned)k->local[0]
+                     : total < BLOCK ? (unsigned)total
+                                     : BLOCK;
   int64_t blocks = (total + threads - 1) / threads;
   if (blocks > 0x7fffffff) {
     kn_err("CUDA: kernel %s needs %lld blocks, more than a launch can have", k->name,
@@ -265,19 +269,20 @@ static void cuda_free_program(kn_device *d, void *prog) {
 }
 
 /* one launch dim (x), so no launch size meets the smaller limits of y and z */
-kn_device kn_dev_cuda = {.name = "CUDA",
-                         .dialect = &kn_dialect_cuda,
-                         .caps = {1, BLOCK, false, false},
-                         .probe = cuda_probe,
-                         .alloc = cuda_alloc,
-                         .free = cuda_free,
-                         .view = cuda_view,
-                         .free_view = cuda_free_view,
-                         .copyin = cuda_copyin,
-                         .copyout = cuda_copyout,
-                         .copy = cuda_copy,
-                         .fill = cuda_fill,
-                         .compile = cuda_compile,
-                         .launch = cuda_launch,
-                         .free_program = cuda_free_program,
-                         .synchronize = cuda_sync};
+kn_device kn_dev_cuda = {
+    .name = "CUDA",
+    .dialect = &kn_dialect_cuda,
+    .caps = {.max_dims = 1, .max_local = 1024, .local_mem = 48 << 10, .opts = KN_OPT_ALL},
+    .probe = cuda_probe,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .view = cuda_view,
+    .free_view = cuda_free_view,
+    .copyin = cuda_copyin,
+    .copyout = cuda_copyout,
+    .copy = cuda_copy,
+    .fill = cuda_fill,
+    .compile = cuda_compile,
+    .launch = cuda_launch,
+    .free_program = cuda_free_program,
+    .synchronize = cuda_sync};

@@ -279,10 +279,17 @@ static val alu(const kn_lop *o, int sdt, val a, val b, val c) {
   return r;
 }
 
-/* Runs pcs [from, to) of k once (one work-item from `from` on, or the part before any launch
- * index). gid: the work-item's index along each launch dim. */
-static void exec(const kn_kernel *k, void *const *bufs, const int64_t *gid, val *reg, val *lanes,
-                 int from, int to) {
+/* Where one work-item is: its index along each launch dim, its group's, its index in the
+ * group; its registers and accumulator lanes, and its group's local memory. */
+typedef struct {
+  int64_t gid[2 * KILN_MAX_DIMS], grp[2 * KILN_MAX_DIMS], lid[2 * KILN_MAX_DIMS];
+  val *reg, *lanes, *lmem;
+} witem;
+
+/* Runs pcs [from, to) of k for one work-item (from `from` on, or the part before any launch
+ * index, or one phase between barriers). */
+static void exec(const kn_kernel *k, void *const *bufs, witem *w, int from, int to) {
+  val *reg = w->reg, *lanes = w->lanes;
   for (int pc = from; pc < to; pc++) {
     const kn_lop *o = &k->ops[pc];
     val a = o->src[0] >= 0 ? reg[o->src[0]] : (val){0};
@@ -294,7 +301,33 @@ static void exec(const kn_kernel *k, void *const *bufs, const int64_t *gid, val 
         reg[pc].i = o->ival;
       break;
     case L_GIDX:
-      reg[pc].i = gid[o->ival];
+      reg[pc].i = w->gid[o->ival];
+      break;
+    case L_GROUP:
+      reg[pc].i = w->grp[o->ival];
+      break;
+    case L_LIDX:
+      reg[pc].i = w->lid[o->ival];
+      break;
+    case L_DEFLOCAL: { /* its elements' offset in the group's local memory */
+      int64_t off = 0;
+      for (int q = 0; q < pc; q++)
+        if (k->ops[q].op == L_DEFLOCAL) off += k->ops[q].arg;
+      reg[pc].i = off;
+      break;
+    }
+    case L_LOCSTORE:
+      KN_ASSERT(reg[o->src[1]].i >= 0 && reg[o->src[1]].i < k->ops[o->src[0]].arg,
+                "local store out of bounds");
+      w->lmem[a.i + reg[o->src[1]].i] = reg[o->src[2]];
+      break;
+    case L_LOCLOAD:
+      KN_ASSERT(reg[o->src[1]].i >= 0 && reg[o->src[1]].i < k->ops[o->src[0]].arg,
+                "local load out of bounds");
+      reg[pc] = w->lmem[a.i + reg[o->src[1]].i];
+      break;
+    case L_BARRIER:
+      KN_ASSERT(0, "interpreter: a barrier inside a loop");
       break;
     case L_RANGE:
       if (o->arg <= 0)
@@ -312,7 +345,8 @@ static void exec(const kn_kernel *k, void *const *bufs, const int64_t *gid, val 
         reg[pc] = load(bufs[o->arg], k->buf_dtype[o->arg], a.i);
       break;
     case L_STORE:
-      store(bufs[o->arg], k->buf_dtype[o->arg], a.i, reg[o->src[1]]);
+      if (o->src[2] < 0 || reg[o->src[2]].i)
+        store(bufs[o->arg], k->buf_dtype[o->arg], a.i, reg[o->src[1]]);
       break;
     case L_ACC: {
       val init = kiln_dtype_is_float(o->dtype) ? (val){.f = o->fval} : (val){.i = o->ival};
@@ -347,29 +381,75 @@ static void exec(const kn_kernel *k, void *const *bufs, const int64_t *gid, val 
   }
 }
 
+/* A kernel with work-groups: group after group, every work-item of the group runs each phase
+ * (the code between barriers) before any runs the next. Local memory starts each group
+ * poisoned (NaN, or a pattern for integers), so a read of what no work-item stored shows. */
+static void run_groups(const kn_kernel *k, void *const *bufs, int64_t nlanes) {
+  int64_t items = 1, groups = 1, nlocal = 0, ngrp[2 * KILN_MAX_DIMS];
+  for (int d = 0; d < k->nglobal; d++) {
+    items *= k->local[d];
+    ngrp[d] = k->global[d] / k->local[d];
+    groups *= ngrp[d];
+  }
+  int cuts[64], ncut = 0, depth = 0; /* phase boundaries: the barriers, all outside loops */
+  cuts[ncut++] = -1;
+  for (int pc = 0; pc < k->nops; pc++) {
+    depth += k->ops[pc].op == L_RANGE ? 1 : k->ops[pc].op == L_END ? -1 : 0;
+    if (k->ops[pc].op == L_DEFLOCAL) nlocal += k->ops[pc].arg;
+    if (k->ops[pc].op != L_BARRIER) continue;
+    KN_ASSERT(depth == 0 && ncut < 63, "interpreter: a barrier inside a loop");
+    cuts[ncut++] = pc;
+  }
+  cuts[ncut] = k->nops;
+  val *reg = kn_xcalloc((size_t)(items * k->nops), sizeof(val));
+  val *lanes = kn_xcalloc((size_t)(items * (nlanes ? nlanes : 1)), sizeof(val));
+  val *lmem = kn_xmalloc(sizeof(val) * (size_t)(nlocal ? nlocal : 1));
+  witem w = {0};
+  for (int64_t g = 0; g < groups; g++) {
+    for (int64_t q = g, d = k->nglobal - 1; d >= 0; d--)
+      w.grp[d] = q % ngrp[d], q /= ngrp[d];
+    for (int64_t i = 0; i < nlocal; i++)
+      lmem[i].u = 0x7ff8dead5a5a5a5aull;
+    for (int c = 0; c < ncut; c++)
+      for (int64_t it = 0; it < items; it++) {
+        for (int64_t q = it, d = k->nglobal - 1; d >= 0; d--) {
+          w.lid[d] = q % k->local[d], q /= k->local[d];
+          w.gid[d] = w.grp[d] * k->local[d] + w.lid[d];
+        }
+        w.reg = reg + it * k->nops, w.lanes = lanes + it * nlanes, w.lmem = lmem;
+        exec(k, bufs, &w, cuts[c] + 1, cuts[c + 1]);
+      }
+  }
+  free(reg), free(lanes), free(lmem);
+}
+
 /* Every work-item whose index along launch dim 0 is in [start, end), each to completion (the
  * part before the first launch index, which no work-item's index changes, once). */
 void kn_interp_run(const kn_kernel *k, void *const *bufs, long start, long end) {
   if (start >= end) return;
-  val *reg = kn_xcalloc(k->nops, sizeof(val));
-  /* accumulator arrays: lane storage after the registers, at an offset kept in reg[acc].i */
   int64_t nlanes = 0;
   int first = k->nops;
   for (int pc = 0; pc < k->nops; pc++) {
     if (k->ops[pc].op == L_ACC && k->ops[pc].arg2 > 1) nlanes += k->ops[pc].arg2;
-    if (k->ops[pc].op == L_GIDX && pc < first) first = pc;
+    if ((k->ops[pc].op == L_GIDX || k->ops[pc].op == L_GROUP) && pc < first) first = pc;
   }
-  val *lanes = kn_xcalloc(nlanes ? (size_t)nlanes : 1, sizeof(val));
-  int64_t gid[2 * KILN_MAX_DIMS] = {start};
-  exec(k, bufs, gid, reg, lanes, 0, first);
+  if (k->groups) {
+    KN_ASSERT(start == 0 && end == k->global[0], "a kernel with work-groups runs whole");
+    run_groups(k, bufs, nlanes);
+    return;
+  }
+  /* accumulator arrays: lane storage after the registers, at an offset kept in reg[acc].i */
+  witem w = {.gid = {start}, .reg = kn_xcalloc(k->nops, sizeof(val))};
+  w.lanes = kn_xcalloc(nlanes ? (size_t)nlanes : 1, sizeof(val));
+  exec(k, bufs, &w, 0, first);
   for (bool more = first < k->nops; more;) {
-    exec(k, bufs, gid, reg, lanes, first, k->nops);
+    exec(k, bufs, &w, first, k->nops);
     more = false;
     for (int d = k->nglobal - 1; d >= 0 && !more; d--) { /* the next work-item, last dim fastest */
-      more = ++gid[d] < (d ? k->global[d] : end);
-      if (!more) gid[d] = 0;
+      more = ++w.gid[d] < (d ? k->global[d] : end);
+      if (!more) w.gid[d] = 0;
     }
   }
-  free(reg);
-  free(lanes);
+  free(w.reg);
+  free(w.lanes);
 }

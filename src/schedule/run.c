@@ -80,7 +80,7 @@ static int nvrtc_check(const kn_sched_item *it) {
   static const char *arch;
   if (!arch) arch = getenv("KILN_NVRTC_CHECK") ? getenv("KILN_NVRTC_CHECK") : "";
   if (!*arch) return 0;
-  kn_kernel *k = kn_lower(it, &kn_dev_cuda.caps);
+  kn_kernel *k = kn_lower(it, &kn_dev_cuda.caps, NULL);
   char *src = kn_render(&kn_dialect_cuda, k);
   int rc = kn_cuda_check(src, k->name, arch);
   if (rc < 0 && kn_debug_level() >= 1) fprintf(stderr, "%s\n", src);
@@ -104,9 +104,13 @@ static prog *get_program(const kn_sched_item *it, int dev) {
     if (p->k1 == k1 && p->k2 == k2 && p->dev == dev) return p;
   kn_device *d = kn_device_get(dev);
   if (nvrtc_check(it) < 0) return NULL;
-  kn_kernel *k = kn_lower(it, &d->caps);
+  kn_kernel *k = kn_lower(it, &d->caps, NULL);
   if (kn_search_wanted(d, k)) k = kn_search(it, d, k, k1, k2);
-  if (kn_debug_level() >= 3 && k->opts[0]) fprintf(stderr, "kiln: %s opts: %s\n", k->name, k->opts);
+  if (kn_debug_level() >= 3 && k->opts.n) {
+    char t[256];
+    kn_opts_format(&k->opts, t, sizeof t);
+    fprintf(stderr, "kiln: %s opts: %s\n", k->name, t);
+  }
   if (kn_debug_level() >= 5) kn_kernel_print(stderr, k);
   char *src = d->dialect ? kn_render(d->dialect, k) : NULL;
   if (src && kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);

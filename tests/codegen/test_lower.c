@@ -1,0 +1,227 @@
+/* test_lower.c — codegen's transforms as data and GPU-shaped kernels. A reduce kernel is
+ * lowered for a device with work-groups (the heuristic picks GROUP where the outputs are few)
+ * and with given transform lists; each program runs on the interpreter, work-group by
+ * work-group, against the plain CPU-shaped lowering of the same kernel; where CL works, the
+ * same GPU-shaped program runs there too. Lists that do not apply are refused with an error. */
+#include "internal.h"
+#include "test.h"
+#include <stdlib.h>
+
+/* A device with work-groups, as codegen sees one: launch dims are groups, 256 work-items. */
+static const kn_devcaps gpu_caps = {
+    .max_dims = 3, .max_local = 256, .local_mem = 32 << 10, .opts = KN_OPT_ALL};
+
+/* The one kernel of y's schedule (y's inputs realized on INTERP first). */
+typedef struct {
+  kn_schedule s;
+  kn_sched_item *it;
+} one_kernel;
+static bool schedule_one(kiln_tensor *y, one_kernel *o) {
+  kn_node *root = y->node;
+  if (kn_schedule_build(1, &root, &o->s) != 0 || o->s.nitems != 1) return false;
+  o->it = &o->s.items[0];
+  return true;
+}
+
+/* Runs k on the interpreter over host copies of the item's inputs; returns the output (bytes
+ * of dtype buf_dtype[0], malloc'ed). */
+static void *run_interp(const kn_kernel *k, const kn_sched_item *it) {
+  void *bufs[64];
+  size_t n = (size_t)k->buf_numel[0] * kiln_dtype_size(k->buf_dtype[0]);
+  bufs[0] = calloc(1, n ? n : 1);
+  for (int i = 0; i < it->ninputs; i++)
+    bufs[i + 1] = it->inputs[i]->buf->h; /* INTERP buffers are host memory */
+  kn_interp_run(k, bufs, 0, k->nglobal ? k->global[0] : 1);
+  return bufs[0];
+}
+
+/* The same program on CL: NULL if CL does not work here. */
+static void *run_cl(const kn_kernel *k, const kn_sched_item *it) {
+  int dev = kn_device_find("CL");
+  if (dev < 0 || !kn_device_usable(dev, &(const char *){NULL})) return NULL;
+  kn_device *d = kn_device_get(dev);
+  char *src = kn_render(d->dialect, k);
+  void *pg = d->compile(d, k, src);
+  free(src);
+  if (!pg) return NULL;
+  void *bufs[64];
+  size_t n = (size_t)k->buf_numel[0] * kiln_dtype_size(k->buf_dtype[0]);
+  bufs[0] = d->alloc(d, n, true);
+  for (int i = 0; i < it->ninputs; i++) {
+    size_t m = (size_t)k->buf_numel[i + 1] * kiln_dtype_size(k->buf_dtype[i + 1]);
+    bufs[i + 1] = d->alloc(d, m, false);
+    d->copyin(d, bufs[i + 1], 0, it->inputs[i]->buf->h, m);
+  }
+  void *out = NULL;
+  if (d->launch(d, pg, k, bufs) == 0) {
+    out = calloc(1, n ? n : 1);
+    d->copyout(d, out, bufs[0], 0, n);
+  }
+  for (int i = 0; i <= it->ninputs; i++)
+    d->free(d, bufs[i]);
+  d->free_program(d, pg);
+  return out;
+}
+
+static bool has_opt(const kn_kernel *k, int op) {
+  for (int i = 0; i < k->opts.n; i++)
+    if (k->opts.o[i].op == op) return true;
+  return false;
+}
+
+/* Compares n outputs of dtype dt: exact for integers, to rel (relative to the largest) for
+ * floats. */
+static void compare(const char *what, int dt, const void *got, const void *want, int64_t n,
+                    double rel) {
+  double big = 0, worst = 0;
+  int64_t at = -1;
+  for (int64_t i = 0; i < n; i++) {
+    double g = dt == KILN_F32 ? ((const float *)got)[i] : ((const int32_t *)got)[i];
+    double w = dt == KILN_F32 ? ((const float *)want)[i] : ((const int32_t *)want)[i];
+    big = fabs(w) > big ? fabs(w) : big;
+    if (!(fabs(g - w) <= worst) || g != g) worst = fabs(g - w), at = i;
+  }
+  double tol = dt == KILN_F32 ? rel * (big > 1 ? big : 1) : 0;
+  CHECKF(at < 0 || worst <= tol, "%s: element %lld off by %g (tolerance %g)", what, (long long)at,
+         worst, tol);
+}
+
+/* Lowers it with opts (NULL: the heuristic for gpu_caps) and checks it on INTERP and CL
+ * against the CPU-shaped lowering. */
+static void check_lowering(const char *what, const kn_sched_item *it, const kn_opts *opts,
+                           bool want_group) {
+  test_set_context("%s", what);
+  kn_kernel *ref = kn_lower(it, &kn_dev_interp.caps, NULL);
+  kn_kernel *k = kn_lower(it, &gpu_caps, opts);
+  REQUIRE(ref && k);
+  char t[256];
+  kn_opts_format(&k->opts, t, sizeof t);
+  CHECKF(has_opt(k, KN_OPT_GROUP) == want_group, "opts %s: GROUP %s", t,
+         want_group ? "missing" : "unexpected");
+  if (want_group) {
+    bool barrier = false;
+    for (int i = 0; i < k->nops; i++)
+      barrier = barrier || k->ops[i].op == L_BARRIER;
+    CHECKF(k->groups && barrier && k->local[0] > 1, "a GROUP kernel without work-groups (%s)", t);
+  }
+  int dt = k->buf_dtype[0];
+  void *want = run_interp(ref, it), *got = run_interp(k, it);
+  compare(t, dt, got, want, k->buf_numel[0], 1e-5);
+  void *cl = run_cl(k, it);
+  if (cl) compare("CL", dt, cl, got, k->buf_numel[0], 1e-5);
+  free(want), free(got), free(cl);
+  kn_kernel_free(ref), kn_kernel_free(k);
+  test_set_context("%s", "");
+}
+
+static kiln_tensor *rand_input(kiln_dtype dt, int ndim, const int64_t *shape, uint64_t seed) {
+  int64_t n = kn_numel(ndim, shape);
+  float *f = malloc(sizeof(float) * (size_t)n);
+  int32_t *q = malloc(sizeof(int32_t) * (size_t)n);
+  uint64_t s = test_seed(seed);
+  for (int64_t i = 0; i < n; i++) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    q[i] = (int32_t)(s >> 40) % 1000 - 500;
+    f[i] = (float)q[i] / 128.0f;
+  }
+  kiln_tensor *t = kiln_from_data(dt, ndim, shape, dt == KILN_F32 ? (void *)f : (void *)q);
+  free(f), free(q);
+  kiln_realize(t);
+  return t;
+}
+
+TEST(codegen_group_reduces) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  /* a full sum (a loss), a row max, a matrix-vector product, an integer column sum, a reduce
+   * with work after it (a mean, then more), a reduce over two axes */
+  kiln_tensor *x = rand_input(KILN_F32, 1, (int64_t[]){4096}, 1);
+  REQUIRE(schedule_one(kiln_sum(x, 0, NULL, false), &o));
+  check_lowering("sum 4096", o.it, NULL, true);
+  kn_schedule_free(&o.s);
+
+  kiln_tensor *m = rand_input(KILN_F32, 2, (int64_t[]){8, 1024}, 2);
+  REQUIRE(schedule_one(kiln_max(m, 1, (int[]){1}, false), &o));
+  check_lowering("row max 8x1024", o.it, NULL, true);
+  kn_schedule_free(&o.s);
+
+  kiln_tensor *v = rand_input(KILN_F32, 2, (int64_t[]){1, 512}, 3);
+  kiln_tensor *w = rand_input(KILN_F32, 2, (int64_t[]){512, 64}, 4);
+  REQUIRE(schedule_one(kiln_matmul(v, w), &o));
+  check_lowering("matvec 512x64", o.it, NULL, true);
+  kn_opts up = {2, {{KN_OPT_UPCAST, 0, 4}, {KN_OPT_GROUP, 1, 32}}};
+  kn_node *src = o.it->reduce->src[0];
+  int rax = -1; /* the matmul's reduce axis in its reduce's source */
+  for (int i = 0; i < src->ndim; i++)
+    if (o.it->reduce->arg[1] >> i & 1 && src->shape[i] == 512) rax = i;
+  REQUIRE(rax >= 0);
+  up.o[1].axis = (int16_t)rax;
+  check_lowering("matvec, UPCAST(0,4) GROUP(32)", o.it, &up, true);
+  kn_schedule_free(&o.s);
+
+  kiln_tensor *c = rand_input(KILN_I32, 2, (int64_t[]){256, 3}, 5);
+  REQUIRE(schedule_one(kiln_sum(c, 1, (int[]){0}, false), &o));
+  check_lowering("int column sum 256x3", o.it, NULL, true);
+  kn_schedule_free(&o.s);
+
+  kiln_tensor *mean =
+      kiln_add(kiln_mul(kiln_sum(m, 1, (int[]){1}, true), kiln_scalar(KILN_F32, 0.5)),
+               kiln_scalar(KILN_F32, 1.0));
+  REQUIRE(schedule_one(kiln_mul(mean, kiln_scalar(KILN_F32, 3.0)), &o));
+  check_lowering("sum then elementwise", o.it, NULL, true);
+  kn_schedule_free(&o.s);
+
+  kiln_tensor *t3 = rand_input(KILN_F32, 3, (int64_t[]){4, 64, 32}, 6);
+  REQUIRE(schedule_one(kiln_sum(t3, 2, (int[]){1, 2}, false), &o));
+  kn_opts gs = {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_SPLIT, 0, 8}}};
+  check_lowering("two axes, GROUP(1,16) SPLIT(0,8)", o.it, &gs, true);
+  kn_schedule_free(&o.s);
+
+  /* many outputs: no GROUP (the work-items are enough) */
+  kiln_tensor *a = rand_input(KILN_F32, 2, (int64_t[]){256, 256}, 7);
+  REQUIRE(schedule_one(kiln_matmul(a, a), &o));
+  check_lowering("matmul 256", o.it, NULL, false);
+  kn_schedule_free(&o.s);
+  kiln_set_device("CPU");
+}
+
+TEST(codegen_opts_refused) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  kiln_tensor *m = rand_input(KILN_F32, 2, (int64_t[]){8, 1024}, 8);
+  REQUIRE(schedule_one(kiln_sum(m, 1, (int[]){1}, false), &o));
+  const struct {
+    const char *what;
+    const kn_devcaps *caps;
+    kn_opts o;
+  } bad[] = {
+      {"GROUP on the CPU", &kn_dev_cpu.caps, {1, {{KN_OPT_GROUP, 1, 16}}}},
+      {"GROUP of a kept axis", &gpu_caps, {1, {{KN_OPT_GROUP, 0, 8}}}},
+      {"GROUP not dividing", &gpu_caps, {1, {{KN_OPT_GROUP, 1, 24}}}},
+      {"GROUP over the device's limit", &gpu_caps, {1, {{KN_OPT_GROUP, 1, 512}}}},
+      {"UPCAST not dividing", &gpu_caps, {1, {{KN_OPT_UPCAST, 0, 3}}}},
+      {"UPCAST of no dim", &gpu_caps, {1, {{KN_OPT_UPCAST, 5, 2}}}},
+      {"SPLIT twice", &gpu_caps, {2, {{KN_OPT_SPLIT, 0, 4}, {KN_OPT_SPLIT, 0, 4}}}},
+      {"LOCAL on the CPU", &kn_dev_cpu.caps, {1, {{KN_OPT_LOCAL, 0, 8}}}},
+      {"unknown kind", &gpu_caps, {1, {{99, 0, 2}}}},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    kiln_clear_error();
+    kn_kernel *k = kn_lower(o.it, bad[i].caps, &bad[i].o);
+    CHECKF(!k, "%s: lowered", bad[i].what);
+    CHECKF(test_has_error(), "%s: refused without an error", bad[i].what);
+    kn_kernel_free(k);
+  }
+  kiln_clear_error();
+  /* what the heuristic picks always lowers, and reads back from its text */
+  kn_opts h, back;
+  kn_heuristic(o.it, &gpu_caps, &h);
+  char t[256];
+  kn_opts_format(&h, t, sizeof t);
+  CHECKF(kn_opts_parse(t, &back) == 0 && kn_opts_equal(&h, &back), "\"%s\" does not read back", t);
+  const char *garbage[] = {"UPCAST(0)", "FOO(0,2)", "UPCAST(0,2) x", "UPCAST(-1,2)", "SPLIT(0,0)"};
+  for (size_t i = 0; i < sizeof garbage / sizeof *garbage; i++)
+    CHECKF(kn_opts_parse(garbage[i], &back) < 0, "\"%s\" read as a list", garbage[i]);
+  kn_schedule_free(&o.s);
+  kiln_set_device("CPU");
+}
