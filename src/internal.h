@@ -343,6 +343,9 @@ struct kn_device {
   /* a program from a kernel and its source in the device's dialect (NULL for INTERP); NULL
    * with an error set on failure */
   void *(*compile)(kn_device *d, const kn_kernel *k, const char *src);
+  /* may start building k's program in the background, for a compile of the same source soon
+   * (NULL: the device does not build ahead) */
+  void (*prefetch)(kn_device *d, const kn_kernel *k, const char *src);
   int (*launch)(kn_device *d, void *prog, const kn_kernel *k,
                 void *const *bufs); /* < 0: error set */
   void (*free_program)(kn_device *d, void *prog);
@@ -411,5 +414,9 @@ kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint6
                      uint64_t k2);
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k);
 int kn_beam_width(void); /* BEAM=N: N, else 0 */
+/* The search's time budget for this run, shared with a device's own trials (the CPU's race of
+ * two compilers): whether some is left, and time spent from it. */
+bool kn_search_budget_left(void);
+void kn_search_charge(double seconds);
 
 #endif

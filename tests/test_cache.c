@@ -338,3 +338,35 @@ TEST(cache_autotune_verdict) {
   CHECKF(verdict_opts(made[0]) >= 0, "garbage verdict not replaced");
   kiln_reset_caches();
 }
+
+/* With the run's search budget spent (KILN_TUNE_BUDGET=0), a new big kernel runs the
+ * heuristic's lowering, correct, and no verdict is written: a later run searches it. */
+TEST(cache_search_budget) {
+  REQUIRE(kiln_set_device("CPU") >= 0);
+  const char *dir = test_cache_dir();
+  REQUIRE(dir && dir[0]);
+  g_c = 1.25 + (double)(getpid() % 977) / 4096.0;
+  ref_t *a, *b, *want = matmul_case(12, 256, 1536, 256, &a, &b);
+  static char before[1024][4200], made[16][4200];
+  int nb = list_new(dir, "/tune/", NULL, 0, before, 1024);
+  const char *old = getenv("KILN_TUNE_BUDGET");
+  char saved[64];
+  snprintf(saved, sizeof saved, "%s", old ? old : "");
+  setenv("KILN_TUNE_BUDGET", "0", 1);
+  int64_t c1;
+  ref_t *v1 = fresh_run("matmul, budget spent", a, b, want, &c1);
+  if (old)
+    setenv("KILN_TUNE_BUDGET", saved, 1);
+  else
+    unsetenv("KILN_TUNE_BUDGET");
+  REQUIRE(v1);
+  CHECKF(c1 == 1, "with no budget, the kernel was compiled %lld times, want 1", (long long)c1);
+  int nm = list_new(dir, "/tune/", before, nb, made, 16);
+  CHECKF(nm == 0, "%d verdicts written with no budget, want 0", nm);
+  int64_t c2;
+  REQUIRE(fresh_run("matmul, budget back", a, b, want, &c2));
+  nm = list_new(dir, "/tune/", before, nb, made, 16);
+  CHECKF(nm == 1 && c2 >= 3, "with the budget back: %d verdicts, %lld compiles (want 1, several)",
+         nm, (long long)c2);
+  kiln_reset_caches();
+}

@@ -34,6 +34,10 @@ static double spent;   /* seconds the default search spent in this process */
 static bool over_told; /* the budget's end was said */
 
 int kn_beam_width(void) { return env_int("BEAM", 0); }
+bool kn_search_budget_left(void) {
+  return kn_beam_width() > 0 || spent < env_int("KILN_TUNE_BUDGET", (int)TUNE_BUDGET);
+}
+void kn_search_charge(double seconds) { spent += seconds; }
 
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k) {
   if (env_int("KILN_TUNE", 1) == 0 || !d->time_program || k->name[0] != 'r') return false;
@@ -269,7 +273,7 @@ kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint6
     return v;
   }
   int width = kn_beam_width();
-  if (width <= 0 && spent >= env_int("KILN_TUNE_BUDGET", (int)TUNE_BUDGET)) {
+  if (!kn_search_budget_left()) {
     if (!over_told && kn_debug_level() >= 1)
       fprintf(stderr, "kiln: the search's time budget is spent; later runs (or kiln tune) search "
                       "the remaining kernels\n");

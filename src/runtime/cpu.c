@@ -158,9 +158,10 @@ static const char *const cflags[] = {
     "-w"};
 #define NCFLAGS ((int)(sizeof cflags / sizeof cflags[0]))
 
-static int run_compiler(const char *cc, const char *src_path, const char *so_path) {
+/* Starts cc on src_path; the child's pid, or -1. */
+static pid_t spawn_compiler(const char *cc, const char *src_path, const char *so_path) {
   pid_t pid = fork();
-  if (pid < 0) return -1;
+  if (pid < 0) kn_err("CPU: cannot start the compiler (fork: %s)", strerror(errno));
   if (pid == 0) {
     /* argv from the fixed flags; paths are ours (hex names in the cache dir) */
     const char *argv[NCFLAGS + 6];
@@ -172,7 +173,11 @@ static int run_compiler(const char *cc, const char *src_path, const char *so_pat
     execvp(cc, (char *const *)argv);
     _exit(127);
   }
+  return pid;
+}
+static int wait_compiler(pid_t pid) {
   int st;
+  if (pid < 0) return -1;
   while (waitpid(pid, &st, 0) < 0)
     if (errno != EINTR) return -1;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -200,30 +205,93 @@ static double kernel_work(const kn_kernel *k) {
   return work * (k->nops + k->flops / (work > 0 ? work : 1));
 }
 
-/* The kernel built by compiler cc from src: from the disk cache, or compiled into it. */
-static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
+/* Where the build of src by cc is cached, and its temporary files while it is built. */
+static uint64_t build_paths(const char *src, const char *cc, char *so, char *tmpc, char *tmpso) {
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
   key = kn_hash_bytes(key, cc, strlen(cc));
   for (int i = 0; i < NCFLAGS; i++)
     key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
-  char so[1200], tmpc[1300], tmpso[1300];
-  kn_cache_path(so, sizeof so, "cpu", key, ".so");
-  cprog *p = kn_cache_valid(so) ? load(so, k->name) : NULL;
-  if (p) return p;
+  kn_cache_path(so, 1200, "cpu", key, ".so");
+  snprintf(tmpc, 1300, "%s.tmp-%d.c", so, (int)getpid());
+  snprintf(tmpso, 1300, "%s.tmp-%d", so, (int)getpid());
+  return key;
+}
+/* Writes src to tmpc and starts cc on it: the compiler's pid, or -1 with an error. */
+static pid_t start_build(const char *src, const char *cc, const char *tmpc, const char *tmpso) {
   if (kn_cache_mkdir("cpu") < 0) {
     kn_err("CPU: cannot create the kernel cache in %s\nHINT: set KILN_CACHE to a writable folder",
            kn_cache_dir());
-    return NULL;
+    return -1;
   }
-  snprintf(tmpc, sizeof tmpc, "%s.tmp-%d.c", so, (int)getpid());
-  snprintf(tmpso, sizeof tmpso, "%s.tmp-%d", so, (int)getpid());
   FILE *f = fopen(tmpc, "w");
   if (!f || fputs(src, f) < 0 || fclose(f) != 0) {
+    if (f) fclose(f);
     kn_err("CPU: cannot write %s", tmpc);
-    return NULL;
+    return -1;
   }
-  int rc = run_compiler(cc, tmpc, tmpso);
   kn_stats.kernels_compiled++;
+  return spawn_compiler(cc, tmpc, tmpso);
+}
+
+/* ---- builds ahead: compiler processes running while the schedule is prepared ----
+ * At most one per thread of the pool at a time. A finished build that succeeded goes into the
+ * disk cache, where build() finds it; one that failed is dropped, and build() compiles again
+ * (and reports the error). */
+static int nthreads(void);
+typedef struct {
+  uint64_t key;
+  pid_t pid;
+  char so[1200], tmpc[1300], tmpso[1300];
+} job;
+static job *jobs;
+static int njobs, capjobs;
+static void finish_job(int i) {
+  job *j = &jobs[i];
+  int rc = wait_compiler(j->pid);
+  unlink(j->tmpc);
+  if (rc == 0)
+    kn_cache_commit(j->tmpso, j->so);
+  else
+    unlink(j->tmpso);
+  jobs[i] = jobs[--njobs];
+}
+static void finish_job_for(uint64_t key) {
+  for (int i = 0; i < njobs; i++)
+    if (jobs[i].key == key) finish_job(i);
+}
+static void cpu_prefetch(kn_device *d, const kn_kernel *k, const char *src) {
+  (void)d, (void)k;
+  if (cc_missing) return;
+  job j;
+  j.key = build_paths(src, compiler(), j.so, j.tmpc, j.tmpso);
+  for (int i = 0; i < njobs; i++)
+    if (jobs[i].key == j.key) return;
+  if (kn_cache_valid(j.so)) return;
+  while (njobs > 0 && njobs >= nthreads())
+    finish_job(0);
+  bool had_error = kiln_error()[0] != 0;
+  j.pid = start_build(src, compiler(), j.tmpc, j.tmpso);
+  if (j.pid < 0) {
+    if (!had_error) kiln_clear_error(); /* build() meets the same error, and reports it */
+    unlink(j.tmpc);
+    return;
+  }
+  if (njobs == capjobs) {
+    capjobs = capjobs ? 2 * capjobs : 16;
+    jobs = kn_xrealloc(jobs, sizeof(job) * (size_t)capjobs);
+  }
+  jobs[njobs++] = j;
+}
+
+/* The kernel built by compiler cc from src: from the disk cache, or compiled into it. */
+static cprog *build(const kn_kernel *k, const char *src, const char *cc) {
+  char so[1200], tmpc[1300], tmpso[1300];
+  finish_job_for(build_paths(src, cc, so, tmpc, tmpso));
+  cprog *p = kn_cache_valid(so) ? load(so, k->name) : NULL;
+  if (p) return p;
+  pid_t pid = start_build(src, cc, tmpc, tmpso);
+  if (pid < 0) return NULL;
+  int rc = wait_compiler(pid);
   if (rc == 127) {
     unlink(tmpc);
     if (cc != compiler()) return NULL; /* the race's second compiler: not needed */
@@ -265,6 +333,7 @@ static double scratch_bytes(const kn_kernel *k) {
 }
 static bool race_wanted(const kn_kernel *k) {
   if (kn_quick_compile || !alt_compiler() || kernel_work(k) < RACE_MIN_WORK) return false;
+  if (!kn_search_budget_left()) return false; /* raced by a later run */
   return scratch_bytes(k) <= RACE_MAX_BYTES;
 }
 /* Fastest of `runs` launches of each of fns[0..n) (interleaved) on zeroed scratch buffers. */
@@ -334,12 +403,14 @@ static void *cpu_compile(kn_device *d, const kn_kernel *k, const char *src) {
   cprog *p = build(k, src, cc);
   if (p && p->fn && strcmp(name, compiler()) && strcmp(name, alt_compiler())) { /* no verdict yet */
     bool had_error = kiln_error()[0] != 0;
+    double t0 = kn_now();
     cprog *q = build(k, src, alt_compiler());
     if (q && q->fn && race(k, p->fn, q->fn)) {
       free_prog(p);
       p = q, q = NULL, cc = alt_compiler();
     }
     free_prog(q);
+    kn_search_charge(kn_now() - t0);
     if (!had_error)
       kiln_clear_error(); /* the second build is optional: its failure is not the caller's */
     f = fopen(pick, "w");
@@ -482,6 +553,7 @@ kn_device kn_dev_cpu = {.name = "CPU",
                         .caps = CPU_CAPS,
                         HOST_MEMORY,
                         .compile = cpu_compile,
+                        .prefetch = cpu_prefetch,
                         .launch = cpu_launch,
                         .free_program = cpu_free_program,
                         .time_program = cpu_time_program};

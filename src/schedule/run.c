@@ -89,7 +89,8 @@ static int nvrtc_check(const kn_sched_item *it) {
   return rc;
 }
 
-static prog *get_program(const kn_sched_item *it, int dev) {
+/* The program cache's two keys of item it. */
+static void item_keys(const kn_sched_item *it, uint64_t *key1, uint64_t *key2) {
   hmap hm = {kn_xcalloc(1024, sizeof(hmemo)), 1024};
   uint64_t k1 = ast_hash(it, it->out, &hm, 1);
   memset(hm.m, 0, sizeof(hmemo) * hm.cap);
@@ -99,9 +100,41 @@ static prog *get_program(const kn_sched_item *it, int dev) {
     k1 = kn_hash_bytes(k1, &it->inputs[i]->dtype, 1);
     k2 = kn_hash_bytes(k2, &it->inputs[i]->dtype, 1);
   }
-  k1 = kn_hash_bytes(k1, &it->out->dtype, 1);
+  *key1 = kn_hash_bytes(k1, &it->out->dtype, 1), *key2 = k2;
+}
+static prog *find_program(uint64_t k1, uint64_t k2, int dev) {
   for (prog *p = progs[k1 & 4095]; p; p = p->next)
     if (p->k1 == k1 && p->k2 == k2 && p->dev == dev) return p;
+  return NULL;
+}
+
+/* A device that builds programs ahead (CPU: compiler processes in parallel) is handed the
+ * heuristic's source of every kernel of the schedule it has no program for, before the first
+ * runs: a new training step compiles on every core instead of one kernel after another.
+ * Kernels the search will lower (while its budget lasts) are left to it. */
+static void prefetch_programs(const kn_schedule *s, const uint64_t *keys) {
+  for (int i = 0; i < s->nitems; i++) {
+    const kn_sched_item *it = &s->items[i];
+    kn_device *d = kn_device_get(it->out->device);
+    if (!d->prefetch || kn_numel(it->out->ndim, it->out->shape) == 0 ||
+        find_program(keys[2 * i], keys[2 * i + 1], it->out->device))
+      continue;
+    bool dup = false; /* the same kernel twice in one schedule: once */
+    for (int j = 0; j < i && !dup; j++)
+      dup = keys[2 * j] == keys[2 * i] && keys[2 * j + 1] == keys[2 * i + 1];
+    kn_kernel *k = dup ? NULL : kn_lower(it, &d->caps, NULL);
+    if (k && !(kn_search_wanted(d, k) && kn_search_budget_left())) {
+      char *src = kn_render(d->dialect, k);
+      d->prefetch(d, k, src);
+      free(src);
+    }
+    kn_kernel_free(k);
+  }
+}
+
+static prog *get_program(const kn_sched_item *it, int dev, uint64_t k1, uint64_t k2) {
+  prog *found = find_program(k1, k2, dev);
+  if (found) return found;
   kn_device *d = kn_device_get(dev);
   if (nvrtc_check(it) < 0) return NULL;
   kn_kernel *k = kn_lower(it, &d->caps, NULL);
@@ -269,6 +302,10 @@ int kn_schedule_run(kn_schedule *s) {
   double t0 = kn_now(), tk = 0;
   int ran = 0, rc = 0;
   use *uses = capturing ? NULL : plan_uses(s); /* a capture keeps every buffer */
+  uint64_t *keys = kn_xmalloc(sizeof(uint64_t) * 2 * (size_t)(s->nitems ? s->nitems : 1));
+  for (int i = 0; i < s->nitems; i++)
+    item_keys(&s->items[i], &keys[2 * i], &keys[2 * i + 1]);
+  prefetch_programs(s, keys);
   for (int i = 0; i < s->nitems && rc == 0; i++) {
     if (uses && i > 0) release_dead_inputs(s, uses, i - 1);
     kn_sched_item *it = &s->items[i];
@@ -285,7 +322,7 @@ int kn_schedule_run(kn_schedule *s) {
     int64_t numel = kn_numel(out->ndim, out->shape);
     kn_buffer *buf =
         rc ? NULL : kn_buffer_alloc_scratch(dev, (size_t)numel * kiln_dtype_size(out->dtype));
-    prog *p = buf && numel > 0 ? get_program(it, dev) : NULL;
+    prog *p = buf && numel > 0 ? get_program(it, dev, keys[2 * i], keys[2 * i + 1]) : NULL;
     if (!buf || (numel > 0 && !p)) {
       kn_buffer_free(buf);
       rc = -1;
@@ -317,5 +354,6 @@ int kn_schedule_run(kn_schedule *s) {
     fprintf(stderr, "\n");
   }
   free(uses);
+  free(keys);
   return rc;
 }
