@@ -567,6 +567,7 @@ void kiln_capture_free(kiln_capture *c);
 typedef struct {
   int64_t kernels_run;      /* kernel launches */
   int64_t kernels_compiled; /* compiler invocations (disk cache misses) */
+  int64_t kernels_searched; /* kernels whose optimizations were searched (timed candidates) */
   int64_t schedules;        /* realize calls that ran at least one kernel */
   int64_t bytes_allocated;  /* device bytes live now */
   int64_t nodes_live;       /* graph nodes alive now */

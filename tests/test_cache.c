@@ -354,7 +354,12 @@ TEST(cache_search_budget) {
   snprintf(saved, sizeof saved, "%s", old ? old : "");
   setenv("KILN_TUNE_BUDGET", "0", 1);
   int64_t c1;
+  kiln_stats s0, s1;
+  kiln_get_stats(&s0);
   ref_t *v1 = fresh_run("matmul, budget spent", a, b, want, &c1);
+  kiln_get_stats(&s1);
+  CHECKF(s1.kernels_searched == s0.kernels_searched, "%lld kernels searched with no budget",
+         (long long)(s1.kernels_searched - s0.kernels_searched));
   if (old)
     setenv("KILN_TUNE_BUDGET", saved, 1);
   else
@@ -368,5 +373,40 @@ TEST(cache_search_budget) {
   nm = list_new(dir, "/tune/", before, nb, made, 16);
   CHECKF(nm == 1 && c2 >= 3, "with the budget back: %d verdicts, %lld compiles (want 1, several)",
          nm, (long long)c2);
+  kiln_reset_caches();
+}
+
+/* BEAM=1: a beam search over transform lists for a kernel the default search skips (4 MFLOP);
+ * its verdict is a list of CPU transforms, the values stay right, and the next run reads the
+ * verdict instead of searching (one compile). */
+TEST(cache_beam_search) {
+  REQUIRE(kiln_set_device("CPU") >= 0);
+  const char *dir = test_cache_dir();
+  REQUIRE(dir && dir[0]);
+  g_c = 1.5 + (double)(getpid() % 983) / 4096.0;
+  ref_t *a, *b, *want = matmul_case(13, 128, 128, 128, &a, &b);
+  static char before[1024][4200], made[16][4200];
+  int nb = list_new(dir, "/tune/", NULL, 0, before, 1024);
+  setenv("BEAM", "1", 1);
+  int64_t c1, c2;
+  kiln_stats s0, s1, s2;
+  kiln_get_stats(&s0);
+  ref_t *v1 = fresh_run("matmul, BEAM=1", a, b, want, &c1);
+  kiln_get_stats(&s1);
+  ref_t *v2 = fresh_run("matmul, BEAM=1 again", a, b, want, &c2);
+  kiln_get_stats(&s2);
+  unsetenv("BEAM");
+  REQUIRE(v1 && v2);
+  int nm = list_new(dir, "/tune/", before, nb, made, 16);
+  CHECKF(nm == 1, "%d verdicts from a beam search of one kernel, want 1", nm);
+  CHECKF(c1 >= 5, "the beam search compiled %lld kernels, want several lists", (long long)c1);
+  CHECKF(nm != 1 || verdict_opts(made[0]) >= 0, "verdict %s: not a list of CPU transforms",
+         made[0]);
+  CHECKF(s1.kernels_searched - s0.kernels_searched == 1, "%lld kernels searched, want 1",
+         (long long)(s1.kernels_searched - s0.kernels_searched));
+  CHECKF(s2.kernels_searched == s1.kernels_searched && c2 == 0,
+         "the next run searched %lld kernels and compiled %lld, want 0 and 0 (the verdict)",
+         (long long)(s2.kernels_searched - s1.kernels_searched), (long long)c2);
+  CHECKF(same_bits(v1, v2), "the searched kernel gave different values on the next run");
   kiln_reset_caches();
 }

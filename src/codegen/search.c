@@ -285,6 +285,7 @@ kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint6
     fprintf(stderr,
             "kiln: tuning new kernels (first run of these shapes; the choices are cached)\n");
   told = true;
+  kn_stats.kernels_searched++;
   double t_start = now();
   kn_quick_compile = true;
   double t0 = time_kernel(d, k0), tbest = t0;
