@@ -811,7 +811,8 @@ void kn_opts_format(const kn_opts *o, char *out, size_t n) {
   size_t w = 0;
   out[0] = 0;
   for (int i = 0; i < o->n && w < n; i++)
-    w += snprintf(out + w, n - w, "%s%s(%d,%d)", i ? " " : "", kn_opt_names[o->o[i].op],
+    w += snprintf(out + w, n - w, "%s%s(%d,%d)", i ? " " : "",
+                  o->o[i].op >= 0 && o->o[i].op < KN_NOPT_KINDS ? kn_opt_names[o->o[i].op] : "?",
                   o->o[i].axis, (int)o->o[i].amt);
 }
 bool kn_opts_equal(const kn_opts *a, const kn_opts *b) {
