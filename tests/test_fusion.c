@@ -69,6 +69,45 @@ TEST_DEVICES(fusion_softmax) {
   if (got) kt_compare("softmax", got, ref_softmax(ra, -1), NULL, 1e-5, 1e-7);
 }
 
+/* A reduce with few outputs over many inputs runs as two kernels (partial results per output,
+ * then their combine), so it is spread over threads or work-groups; a small one stays one. */
+TEST_DEVICES(fusion_split_reduce) {
+  g_rng = ref_rng_seed(test_seed(106));
+  int64_t sa[] = {3, 64, 1024}, sb[] = {4, 25};
+  ref_t *ra, *rb;
+  kiln_tensor *a = input(3, sa, -1, 1, &ra), *b = input(2, sb, -1, 1, &rb);
+  REQUIRE(a && b);
+  int all[] = {0, 1, 2}, rows[] = {1, 2};
+  struct {
+    const char *what;
+    kiln_tensor *y;
+    ref_t *want;
+    int64_t kernels;
+    double tol;
+  } c[] = {
+      {"sum of all", kiln_sum(a, 3, all, false), ref_reduce(ra, REF_SUM, 3, all, false), 2, 1e-5},
+      {"max of rows", kiln_max(a, 2, rows, true), ref_reduce(ra, REF_MAX, 2, rows, true), 2, 0},
+      {"mean of exp", kiln_mean(kiln_exp(a), 3, all, false),
+       ref_reduce(ref_map(ra, exp), REF_MEAN, 3, all, false), 2, 1e-5},
+      {"small sum", kiln_sum(b, 2, all, false), ref_reduce(rb, REF_SUM, 2, all, false), 1, 1e-5},
+  };
+  for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+    int64_t k = kernels_for(c[i].y);
+    CHECKF(k == c[i].kernels, "[%s] %s: %lld kernels, want %lld", device, c[i].what, (long long)k,
+           (long long)c[i].kernels);
+    ref_t *got = kt_read(c[i].y);
+    if (got) kt_compare(c[i].what, got, c[i].want, NULL, c[i].tol, c[i].tol);
+  }
+  /* an f16 sum keeps its partials in f32: the result is the f32 sum rounded once */
+  kiln_tensor *h = kiln_cast(a, KILN_F16), *hs = kiln_sum(h, 3, all, false);
+  kiln_tensor *fs = kiln_sum(kiln_cast(h, KILN_F32), 3, all, false);
+  float hv = 0, fv = 0;
+  REQUIRE(kiln_to_host(kiln_cast(hs, KILN_F32), &hv, sizeof hv) == 0);
+  REQUIRE(kiln_to_host(fs, &fv, sizeof fv) == 0);
+  CHECKF(fabsf(hv - fv) <= fabsf(fv) * 1e-3f + 1e-3f, "[%s] f16 sum %g, f32 sum %g", device, hv,
+         fv);
+}
+
 static double r_chain(double x) {
   double y = x * 1.5;
   y = y + 0.25;
@@ -146,7 +185,8 @@ TEST_DEVICES(fusion_broadcast_under_earlier_reduce) {
   kiln_tensor *y = kiln_sum(kiln_mul(g, b), 1, (int[]){1}, false); /* (6, 7) */
   int64_t k = kernels_for(y);
   CHECKF(k == 2, "[%s] sum_1(expand(exp(a)*2+1) * b): %lld kernels, want 2", device, (long long)k);
-  ref_t *w = ref_expand(ref_reshape(ref_map(ref_map(ref_map(ra, exp), r_times2), r_plus1), 3, a3), 3, e3);
+  ref_t *w =
+      ref_expand(ref_reshape(ref_map(ref_map(ref_map(ra, exp), r_times2), r_plus1), 3, a3), 3, e3);
   w = ref_reduce(ref_map2(w, ref_expand(rb, 3, e3), r_mul), REF_SUM, 1, (int[]){1}, false);
   ref_t *got = kt_read(y);
   if (got) kt_compare("broadcast under an earlier reduce", got, w, NULL, 1e-5, 1e-5);

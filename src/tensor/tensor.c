@@ -223,6 +223,44 @@ static kn_node *nd_shrink(kn_node *a, const int64_t *start, const int64_t *end) 
   }
   return nd_move(N_SHRINK, a, a->ndim, shape, arg, 2 * a->ndim);
 }
+/* A reduce with few outputs and many inputs per output (a loss, a full sum) is done in two
+ * steps, so it runs on more than a few threads or work-groups of any device: one reduced axis
+ * of length n becomes (d, n/d), the first reduce keeps the d partial results of each output
+ * (the scheduler stores them, as a reduce read by a reduce), the second combines them. */
+enum { SPLIT_MIN_RATIO = 1 << 15, SPLIT_MAX_OUT = 1024, SPLIT_MAX_PARTS = 256 };
+static kn_node *nd_reduce(int rop, kn_node *a, uint32_t mask);
+static kn_node *split_reduce(int rop, kn_node *a, uint32_t mask, const int64_t *shape) {
+  int64_t out = kn_numel(a->ndim, shape), in = kn_numel(a->ndim, a->shape);
+  if (a->ndim >= KILN_MAX_DIMS || out > SPLIT_MAX_OUT || in / (out ? out : 1) < SPLIT_MIN_RATIO)
+    return NULL;
+  int ax = -1;
+  int64_t d = 0;
+  for (int i = 0; i < a->ndim; i++) /* the largest split of any reduced axis */
+    for (int64_t p = SPLIT_MAX_PARTS; p > d && p >= 8; p--)
+      if ((mask >> i & 1) && a->shape[i] % p == 0) { /* each part still sums >= 128 */
+        ax = i, d = p;
+        break;
+      }
+  if (ax < 0) return NULL;
+  int64_t s[KILN_MAX_DIMS];
+  uint32_t m = 0;
+  for (int i = 0, j = 0; i < a->ndim; i++) {
+    if (i == ax) {
+      s[j] = d, s[j + 1] = a->shape[i] / d, m |= 2u << j, j += 2;
+      continue;
+    }
+    if (mask >> i & 1) m |= 1u << j;
+    s[j++] = a->shape[i];
+  }
+  /* half sums keep their partials in f32: one rounding at the end, as in one kernel */
+  bool wide = rop != N_MAX && (a->dtype == KILN_F16 || a->dtype == KILN_BF16);
+  kn_node *r = nd_reshape(a, a->ndim + 1, s), *rw = wide ? nd_cast(r, KILN_F32) : r;
+  kn_node *p1 = nd_reduce(rop, rw, m), *p2 = nd_reduce(rop, p1, 1u << ax);
+  kn_node *p3 = nd_reshape(p2, a->ndim, shape), *res = wide ? nd_cast(p3, a->dtype) : p3;
+  if (wide) kn_node_unref(rw), kn_node_unref(p3);
+  kn_node_unref(r), kn_node_unref(p1), kn_node_unref(p2);
+  return res;
+}
 static kn_node *nd_reduce(int rop, kn_node *a, uint32_t mask) {
   int64_t shape[KILN_MAX_DIMS], arg[2] = {rop, mask};
   for (int i = 0; i < a->ndim; i++)
@@ -231,6 +269,8 @@ static kn_node *nd_reduce(int rop, kn_node *a, uint32_t mask) {
     kn_node_ref(a);
     return a;
   }
+  kn_node *split = split_reduce(rop, a, mask, shape);
+  if (split) return split;
   return kn_node_make(N_REDUCE, a->dtype, a->device, a->ndim, shape, 1, &a, arg, 2, 0);
 }
 
