@@ -223,6 +223,7 @@ enum {
 };
 typedef struct {
   uint8_t op, dtype;
+  uint8_t vec; /* > 1: written as vectors of vec lanes of its lane loop (codegen/vectorize.c) */
   int32_t src[3];
   int64_t arg, arg2;
   int64_t ival; /* integer constants; for launch indices: the launch dim */
@@ -279,6 +280,8 @@ kn_kernel *kn_lower(const kn_sched_item *it, const struct kn_devcaps_ *caps, con
 void kn_heuristic(const kn_sched_item *it, const struct kn_devcaps_ *caps, kn_opts *out);
 /* The global dims of it (the output's dims larger than 1); returns their number. */
 int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape);
+/* Marks the lane loops of k that can be written as vectors of up to width lanes (kn_lop.vec). */
+void kn_vectorize(kn_kernel *k, int width);
 void kn_kernel_free(kn_kernel *k);
 void kn_kernel_print(FILE *f, const kn_kernel *k);
 /* "UPCAST(0,4) SPLIT(0,8)": opts as text (for DEBUG and the search's cache) */
@@ -305,6 +308,10 @@ kiln_dtype kn_ggml_storage(int type);
 /* f32 values of rows x cols elements of `type` held in raw (dtype kn_ggml_storage(type)):
  * (rows, cols), or runs (rows, blocks, runs per block, 16) (see kiln_dequantize_runs). */
 kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t cols, bool runs);
+/* GGUF tensor `name` as stored, (rows, cols) floats or (rows, blocks, block bytes) u8; NULL
+ * with an error if absent or of a type kiln cannot compute with. */
+struct kiln_gguf;
+kiln_tensor *kn_gguf_stored(const struct kiln_gguf *g, const char *name);
 
 /* ---- runtime: the device interface -------------------------------------------------------
  * A device's memory is opaque to everything above the runtime: a handle is whatever the
@@ -316,6 +323,9 @@ typedef struct kn_devcaps_ {
   int64_t max_local; /* work-items of one work-group */
   int64_t local_mem; /* bytes of local memory a work-group may use */
   unsigned opts;     /* the optimization kinds it supports (KN_OPT_BIT) */
+  int vec_width;     /* lanes of the vector values its language writes (0: none) */
+  bool index32;      /* index math in 32 bits where value ranges allow (GPUs: 64-bit integer
+                        math takes several instructions there) */
   bool host_memory;  /* handles are host pointers: kernels may read caller memory in place */
   bool pool;         /* launch dim 0 runs on a thread pool and the others are loops (CPU): dim
                         0 is the outermost; elsewhere it is the innermost (adjacent work-items
@@ -349,6 +359,13 @@ struct kn_device {
   int (*launch)(kn_device *d, void *prog, const kn_kernel *k,
                 void *const *bufs); /* < 0: error set */
   void (*free_program)(kn_device *d, void *prog);
+  /* n recorded launches (programs, their kernels and buffers) as one submission to replay
+   * (CUDA: a graph); NULL where the device has none or it cannot be built, and the launches
+   * are replayed one by one. graph_launch < 0: error set. All three may be NULL. */
+  void *(*graph)(kn_device *d, int n, void *const *progs, const kn_kernel *const *ks,
+                 void *const *const *bufs);
+  int (*graph_launch)(kn_device *d, void *g);
+  void (*graph_free)(kn_device *d, void *g);
   void (*synchronize)(kn_device *d);
   /* seconds one launch of prog takes on scratch buffers of k's sizes, or < 0 if it cannot be
    * timed; NULL: the device is not tuned */

@@ -183,6 +183,8 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
     if (b == c) return b;
   }
   if (idx && ints) {
+    if ((op == N_IDIV || op == N_MOD) && is_ci(L, b, 1)) /* any sign */
+      return op == N_IDIV ? a : cint(L, dt, 0);
     if (op == N_ADD) {
       if (is_ci(L, a, 0)) return b;
       if (is_ci(L, b, 0)) return a;
@@ -911,6 +913,46 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
   return true;
 }
 
+/* Index math in 32 bits where the value ranges allow: launch indices, loop variables and the
+ * adds, products, divisions and remainders over them whose values all stay within 2^30 (a
+ * margin for launches rounded up to whole work-groups), their constants as 32-bit twins.
+ * What reads them as 64-bit values (a load of an i64 tensor's index, a comparison with a
+ * 64-bit value) sees the same numbers. */
+static void narrow_indices(lb *L) {
+  int n0 = L->n;
+  bool *narrow = kn_xcalloc((size_t)n0 + 1, sizeof(bool));
+  for (int i = 0; i < n0; i++) {
+    const blop *b = &L->b[i];
+    int op = b->op.op;
+    if (b->op.dtype != KILN_I64 || b->lo < -(1ll << 30) || b->hi > (1ll << 30) || op == L_CONST)
+      continue;
+    bool ok = op == L_GIDX || op == L_GROUP || op == L_LIDX || op == L_RANGE;
+    if (op == N_ADD || op == N_MUL || op == N_IDIV || op == N_MOD || op == N_NEG) {
+      ok = true;
+      for (int s = 0; s < 3; s++) {
+        int x = b->op.src[s];
+        if (x < 0) continue;
+        const blop *sb = &L->b[x];
+        ok = ok && (narrow[x] || (sb->op.op == L_CONST && sb->op.dtype == KILN_I64 &&
+                                  sb->lo >= INT32_MIN && sb->hi <= INT32_MAX));
+      }
+    }
+    narrow[i] = ok;
+  }
+  for (int i = 0; i < n0; i++) {
+    if (!narrow[i]) continue;
+    L->b[i].op.dtype = KILN_I32;
+    for (int s = 0; s < 3; s++) {
+      int x = L->b[i].op.src[s];
+      if (x >= 0 && L->b[x].op.op == L_CONST) {
+        int twin = cint(L, KILN_I32, L->b[x].op.ival); /* may move L->b */
+        L->b[i].op.src[s] = twin;
+      }
+    }
+  }
+  free(narrow);
+}
+
 kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_opts *given) {
   lb L = {.it = it, .split_axis = -1, .lanes = 1, .group_axis = -1, .group = 1, .comb_range = -1};
   kn_node *out = it->out;
@@ -1015,6 +1057,7 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, guard}, .arg = 0};
     push(&L, st, nlaunch, stage_of(&L, v), 0, 0, false);
   }
+  if (caps->index32) narrow_indices(&L);
   /* ---- linearize: loops open outermost first; each lop goes to its level, then its stage ---- */
   int G = nlaunch, R = L.nred, *order = kn_xmalloc(sizeof(int) * (L.n * 2 + 32)),
       *remap = kn_xmalloc(sizeof(int) * L.n);
@@ -1101,6 +1144,7 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
   for (int p = 0; p < no; p++)
     for (int s = 0; s < 3; s++)
       KN_ASSERT(k->ops[p].src[s] < p || k->ops[p].op == L_END, "lop %d reads a later lop", p);
+  kn_vectorize(k, caps->vec_width);
   for (int i = 0; i < k->nbufs; i++)
     k->bytes += (double)k->buf_numel[i] * kiln_dtype_size(k->buf_dtype[i]);
   int nn = snprintf(k->name, sizeof k->name, "%s", it->reduce ? "r" : "E");
@@ -1130,8 +1174,9 @@ void kn_kernel_print(FILE *f, const kn_kernel *k) {
   for (int i = 0; i < k->nops; i++) {
     const kn_lop *o = &k->ops[i];
     const char *nm = o->op >= N_NOPS ? lnames[o->op - N_NOPS] : kn_op_names[o->op];
-    fprintf(f, "  %4d %-8s %-5s src=(%d,%d,%d) arg=%lld i=%lld f=%g\n", i, nm,
+    fprintf(f, "  %4d %-8s %-5s src=(%d,%d,%d) arg=%lld i=%lld f=%g", i, nm,
             kiln_dtype_name(o->dtype), o->src[0], o->src[1], o->src[2], (long long)o->arg,
             (long long)o->ival, o->fval);
+    fprintf(f, o->vec ? " vec=%d\n" : "\n", o->vec);
   }
 }

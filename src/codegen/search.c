@@ -238,7 +238,8 @@ static void tune_path(char *out, size_t n, uint64_t k1, uint64_t k2, const kn_de
   uint64_t key = kn_hash_bytes(k1, &k2, sizeof k2);
   key = kn_hash_bytes(key, d->name, strlen(d->name));
   const kn_devcaps *c = &d->caps;
-  int64_t props[] = {c->max_dims, c->max_local, c->local_mem, c->opts, c->host_memory, c->pool};
+  int64_t props[] = {c->max_dims,  c->max_local, c->local_mem,   c->opts,
+                     c->vec_width, c->index32,   c->host_memory, c->pool};
   key = kn_hash_bytes(key, props, sizeof props);
   key = kn_hash_bytes(key, &(int){CODEGEN_VERSION}, sizeof(int));
   kn_cache_path(out, n, "tune", key, "");

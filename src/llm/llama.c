@@ -260,11 +260,17 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx) {
     m->output = weight(m, "output.weight", m->n_vocab, m->n_embd, true);
     if (!m->output && m->g && kiln_gguf_find_tensor(m->g, "output.weight"))
       rc = -1; /* present but wrong */
-    if (!m->output && rc == 0)
-      m->output = weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
+    /* a file's table as stored: the embedding rows and, when tied, the output matrix are both
+     * views of it, so a device without host memory holds it once */
+    T *table = rc == 0 && m->g ? kn_gguf_stored(m->g, "token_embd.weight") : NULL;
+    if (rc == 0 && !m->output)
+      m->output = m->g ? kiln_persist(kn_ggml_values(table, m->tok_embd->type, m->n_vocab,
+                                                     m->n_embd, m->n_embd % 16 == 0))
+                       : weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
     double read = m->weight_bytes; /* a step reads one row of the table, not all of it */
     if (rc == 0)
-      m->embd = kiln_persist(m->g ? kiln_gguf_weight(m->g, "token_embd.weight")
+      m->embd = kiln_persist(m->g ? kn_ggml_values(table, m->tok_embd->type, m->n_vocab,
+                                                   m->n_embd, false)
                                   : random_weight(m, m->n_vocab, m->n_embd, false));
     m->weight_bytes = read;
     if (!m->out_norm || !m->output || !m->embd) rc = -1;

@@ -174,13 +174,24 @@ T *kn_ggml_values(T *raw, int type, int64_t rows, int64_t cols, bool runs) {
   return dt == KILN_F32 ? x : kiln_cast(x, KILN_F32);
 }
 
+/* The tensor's data as stored (float elements (rows, cols), or raw blocks (rows, blocks, block
+ * bytes)): on a device without host memory, one upload. */
+static T *gguf_stored(const kiln_gguf_tensor *t) {
+  int64_t cols = t->dims[0], rows = t->numel / cols;
+  kiln_dtype dt = kn_ggml_storage(t->type);
+  int64_t shape[3] = {rows, cols, 0};
+  if (dt == KILN_U8) shape[1] = cols / kiln_ggml_block_size(t->type), shape[2] = kiln_ggml_type_size(t->type);
+  return kiln_from_blob(dt, dt == KILN_U8 ? 3 : 2, shape, t->data);
+}
+T *kn_gguf_stored(const kiln_gguf *g, const char *name) {
+  const kiln_gguf_tensor *t = usable(g, name);
+  return t ? gguf_stored(t) : NULL;
+}
+
 /* The tensor's data as f32 rows (rows, cols) or runs (rows, blocks, runs per block, 16). */
 static T *gguf_rows(const kiln_gguf_tensor *t, bool runs) {
   int64_t cols = t->dims[0], rows = t->numel / cols;
-  kiln_dtype dt = kn_ggml_storage(t->type);
-  int64_t shape[3] = {rows, cols, 0}; /* float elements, or raw blocks (rows, blocks, block bytes) */
-  if (dt == KILN_U8) shape[1] = cols / kiln_ggml_block_size(t->type), shape[2] = kiln_ggml_type_size(t->type);
-  return kn_ggml_values(kiln_from_blob(dt, dt == KILN_U8 ? 3 : 2, shape, t->data), t->type, rows, cols, runs);
+  return kn_ggml_values(gguf_stored(t), t->type, rows, cols, runs);
 }
 
 T *kiln_gguf_weight(const kiln_gguf *g, const char *name) {

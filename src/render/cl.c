@@ -10,8 +10,8 @@ static void cl_signature(kn_sbuf *b, const kn_kernel *k) {
   kn_sbuf_printf(b, ") {\n");
 }
 static int cl_gidx(kn_sbuf *b, const kn_kernel *k, int i) {
-  kn_sbuf_printf(b, "const int64_t v%d = (int64_t)get_global_id(%lld);\n", i,
-                 (long long)k->ops[i].ival);
+  const char *T = kn_ctype(&kn_dialect_cl, k->ops[i].dtype);
+  kn_sbuf_printf(b, "const %s v%d = (%s)get_global_id(%lld);\n", T, i, T, (long long)k->ops[i].ival);
   return 0;
 }
 static void cl_special(kn_sbuf *b, bool f32, bool nan, bool neg) {

@@ -12,7 +12,8 @@ static void cuda_signature(kn_sbuf *b, const kn_kernel *k) {
 }
 static int cuda_gidx(kn_sbuf *b, const kn_kernel *k, int i) {
   KN_ASSERT(k->ops[i].ival == 0, "CUDA kernels have one launch dim");
-  kn_sbuf_printf(b, "const int64_t v%d = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;\n", i);
+  const char *T = kn_ctype(&kn_dialect_cuda, k->ops[i].dtype);
+  kn_sbuf_printf(b, "const %s v%d = (%s)(blockIdx.x * blockDim.x + threadIdx.x);\n", T, i, T);
   kn_sbuf_printf(b, "  if (v%d >= %lld) return;\n", i, (long long)k->ops[i].arg);
   return 0;
 }

@@ -21,7 +21,12 @@ struct kn_dialect {
   int (*gidx)(kn_sbuf *b, const kn_kernel *k, int i);
   /* f32 / f64 NaN and infinity (sign given) as expressions */
   void (*special)(kn_sbuf *b, bool f32, bool nan, bool neg);
-  bool lane_vectors; /* SPLIT lane loops as GCC vector code (C only) */
+  /* vector values (NULL in a language without them): the types of W-lane vectors, declared
+   * once per kernel; lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one
+   * statement, given its sources' spellings a, c (for L_ACC, a is the initial value) and the
+   * chunk of its lane loop being written */
+  void (*vec_types)(kn_sbuf *b, int W);
+  void (*vec)(kn_sbuf *b, const kn_kernel *k, int i, const char *a, const char *c, int chunk);
   /* work-groups (NULL in a language without them): the group's index and the work-item's
    * index in it along launch dims 0..2, the qualifier of local memory, the barrier */
   const char *group_id[3], *local_id[3], *local_decl, *barrier;

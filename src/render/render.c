@@ -82,121 +82,19 @@ static void bits_expr(sbuf *b, int dt, const char *a) {
     put(b, "%s", a);
 }
 
-/* ---- lane loops as vector code ----------------------------------------------------------
- * The innermost loop of a SPLIT reduce (its ACCUP indexes an accumulator array by the loop
- * variable) reads consecutive elements into independent lanes. When every op in it is lane-wise
- * and every load walks memory with stride 1, the loop is written once with GCC vector types:
- * the same per-lane arithmetic, so results equal the scalar loop's, but the compiler no longer
- * has to discover the vectors (it did, at half width, and not for every loop). */
-static bool vec_type_ok(int dt) { return dt != KILN_BOOL && dt != KILN_F16 && dt != KILN_BF16; }
-static bool vec_loop(const kn_kernel *k, int r, bool *vary, int64_t *stride) {
-  int end = (int)k->ops[r].arg2;
-  if (k->ops[r].arg > 16) return false;
-  bool has_lane_acc = false;
-  for (int j = r; j < end; j++) {
-    const kn_lop *o = &k->ops[j];
-    vary[j] = j == r;
-    stride[j] = j == r ? 1 : 0;
-    for (int q = 0; q < 3; q++)
-      if (o->src[q] >= 0 && o->src[q] >= r && o->src[q] < end && vary[o->src[q]]) vary[j] = true;
-    if (j == r || !vary[j]) continue;
-    const kn_lop *s0 = o->src[0] >= 0 ? &k->ops[o->src[0]] : NULL;
-    bool v0 = o->src[0] >= r && vary[o->src[0]],
-         v1 = o->src[1] >= r && o->src[1] < end && vary[o->src[1]];
-    if (o->op == L_ACCUP) {
-      if (o->src[2] != r || o->arg != N_ADD || !vec_type_ok(o->dtype) || v0) return false;
-      has_lane_acc = true;
-      continue;
-    }
-    if (o->op == L_LOAD) {
-      if (o->src[1] >= 0 || stride[o->src[0]] != 1 || !vec_type_ok(k->buf_dtype[o->arg]))
-        return false;
-      continue;
-    }
-    if (o->op == L_RANGE || o->op == L_STORE || o->op == L_ACC || o->op == L_LANE || o->op == L_END)
-      return false;
-    bool idx = o->dtype == KILN_I64 && (!s0 || s0->dtype == KILN_I64);
-    if (idx) { /* index math: affine in the lane, used only by loads and more index math */
-      for (int q = 0; q < 2; q++) /* its varying sources must be index math too */
-        if (o->src[q] >= r && o->src[q] < end && vary[o->src[q]] && o->src[q] != r &&
-            !(k->ops[o->src[q]].dtype == KILN_I64 && k->ops[o->src[q]].op != L_LOAD &&
-              k->ops[o->src[q]].op != N_CAST && k->ops[o->src[q]].op != N_BITCAST))
-          return false;
-      if (o->op == N_ADD)
-        stride[j] = (v0 ? stride[o->src[0]] : 0) + (v1 ? stride[o->src[1]] : 0);
-      else if (o->op == N_MUL && !v1 && k->ops[o->src[1]].op == L_CONST)
-        stride[j] = stride[o->src[0]] * k->ops[o->src[1]].ival;
-      else
-        return false;
-      continue;
-    }
-    for (int q = 0; q < 3; q++) /* a lane-varying index may not be used as a value */
-      if (o->src[q] >= r && o->src[q] < end && vary[o->src[q]] && o->src[q] != r &&
-          k->ops[o->src[q]].dtype == KILN_I64 && k->ops[o->src[q]].op != L_LOAD)
-        return false;
-    if (o->src[0] == r || o->src[1] == r || !vec_type_ok(o->dtype) ||
-        (s0 && !vec_type_ok(s0->dtype)))
-      return false;
-    switch (o->op) {
-    case N_NEG:
-    case N_ADD:
-    case N_MUL:
-    case N_AND:
-    case N_OR:
-    case N_XOR:
-      break;
-    case N_SHL:
-    case N_SHR:
-      if (v1) return false;
-      break; /* shifts by a per-loop amount only */
-    case N_BITCAST:
-      if (kn_dtype_bits(o->dtype) != kn_dtype_bits(s0->dtype)) return false;
-      break;
-    case N_CAST:
-      if (kiln_dtype_is_float(s0->dtype) && !kiln_dtype_is_float(o->dtype)) return false;
-      break;
-    default:
-      return false;
-    }
-  }
-  return has_lane_acc;
-}
-static const char *vname(int dt) {
-  static const char *t[KILN_NDTYPES] = {"",       "kv_u8",  "kv_i8",  "kv_u16", "kv_i16",
-                                        "kv_u32", "kv_i32", "kv_u64", "kv_i64", "",
-                                        "",       "kv_f32", "kv_f64"};
-  return t[dt];
-}
-
 char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   D = dialect;
   sbuf b = {0};
   put(&b, "%s\n%s\n%s\n", D->prelude, KN_STRINGIFY(KN_PRELUDE_BODY), D->postlude);
   D->signature(&b, k);
   int opened = 0; /* blocks the launch indices opened */
-  /* lane loops written as vector code, and the accumulators they update */
-  bool *vary = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)),
-       *vecacc = kn_xcalloc((size_t)k->nops + 1, sizeof(bool));
-  bool *vecloop = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)),
-       *invec = kn_xcalloc((size_t)k->nops + 1, sizeof(bool));
-  int64_t *stride = kn_xcalloc((size_t)k->nops + 1, sizeof(int64_t)), lanes = 0;
+  /* vector lane loops (codegen marked them: kn_lop.vec), written in chunks of W lanes */
+  int W = 0;
   for (int i = 0; i < k->nops; i++)
-    if (D->lane_vectors && k->ops[i].op == L_RANGE && vec_loop(k, i, vary, stride)) {
-      vecloop[i] = true, lanes = k->ops[i].arg;
-      for (int j = i; j < k->ops[i].arg2; j++) {
-        invec[j] = vary[j];
-        if (k->ops[j].op == L_ACCUP && k->ops[j].src[2] == i) vecacc[k->ops[j].src[0]] = true;
-      }
-    }
-  /* lanes are written in chunks of W: eight f32 lanes fill an AVX register; wider GCC vectors
-   * are split by the compiler through memory */
-  int64_t W = lanes < 8 ? lanes : 8;
-  if (lanes) {
-    static const int vdt[] = {KILN_U8,  KILN_I8,  KILN_U16, KILN_I16, KILN_U32,
-                              KILN_I32, KILN_U64, KILN_I64, KILN_F32, KILN_F64};
-    for (size_t t = 0; t < sizeof vdt / sizeof *vdt; t++)
-      put(&b, "  typedef %s %s __attribute__((vector_size(%lld)));\n", ctype(vdt[t]), vname(vdt[t]),
-          (long long)(W * (int64_t)kiln_dtype_size(vdt[t])));
+    if (k->ops[i].vec) W = k->ops[i].vec;
+  if (W) {
+    KN_ASSERT(D->vec, "%s has no vector types", D->name);
+    D->vec_types(&b, W);
   }
   int vloop = -1, chunk = 0; /* the lane loop being written, and its chunk */
   int depth = 1;
@@ -205,7 +103,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
     const kn_lop *o = &k->ops[i];
     int dt = o->dtype;
     const char *T = ctype(dt);
-    if (vecloop[i]) { /* the lane loop: one pass per chunk of W lanes, with vector values */
+    if (o->op == L_RANGE && o->vec) { /* the lane loop: one pass per chunk of W lanes */
       put(&b, "%*s{ const long v%d = %lld;\n", depth * 2, "", i, (long long)(chunk * W));
       vloop = i;
       depth++;
@@ -214,81 +112,20 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
     if (o->op == L_END && o->src[0] == vloop) {
       depth--;
       put(&b, "%*s}\n", depth * 2, "");
-      if (++chunk * W < lanes)
+      if (++chunk * W < k->ops[vloop].arg)
         i = vloop - 1; /* the next chunk */
       else
         vloop = -1, chunk = 0;
       continue;
     }
-    if (invec[i] && o->op != L_LOAD && o->op != L_ACCUP &&
-        !(dt == KILN_I64 && o->op != N_CAST && o->op != N_BITCAST)) {
-      const char *va = o->src[0] >= 0 ? val(k, o->src[0], x) : "";
+    if (o->vec || (o->op == L_LANE && k->ops[o->src[0]].vec)) { /* a vector value */
+      kn_lop init = {.op = L_CONST, .dtype = dt, .ival = o->ival, .fval = o->fval};
+      const char *va = o->op == L_ACC   ? val(&(kn_kernel){.ops = &init}, 0, x)
+                       : o->src[0] >= 0 ? val(k, o->src[0], x)
+                                        : "";
       const char *vb = o->src[1] >= 0 ? val(k, o->src[1], y) : "";
-      const char *V = vname(dt);
-      put(&b, "%*s%s v%d = ", depth * 2, "", V, i);
-      switch (o->op) {
-      case N_NEG:
-        put(&b, "-%s;\n", va);
-        break;
-      case N_ADD:
-        put(&b, "%s + %s;\n", va, vb);
-        break;
-      case N_MUL:
-        put(&b, "%s * %s;\n", va, vb);
-        break;
-      case N_AND:
-        put(&b, "%s & %s;\n", va, vb);
-        break;
-      case N_OR:
-        put(&b, "%s | %s;\n", va, vb);
-        break;
-      case N_XOR:
-        put(&b, "%s ^ %s;\n", va, vb);
-        break;
-      case N_SHL:
-      case N_SHR: { /* x86 has no byte shifts: shift 8-bit lanes as 16-bit ones */
-        const char *sh = o->op == N_SHL ? "<<" : ">>";
-        if (kn_dtype_bits(dt) == 8) {
-          const char *W = dt == KILN_U8 ? "kv_u16" : "kv_i16";
-          put(&b, "__builtin_convertvector(__builtin_convertvector(%s, %s) %s (%s & 7), %s);\n", va,
-              W, sh, vb, V);
-        } else
-          put(&b, "%s %s (%s & %d);\n", va, sh, vb, kn_dtype_bits(dt) - 1);
-        break;
-      }
-      case N_BITCAST:
-        put(&b, "(%s)%s;\n", V, va);
-        break;
-      case N_CAST: { /* widen step by step (8 -> 16 -> 32 bits, then to float): each step is one
-                        extend instruction, where GCC converts lane by lane otherwise */
-        int from = k->ops[o->src[0]].dtype;
-        const char *steps[3];
-        int ns = 0;
-        if (!kiln_dtype_is_float(from) && kn_dtype_bits(from) == 8 && kn_dtype_bits(dt) > 16)
-          steps[ns++] = kn_dtype_is_unsigned(from) ? "kv_u16" : "kv_i16", from = KILN_I16;
-        if (kiln_dtype_is_float(dt) && !kiln_dtype_is_float(from) && kn_dtype_bits(from) < 32)
-          steps[ns++] = "kv_i32";
-        steps[ns++] = V;
-        for (int q = 0; q < ns; q++)
-          put(&b, "__builtin_convertvector(");
-        put(&b, "%s", va);
-        for (int q = 0; q < ns; q++)
-          put(&b, ", %s)", steps[q]);
-        put(&b, ";\n");
-        break;
-      }
-      default:
-        KN_ASSERT(0, "C renderer: op %d in a vector lane loop", o->op);
-      }
-      continue;
-    }
-    if (invec[i] && o->op == L_LOAD) {
-      put(&b, "%*s%s v%d; __builtin_memcpy(&v%d, &b%lld[%s], sizeof v%d);\n", depth * 2, "",
-          vname(k->buf_dtype[o->arg]), i, i, (long long)o->arg, val(k, o->src[0], x), i);
-      continue;
-    }
-    if (invec[i] && o->op == L_ACCUP) {
-      put(&b, "%*sv%d[%d] += %s;\n", depth * 2, "", o->src[0], chunk, val(k, o->src[1], y));
+      put(&b, "%*s", depth * 2, "");
+      D->vec(&b, k, i, va, vb, chunk);
       continue;
     }
     const char *a = o->src[0] >= 0 ? val(k, o->src[0], x) : "";
@@ -307,7 +144,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
     case L_GROUP:
     case L_LIDX:
       KN_ASSERT(D->group_id[0] && o->ival < 3, "%s has no work-groups", D->name);
-      put(&b, "const int64_t v%d = (int64_t)%s;\n", i,
+      put(&b, "const %s v%d = (%s)%s;\n", T, i, T,
           (o->op == L_GROUP ? D->group_id : D->local_id)[o->ival]);
       break;
     case L_DEFLOCAL:
@@ -323,7 +160,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       put(&b, "%s\n", D->barrier);
       break;
     case L_RANGE:
-      put(&b, "for (int64_t v%d = 0; v%d < %lld; v%d++) {\n", i, i, (long long)o->arg, i);
+      put(&b, "for (%s v%d = 0; v%d < %lld; v%d++) {\n", T, i, i, (long long)o->arg, i);
       depth++;
       break;
     case L_END:
@@ -359,11 +196,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       kn_lop cst = {.op = L_CONST, .dtype = dt, .ival = o->ival, .fval = o->fval};
       kn_kernel tmp = {.ops = &cst};
       char ib[64];
-      if (vecacc[i])
-        put(&b, "%s v%d[%lld]; for (int l_ = 0; l_ < %lld; l_++) v%d[l_] = (%s){0} + %s;\n",
-            vname(dt), i, (long long)(o->arg2 / W), (long long)(o->arg2 / W), i, vname(dt),
-            val(&tmp, 0, ib));
-      else if (o->arg2 > 1)
+      if (o->arg2 > 1)
         put(&b, "%s v%d[%lld]; for (int l_ = 0; l_ < %lld; l_++) v%d[l_] = %s;\n", T, i,
             (long long)o->arg2, (long long)o->arg2, i, val(&tmp, 0, ib));
       else
@@ -387,11 +220,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       break;
     }
     case L_LANE:
-      if (vecacc[o->src[0]])
-        put(&b, "%s v%d = %s[%lld][%lld];\n", T, i, a, (long long)(o->arg / W),
-            (long long)(o->arg % W));
-      else
-        put(&b, "%s v%d = %s[%lld];\n", T, i, a, (long long)o->arg);
+      put(&b, "%s v%d = %s[%lld];\n", T, i, a, (long long)o->arg);
       break;
     default: {
       if (o->op == N_BITCAST) { /* the storage bits of one type read as another's, via a union */
@@ -487,6 +316,5 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   while (opened--)
     put(&b, "%*s}\n", --depth * 2, "");
   put(&b, "}\n");
-  free(vary), free(vecacc), free(vecloop), free(invec), free(stride);
   return b.s;
 }

@@ -135,7 +135,8 @@ static const char *cl_probe(kn_device *d) {
   d->caps = (kn_devcaps){.max_dims = dims < 3 ? (int)dims : 3,
                          .max_local = (int64_t)group,
                          .local_mem = (int64_t)lmem,
-                         .opts = KN_OPT_ALL};
+                         .opts = KN_OPT_ALL,
+                         .index32 = true};
   if (d->caps.max_dims < 1) return "the OpenCL device reports no launch dims";
   return NULL;
 }

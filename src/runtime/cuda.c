@@ -1,7 +1,8 @@
 /* cuda.c — the CUDA device: NVIDIA GPUs through the driver API (libcuda.so.1) and NVRTC
  * (libnvrtc.so), both loaded with dlopen at first use, so kiln builds and runs without them.
  * Kernels are written in the CUDA C dialect, compiled by NVRTC to a CUBIN for the GPU's
- * compute capability (kept in the disk cache), and launched in blocks on the default stream.
+ * compute capability (kept in the disk cache), and launched in blocks on the default stream;
+ * a replayed capture is one CUDA graph.
  * kn_cuda_check compiles without a GPU: CI checks every kernel's CUDA C that way. */
 #include "internal.h"
 #include <dlfcn.h>
@@ -31,8 +32,22 @@ static struct {
                            unsigned, void *, void **, void **);
   CUresult (*CtxSynchronize)(void);
   CUresult (*GetErrorString)(CUresult, const char **);
+  /* graphs (optional: replays go launch by launch without them) */
+  CUresult (*GraphCreate)(CUobj *, unsigned);
+  CUresult (*GraphAddKernelNode)(CUobj *, CUobj, const CUobj *, size_t, const void *);
+  CUresult (*GraphInstantiate)(CUobj *, CUobj, unsigned long long);
+  CUresult (*GraphLaunch)(CUobj, CUobj);
+  CUresult (*GraphExecDestroy)(CUobj);
+  CUresult (*GraphDestroy)(CUobj);
   char arch[16]; /* sm_XY of the GPU */
 } cu;
+/* a kernel node's parameters (cuda.h's CUDA_KERNEL_NODE_PARAMS_v2) */
+typedef struct {
+  CUobj func;
+  unsigned grid[3], block[3], shared;
+  void **params, **extra;
+  CUobj kern, ctx;
+} cu_node_params;
 
 static struct {
   int (*Create)(void **, const char *, const char *, int, const char *const *, const char *const *);
@@ -149,6 +164,13 @@ static const char *cuda_probe(kn_device *d) {
                    {"cuGetErrorString", (void **)&cu.GetErrorString}};
   if (!bind(lib, s, sizeof s / sizeof *s))
     return "libcuda.so.1 is too old (CUDA 11 or newer is needed)";
+  const sym g[] = {{"cuGraphCreate", (void **)&cu.GraphCreate},
+                   {"cuGraphAddKernelNode_v2", (void **)&cu.GraphAddKernelNode},
+                   {"cuGraphInstantiateWithFlags", (void **)&cu.GraphInstantiate},
+                   {"cuGraphLaunch", (void **)&cu.GraphLaunch},
+                   {"cuGraphExecDestroy", (void **)&cu.GraphExecDestroy},
+                   {"cuGraphDestroy", (void **)&cu.GraphDestroy}};
+  if (!bind(lib, g, sizeof g / sizeof *g)) cu.GraphCreate = NULL; /* a driver before CUDA 12 */
   int dev, major = 0, minor = 0, threads = 0, shared = 0, rc = cu.Init(0);
   if (rc != 0 || cu.DeviceGet(&dev, 0) != 0) {
     snprintf(why, sizeof why, "no CUDA GPU (cuInit: error %d)", rc);
@@ -239,6 +261,18 @@ static void *cuda_compile(kn_device *d, const kn_kernel *k, const char *src) {
   }
   return p;
 }
+/* blocks and threads per block of a launch of k; false with an error if it cannot be one */
+static bool launch_dims(const kn_kernel *k, unsigned *blocks, unsigned *threads) {
+  int64_t total = k->nglobal ? k->global[0] : 1;
+  *threads = k->local[0] > 1 ? (unsigned)k->local[0] : total < BLOCK ? (unsigned)total : BLOCK;
+  int64_t b = (total + *threads - 1) / *threads;
+  if (b > 0x7fffffff) {
+    kn_err("CUDA: kernel %s needs %lld blocks, more than a launch can have", k->name, (long long)b);
+    return false;
+  }
+  *blocks = (unsigned)b;
+  return true;
+}
 static int cuda_launch(kn_device *d, void *prog, const kn_kernel *k, void *const *bufs) {
   (void)d;
   cuprog *p = prog;
@@ -246,20 +280,56 @@ static int cuda_launch(kn_device *d, void *prog, const kn_kernel *k, void *const
   void *args[64];
   for (int i = 0; i < k->nbufs; i++)
     ptrs[i] = DPTR(bufs[i]), args[i] = &ptrs[i];
-  int64_t total = k->nglobal ? k->global[0] : 1;
-  unsigned threads = k->local[0] > 1 ? (unsigned)k->local[0]
-                     : total < BLOCK ? (unsigned)total
-                                     : BLOCK;
-  int64_t blocks = (total + threads - 1) / threads;
-  if (blocks > 0x7fffffff) {
-    kn_err("CUDA: kernel %s needs %lld blocks, more than a launch can have", k->name,
-           (long long)blocks);
-    return -1;
-  }
-  return ok(cu.LaunchKernel(p->fn, (unsigned)blocks, 1, 1, threads, 1, 1, 0, NULL, args, NULL),
+  unsigned blocks, threads;
+  if (!launch_dims(k, &blocks, &threads)) return -1;
+  return ok(cu.LaunchKernel(p->fn, blocks, 1, 1, threads, 1, 1, 0, NULL, args, NULL),
             "cuLaunchKernel")
              ? 0
              : -1;
+}
+
+/* A replay as a CUDA graph: one kernel node per launch, each after the one before (the
+ * driver copies the arguments when a node is added). */
+typedef struct {
+  CUobj graph, exec;
+} cugraph;
+static void cuda_graph_free(kn_device *d, void *g) {
+  (void)d;
+  cugraph *c = g;
+  if (c->exec) cu.GraphExecDestroy(c->exec);
+  if (c->graph) cu.GraphDestroy(c->graph);
+  free(c);
+}
+static void *cuda_graph(kn_device *d, int n, void *const *progs, const kn_kernel *const *ks,
+                        void *const *const *bufs) {
+  if (!cu.GraphCreate) return NULL;
+  cugraph *c = kn_xcalloc(1, sizeof *c);
+  bool good = ok(cu.GraphCreate(&c->graph, 0), "cuGraphCreate");
+  CUobj prev = NULL;
+  for (int i = 0; i < n && good; i++) {
+    CUdeviceptr ptrs[64];
+    void *args[64];
+    for (int j = 0; j < ks[i]->nbufs; j++)
+      ptrs[j] = DPTR(bufs[i][j]), args[j] = &ptrs[j];
+    cu_node_params np = {.func = ((cuprog *)progs[i])->fn, .params = args};
+    good = launch_dims(ks[i], &np.grid[0], &np.block[0]);
+    np.grid[1] = np.grid[2] = np.block[1] = np.block[2] = 1;
+    CUobj node = NULL;
+    good =
+        good && ok(cu.GraphAddKernelNode(&node, c->graph, prev ? &prev : NULL, prev ? 1 : 0, &np),
+                   "cuGraphAddKernelNode");
+    prev = node;
+  }
+  good = good && ok(cu.GraphInstantiate(&c->exec, c->graph, 0), "cuGraphInstantiate");
+  if (!good) {
+    cuda_graph_free(d, c);
+    return NULL;
+  }
+  return c;
+}
+static int cuda_graph_launch(kn_device *d, void *g) {
+  (void)d;
+  return ok(cu.GraphLaunch(((cugraph *)g)->exec, NULL), "cuGraphLaunch") ? 0 : -1;
 }
 static void cuda_free_program(kn_device *d, void *prog) {
   (void)d;
@@ -272,7 +342,11 @@ static void cuda_free_program(kn_device *d, void *prog) {
 kn_device kn_dev_cuda = {
     .name = "CUDA",
     .dialect = &kn_dialect_cuda,
-    .caps = {.max_dims = 1, .max_local = 1024, .local_mem = 48 << 10, .opts = KN_OPT_ALL},
+    .caps = {.max_dims = 1,
+             .max_local = 1024,
+             .local_mem = 48 << 10,
+             .opts = KN_OPT_ALL,
+             .index32 = true},
     .probe = cuda_probe,
     .alloc = cuda_alloc,
     .free = cuda_free,
@@ -285,4 +359,7 @@ kn_device kn_dev_cuda = {
     .compile = cuda_compile,
     .launch = cuda_launch,
     .free_program = cuda_free_program,
+    .graph = cuda_graph,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
     .synchronize = cuda_sync};

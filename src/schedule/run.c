@@ -186,6 +186,8 @@ struct kiln_capture {
   launch_rec *recs;
   int n, cap;
   int64_t generation;
+  void *graph; /* the launches as one submission, where their device builds one */
+  kn_device *graph_dev;
 };
 static kiln_capture *capturing;
 
@@ -214,10 +216,38 @@ int kiln_capture_begin(void) {
   capturing->generation = progs_generation;
   return 0;
 }
+/* A capture whose launches all ran on one device that replays launches as one submission
+ * (CUDA graphs) is handed to it once; KILN_GRAPH=0 keeps launches one by one. */
+static void build_graph(kiln_capture *c) {
+  kn_device *d = c->n ? kn_device_get(c->recs[0].p->dev) : NULL;
+  const char *env = getenv("KILN_GRAPH");
+  if (!d || !d->graph || (env && !strcmp(env, "0"))) return;
+  for (int i = 0; i < c->n; i++)
+    if (kn_device_get(c->recs[i].p->dev) != d) return;
+  void **progs = kn_xmalloc(sizeof(void *) * (size_t)c->n),
+       ***bufs = kn_xmalloc(sizeof(void **) * (size_t)c->n);
+  const kn_kernel **ks = kn_xmalloc(sizeof(kn_kernel *) * (size_t)c->n);
+  for (int i = 0; i < c->n; i++) {
+    const launch_rec *r = &c->recs[i];
+    progs[i] = r->p->prog, ks[i] = r->p->kernel;
+    bufs[i] = kn_xmalloc(sizeof(void *) * (size_t)r->nnodes);
+    for (int j = 0; j < r->nnodes; j++)
+      bufs[i][j] = r->nodes[j]->buf->h;
+  }
+  c->graph = d->graph(d, c->n, progs, ks, (void *const *const *)bufs);
+  c->graph_dev = c->graph ? d : NULL;
+  if (kn_debug_level() >= 1)
+    fprintf(stderr, "kiln: capture of %d launches %s\n", c->n,
+            c->graph ? "replays as one graph" : "could not be built as a graph");
+  for (int i = 0; i < c->n; i++)
+    free(bufs[i]);
+  free(progs), free(bufs), free(ks);
+}
 kiln_capture *kiln_capture_end(void) {
   kiln_capture *c = capturing;
   if (!c) kn_err("capture: no capture is running");
   capturing = NULL;
+  if (c) build_graph(c);
   return c;
 }
 int kiln_capture_replay(const kiln_capture *c) {
@@ -228,6 +258,11 @@ int kiln_capture_replay(const kiln_capture *c) {
   if (c->generation != progs_generation) {
     kn_err("capture: its programs were freed by kiln_reset_caches; capture again");
     return -1;
+  }
+  if (c->graph) {
+    if (c->graph_dev->graph_launch(c->graph_dev, c->graph) < 0) return -1;
+    kn_stats.kernels_run += c->n;
+    return 0;
   }
   for (int i = 0; i < c->n; i++) {
     const launch_rec *r = &c->recs[i];
@@ -241,6 +276,7 @@ int kiln_capture_replay(const kiln_capture *c) {
 int kiln_capture_launches(const kiln_capture *c) { return c ? c->n : 0; }
 void kiln_capture_free(kiln_capture *c) {
   if (!c) return;
+  if (c->graph) c->graph_dev->graph_free(c->graph_dev, c->graph);
   for (int i = 0; i < c->n; i++) {
     for (int j = 0; j < c->recs[i].nnodes; j++)
       kn_node_unref(c->recs[i].nodes[j]);

@@ -2,14 +2,15 @@
  * lowered for a device with work-groups (the heuristic picks GROUP where the outputs are few)
  * and with given transform lists; each program runs on the interpreter, work-group by
  * work-group, against the plain CPU-shaped lowering of the same kernel; where CL works, the
- * same GPU-shaped program runs there too. Lists that do not apply are refused with an error. */
+ * same GPU-shaped program runs there too. Lists that do not apply are refused with an error.
+ * Lane loops written as vectors compute on the CPU what the interpreter computes lane by lane. */
 #include "internal.h"
 #include "test.h"
 #include <stdlib.h>
 
 /* A device with work-groups, as codegen sees one: launch dims are groups, 256 work-items. */
 static const kn_devcaps gpu_caps = {
-    .max_dims = 3, .max_local = 256, .local_mem = 32 << 10, .opts = KN_OPT_ALL};
+    .max_dims = 3, .max_local = 256, .local_mem = 32 << 10, .opts = KN_OPT_ALL, .index32 = true};
 
 /* The one kernel of y's schedule (y's inputs realized on INTERP first). */
 typedef struct {
@@ -35,9 +36,9 @@ static void *run_interp(const kn_kernel *k, const kn_sched_item *it) {
   return bufs[0];
 }
 
-/* The same program on CL: NULL if CL does not work here. */
-static void *run_cl(const kn_kernel *k, const kn_sched_item *it) {
-  int dev = kn_device_find("CL");
+/* The same program on device `name` (CL, CPU): NULL if it does not work here. */
+static void *run_on(const char *name, const kn_kernel *k, const kn_sched_item *it) {
+  int dev = kn_device_find(name);
   if (dev < 0 || !kn_device_usable(dev, &(const char *){NULL})) return NULL;
   kn_device *d = kn_device_get(dev);
   char *src = kn_render(d->dialect, k);
@@ -107,7 +108,7 @@ static void check_lowering(const char *what, const kn_sched_item *it, const kn_o
   int dt = k->buf_dtype[0];
   void *want = run_interp(ref, it), *got = run_interp(k, it);
   compare(t, dt, got, want, k->buf_numel[0], 1e-5);
-  void *cl = run_cl(k, it);
+  void *cl = run_on("CL", k, it);
   if (cl) compare("CL", dt, cl, got, k->buf_numel[0], 1e-5);
   free(want), free(got), free(cl);
   kn_kernel_free(ref), kn_kernel_free(k);
@@ -223,5 +224,68 @@ TEST(codegen_opts_refused) {
   for (size_t i = 0; i < sizeof garbage / sizeof *garbage; i++)
     CHECKF(kn_opts_parse(garbage[i], &back) < 0, "\"%s\" read as a list", garbage[i]);
   kn_schedule_free(&o.s);
+  kiln_set_device("CPU");
+}
+
+/* The lanes of a SPLIT reduce, marked as vectors for a language with vector types: the loop,
+ * its loads and lane-wise ops and the accumulator; compiled for the CPU (GCC vector types) the
+ * program computes what the interpreter does running the loop lane by lane. */
+static int count_vec(const kn_kernel *k, int op) {
+  int n = 0;
+  for (int i = 0; i < k->nops; i++)
+    n += k->ops[i].vec && (op < 0 || k->ops[i].op == op);
+  return n;
+}
+TEST(codegen_vector_lanes) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  /* an f32 matrix-vector product and a 4-bit dequantizing dot product (bytes, shifts, masks,
+   * widening casts), each with 16 lanes */
+  kiln_tensor *v = rand_input(KILN_F32, 2, (int64_t[]){1, 512}, 11);
+  kiln_tensor *w = rand_input(KILN_F32, 2, (int64_t[]){40, 512}, 12);
+  kiln_tensor *q = kiln_cast(rand_input(KILN_I32, 2, (int64_t[]){40, 512}, 13), KILN_U8);
+  REQUIRE(kiln_realize(q) == 0);
+  kiln_tensor *nib = kiln_cast(
+      kiln_binary(KILN_AND, kiln_binary_s(KILN_SHR, q, 4), kiln_scalar(KILN_U8, 15)), KILN_F32);
+  kiln_tensor *cases[] = {kiln_matmul(v, kiln_transpose(w, 0, 1)),
+                          kiln_matmul(v, kiln_transpose(nib, 0, 1))};
+  const char *names[] = {"f32 matvec", "u8 nibbles matvec"};
+  kn_devcaps caps = kn_dev_cpu.caps;
+  for (int c = 0; c < 2; c++) {
+    test_set_context("%s", names[c]);
+    REQUIRE(schedule_one(cases[c], &o));
+    kn_opts split = {1, {{KN_OPT_SPLIT, 0, 16}}};
+    caps.vec_width = 8;
+    kn_kernel *k8 = kn_lower(o.it, &caps, &split);
+    caps.vec_width = 0;
+    kn_kernel *k0 = kn_lower(o.it, &caps, &split);
+    REQUIRE(k8 && k0);
+    CHECKF(count_vec(k8, L_RANGE) == 1 && count_vec(k8, L_LOAD) >= 1 && count_vec(k8, L_ACC) == 1 &&
+               count_vec(k8, L_ACCUP) == 1,
+           "width 8: %d loops, %d loads, %d accumulators, %d updates as vectors",
+           count_vec(k8, L_RANGE), count_vec(k8, L_LOAD), count_vec(k8, L_ACC),
+           count_vec(k8, L_ACCUP));
+    for (int i = 0; i < k8->nops; i++)
+      if (k8->ops[i].vec) CHECKF(k8->ops[i].vec == 8, "lop %d: %d lanes", i, k8->ops[i].vec);
+    CHECKF(count_vec(k0, -1) == 0, "no vector types: %d lops marked", count_vec(k0, -1));
+    void *want = run_interp(k0, o.it), *lanes = run_interp(k8, o.it),
+         *cpu = run_on("CPU", k8, o.it);
+    compare("INTERP, vectors marked", KILN_F32, lanes, want, k8->buf_numel[0], 0);
+    CHECK(cpu != NULL);
+    if (cpu) compare("CPU vectors", KILN_F32, cpu, want, k8->buf_numel[0], 1e-6);
+    free(want), free(lanes), free(cpu);
+    kn_kernel_free(k8), kn_kernel_free(k0);
+    kn_schedule_free(&o.s);
+  }
+  /* a max over lanes is not an add: no vectors */
+  test_set_context("%s", "max");
+  REQUIRE(schedule_one(kiln_max(w, 1, (int[]){1}, false), &o));
+  caps.vec_width = 8;
+  kn_kernel *km = kn_lower(o.it, &caps, &(kn_opts){1, {{KN_OPT_SPLIT, 0, 8}}});
+  REQUIRE(km);
+  CHECKF(count_vec(km, -1) == 0, "a max reduce: %d lops marked", count_vec(km, -1));
+  kn_kernel_free(km);
+  kn_schedule_free(&o.s);
+  test_set_context("%s", "");
   kiln_set_device("CPU");
 }
