@@ -368,7 +368,7 @@ struct kn_device {
   void (*graph_free)(kn_device *d, void *g);
   void (*synchronize)(kn_device *d);
   /* seconds one launch of prog takes on scratch buffers of k's sizes, or < 0 if it cannot be
-   * timed; NULL: the device is not tuned */
+   * timed; NULL: the search times launches through launch and synchronize */
   double (*time_program)(kn_device *d, void *prog, const kn_kernel *k);
   void (*release)(kn_device *d); /* returns memory kept for reuse to the system; may be NULL */
 };

@@ -172,6 +172,21 @@ TEST_DEVICES(creation_arange) {
   check_arange(-3, 4, 2, KILN_I64);
   check_arange(3, 3, 1, KILN_F32); /* empty */
   check_arange(0, 1, 0.1, KILN_F32);
+  check_arange(0, 70001, 1, KILN_I32); /* 17 index bits, not a power of two */
+  check_arange(1e9, -1e9, -29999.5, KILN_F64);
+  check_arange(2, 300, 7, KILN_U16);
+  /* values past the dtype saturate, as a cast from a float does */
+  uint8_t u[10];
+  REQUIRE(kiln_to_host(kiln_arange(250, 260, 1, KILN_U8), u, sizeof u) == 0);
+  for (int i = 0; i < 10; i++)
+    CHECKF(u[i] == (i < 6 ? 250 + i : 255), "arange(250,260) as u8: [%d] = %d", i, u[i]);
+  /* an arange is graph ops computed where it is read: nothing is uploaded */
+  kiln_stats a, b;
+  kiln_get_stats(&a);
+  kiln_tensor *t = kiln_arange(0, 1 << 20, 1, KILN_F32);
+  kiln_get_stats(&b);
+  CHECKF(t && b.bytes_allocated == a.bytes_allocated, "arange allocated %lld bytes unrealized",
+         (long long)(b.bytes_allocated - a.bytes_allocated));
 }
 
 TEST(creation_from_data_roundtrip) {

@@ -386,50 +386,6 @@ kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const
   return wrap(buffer_from(dt, ndim, shape, data));
 }
 
-/* Host conversion of one double into element i of a buffer of dtype dt. */
-static void store_elem(void *p, int dt, int64_t i, double v) {
-  switch (dt) {
-  case KILN_BOOL:
-    ((uint8_t *)p)[i] = v != 0;
-    break;
-  case KILN_U8:
-    ((uint8_t *)p)[i] = (uint8_t)kn_d2u(v, 255);
-    break;
-  case KILN_I8:
-    ((int8_t *)p)[i] = (int8_t)kn_d2i(v, -128, 127);
-    break;
-  case KILN_U16:
-    ((uint16_t *)p)[i] = (uint16_t)kn_d2u(v, 65535);
-    break;
-  case KILN_I16:
-    ((int16_t *)p)[i] = (int16_t)kn_d2i(v, -32768, 32767);
-    break;
-  case KILN_U32:
-    ((uint32_t *)p)[i] = (uint32_t)kn_d2u(v, 4294967295.0);
-    break;
-  case KILN_I32:
-    ((int32_t *)p)[i] = (int32_t)kn_d2i(v, -2147483648.0, 2147483647.0);
-    break;
-  case KILN_U64:
-    ((uint64_t *)p)[i] = kn_d2u(v, 1.8446744073709552e19);
-    break;
-  case KILN_I64:
-    ((int64_t *)p)[i] = kn_d2i(v, -9.2233720368547758e18, 9.2233720368547758e18);
-    break;
-  case KILN_F16:
-    ((uint16_t *)p)[i] = kn_f2h((float)v);
-    break;
-  case KILN_BF16:
-    ((uint16_t *)p)[i] = kn_f2bf((float)v);
-    break;
-  case KILN_F32:
-    ((float *)p)[i] = (float)v;
-    break;
-  default:
-    ((double *)p)[i] = v;
-    break;
-  }
-}
 static double load_elem(const void *p, int dt, int64_t i) {
   switch (dt) {
   case KILN_BOOL:
@@ -460,6 +416,42 @@ static double load_elem(const void *p, int dt, int64_t i) {
   }
 }
 
+/* 0, 1, ..., n-1 (i64), computed where it is read: bit b of an index is a (0, 1) pair (a one
+ * padded on the left) broadcast over blocks of 2^b, and the index is the sum of its bits times
+ * 2^b. Graph ops only: nothing is built on the host or uploaded. */
+static kn_node *nd_iota(int dev, int64_t n) {
+  int k = 0;
+  while ((1ll << k) < n)
+    k++;
+  int64_t N = 1ll << k;
+  kn_node *one = nd_const(KILN_I64, dev, 1, (int64_t[]){1}, 1);
+  kn_node *pair = nd_pad(one, (int64_t[]){1}, (int64_t[]){0}),
+          *acc = nd_const(KILN_I64, dev, 1, &N, 0);
+  kn_node *pair3 = nd_reshape(pair, 3, (int64_t[]){1, 2, 1});
+  for (int b = 0; b < k; b++) {
+    kn_node *e = nd_expand(pair3, 3, (int64_t[]){N >> (b + 1), 2, 1ll << b});
+    kn_node *bit = nd_reshape(e, 1, &N), *w = nd_const(KILN_I64, dev, 1, &N, (double)(1ll << b));
+    kn_node *t = nd_bin(N_MUL, bit, w), *sum = nd_bin(N_ADD, acc, t);
+    kn_node_unref(e), kn_node_unref(bit), kn_node_unref(w), kn_node_unref(t), kn_node_unref(acc);
+    acc = sum;
+  }
+  kn_node *r = nd_shrink(acc, (int64_t[]){0}, &n);
+  kn_node_unref(one), kn_node_unref(pair), kn_node_unref(pair3), kn_node_unref(acc);
+  return r;
+}
+/* The values dt holds, as doubles (integers; +-inf for floats). */
+static void dtype_limits(int dt, double *lo, double *hi) {
+  if (kiln_dtype_is_float(dt)) {
+    *lo = -INFINITY, *hi = INFINITY;
+  } else if (dt == KILN_BOOL) {
+    *lo = 0, *hi = 1;
+  } else {
+    int bits = kn_dtype_bits(dt);
+    *lo = kn_dtype_is_unsigned(dt) ? 0 : -ldexp(1, bits - 1);
+    *hi = kn_dtype_is_unsigned(dt) ? ldexp(1, bits) - 1 : ldexp(1, bits - 1) - 1;
+  }
+}
+
 kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt) {
   if (!check_dtype("arange", dt)) return NULL;
   if (step == 0 || step != step || start != start || stop != stop) {
@@ -472,11 +464,27 @@ kiln_tensor *kiln_arange(double start, double stop, double step, kiln_dtype dt) 
     return NULL;
   }
   int64_t n = cnt > 0 ? (int64_t)cnt : 0;
-  void *host = kn_xmalloc(n * kiln_dtype_size(dt));
-  for (int64_t i = 0; i < n; i++)
-    store_elem(host, dt, i, start + i * step);
-  kn_node *r = buffer_from(dt, 1, &n, host);
-  free(host);
+  int dev = kn_device_default();
+  kn_node *i = nd_iota(dev, n), *v;
+  /* start + i * step: exact in i64 where both are integers and every value fits dt (else in
+   * f64, with the saturating cast to dt) */
+  double last = n ? start + (double)(n - 1) * step : start, lo = fmin(start, last),
+         hi = fmax(start, last), dlo, dhi;
+  dtype_limits(dt, &dlo, &dhi);
+  if (start == floor(start) && step == floor(step) && fabs(lo) < 0x1p53 && fabs(hi) < 0x1p53 &&
+      lo >= dlo && hi <= dhi) {
+    kn_node *st = nd_const(KILN_I64, dev, 1, &n, step), *s0 = nd_const(KILN_I64, dev, 1, &n, start);
+    kn_node *m = nd_bin(N_MUL, i, st);
+    v = nd_bin(N_ADD, m, s0);
+    kn_node_unref(st), kn_node_unref(s0), kn_node_unref(m);
+  } else {
+    kn_node *f = nd_cast(i, KILN_F64), *st = nd_const(KILN_F64, dev, 1, &n, step),
+            *s0 = nd_const(KILN_F64, dev, 1, &n, start), *m = nd_bin(N_MUL, f, st);
+    v = nd_bin(N_ADD, m, s0);
+    kn_node_unref(f), kn_node_unref(st), kn_node_unref(s0), kn_node_unref(m);
+  }
+  kn_node *r = nd_cast(v, dt);
+  kn_node_unref(i), kn_node_unref(v);
   return wrap(r);
 }
 
@@ -560,11 +568,9 @@ static T *where3(T *c, T *a, T *b) { /* same shapes, a/b same dtype */
  * ops, so every device produces the same numbers. */
 static T *rand_bits(int ndim, const int64_t *shape, uint64_t seed, uint32_t stream) {
   int64_t n = kn_numel(ndim, shape);
-  uint32_t *host = kn_xmalloc(n * 4 + 4);
-  for (int64_t i = 0; i < n; i++)
-    host[i] = (uint32_t)i;
-  T *x = kiln_reshape(kiln_from_data(KILN_U32, 1, &n, host), ndim, shape);
-  free(host);
+  kn_node *i = nd_iota(kn_device_default(), n), *u = nd_cast(i, KILN_U32);
+  kn_node_unref(i);
+  T *x = kiln_reshape(wrap(u), ndim, shape);
   uint32_t k0 = (uint32_t)(seed * 0x9E3779B97F4A7C15ull >> 32) ^ stream,
            k1 = (uint32_t)seed ^ (stream * 0x85EBCA6Bu);
   x = ews(N_ADD, x, k1);
