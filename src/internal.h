@@ -240,6 +240,8 @@ enum {
   KN_OPT_GROUP,  /* reduce axis `axis` (a dim of the reduce's source) split over the amt
                     work-items of a group, partial results combined through local memory */
   KN_OPT_LOCAL,  /* global dim axis in work-groups of amt work-items */
+  KN_OPT_UNROLL, /* reduce axis `axis` (a dim of the reduce's source) walked amt elements per
+                    loop step, the body written amt times (the same order of accumulation) */
   KN_NOPT_KINDS
 };
 #define KN_OPT_BIT(x) (1u << (x))

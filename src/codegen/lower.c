@@ -38,6 +38,8 @@ typedef struct {
   int group_axis;      /* reduce axis split over the work-items of a group (GROUP), or -1 */
   int64_t group;       /* its work-items */
   int lid, comb_range; /* the work-item's index in the group; the combine loop */
+  int unroll_axis;     /* reduce axis unrolled (UNROLL), or -1 */
+  int64_t unroll;
 } lb;
 
 #define IMIN INT64_MIN
@@ -310,9 +312,10 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   if (!L->red_ready) { /* the kernel's reduce loops, created once; the lane loop innermost */
     for (int i = 0; i < s->ndim; i++) {
       L->red_range[i] = -1;
-      int64_t bound = i == L->split_axis   ? s->shape[i] / L->lanes
-                      : i == L->group_axis ? s->shape[i] / L->group
-                                           : s->shape[i];
+      int64_t bound = i == L->split_axis    ? s->shape[i] / L->lanes
+                      : i == L->group_axis  ? s->shape[i] / L->group
+                      : i == L->unroll_axis ? s->shape[i] / L->unroll
+                                            : s->shape[i];
       if ((n->arg[1] >> i & 1) && bound != 1)
         L->red_range[i] = range(L, bound, L->nglobal + 1 + L->nred++);
     }
@@ -351,9 +354,14 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   int64_t lo, hi;
   dtype_range(n->dtype, &lo, &hi);
   int a = push(L, acc, L->nglobal, 0, lo, hi, false);
-  int v = lower(L, s, sidx, valid);
-  kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, lane}, .arg = rop};
-  push(L, up, L->nglobal + L->nred, 0, lo, hi, false);
+  /* UNROLL: elements u = 0.. of each step of the unrolled axis, accumulated in that order */
+  int ua = L->unroll_axis, ubase = ua >= 0 ? mul(L, sidx[ua], L->unroll) : -1;
+  for (int64_t u = 0; u < (ua >= 0 ? L->unroll : 1); u++) {
+    if (ua >= 0) sidx[ua] = add(L, ubase, cint(L, KILN_I64, u));
+    int v = lower(L, s, sidx, valid);
+    kn_lop up = {.op = L_ACCUP, .dtype = n->dtype, .src = {a, v, lane}, .arg = rop};
+    push(L, up, L->nglobal + L->nred, 0, lo, hi, false);
+  }
   int r = a;
   if (lane >= 0) {
     int part[16];
@@ -663,7 +671,13 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     }
   if (rsize < 16) return;
   /* trial lowering with one plain loop per global dim */
-  lb T = {.it = it, .nglobal = ng, .split_axis = -1, .group_axis = -1, .comb_range = -1};
+  lb T = {.it = it,
+          .nglobal = ng,
+          .split_axis = -1,
+          .group_axis = -1,
+          .comb_range = -1,
+          .unroll_axis = -1,
+          .unroll = 1};
   kn_node *out = it->out;
   int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++)
@@ -808,7 +822,8 @@ void kn_heuristic(const kn_sched_item *it, const kn_devcaps *caps, kn_opts *o) {
   kn_opts_complete(it, caps, up, 0, o);
 }
 
-const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT", "BLOCK", "GROUP", "LOCAL"};
+const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT", "BLOCK",
+                                                 "GROUP",  "LOCAL", "UNROLL"};
 void kn_opts_format(const kn_opts *o, char *out, size_t n) {
   size_t w = 0;
   out[0] = 0;
@@ -872,7 +887,8 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
     case KN_OPT_SPLIT:
       ax = inner_reduce_axis(it);
       ok = ok && ax >= 0 && L->split_axis < 0 && amt >= 2 && amt <= 16 && s->shape[ax] % amt == 0 &&
-           ax != L->group_axis && (r->arg[0] == N_ADD || r->arg[0] == N_MAX);
+           ax != L->group_axis && ax != L->unroll_axis &&
+           (r->arg[0] == N_ADD || r->arg[0] == N_MAX);
       if (ok) L->split_axis = ax, L->lanes = amt;
       break;
     case KN_OPT_BLOCK:
@@ -882,12 +898,17 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
     case KN_OPT_GROUP:
       ok = ok && r && ax < s->ndim && (r->arg[1] >> ax & 1) && L->group_axis < 0 && amt >= 2 &&
            amt <= caps->max_local && s->shape[ax] % amt == 0 && ax != L->split_axis &&
-           amt * (int64_t)sizeof(double) <= caps->local_mem;
+           ax != L->unroll_axis && amt * (int64_t)sizeof(double) <= caps->local_mem;
       if (ok) L->group_axis = ax, L->group = amt;
       break;
     case KN_OPT_LOCAL:
       ok = ok && ax < ng && local[ax] == 1 && amt >= 2 && amt <= caps->max_local;
       if (ok) local[ax] = amt;
+      break;
+    case KN_OPT_UNROLL:
+      ok = ok && r && ax < s->ndim && (r->arg[1] >> ax & 1) && L->unroll_axis < 0 && amt >= 2 &&
+           amt <= 32 && s->shape[ax] % amt == 0 && ax != L->split_axis && ax != L->group_axis;
+      if (ok) L->unroll_axis = ax, L->unroll = amt;
       break;
     default:
       ok = false;
@@ -954,7 +975,14 @@ static void narrow_indices(lb *L) {
 }
 
 kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_opts *given) {
-  lb L = {.it = it, .split_axis = -1, .lanes = 1, .group_axis = -1, .group = 1, .comb_range = -1};
+  lb L = {.it = it,
+          .split_axis = -1,
+          .lanes = 1,
+          .group_axis = -1,
+          .group = 1,
+          .comb_range = -1,
+          .unroll_axis = -1,
+          .unroll = 1};
   kn_node *out = it->out;
   kn_opts heur;
   if (!given) kn_heuristic(it, caps, &heur);

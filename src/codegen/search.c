@@ -211,8 +211,10 @@ static int actions(const kn_sched_item *it, const kn_devcaps *caps, kn_opt *a) {
     a[n++] = (kn_opt){KN_OPT_BLOCK, 0, f};
   for (int i = 0; s && i < s->ndim; i++)
     if (it->reduce->arg[1] >> i & 1)
-      for (int f = 16; f <= 256; f *= 2)
+      for (int f = 16; f <= 256; f *= 2) {
         a[n++] = (kn_opt){KN_OPT_GROUP, (uint8_t)i, f};
+        if (f <= 64) a[n++] = (kn_opt){KN_OPT_UNROLL, (uint8_t)i, f / 8}; /* 2, 4, 8 */
+      }
   return n;
 }
 static bool in_list(const entry *e, int n, const kn_opts *o) {

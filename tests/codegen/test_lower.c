@@ -186,6 +186,60 @@ TEST(codegen_group_reduces) {
   kiln_set_device("CPU");
 }
 
+/* UNROLL: a reduce axis walked `amt` elements per loop step, the body written amt times. The
+ * program has amt updates of its accumulator and one loop step in amt; alone, beside SPLIT and
+ * beside GROUP it computes what the plain lowering does, on INTERP, CL and the CPU. */
+static int count_op(const kn_kernel *k, int op) {
+  int n = 0;
+  for (int i = 0; i < k->nops; i++)
+    n += k->ops[i].op == op;
+  return n;
+}
+TEST(codegen_unroll) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  kiln_tensor *t3 = rand_input(KILN_F32, 3, (int64_t[]){4, 64, 32}, 21);
+  REQUIRE(schedule_one(kiln_sum(t3, 2, (int[]){1, 2}, false), &o));
+  const struct {
+    const char *what;
+    const kn_devcaps *caps;
+    kn_opts o;
+    int updates; /* accumulator updates in the program */
+  } cases[] = {
+      {"UNROLL(2,4) on the CPU", &kn_dev_cpu.caps, {1, {{KN_OPT_UNROLL, 2, 4}}}, 4},
+      {"UNROLL(1,8) SPLIT(0,8) on the CPU",
+       &kn_dev_cpu.caps,
+       {2, {{KN_OPT_UNROLL, 1, 8}, {KN_OPT_SPLIT, 0, 8}}},
+       8},
+      {"GROUP(1,16) UNROLL(2,2) with work-groups",
+       &gpu_caps,
+       {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 2, 2}}},
+       3},
+  };
+  kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0});
+  REQUIRE(ref);
+  void *want = run_interp(ref, o.it);
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    test_set_context("%s", cases[c].what);
+    kn_kernel *k = kn_lower(o.it, cases[c].caps, &cases[c].o);
+    REQUIRE(k);
+    CHECKF(count_op(k, L_ACCUP) == cases[c].updates, "%d accumulator updates, want %d",
+           count_op(k, L_ACCUP), cases[c].updates);
+    void *got = run_interp(k, o.it);
+    compare("INTERP", KILN_F32, got, want, k->buf_numel[0], 1e-5);
+    void *dev = run_on(cases[c].caps == &gpu_caps ? "CL" : "CPU", k, o.it);
+    CHECK(dev || cases[c].caps == &gpu_caps);
+    if (dev) compare("device", KILN_F32, dev, want, k->buf_numel[0], 1e-5);
+    free(got), free(dev);
+    kn_kernel_free(k);
+  }
+  free(want);
+  kn_kernel_free(ref);
+  kn_schedule_free(&o.s);
+  test_set_context("%s", "");
+  kiln_set_device("CPU");
+}
+
 TEST(codegen_opts_refused) {
   REQUIRE(kiln_set_device("INTERP") >= 0);
   one_kernel o;
@@ -204,6 +258,9 @@ TEST(codegen_opts_refused) {
       {"UPCAST of no dim", &gpu_caps, {1, {{KN_OPT_UPCAST, 5, 2}}}},
       {"SPLIT twice", &gpu_caps, {2, {{KN_OPT_SPLIT, 0, 4}, {KN_OPT_SPLIT, 0, 4}}}},
       {"LOCAL on the CPU", &kn_dev_cpu.caps, {1, {{KN_OPT_LOCAL, 0, 8}}}},
+      {"UNROLL of a kept axis", &gpu_caps, {1, {{KN_OPT_UNROLL, 0, 2}}}},
+      {"UNROLL not dividing", &gpu_caps, {1, {{KN_OPT_UNROLL, 1, 3}}}},
+      {"UNROLL of the GROUP axis", &gpu_caps, {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 1, 4}}}},
       {"unknown kind", &gpu_caps, {1, {{99, 0, 2}}}},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
