@@ -510,6 +510,14 @@ int kiln_chat_format(kiln_chat_template t, const char *role, const char *content
 int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
                            const char *content, bool add_generation_prompt, char **out);
 
+/* Renders one message as kiln_chat_format_after does and tokenizes it: the template's own
+ * markers become control tokens, the content never does (a message containing
+ * "<|im_start|>system" is those characters as text). add_bos: the tokenizer's BOS first.
+ * *ids: malloc'ed, the caller frees. The token count, or < 0 and an error. */
+int64_t kiln_chat_tokenize(const kiln_tokenizer *tok, kiln_chat_template t, const char *prev_role,
+                           const char *role, const char *content, bool add_generation_prompt,
+                           bool add_bos, int32_t **ids);
+
 /* ---- language models (LLaMA family: llama, qwen2) --------------------------------------------
  * kiln_llm_load maps a GGUF model (weights stay in the file's mapping, quantized) and allocates
  * a KV cache for n_ctx tokens (0: the model's training context). kiln_llm_eval runs n tokens

@@ -2,6 +2,7 @@
  * commands, scratch directories. */
 #define _GNU_SOURCE
 #include "util.h"
+#include "kiln.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -114,4 +115,13 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 void test_tmp_dir_remove(const char *dir) {
   /* depth first, so a directory is emptied before it is removed; links are not followed */
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *smollm2_path(char *buf, size_t n) {
+  const char *env = getenv("KILN_MODEL_SMOLLM2");
+  if (env && *env) {
+    snprintf(buf, n, "%s", env);
+    return access(buf, R_OK) == 0 ? buf : NULL;
+  }
+  return kiln_model_find("SmolLM2", buf, n);
 }

@@ -32,4 +32,8 @@ bool test_tmp_dir(char *dir, size_t n);
 /* Removes dir and everything in it. */
 void test_tmp_dir_remove(const char *dir);
 
+/* The SmolLM2 test model (KILN_MODEL_SMOLLM2, else as scripts/fetch-model stores it) written
+ * into buf; NULL when it is not here. */
+const char *smollm2_path(char *buf, size_t n);
+
 #endif

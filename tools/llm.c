@@ -302,14 +302,11 @@ static int chat_closing(chat *c) {
 
 /* Renders and evaluates one message; returns 0, 1 when it does not fit the context, < 0. */
 static int chat_feed(chat *c, const char *role, const char *content, bool gen_prompt) {
-  char *text = NULL;
-  if (kiln_chat_format_after(c->tmpl, c->prev_role, role, content, gen_prompt, &text) < 0)
-    return -1;
   bool bos = !c->prev_role && kiln_chat_wants_bos(c->tmpl) && kiln_tokenizer_add_bos(c->s.tok);
-  int64_t n;
-  int32_t *ids = tokenize(c->s.tok, text, bos, true, &n);
-  free(text);
-  if (!ids) return -1;
+  int32_t *ids;
+  int64_t n =
+      kiln_chat_tokenize(c->s.tok, c->tmpl, c->prev_role, role, content, gen_prompt, bos, &ids);
+  if (n < 0) return -1;
   int rc = 0;
   if (kiln_llm_pos(c->s.m) + n + 1 > kiln_llm_n_ctx(c->s.m))
     rc = 1;

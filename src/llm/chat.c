@@ -2,6 +2,7 @@
  * rendering one message at a time exactly as the official template renders it inside a whole
  * conversation (so a chat can feed only the new turn to its KV cache). */
 #include "internal.h"
+#include "llm/tokenizer.h"
 
 typedef struct {
   const char *name;
@@ -131,20 +132,29 @@ static int role_of(const char *r) {
 }
 static const char *const role_names[] = {"system", "user", "assistant"};
 
-static int render(sbuf *b, kiln_chat_template t, int prev, int role, const char *content,
-                  bool gen) {
+/* The message's content, stripped as the template does; its span in b is kept in span[0..1] so
+ * it can be tokenized as plain text (never as control tokens). */
+static void put_content(sbuf *b, size_t *span, const char *content, bool left, bool right) {
+  span[0] = b->n;
+  put_stripped(b, content, left, right);
+  span[1] = b->n;
+}
+
+static int render(sbuf *b, kiln_chat_template t, int prev, int role, const char *content, bool gen,
+                  size_t *span) {
   const char *rn = role_names[role];
   switch (t) {
   case KILN_CHAT_SMOLLM2:
     if (prev < 0 && role != R_SYSTEM) put(b, "<|im_start|>system\n" SMOLLM2_SYSTEM "<|im_end|>\n");
     /* fall through */
   case KILN_CHAT_CHATML:
-    put(b, "<|im_start|>"), put(b, rn), put(b, "\n"), put(b, content), put(b, "<|im_end|>\n");
+    put(b, "<|im_start|>"), put(b, rn), put(b, "\n"), put_content(b, span, content, false, false);
+    put(b, "<|im_end|>\n");
     if (gen) put(b, "<|im_start|>assistant\n");
     return 0;
   case KILN_CHAT_LLAMA3:
     put(b, "<|start_header_id|>"), put(b, rn), put(b, "<|end_header_id|>\n\n");
-    put_stripped(b, content, true, true), put(b, "<|eot_id|>");
+    put_content(b, span, content, true, true), put(b, "<|eot_id|>");
     if (gen) put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return 0;
   case KILN_CHAT_LLAMA2:
@@ -156,21 +166,23 @@ static int render(sbuf *b, kiln_chat_template t, int prev, int role, const char 
         kn_err("chat format: llama2: a system message must come first");
         return -1;
       }
-      put(b, "[INST] <<SYS>>\n"), put(b, content), put(b, "\n<</SYS>>\n\n");
+      put(b, "[INST] <<SYS>>\n"), put_content(b, span, content, false, false);
+      put(b, "\n<</SYS>>\n\n");
     } else if (role == R_USER) {
       if (prev == R_SYSTEM) {
-        put_stripped(b, content, false, true);
+        put_content(b, span, content, false, true);
       } else {
         put(b, prev < 0 ? "[INST] " : "<s>[INST] ");
-        put_stripped(b, content, true, true);
+        put_content(b, span, content, true, true);
       }
       put(b, " [/INST]");
     } else {
-      put(b, " "), put_stripped(b, content, true, true), put(b, " </s>");
+      put(b, " "), put_content(b, span, content, true, true), put(b, " </s>");
     }
     return 0;
   case KILN_CHAT_ZEPHYR:
-    put(b, "<|"), put(b, rn), put(b, "|>\n"), put(b, content), put(b, "</s>\n");
+    put(b, "<|"), put(b, rn), put(b, "|>\n"), put_content(b, span, content, false, false);
+    put(b, "</s>\n");
     if (gen) put(b, "<|assistant|>\n");
     return 0;
   case KILN_CHAT_GEMMA:
@@ -180,7 +192,7 @@ static int render(sbuf *b, kiln_chat_template t, int prev, int role, const char 
       return -1;
     }
     put(b, "<start_of_turn>"), put(b, role == R_USER ? "user" : "model"), put(b, "\n");
-    put_stripped(b, content, true, true), put(b, "<end_of_turn>\n");
+    put_content(b, span, content, true, true), put(b, "<end_of_turn>\n");
     if (gen) put(b, "<start_of_turn>model\n");
     return 0;
   default:
@@ -190,8 +202,9 @@ static int render(sbuf *b, kiln_chat_template t, int prev, int role, const char 
   return -1;
 }
 
-int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
-                           const char *content, bool add_generation_prompt, char **out) {
+/* Renders one message into *out; span: where its content lies in it. */
+static int format_span(kiln_chat_template t, const char *prev_role, const char *role,
+                       const char *content, bool add_generation_prompt, char **out, size_t *span) {
   if (!out) {
     kn_err("chat format: out is NULL");
     return -1;
@@ -214,12 +227,49 @@ int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const ch
   }
   sbuf b = {0};
   put(&b, "");
-  if (render(&b, t, prev, r, content, add_generation_prompt) < 0) {
+  if (render(&b, t, prev, r, content, add_generation_prompt, span) < 0) {
     free(b.s);
     return -1;
   }
   *out = b.s;
   return 0;
+}
+
+int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
+                           const char *content, bool add_generation_prompt, char **out) {
+  size_t span[2];
+  return format_span(t, prev_role, role, content, add_generation_prompt, out, span);
+}
+
+int64_t kiln_chat_tokenize(const kiln_tokenizer *tok, kiln_chat_template t, const char *prev_role,
+                           const char *role, const char *content, bool add_generation_prompt,
+                           bool add_bos, int32_t **ids) {
+  if (!ids || !tok) {
+    kn_err("chat tokenize: %s is NULL", ids ? "the tokenizer" : "ids");
+    return -1;
+  }
+  *ids = NULL;
+  char *text = NULL;
+  size_t span[2] = {0, 0};
+  if (format_span(t, prev_role, role, content, add_generation_prompt, &text, span) < 0) return -1;
+  /* the template's text around the content may hold control tokens; the content is the
+   * user's, read as plain text */
+  size_t len = strlen(text);
+  int64_t n = (int64_t)len + 8, cap; /* enough for any text; a second call if not */
+  do {
+    cap = n;
+    free(*ids);
+    *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!*ids) kn_err("chat tokenize: out of memory for %lld tokens", (long long)cap);
+    n = *ids ? kn_tokenize_plain(tok, text, len, add_bos, span[0], span[1], *ids, cap) : -1;
+  } while (n > cap);
+  free(text);
+  if (!*ids || n < 0) {
+    free(*ids);
+    *ids = NULL;
+    return -1;
+  }
+  return n;
 }
 
 int kiln_chat_format(kiln_chat_template t, const char *role, const char *content, bool first,

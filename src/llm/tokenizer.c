@@ -548,12 +548,22 @@ static int32_t special_at(const kiln_tokenizer *t, const char *s, size_t n, bool
 
 int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
                       bool parse_special, int32_t *out, int64_t cap) {
+  return kn_tokenize_plain(t, text, len, add_bos, parse_special ? len : 0, len, out, cap);
+}
+
+int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
+                          size_t plain_lo, size_t plain_hi, int32_t *out, int64_t cap) {
   if (!t || (!text && len)) {
     kn_err("tokenize: %s is NULL", t ? "text" : "tokenizer");
     return -1;
   }
   if (cap < 0 || (cap > 0 && !out)) {
     kn_err("tokenize: bad output buffer (cap %lld, out %s)", (long long)cap, out ? "set" : "NULL");
+    return -1;
+  }
+  if (plain_lo > plain_hi || plain_hi > len) {
+    kn_err("tokenize: plain-text span [%zu, %zu) is not inside the %zu bytes", plain_lo, plain_hi,
+           len);
     return -1;
   }
   if (len > (size_t)INT32_MAX / 4) {
@@ -569,7 +579,10 @@ int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, boo
   bool prev_special = true; /* SentencePiece puts a space before text that follows one */
   size_t frag = 0;
   for (size_t i = 0; i <= len && rc == 0;) {
-    int32_t sp = i < len ? special_at(t, text + i, len - i, parse_special) : -1;
+    /* control tokens outside the plain span only, and none that reaches into it */
+    bool plain = i >= plain_lo && i < plain_hi;
+    size_t room = i < plain_lo ? plain_lo - i : len - i;
+    int32_t sp = i < len ? special_at(t, text + i, plain ? len - i : room, !plain) : -1;
     if (sp < 0 && i < len) {
       i++;
       continue;

