@@ -26,103 +26,45 @@ static void c_special(kn_sbuf *b, bool f32, bool nan, bool neg) {
     kn_sbuf_printf(b, "(%s__builtin_inf%s())", neg ? "-" : "", f32 ? "f" : "");
 }
 /* ---- vector values: GCC vector types, W lanes each ---- */
-static const char *vname(int dt) {
+static void c_vec_type(char *out, size_t n, int dt, int W) {
+  (void)W; /* declared once per kernel with the kernel's width */
   static const char *t[KILN_NDTYPES] = {"",       "kv_u8",  "kv_i8",  "kv_u16", "kv_i16",
                                         "kv_u32", "kv_i32", "kv_u64", "kv_i64", "",
                                         "",       "kv_f32", "kv_f64"};
-  return t[dt];
+  snprintf(out, n, "%s", t[dt]);
 }
-static void c_vec_types(kn_sbuf *b, int W) {
+static void c_vec_decls(kn_sbuf *b, int W) {
   static const int vdt[] = {KILN_U8,  KILN_I8,  KILN_U16, KILN_I16, KILN_U32,
                             KILN_I32, KILN_U64, KILN_I64, KILN_F32, KILN_F64};
-  for (size_t t = 0; t < sizeof vdt / sizeof *vdt; t++)
+  char v[32];
+  for (size_t t = 0; t < sizeof vdt / sizeof *vdt; t++) {
+    c_vec_type(v, sizeof v, vdt[t], W);
     kn_sbuf_printf(b, "  typedef %s %s __attribute__((vector_size(%lld)));\n",
-                   kn_ctype(&kn_dialect_c, vdt[t]), vname(vdt[t]),
+                   kn_ctype(&kn_dialect_c, vdt[t]), v,
                    (long long)W * (long long)kiln_dtype_size(vdt[t]));
+  }
 }
-static void c_vec(kn_sbuf *b, const kn_kernel *k, int i, const char *a, const char *c, int chunk) {
-  const kn_lop *o = &k->ops[i];
-  int dt = o->dtype;
-  const char *V = vname(dt);
-  switch (o->op) {
-  case L_ACC: {
-    long long n = o->arg2 / o->vec;
-    kn_sbuf_printf(b, "%s v%d[%lld]; for (int l_ = 0; l_ < %lld; l_++) v%d[l_] = (%s){0} + %s;\n",
-                   V, i, n, n, i, V, a);
-    return;
-  }
-  case L_LANE: { /* lane l of a vector accumulator: element l % W of vector l / W */
-    int W = k->ops[o->src[0]].vec;
-    kn_sbuf_printf(b, "%s v%d = %s[%lld][%lld];\n", kn_ctype(&kn_dialect_c, dt), i, a,
-                   (long long)(o->arg / W), (long long)(o->arg % W));
-    return;
-  }
-  case L_LOAD:
-    kn_sbuf_printf(b, "%s v%d; __builtin_memcpy(&v%d, &b%lld[%s], sizeof v%d);\n",
-                   vname(k->buf_dtype[o->arg]), i, i, (long long)o->arg, a, i);
-    return;
-  case L_ACCUP:
-    kn_sbuf_printf(b, "v%d[%d] += %s;\n", o->src[0], chunk, c);
-    return;
-  default:
-    break;
-  }
-  kn_sbuf_printf(b, "%s v%d = ", V, i);
-  switch (o->op) {
-  case N_NEG:
-    kn_sbuf_printf(b, "-%s;\n", a);
-    break;
-  case N_ADD:
-    kn_sbuf_printf(b, "%s + %s;\n", a, c);
-    break;
-  case N_MUL:
-    kn_sbuf_printf(b, "%s * %s;\n", a, c);
-    break;
-  case N_AND:
-    kn_sbuf_printf(b, "%s & %s;\n", a, c);
-    break;
-  case N_OR:
-    kn_sbuf_printf(b, "%s | %s;\n", a, c);
-    break;
-  case N_XOR:
-    kn_sbuf_printf(b, "%s ^ %s;\n", a, c);
-    break;
-  case N_SHL:
-  case N_SHR: { /* x86 has no byte shifts: shift 8-bit lanes as 16-bit ones */
-    const char *sh = o->op == N_SHL ? "<<" : ">>";
-    if (kn_dtype_bits(dt) == 8) {
-      const char *W = dt == KILN_U8 ? "kv_u16" : "kv_i16";
-      kn_sbuf_printf(b,
-                     "__builtin_convertvector(__builtin_convertvector(%s, %s) %s (%s & 7), %s);\n",
-                     a, W, sh, c, V);
-    } else
-      kn_sbuf_printf(b, "%s %s (%s & %d);\n", a, sh, c, kn_dtype_bits(dt) - 1);
-    break;
-  }
-  case N_BITCAST:
-    kn_sbuf_printf(b, "(%s)%s;\n", V, a);
-    break;
-  case N_CAST: { /* widen step by step (8 -> 16 -> 32 bits, then to float): each step is one
-                    extend instruction, where GCC converts lane by lane otherwise */
-    int from = k->ops[o->src[0]].dtype;
-    const char *steps[3];
-    int ns = 0;
-    if (!kiln_dtype_is_float(from) && kn_dtype_bits(from) == 8 && kn_dtype_bits(dt) > 16)
-      steps[ns++] = kn_dtype_is_unsigned(from) ? "kv_u16" : "kv_i16", from = KILN_I16;
-    if (kiln_dtype_is_float(dt) && !kiln_dtype_is_float(from) && kn_dtype_bits(from) < 32)
-      steps[ns++] = "kv_i32";
-    steps[ns++] = V;
-    for (int q = 0; q < ns; q++)
-      kn_sbuf_printf(b, "__builtin_convertvector(");
-    kn_sbuf_printf(b, "%s", a);
-    for (int q = 0; q < ns; q++)
-      kn_sbuf_printf(b, ", %s)", steps[q]);
-    kn_sbuf_printf(b, ";\n");
-    break;
-  }
-  default:
-    KN_ASSERT(0, "C dialect: op %d has no vector spelling", o->op);
-  }
+static void c_vec_load(kn_sbuf *b, const char *V, int W, int i, int buf, const char *idx) {
+  (void)W;
+  kn_sbuf_printf(b, "%s v%d; __builtin_memcpy(&v%d, &b%d[%s], sizeof v%d);\n", V, i, i, buf, idx,
+                 i);
+}
+/* Widening goes step by step (8 -> 16 -> 32 bits, then to float): each step is one extend
+ * instruction, where GCC converts lane by lane otherwise. */
+static void c_vec_convert(kn_sbuf *b, const char *to, int to_dt, int from, int W, const char *a) {
+  (void)W;
+  const char *steps[3];
+  int ns = 0;
+  if (!kiln_dtype_is_float(from) && kn_dtype_bits(from) == 8 && kn_dtype_bits(to_dt) > 16)
+    steps[ns++] = kn_dtype_is_unsigned(from) ? "kv_u16" : "kv_i16", from = KILN_I16;
+  if (kiln_dtype_is_float(to_dt) && !kiln_dtype_is_float(from) && kn_dtype_bits(from) < 32)
+    steps[ns++] = "kv_i32";
+  steps[ns++] = to;
+  for (int q = 0; q < ns; q++)
+    kn_sbuf_printf(b, "__builtin_convertvector(");
+  kn_sbuf_printf(b, "%s", a);
+  for (int q = 0; q < ns; q++)
+    kn_sbuf_printf(b, ", %s)", steps[q]);
 }
 
 const kn_dialect kn_dialect_c = {
@@ -140,6 +82,12 @@ const kn_dialect kn_dialect_c = {
     .signature = c_signature,
     .gidx = c_gidx,
     .special = c_special,
-    .vec_types = c_vec_types,
-    .vec = c_vec,
+    .vec_type = c_vec_type,
+    .vec_decls = c_vec_decls,
+    .vec_splat = "(%s){0} + %s",
+    .vec_lane = "%s[%u]",
+    .vec_bitcast = "(%s)%s",
+    .vec_load = c_vec_load,
+    .vec_convert = c_vec_convert,
+    .vec_shift_bytes_as_16 = true, /* x86 has no byte shifts */
 };

@@ -21,12 +21,17 @@ struct kn_dialect {
   int (*gidx)(kn_sbuf *b, const kn_kernel *k, int i);
   /* f32 / f64 NaN and infinity (sign given) as expressions */
   void (*special)(kn_sbuf *b, bool f32, bool nan, bool neg);
-  /* vector values (NULL in a language without them): the types of W-lane vectors, declared
-   * once per kernel; lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one
-   * statement, given its sources' spellings a, c (for L_ACC, a is the initial value) and the
-   * chunk of its lane loop being written */
-  void (*vec_types)(kn_sbuf *b, int W);
-  void (*vec)(kn_sbuf *b, const kn_kernel *k, int i, const char *a, const char *c, int chunk);
+  /* vector values (vec_type NULL in a language without them): the name of a W-lane vector of
+   * dt; declarations written once per kernel (or NULL); printf formats of a vector of type %s
+   * with every lane %s, of lane %u of vector %s, and of a bitcast to type %s of %s; a load of W
+   * consecutive elements of buffer buf from index idx into `V v<i>`; an expression converting
+   * vector a of from-lanes to the type named to; whether 8-bit lanes shift as 16-bit ones */
+  void (*vec_type)(char *out, size_t n, int dt, int W);
+  void (*vec_decls)(kn_sbuf *b, int W);
+  const char *vec_splat, *vec_lane, *vec_bitcast;
+  void (*vec_load)(kn_sbuf *b, const char *V, int W, int i, int buf, const char *idx);
+  void (*vec_convert)(kn_sbuf *b, const char *to, int to_dt, int from_dt, int W, const char *a);
+  bool vec_shift_bytes_as_16;
   /* work-groups (NULL in a language without them): the group's index and the work-item's
    * index in it along launch dims 0..2, the qualifier of local memory, the barrier */
   const char *group_id[3], *local_id[3], *local_decl, *barrier;

@@ -82,6 +82,82 @@ static void bits_expr(sbuf *b, int dt, const char *a) {
     put(b, "%s", a);
 }
 
+/* Vector lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one statement, given
+ * its sources' spellings a, c (for L_ACC, a is the initial value) and the chunk of its lane
+ * loop being written. */
+static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const char *c,
+                       int chunk) {
+  const kn_lop *o = &k->ops[i];
+  int dt = o->dtype, W = o->vec;
+  char V[32], w16[32];
+  switch (o->op) {
+  case L_ACC: {
+    long long n = o->arg2 / W;
+    D->vec_type(V, sizeof V, dt, W);
+    put(b, "%s v%d[%lld]; for (int l_ = 0; l_ < %lld; l_++) v%d[l_] = ", V, i, n, n, i);
+    put(b, D->vec_splat, V, a);
+    put(b, ";\n");
+    return;
+  }
+  case L_LANE: { /* lane l of a vector accumulator: lane l % W of vector l / W */
+    W = k->ops[o->src[0]].vec;
+    char vq[80];
+    snprintf(vq, sizeof vq, "%s[%lld]", a, (long long)(o->arg / W));
+    put(b, "%s v%d = ", ctype(dt), i);
+    put(b, D->vec_lane, vq, (unsigned)(o->arg % W));
+    put(b, ";\n");
+    return;
+  }
+  case L_LOAD:
+    D->vec_type(V, sizeof V, k->buf_dtype[o->arg], W);
+    D->vec_load(b, V, W, i, (int)o->arg, a);
+    return;
+  case L_ACCUP:
+    put(b, "v%d[%d] += %s;\n", o->src[0], chunk, c);
+    return;
+  default:
+    break;
+  }
+  D->vec_type(V, sizeof V, dt, W);
+  put(b, "%s v%d = ", V, i);
+  static const char *const bin[] = {[N_ADD] = "+", [N_MUL] = "*",  [N_AND] = "&", [N_OR] = "|",
+                                    [N_XOR] = "^", [N_SHL] = "<<", [N_SHR] = ">>"};
+  switch (o->op) {
+  case N_NEG:
+    put(b, "-%s", a);
+    break;
+  case N_ADD:
+  case N_MUL:
+  case N_AND:
+  case N_OR:
+  case N_XOR:
+    put(b, "%s %s %s", a, bin[o->op], c);
+    break;
+  case N_SHL:
+  case N_SHR:
+    if (kn_dtype_bits(dt) == 8 && D->vec_shift_bytes_as_16) {
+      int wdt = kn_dtype_is_unsigned(dt) ? KILN_U16 : KILN_I16;
+      sbuf t = {0};
+      D->vec_type(w16, sizeof w16, wdt, W);
+      D->vec_convert(&t, w16, wdt, dt, W, a);
+      put(&t, " %s (%s & 7)", bin[o->op], c);
+      D->vec_convert(b, V, dt, wdt, W, t.s);
+      free(t.s);
+    } else
+      put(b, "%s %s (%s & %d)", a, bin[o->op], c, kn_dtype_bits(dt) - 1);
+    break;
+  case N_BITCAST:
+    put(b, D->vec_bitcast, V, a);
+    break;
+  case N_CAST:
+    D->vec_convert(b, V, dt, k->ops[o->src[0]].dtype, W, a);
+    break;
+  default:
+    KN_ASSERT(0, "%s: op %d has no vector spelling", D->name, o->op);
+  }
+  put(b, ";\n");
+}
+
 char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   D = dialect;
   sbuf b = {0};
@@ -93,8 +169,8 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   for (int i = 0; i < k->nops; i++)
     if (k->ops[i].vec) W = k->ops[i].vec;
   if (W) {
-    KN_ASSERT(D->vec, "%s has no vector types", D->name);
-    D->vec_types(&b, W);
+    KN_ASSERT(D->vec_type, "%s has no vector types", D->name);
+    if (D->vec_decls) D->vec_decls(&b, W);
   }
   int vloop = -1, chunk = 0; /* the lane loop being written, and its chunk */
   int depth = 1;
@@ -125,7 +201,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
                                         : "";
       const char *vb = o->src[1] >= 0 ? val(k, o->src[1], y) : "";
       put(&b, "%*s", depth * 2, "");
-      D->vec(&b, k, i, va, vb, chunk);
+      render_vec(&b, k, i, va, vb, chunk);
       continue;
     }
     const char *a = o->src[0] >= 0 ? val(k, o->src[0], x) : "";

@@ -136,6 +136,7 @@ static const char *cl_probe(kn_device *d) {
                          .max_local = (int64_t)group,
                          .local_mem = (int64_t)lmem,
                          .opts = KN_OPT_ALL,
+                         .vec_width = 8, /* every OpenCL C has 8-lane vectors */
                          .index32 = true};
   if (d->caps.max_dims < 1) return "the OpenCL device reports no launch dims";
   return NULL;

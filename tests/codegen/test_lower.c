@@ -3,7 +3,8 @@
  * and with given transform lists; each program runs on the interpreter, work-group by
  * work-group, against the plain CPU-shaped lowering of the same kernel; where CL works, the
  * same GPU-shaped program runs there too. Lists that do not apply are refused with an error.
- * Lane loops written as vectors compute on the CPU what the interpreter computes lane by lane. */
+ * Lane loops written as vectors compute on the CPU and on CL what the interpreter computes lane
+ * by lane. */
 #include "internal.h"
 #include "test.h"
 #include <stdlib.h>
@@ -326,11 +327,18 @@ TEST(codegen_vector_lanes) {
       if (k8->ops[i].vec) CHECKF(k8->ops[i].vec == 8, "lop %d: %d lanes", i, k8->ops[i].vec);
     CHECKF(count_vec(k0, -1) == 0, "no vector types: %d lops marked", count_vec(k0, -1));
     void *want = run_interp(k0, o.it), *lanes = run_interp(k8, o.it),
-         *cpu = run_on("CPU", k8, o.it);
+         *cpu = run_on("CPU", k8, o.it), *cl = run_on("CL", k8, o.it);
     compare("INTERP, vectors marked", KILN_F32, lanes, want, k8->buf_numel[0], 0);
     CHECK(cpu != NULL);
     if (cpu) compare("CPU vectors", KILN_F32, cpu, want, k8->buf_numel[0], 1e-6);
-    free(want), free(lanes), free(cpu);
+    if (cl) compare("OpenCL vectors", KILN_F32, cl, want, k8->buf_numel[0], 1e-6);
+    if (c == 1) { /* OpenCL C spells them with its own vector types */
+      char *src = kn_render(&kn_dialect_cl, k8);
+      CHECKF(strstr(src, "vload8(") && strstr(src, "convert_float8("), "no OpenCL vectors in:\n%s",
+             src);
+      free(src);
+    }
+    free(want), free(lanes), free(cpu), free(cl);
     kn_kernel_free(k8), kn_kernel_free(k0);
     kn_schedule_free(&o.s);
   }
