@@ -242,6 +242,9 @@ enum {
   KN_OPT_LOCAL,  /* global dim axis in work-groups of amt work-items */
   KN_OPT_UNROLL, /* reduce axis `axis` (a dim of the reduce's source) walked amt elements per
                     loop step, the body written amt times (the same order of accumulation) */
+  KN_OPT_PADTO,  /* global dim axis launched as the next multiple of amt (work-items past the
+                    end compute a clamped index and do not store), so UPCAST, LOCAL and BLOCK
+                    apply to sizes they do not divide */
   KN_NOPT_KINDS
 };
 #define KN_OPT_BIT(x) (1u << (x))

@@ -296,7 +296,9 @@ static int verdict_opts(const char *path) {
     if (!*p) break;
     if (sscanf(p, "%15[A-Z](%d,%d)%n", name, &axis, &amt, &used) != 3) return -1;
     if (!strcmp(name, "UPCAST") && (amt < 1 || 256 % amt)) return -1;
-    if (strcmp(name, "UPCAST") && strcmp(name, "SPLIT") && strcmp(name, "BLOCK")) return -1;
+    if (strcmp(name, "UPCAST") && strcmp(name, "SPLIT") && strcmp(name, "BLOCK") &&
+        strcmp(name, "UNROLL") && strcmp(name, "PADTO"))
+      return -1;
     count++, p += used;
   }
   return n ? count : -1;

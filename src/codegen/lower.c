@@ -264,6 +264,10 @@ static int alu(lb *L, int op, int dt, int a, int b, int c) {
     if (op == N_NEG && alo > IMIN) lo = -ahi, hi = -alo;
   }
   if (op == N_CMPLT || op == N_CMPNE) lo = 0, hi = 1;
+  if (op == N_WHERE && is_intlike(dt)) { /* one of the two (a clamped index stays in range) */
+    lo = blo < L->b[c].lo ? blo : L->b[c].lo;
+    hi = bhi > L->b[c].hi ? bhi : L->b[c].hi;
+  }
   int level = 0, stage = 0;
   int srcs[3] = {a, b, c};
   for (int i = 0; i < 3; i++)
@@ -822,8 +826,8 @@ void kn_heuristic(const kn_sched_item *it, const kn_devcaps *caps, kn_opts *o) {
   kn_opts_complete(it, caps, up, 0, o);
 }
 
-const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT", "BLOCK",
-                                                 "GROUP",  "LOCAL", "UNROLL"};
+const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT",  "BLOCK", "GROUP",
+                                                 "LOCAL",  "UNROLL", "PADTO"};
 void kn_opts_format(const kn_opts *o, char *out, size_t n) {
   size_t w = 0;
   out[0] = 0;
@@ -867,10 +871,12 @@ typedef struct {
 } gloop;
 
 /* Applies opts to L and the launch loops; false with an error when one does not apply. */
-static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int ng,
-                       const int64_t *gshape, int64_t *up, int64_t *blk, int64_t *local) {
+/* gshape: the global dims' sizes, padded by PADTO on return. */
+static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int ng, int64_t *gshape,
+                       int64_t *up, int64_t *blk, int64_t *local) {
   const kn_sched_item *it = L->it;
   kn_node *r = it->reduce, *s = r ? r->src[0] : NULL;
+  bool padded[KILN_MAX_DIMS] = {false};
   for (int g = 0; g < ng; g++)
     up[g] = 1, local[g] = 1;
   *blk = 1;
@@ -910,6 +916,11 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
            amt <= 32 && s->shape[ax] % amt == 0 && ax != L->split_axis && ax != L->group_axis;
       if (ok) L->unroll_axis = ax, L->unroll = amt;
       break;
+    case KN_OPT_PADTO: /* before what it is for: nothing may have split the dim yet */
+      ok = ok && ax < ng && !padded[ax] && up[ax] == 1 && local[ax] == 1 && amt >= 2 &&
+           amt <= 256 && gshape[ax] % amt != 0;
+      if (ok) padded[ax] = true, gshape[ax] = (gshape[ax] + amt - 1) / amt * amt;
+      break;
     default:
       ok = false;
     }
@@ -948,9 +959,9 @@ static void narrow_indices(lb *L) {
     if (b->op.dtype != KILN_I64 || b->lo < -(1ll << 30) || b->hi > (1ll << 30) || op == L_CONST)
       continue;
     bool ok = op == L_GIDX || op == L_GROUP || op == L_LIDX || op == L_RANGE;
-    if (op == N_ADD || op == N_MUL || op == N_IDIV || op == N_MOD || op == N_NEG) {
+    if (op == N_ADD || op == N_MUL || op == N_IDIV || op == N_MOD || op == N_NEG || op == N_WHERE) {
       ok = true;
-      for (int s = 0; s < 3; s++) {
+      for (int s = op == N_WHERE; s < 3; s++) { /* a where's condition is a bool */
         int x = b->op.src[s];
         if (x < 0) continue;
         const blop *sb = &L->b[x];
@@ -963,7 +974,7 @@ static void narrow_indices(lb *L) {
   for (int i = 0; i < n0; i++) {
     if (!narrow[i]) continue;
     L->b[i].op.dtype = KILN_I32;
-    for (int s = 0; s < 3; s++) {
+    for (int s = L->b[i].op.op == N_WHERE; s < 3; s++) {
       int x = L->b[i].op.src[s];
       if (x >= 0 && L->b[x].op.op == L_CONST) {
         int twin = cint(L, KILN_I32, L->b[x].op.ival); /* may move L->b */
@@ -988,9 +999,10 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
   if (!given) kn_heuristic(it, caps, &heur);
   const kn_opts *opts = given ? given : &heur;
   int gdim_of[KILN_MAX_DIMS];
-  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS], glocal[KILN_MAX_DIMS], blk;
+  int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS], glocal[KILN_MAX_DIMS], blk, gpad[KILN_MAX_DIMS];
   int ng = global_dims(out, gdim_of, gshape);
-  if (!apply_opts(&L, caps, opts, ng, gshape, up, &blk, glocal)) {
+  memcpy(gpad, gshape, sizeof(int64_t) * (size_t)ng);
+  if (!apply_opts(&L, caps, opts, ng, gpad, up, &blk, glocal)) {
     KN_ASSERT(given, "the heuristic's optimizations do not apply: %s", kiln_error());
     free(L.b), free(L.ht);
     return NULL;
@@ -1010,7 +1022,7 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
   gloop loops[KILN_MAX_DIMS + 2];
   int nl = 0;
   for (int g = 0; g < ng; g++)
-    loops[nl++] = (gloop){g, gshape[g] / up[g], up[g], glocal[g]};
+    loops[nl++] = (gloop){g, gpad[g] / up[g], up[g], glocal[g]};
   if (blk > 1) {
     loops[0].bound /= blk, loops[0].mult *= blk;
     loops[nl++] = (gloop){0, blk, up[0], 1};
@@ -1070,10 +1082,17 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
     int64_t rem = c;
     for (int i = 0; i < out->ndim; i++)
       idx[i] = cint(&L, KILN_I64, 0);
+    int store_guard = guard;
     for (int g = ng - 1; g >= 0; g--) {
       int64_t off = rem % up[g];
       rem /= up[g];
-      idx[gdim_of[g]] = add(&L, base[g], cint(&L, KILN_I64, off));
+      int x = add(&L, base[g], cint(&L, KILN_I64, off));
+      if (gpad[g] != gshape[g]) { /* PADTO: past the end, compute the last index, store nothing */
+        int n = cint(&L, KILN_I64, gshape[g]), in = alu(&L, N_CMPLT, KILN_BOOL, x, n, -1);
+        x = alu(&L, N_WHERE, KILN_I64, in, x, cint(&L, KILN_I64, gshape[g] - 1));
+        store_guard = store_guard < 0 ? in : alu(&L, N_AND, KILN_BOOL, store_guard, in, -1);
+      }
+      idx[gdim_of[g]] = x;
     }
     int v = lower(&L, out, idx, -1);
     int flat = cint(&L, KILN_I64, 0);
@@ -1082,7 +1101,7 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
       if (out->shape[i] != 1) flat = add(&L, flat, mul(&L, idx[i], stride));
       stride *= out->shape[i];
     }
-    kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, guard}, .arg = 0};
+    kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, store_guard}, .arg = 0};
     push(&L, st, nlaunch, stage_of(&L, v), 0, 0, false);
   }
   if (caps->index32) narrow_indices(&L);

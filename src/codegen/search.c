@@ -205,6 +205,9 @@ static int actions(const kn_sched_item *it, const kn_devcaps *caps, kn_opt *a) {
       a[n++] = (kn_opt){KN_OPT_UPCAST, (uint8_t)g, f};
       if (f >= 4 && caps->max_local > 1) a[n++] = (kn_opt){KN_OPT_LOCAL, (uint8_t)g, 8 * f};
     }
+  for (int g = 0; g < ng; g++) /* sizes the upcasts and groups above do not divide */
+    for (int f = 4; f <= 32; f *= 2)
+      if (gs[g] % f && gs[g] > f) a[n++] = (kn_opt){KN_OPT_PADTO, (uint8_t)g, f};
   for (int f = 4; f <= 16; f *= 2)
     a[n++] = (kn_opt){KN_OPT_SPLIT, 0, f};
   for (int f = 4; f <= 16; f *= 2)
@@ -224,7 +227,7 @@ static bool in_list(const entry *e, int n, const kn_opts *o) {
 }
 static double search_beam(const kn_sched_item *it, kn_device *d, const kn_kernel *k0, int width,
                           kn_opts *best, double tbest) {
-  kn_opt act[128];
+  kn_opt act[256]; /* at most 9 per global dim, 6, and 8 per reduce axis */
   int na = actions(it, &d->caps, act);
   entry *beam = kn_xcalloc((size_t)width + 1, sizeof(entry));
   entry *seen = kn_xmalloc(sizeof(entry) * 4096);

@@ -341,12 +341,19 @@ static void exec(const kn_kernel *k, void *const *bufs, witem *w, int from, int 
     case L_LOAD:
       if (o->src[1] >= 0 && !reg[o->src[1]].i)
         reg[pc] = kiln_dtype_is_float(o->dtype) ? (val){.f = 0} : (val){.i = 0};
-      else
+      else {
+        /* the oracle checks what compiled kernels cannot: every access inside its buffer */
+        KN_ASSERT(a.i >= 0 && a.i < k->buf_numel[o->arg], "%s: lop %d loads b%lld[%lld] of %lld",
+                  k->name, pc, (long long)o->arg, (long long)a.i, (long long)k->buf_numel[o->arg]);
         reg[pc] = load(bufs[o->arg], k->buf_dtype[o->arg], a.i);
+      }
       break;
     case L_STORE:
-      if (o->src[2] < 0 || reg[o->src[2]].i)
+      if (o->src[2] < 0 || reg[o->src[2]].i) {
+        KN_ASSERT(a.i >= 0 && a.i < k->buf_numel[o->arg], "%s: lop %d stores b%lld[%lld] of %lld",
+                  k->name, pc, (long long)o->arg, (long long)a.i, (long long)k->buf_numel[o->arg]);
         store(bufs[o->arg], k->buf_dtype[o->arg], a.i, reg[o->src[1]]);
+      }
       break;
     case L_ACC: {
       val init = kiln_dtype_is_float(o->dtype) ? (val){.f = o->fval} : (val){.i = o->ival};

@@ -241,6 +241,66 @@ TEST(codegen_unroll) {
   kiln_set_device("CPU");
 }
 
+/* PADTO: a global dim launched as the next multiple of amt, so that UPCAST and LOCAL apply to
+ * sizes they do not divide; work-items past the end store nothing (the interpreter's output
+ * buffer is exactly the output's size, so a stray store is a sanitizer error). */
+TEST(codegen_padto) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  kiln_tensor *a = rand_input(KILN_F32, 2, (int64_t[]){13, 7}, 31);
+  kiln_tensor *b = rand_input(KILN_F32, 2, (int64_t[]){7, 9}, 32);
+  kiln_tensor *e = rand_input(KILN_F32, 2, (int64_t[]){5, 7}, 33);
+  kiln_tensor *ys[] = {kiln_matmul(a, b), kiln_exp(e)};
+  const struct {
+    int y;
+    const char *what;
+    const kn_devcaps *caps;
+    kn_opts o;
+  } cases[] = {
+      {0,
+       "matmul 13x9: PADTO(0,4) UPCAST(0,4)",
+       &kn_dev_cpu.caps,
+       {2, {{KN_OPT_PADTO, 0, 4}, {KN_OPT_UPCAST, 0, 4}}}},
+      {0,
+       "matmul 13x9: both dims padded and upcast",
+       &kn_dev_cpu.caps,
+       {4,
+        {{KN_OPT_PADTO, 0, 4},
+         {KN_OPT_PADTO, 1, 2},
+         {KN_OPT_UPCAST, 0, 4},
+         {KN_OPT_UPCAST, 1, 2}}}},
+      {0,
+       "matmul 13x9: PADTO(1,16) LOCAL(1,16) with work-groups",
+       &gpu_caps,
+       {2, {{KN_OPT_PADTO, 1, 16}, {KN_OPT_LOCAL, 1, 16}}}},
+      {1,
+       "exp 5x7: PADTO(1,8) UPCAST(1,8)",
+       &kn_dev_cpu.caps,
+       {2, {{KN_OPT_PADTO, 1, 8}, {KN_OPT_UPCAST, 1, 8}}}},
+      {1,
+       "exp 5x7: PADTO(0,8) LOCAL(0,8) with work-groups",
+       &gpu_caps,
+       {2, {{KN_OPT_PADTO, 0, 8}, {KN_OPT_LOCAL, 0, 8}}}},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    test_set_context("%s", cases[c].what);
+    REQUIRE(schedule_one(ys[cases[c].y], &o));
+    kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0});
+    kn_kernel *k = kn_lower(o.it, cases[c].caps, &cases[c].o);
+    REQUIRE(ref && k);
+    void *want = run_interp(ref, o.it), *got = run_interp(k, o.it);
+    compare("INTERP", KILN_F32, got, want, k->buf_numel[0], 1e-6);
+    void *dev = run_on(cases[c].caps == &gpu_caps ? "CL" : "CPU", k, o.it);
+    CHECK(dev || cases[c].caps == &gpu_caps);
+    if (dev) compare("device", KILN_F32, dev, want, k->buf_numel[0], 1e-6);
+    free(want), free(got), free(dev);
+    kn_kernel_free(ref), kn_kernel_free(k);
+    kn_schedule_free(&o.s);
+  }
+  test_set_context("%s", "");
+  kiln_set_device("CPU");
+}
+
 TEST(codegen_opts_refused) {
   REQUIRE(kiln_set_device("INTERP") >= 0);
   one_kernel o;
@@ -262,6 +322,11 @@ TEST(codegen_opts_refused) {
       {"UNROLL of a kept axis", &gpu_caps, {1, {{KN_OPT_UNROLL, 0, 2}}}},
       {"UNROLL not dividing", &gpu_caps, {1, {{KN_OPT_UNROLL, 1, 3}}}},
       {"UNROLL of the GROUP axis", &gpu_caps, {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 1, 4}}}},
+      {"PADTO of a dim it divides", &gpu_caps, {1, {{KN_OPT_PADTO, 0, 4}}}},
+      {"PADTO after an UPCAST of the dim",
+       &gpu_caps,
+       {2, {{KN_OPT_UPCAST, 0, 2}, {KN_OPT_PADTO, 0, 3}}}},
+      {"PADTO twice", &gpu_caps, {2, {{KN_OPT_PADTO, 0, 3}, {KN_OPT_PADTO, 0, 5}}}},
       {"unknown kind", &gpu_caps, {1, {{99, 0, 2}}}},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
