@@ -92,6 +92,8 @@ kiln_tensor *kiln_from_data(kiln_dtype dt, int ndim, const int64_t *shape, const
  * stored tensor (created with empty/from_data or realized) and src must match its other dims
  * and dtype. Lazy tensors that read dst see the new rows when they are realized. */
 int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src);
+/* The same for rows [src_row, src_row + n) of src (its other dims as dst's). */
+int kiln_copy_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src, int64_t src_row, int64_t n);
 kiln_tensor *kiln_from_blob(kiln_dtype dt, int ndim, const int64_t *shape, const void *data);
 
 /* ---- inspection ------------------------------------------------------------------------- */
@@ -532,6 +534,19 @@ int64_t kiln_llm_n_ctx(const kiln_llm *m);
 int64_t kiln_llm_pos(const kiln_llm *m);           /* tokens in the cache */
 int kiln_llm_rewind(kiln_llm *m, int64_t pos);     /* forget cached tokens after pos */
 const kiln_gguf *kiln_llm_gguf(const kiln_llm *m); /* metadata (NULL for a random model) */
+/* Several sequences (conversations) over one copy of the weights: each of n_seq (1-256) has
+ * its own KV cache of n_ctx tokens. The calls above act on sequence 0; these on any. */
+kiln_llm *kiln_llm_load_seqs(const char *path, int64_t n_ctx, int n_seq);
+int kiln_llm_n_seq(const kiln_llm *m);
+int64_t kiln_llm_seq_pos(const kiln_llm *m, int seq); /* -1 and an error for a bad seq */
+int kiln_llm_seq_rewind(kiln_llm *m, int seq, int64_t pos);
+int kiln_llm_seq_eval(kiln_llm *m, int seq, const int32_t *tokens, int64_t n, float *logits,
+                      bool all);
+/* One new token for each of n distinct sequences, in one step that reads the weights once:
+ * tokens[i] joins sequence seqs[i], whose next-token logits go to logits + i * n_vocab. The
+ * step always computes n_seq rows (the rest are padding), so a sequence's tokens are the same
+ * whether it decodes alone or beside others. < 0 and an error for a bad or full sequence. */
+int kiln_llm_decode(kiln_llm *m, int n, const int *seqs, const int32_t *tokens, float *logits);
 /* A LLaMA-shaped model with random weights, for benchmarks without a file: built on the
  * current device with weights of ggml type 1 (F16) or 2 (Q4_0) stored as a file would store
  * them, no biases, no tokenizer. kiln_llm_preset fills the shape of "llama-7b", "llama-13b",

@@ -1,8 +1,10 @@
 /* llama.c — the LLaMA family (llama, qwen2) as a plain function over the Tensor API: weights
  * are lazy dequantizing views of the mapped GGUF file, one forward builds the graph of a chunk
- * of tokens, and the KV cache is a pair of buffers per layer that new rows are copied into.
- * Shapes depend only on the chunk length and a bucketed cache length, and every per-call value
- * (positions, mask) arrives as data, so a conversation reuses a small set of kernels. */
+ * of tokens of one or several sequences, and the KV cache is a pair of buffers per layer (a
+ * block of rows per sequence) that new rows are copied into. Shapes depend only on the number
+ * of sequences, the chunk length and a bucketed cache length, and every per-call value (token
+ * ids, positions, which sequences) arrives as data, so conversations reuse a small set of
+ * kernels. */
 #include "internal.h"
 
 #include <dirent.h>
@@ -25,7 +27,8 @@ static int64_t cache_bucket(int64_t p0, int64_t n_ctx) {
 typedef struct {
   T *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* w*: (out, in) f32 views */
   T *ffn_norm, *wg, *wu, *wd;
-  T *kc, *vc; /* KV cache: (n_ctx, n_head_kv * head_dim) f32 buffers */
+  T *kc, *vc; /* KV cache: (n_seq * n_ctx, n_head_kv * head_dim) f32 buffers, n_ctx rows per
+                 sequence */
 } layer;
 
 struct kiln_llm {
@@ -39,7 +42,8 @@ struct kiln_llm {
   T *out_norm, *output;
   T *inv_freq; /* (n_rot / 2) */
   layer *layers;
-  int64_t pos;        /* tokens in the cache */
+  int n_seq;          /* sequences, each with n_ctx rows of cache */
+  int64_t *pos;       /* [n_seq] tokens in each sequence's cache */
   struct step *steps; /* compiled and captured chunk shapes */
   /* a random model (no file: g is NULL): its weights' ggml type, the next seed, their bytes */
   int rtype;
@@ -147,8 +151,9 @@ static int load_layers(kiln_llm *m) {
     W(wu, "ffn_up.weight", m->n_ff, D, false);
     W(wd, "ffn_down.weight", D, m->n_ff, false);
 #undef W
-    L->kc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){m->n_ctx, kvd}));
-    L->vc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){m->n_ctx, kvd}));
+    int64_t rows = m->n_seq * m->n_ctx;
+    L->kc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, kvd}));
+    L->vc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, kvd}));
     if (!L->kc || !L->vc) return -1;
   }
   return 0;
@@ -245,12 +250,18 @@ static int load_rope(kiln_llm *m) {
 
 /* Everything after the hyperparameters: the cache size, rope, layers, the output and the
  * embedding table. */
-static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx) {
+static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx, int n_seq) {
   bool old = kiln_set_grad_enabled(false);
   kiln_scope_begin();
+  if (rc == 0 && (n_seq < 1 || n_seq > 256)) {
+    kn_err("llm: %d sequences (1 to 256)", n_seq);
+    rc = -1;
+  }
   if (rc == 0) {
     m->n_ctx = n_ctx > 0 ? n_ctx : m->n_ctx_train;
     if (m->n_ctx > m->n_ctx_train) m->n_ctx = m->n_ctx_train;
+    m->n_seq = n_seq;
+    m->pos = kn_xcalloc((size_t)n_seq, sizeof(int64_t));
     m->layers = kn_xcalloc((size_t)m->n_layer, sizeof(layer));
     rc = load_rope(m);
   }
@@ -269,9 +280,9 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx) {
                        : weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
     double read = m->weight_bytes; /* a step reads one row of the table, not all of it */
     if (rc == 0)
-      m->embd = kiln_persist(m->g ? kn_ggml_values(table, m->tok_embd->type, m->n_vocab,
-                                                   m->n_embd, false)
-                                  : random_weight(m, m->n_vocab, m->n_embd, false));
+      m->embd =
+          kiln_persist(m->g ? kn_ggml_values(table, m->tok_embd->type, m->n_vocab, m->n_embd, false)
+                            : random_weight(m, m->n_vocab, m->n_embd, false));
     m->weight_bytes = read;
     if (!m->out_norm || !m->output || !m->embd) rc = -1;
   }
@@ -284,12 +295,15 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx) {
   return m;
 }
 
-kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
+kiln_llm *kiln_llm_load_seqs(const char *path, int64_t n_ctx, int n_seq) {
   kiln_gguf *g = kiln_gguf_open(path);
   if (!g) return NULL;
   kiln_llm *m = kn_xcalloc(1, sizeof *m);
   m->g = g;
-  return load_rest(m, load_hparams(m), n_ctx);
+  return load_rest(m, load_hparams(m), n_ctx, n_seq);
+}
+kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx) {
+  return kiln_llm_load_seqs(path, n_ctx, 1);
 }
 
 /* ---- random models of a given shape (benchmarks) ---- */
@@ -330,7 +344,7 @@ kiln_llm *kiln_llm_random(const kiln_llm_shape *s, int type, uint64_t seed, int6
     rc = -1;
   }
   m->n_rot = m->head_dim;
-  return load_rest(m, rc, n_ctx);
+  return load_rest(m, rc, n_ctx, 1);
 }
 double kiln_llm_weight_bytes(const kiln_llm *m) { return m->weight_bytes; }
 
@@ -349,49 +363,64 @@ void kiln_llm_free(kiln_llm *m) {
       kiln_free(ts[j]);
   }
   free(m->layers);
+  free(m->pos);
   kiln_gguf_close(m->g);
   free(m);
 }
 
 int64_t kiln_llm_n_vocab(const kiln_llm *m) { return m->n_vocab; }
 int64_t kiln_llm_n_ctx(const kiln_llm *m) { return m->n_ctx; }
-int64_t kiln_llm_pos(const kiln_llm *m) { return m->pos; }
+int kiln_llm_n_seq(const kiln_llm *m) { return m->n_seq; }
+static bool seq_ok(const kiln_llm *m, int seq) {
+  if (seq >= 0 && seq < m->n_seq) return true;
+  kn_err("llm: no sequence %d (the model has %d)", seq, m->n_seq);
+  return false;
+}
+int64_t kiln_llm_seq_pos(const kiln_llm *m, int seq) { return seq_ok(m, seq) ? m->pos[seq] : -1; }
+int64_t kiln_llm_pos(const kiln_llm *m) { return m->pos[0]; }
 const kiln_gguf *kiln_llm_gguf(const kiln_llm *m) { return m->g; }
-int kiln_llm_rewind(kiln_llm *m, int64_t pos) {
-  if (pos < 0 || pos > m->pos) {
+int kiln_llm_seq_rewind(kiln_llm *m, int seq, int64_t pos) {
+  if (!seq_ok(m, seq)) return -1;
+  if (pos < 0 || pos > m->pos[seq]) {
     kn_err("llm: cannot rewind to position %lld (the cache holds %lld tokens)", (long long)pos,
-           (long long)m->pos);
+           (long long)m->pos[seq]);
     return -1;
   }
-  m->pos = pos;
+  m->pos[seq] = pos;
   return 0;
 }
+int kiln_llm_rewind(kiln_llm *m, int64_t pos) { return kiln_llm_seq_rewind(m, 0, pos); }
 
 /* ---- forward ----------------------------------------------------------------------------
- * A step is the forward of one chunk shape (n tokens, B cached keys read, all logits or the
- * last): its inputs are stored tensors written in place before each run (the token ids and
- * their positions; the embedding rows and the causal mask are computed from them on the
- * device), and its launches are captured the first time and replayed after. */
+ * A step is the forward of one chunk shape (S sequences of n tokens each, B cached keys read,
+ * all logits or each sequence's last): its inputs are stored tensors written in place before
+ * each run (the token ids, their positions and which sequences; the embedding rows, the
+ * cached keys and the causal mask are taken from them on the device), and its launches are
+ * captured the first time and replayed after. */
 typedef struct step {
-  int64_t n, B;
+  int64_t S, n, B;
   bool all;
-  T *ids, *pos; /* inputs: (n) i32 token ids, (n, 1) f32 positions */
-  T **outs;     /* new K and V rows of each layer (n, kvd), then the logits */
+  T *ids, *pos, *seqs; /* inputs: (S*n) i32 token ids, (S*n, 1) f32 positions, (S) i32 */
+  T **outs;            /* new K and V rows of each layer (S*n, kvd), then the logits */
   kiln_capture *cap;
   struct step *next;
 } step;
 
-/* The causal mask (n, B + n) of 0 / -inf: query i sees cache slot j < B when j < p0 (the
- * positions before the chunk; pos[i] = p0 + i) and new key j' when j' <= i. */
-static T *causal_mask(T *pos, int64_t n, int64_t B) {
+/* The causal mask (S, 1, 1, n, B + n) of 0 / -inf: query i of sequence s sees cache slot
+ * j < B when j < p0 (its positions before the chunk; pos[s, i] = p0 + i) and new key j' when
+ * j' <= i. */
+static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B) {
   T *rows = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){n, 1});
   T *cols = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){1, n});
-  T *see = kiln_binary(KILN_LE, cols, rows); /* (n, n) */
+  T *see = kiln_expand(kiln_unsqueeze(kiln_binary(KILN_LE, cols, rows), 0), 3,
+                       (int64_t[]){S, n, n}); /* (S, n, n) */
   if (B > 0) {
     T *slots = kiln_reshape(kiln_arange(0, (double)B, 1, KILN_F32), 2, (int64_t[]){1, B});
-    see = kiln_cat(2, (T *[]){kiln_binary(KILN_LT, kiln_add(slots, rows), pos), see}, 1);
+    T *p = kiln_reshape(pos, 3, (int64_t[]){S, n, 1});
+    see = kiln_cat(2, (T *[]){kiln_binary(KILN_LT, kiln_add(slots, rows), p), see}, 2);
   }
-  return kiln_where(see, kiln_scalar(KILN_F32, 0), kiln_scalar(KILN_F32, -INFINITY));
+  T *mask = kiln_where(see, kiln_scalar(KILN_F32, 0), kiln_scalar(KILN_F32, -INFINITY));
+  return kiln_reshape(mask, 5, (int64_t[]){S, 1, 1, n, B + n});
 }
 
 /* x @ w^T + b for a weight in either layout */
@@ -418,64 +447,72 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
   return r == hd ? out : kiln_cat(2, (T *[]){out, kiln_slice(x, 2, r, hd, 1)}, 2);
 }
 
-/* Causal attention of n new queries over the B cached keys before them and the n new keys.
- * q: (n, H, hd); k, v: (n, Hkv, hd); mask: (n, B + n) of 0 / -inf. Returns (n, H * hd). The
- * cached and the new keys are scored separately and only the scores are joined, so the big
- * reads (the cache) are plain contiguous loads. */
-static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t B, T *mask) {
-  int64_t n = kiln_dim(q, 0), H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
-  T *qg = kiln_permute(kiln_reshape(q, 4, (int64_t[]){n, Hk, G, hd}),
-                       (int[]){1, 2, 0, 3}); /* (Hk,G,n,hd) */
+/* Causal attention of n new queries per sequence over the B cached keys of that sequence
+ * before them and its n new keys. q: (S*n, H, hd); k, v: (S*n, Hkv, hd); seqs: (S) which
+ * block of the cache each sequence reads; mask: (S, 1, 1, n, B + n) of 0 / -inf. Returns
+ * (S*n, H * hd). The cached and the new keys are scored separately and only the scores are
+ * joined, so the big reads (the cache) are plain loads. */
+static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t S, int64_t B,
+                    T *seqs, T *mask) {
+  int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
+  T *qg = kiln_permute(kiln_reshape(q, 5, (int64_t[]){S, n, Hk, G, hd}),
+                       (int[]){0, 2, 3, 1, 4}); /* (S,Hk,G,n,hd) */
   double scale = 1.0 / sqrt((double)hd);
-  /* (Hk,1,hd,T) keys and (Hk,1,T,hd) values of a (T, Hk, hd) block */
-#define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){1, 2, 0}), 1)
-#define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){1, 0, 2}), 1)
-  T *s = kiln_matmul(qg, KEYS(k)); /* (Hk, G, n, n) */
+  /* (S,Hk,1,hd,T) keys and (S,Hk,1,T,hd) values of a (S, T, Hk, hd) block */
+#define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 3, 1}), 2)
+#define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 1, 3}), 2)
+  int64_t blk[4] = {S, n, Hk, hd};
+  k = kiln_reshape(k, 4, blk), v = kiln_reshape(v, 4, blk);
+  T *s = kiln_matmul(qg, KEYS(k)); /* (S, Hk, G, n, n) */
   T *kc = NULL, *vc = NULL;
-  if (B > 0) {
-    kc = kiln_reshape(kiln_slice(L->kc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
-    vc = kiln_reshape(kiln_slice(L->vc, 0, 0, B, 1), 3, (int64_t[]){B, Hk, hd});
-    s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (Hk, G, n, B + n) */
+  if (B > 0) { /* each sequence's block of n_ctx cache rows, its first B */
+    int64_t cb[3] = {m->n_seq, m->n_ctx, Hk * hd}, kb[4] = {S, B, Hk, hd};
+    kc = kiln_reshape(kiln_slice(kiln_take(kiln_reshape(L->kc, 3, cb), seqs), 1, 0, B, 1), 4, kb);
+    vc = kiln_reshape(kiln_slice(kiln_take(kiln_reshape(L->vc, 3, cb), seqs), 1, 0, B, 1), 4, kb);
+    s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (S, Hk, G, n, B + n) */
   }
   T *p = kiln_softmax(kiln_add(kiln_binary_s(KILN_MUL, s, scale), mask), -1);
-  T *o = kiln_matmul(kiln_slice(p, 3, B, B + n, 1), VALS(v)); /* (Hk, G, n, hd) */
-  if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 3, 0, B, 1), VALS(vc)));
+  T *o = kiln_matmul(kiln_slice(p, 4, B, B + n, 1), VALS(v)); /* (S, Hk, G, n, hd) */
+  if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 4, 0, B, 1), VALS(vc)));
 #undef KEYS
 #undef VALS
-  return kiln_reshape(kiln_permute(o, (int[]){2, 0, 1, 3}), 2, (int64_t[]){n, H * hd});
+  return kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hd});
 }
 
 /* Builds the step's graph and realizes it, capturing its launches when asked (decode steps:
  * a capture keeps every intermediate buffer of the step alive, small for one token). */
 static int build_step(kiln_llm *m, step *st, bool capture) {
-  int64_t n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim, kvd = Hk * hd;
+  int64_t S = st->S, n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim,
+          kvd = Hk * hd, N = S * n;
   /* intermediates live in an inner scope: once only the outputs hold handles, the scheduler
    * can free each activation as soon as its last reader has run */
   kiln_scope_begin();
-  T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (n,1,r/2) */
+  T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (N,1,r/2) */
   T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
   T *x = kiln_take(m->embd, st->ids);
-  T *mask = causal_mask(st->pos, n, B);
+  T *mask = causal_mask(st->pos, S, n, B);
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
     /* the normed input feeds several matrix products: store it once rather than recompute
      * it for every output row of each */
     T *h = kiln_contiguous(kiln_rms_norm(x, L->attn_norm, m->eps));
-    T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){n, H, hd});
-    T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){n, Hk, hd});
-    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){n, Hk, hd});
+    T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){N, H, hd});
+    T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){N, Hk, hd});
+    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){N, Hk, hd});
     q = rope(m, q, cs, sn), k = rope(m, k, cs, sn);
     /* the new rows are outputs of the step (copied into the cache after it) and inputs of
      * this layer's attention */
-    st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){n, kvd});
-    st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){n, kvd});
-    T *o = attention(m, L, q, k, v, B, mask);
+    st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){N, kvd});
+    st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){N, kvd});
+    T *o = attention(m, L, q, k, v, S, B, st->seqs, mask);
     x = kiln_add(x, linear(o, L->wo, NULL));
     h = kiln_contiguous(kiln_rms_norm(x, L->ffn_norm, m->eps));
     T *f = kiln_mul(kiln_silu(linear(h, L->wg, NULL)), linear(h, L->wu, NULL));
     x = kiln_add(x, linear(f, L->wd, NULL));
   }
-  if (!st->all) x = kiln_slice(x, 0, n - 1, n, 1);
+  if (!st->all) /* each sequence's last token */
+    x = kiln_reshape(kiln_slice(kiln_reshape(x, 3, (int64_t[]){S, n, m->n_embd}), 1, n - 1, n, 1),
+                     2, (int64_t[]){S, m->n_embd});
   st->outs[2 * m->n_layer] = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
   int nout = (int)(2 * m->n_layer + 1);
   bool ok = true;
@@ -500,15 +537,16 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
   return rc;
 }
 
-static step *get_step(kiln_llm *m, int64_t n, int64_t B, bool all) {
+static step *get_step(kiln_llm *m, int64_t S, int64_t n, int64_t B, bool all) {
   for (step *s = m->steps; s; s = s->next)
-    if (s->n == n && s->B == B && s->all == all) return s;
+    if (s->S == S && s->n == n && s->B == B && s->all == all) return s;
   step *s = kn_xcalloc(1, sizeof *s);
-  s->n = n, s->B = B, s->all = all;
+  s->S = S, s->n = n, s->B = B, s->all = all;
   s->outs = kn_xcalloc((size_t)(2 * m->n_layer + 1), sizeof(T *));
   kiln_scope_begin();
-  s->ids = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){n}));
-  s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){n, 1}));
+  s->ids = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){S * n}));
+  s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){S * n, 1}));
+  s->seqs = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){S}));
   s->next = m->steps, m->steps = s;
   kiln_scope_end();
   return s;
@@ -520,7 +558,7 @@ static void free_steps(kiln_llm *m) {
     kiln_capture_free(s->cap);
     for (int64_t i = 0; i < 2 * m->n_layer + 1; i++)
       kiln_free(s->outs[i]);
-    kiln_free(s->ids), kiln_free(s->pos);
+    kiln_free(s->ids), kiln_free(s->pos), kiln_free(s->seqs);
     free(s->outs);
     free(s);
   }
@@ -536,33 +574,50 @@ static int put(T *dst, const void *data) {
   return rc;
 }
 
-/* Runs n tokens at the current position; writes logits of every position (all) or of the last
- * one into out; appends the chunk's keys and values to the cache. */
-static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out, bool all) {
-  int64_t p0 = m->pos, B = cache_bucket(p0, m->n_ctx);
-  step *st = get_step(m, n, B, all);
-  /* inputs: token ids and positions */
-  float *posv = kn_xmalloc(sizeof(float) * (size_t)n);
-  for (int64_t i = 0; i < n; i++)
-    posv[i] = (float)(p0 + i);
+/* Runs n tokens (tok: S*n) after the cached ones of each of S sequences (seqs[s] < 0: a row of
+ * padding, computed and dropped); writes the logits of every token (all) or of each sequence's
+ * last into out; appends the chunk's keys and values to each sequence's cache. */
+static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t *tok, int64_t n,
+                         float *out, bool all) {
+  int64_t B = 0;
+  for (int64_t s = 0; s < S; s++)
+    if (seqs[s] >= 0) {
+      int64_t b = cache_bucket(m->pos[seqs[s]], m->n_ctx);
+      B = b > B ? b : B;
+    }
+  step *st = get_step(m, S, n, B, all);
+  /* inputs: token ids, positions, and the cache block of each sequence (padding reads block
+   * 0 from position 0, which shows it no cached key) */
+  float *posv = kn_xmalloc(sizeof(float) * (size_t)(S * n));
+  int32_t *sq = kn_xmalloc(sizeof(int32_t) * (size_t)S);
+  for (int64_t s = 0; s < S; s++) {
+    sq[s] = seqs[s] >= 0 ? seqs[s] : 0;
+    for (int64_t i = 0; i < n; i++)
+      posv[s * n + i] = (float)((seqs[s] >= 0 ? m->pos[seqs[s]] : 0) + i);
+  }
   int rc = put(st->ids, tok);
   if (rc == 0) rc = put(st->pos, posv);
-  free(posv);
+  if (rc == 0) rc = put(st->seqs, sq);
+  free(posv), free(sq);
   /* decode steps are captured and replayed; a prompt chunk builds its graph each time, so
    * its (n times larger) intermediates are freed as soon as it is done */
   bool capture = n == 1;
   if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st, capture);
   T *logits = st->outs[2 * m->n_layer];
   if (rc == 0) rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
-  for (int64_t l = 0; rc == 0 && l < m->n_layer; l++) {
-    rc = kiln_write_rows(m->layers[l].kc, p0, st->outs[2 * l]);
-    if (rc == 0) rc = kiln_write_rows(m->layers[l].vc, p0, st->outs[2 * l + 1]);
-  }
+  for (int64_t l = 0; rc == 0 && l < m->n_layer; l++)
+    for (int64_t s = 0; rc == 0 && s < S; s++) {
+      if (seqs[s] < 0) continue;
+      int64_t row = seqs[s] * m->n_ctx + m->pos[seqs[s]];
+      rc = kiln_copy_rows(m->layers[l].kc, row, st->outs[2 * l], s * n, n);
+      if (rc == 0) rc = kiln_copy_rows(m->layers[l].vc, row, st->outs[2 * l + 1], s * n, n);
+    }
   for (int64_t i = 0; !capture && i < 2 * m->n_layer + 1; i++) {
     kiln_free(st->outs[i]);
     st->outs[i] = NULL;
   }
-  if (rc == 0) m->pos += n;
+  for (int64_t s = 0; rc == 0 && s < S; s++)
+    if (seqs[s] >= 0) m->pos[seqs[s]] += n;
   return rc;
 }
 
@@ -570,21 +625,28 @@ static int forward_chunk(kiln_llm *m, const int32_t *tok, int64_t n, float *out,
  * kernels of a few shapes, compiled once. */
 static const int64_t chunk_sizes[] = {64, 16, 4, 1};
 
-int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, bool all) {
+static bool tokens_ok(const kiln_llm *m, const int32_t *tok, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (tok[i] < 0 || tok[i] >= m->n_vocab) {
+      kn_err("llm: token id %d out of range (vocabulary has %lld)", tok[i], (long long)m->n_vocab);
+      return false;
+    }
+  return true;
+}
+
+int kiln_llm_seq_eval(kiln_llm *m, int seq, const int32_t *tok, int64_t n, float *logits,
+                      bool all) {
   if (!m || (!tok && n) || n < 0 || !logits) {
     kn_err("llm: eval: bad arguments");
     return -1;
   }
-  if (n > m->n_ctx - m->pos) {
+  if (!seq_ok(m, seq)) return -1;
+  if (n > m->n_ctx - m->pos[seq]) {
     kn_err("llm: context is full: %lld tokens cached + %lld new > context length %lld",
-           (long long)m->pos, (long long)n, (long long)m->n_ctx);
+           (long long)m->pos[seq], (long long)n, (long long)m->n_ctx);
     return -1;
   }
-  for (int64_t i = 0; i < n; i++)
-    if (tok[i] < 0 || tok[i] >= m->n_vocab) {
-      kn_err("llm: token id %d out of range (vocabulary has %lld)", tok[i], (long long)m->n_vocab);
-      return -1;
-    }
+  if (!tokens_ok(m, tok, n)) return -1;
   bool old = kiln_set_grad_enabled(false);
   int rc = 0;
   float *scratch = all ? NULL : kn_xmalloc(sizeof(float) * (size_t)m->n_vocab); /* unread logits */
@@ -597,12 +659,51 @@ int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, boo
       }
     float *dst = all ? logits + i * m->n_vocab : i + c == n ? logits : scratch;
     kiln_scope_begin();
-    rc = forward_chunk(m, tok + i, c, dst, all);
+    rc = forward_chunk(m, 1, &seq, tok + i, c, dst, all);
     kiln_scope_end();
     i += c;
   }
   free(scratch);
   kiln_set_grad_enabled(old);
+  return rc;
+}
+int kiln_llm_eval(kiln_llm *m, const int32_t *tok, int64_t n, float *logits, bool all) {
+  return kiln_llm_seq_eval(m, 0, tok, n, logits, all);
+}
+
+int kiln_llm_decode(kiln_llm *m, int n, const int *seqs, const int32_t *tok, float *logits) {
+  if (!m || n < 1 || n > m->n_seq || !seqs || !tok || !logits) {
+    kn_err("llm: decode: bad arguments (%d sequences of %d)", n, m ? m->n_seq : 0);
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    if (!seq_ok(m, seqs[i])) return -1;
+    for (int j = 0; j < i; j++)
+      if (seqs[j] == seqs[i]) {
+        kn_err("llm: decode: sequence %d given twice", seqs[i]);
+        return -1;
+      }
+    if (m->pos[seqs[i]] >= m->n_ctx) {
+      kn_err("llm: context of sequence %d is full (%lld tokens)", seqs[i], (long long)m->n_ctx);
+      return -1;
+    }
+  }
+  if (!tokens_ok(m, tok, n)) return -1;
+  /* always n_seq rows (the rest padding): the same kernels whatever n is, so a sequence's
+   * tokens do not depend on how many others decode beside it */
+  int64_t S = m->n_seq;
+  int *sq = kn_xmalloc(sizeof(int) * (size_t)S);
+  int32_t *tk = kn_xcalloc((size_t)S, sizeof(int32_t));
+  float *out = kn_xmalloc(sizeof(float) * (size_t)(S * m->n_vocab));
+  for (int64_t s = 0; s < S; s++)
+    sq[s] = s < n ? seqs[s] : -1, tk[s] = s < n ? tok[s] : 0;
+  bool old = kiln_set_grad_enabled(false);
+  kiln_scope_begin();
+  int rc = forward_chunk(m, S, sq, tk, 1, out, false);
+  kiln_scope_end();
+  kiln_set_grad_enabled(old);
+  if (rc == 0) memcpy(logits, out, sizeof(float) * (size_t)(n * m->n_vocab));
+  free(sq), free(tk), free(out);
   return rc;
 }
 

@@ -73,6 +73,66 @@ static float *reference(const char *model, const int32_t *tok, int n, int ngreed
  * through the cache), and one token at a time, all against the reference rows. */
 enum { N_TINY = 11 };
 static const int32_t tiny_tok[N_TINY] = {256, 72, 101, 108, 300, 111, 32, 119, 260, 114, 100};
+/* Several sequences in one model: prompts of different lengths in sequences 1 and 2 (0 stays
+ * empty), then tokens decoded for both in one step and for one alone, each against the
+ * reference row of its position; a token decoded beside another has the same logits, bit for
+ * bit, as the same token decoded alone. Bad calls are errors. */
+static void check_tiny_seqs(const char *path, const float *ref) {
+  kiln_llm *m = kiln_llm_load_seqs(path, 64, 3);
+  CHECKF(m != NULL, "load %s with 3 sequences: %s", path, kiln_error());
+  if (!m) return;
+  int64_t V = kiln_llm_n_vocab(m);
+  float *got = malloc(sizeof(float) * (size_t)(N_TINY * V)), *alone = malloc(sizeof(float) * V);
+  const int32_t *tok = tiny_tok;
+  CHECK(kiln_llm_n_seq(m) == 3);
+  CHECK(kiln_llm_seq_eval(m, 1, tok, 5, got, true) == 0);
+  double e = rel_err(got, ref, 5 * V);
+  CHECKF(e < LOGIT_TOL, "sequence 1, prompt of 5: relative error %.3g", e);
+  CHECK(kiln_llm_seq_eval(m, 2, tok, 3, got, false) == 0);
+  e = rel_err(got, ref + 2 * V, V);
+  CHECKF(e < LOGIT_TOL, "sequence 2, prompt of 3: relative error %.3g", e);
+  CHECK(kiln_llm_seq_pos(m, 0) == 0 && kiln_llm_seq_pos(m, 1) == 5 && kiln_llm_seq_pos(m, 2) == 3);
+  /* positions 5 (seq 1) and 3 (seq 2) together, then 4 (seq 2) and 6 (seq 1) in the other
+   * order, then seq 2's position 5 alone */
+  const int order[3][2] = {{1, 2}, {2, 1}, {2, -1}};
+  for (int step = 0; step < 3; step++) {
+    int seqs[2], n = 0;
+    int32_t tk[2];
+    for (int j = 0; j < 2 && order[step][j] >= 0; j++, n++)
+      seqs[j] = order[step][j], tk[j] = tok[kiln_llm_seq_pos(m, seqs[j])];
+    int64_t at[2] = {kiln_llm_seq_pos(m, seqs[0]), n > 1 ? kiln_llm_seq_pos(m, seqs[1]) : 0};
+    CHECK(kiln_llm_decode(m, n, seqs, tk, got) == 0);
+    for (int j = 0; j < n; j++) {
+      e = rel_err(got + j * V, ref + at[j] * V, V);
+      CHECKF(e < LOGIT_TOL, "decode step %d, sequence %d at %lld: relative error %.3g", step,
+             seqs[j], (long long)at[j], e);
+      CHECK(kiln_llm_seq_pos(m, seqs[j]) == at[j] + 1);
+    }
+  }
+  /* sequence 1's position 6, decoded beside sequence 2 above: now alone, the same bits */
+  CHECK(kiln_llm_seq_rewind(m, 1, 6) == 0);
+  CHECK(kiln_llm_decode(m, 1, (int[]){1}, &tok[6], alone) == 0);
+  CHECK(kiln_llm_seq_rewind(m, 1, 6) == 0 && kiln_llm_seq_rewind(m, 2, 4) == 0);
+  CHECK(kiln_llm_decode(m, 2, (int[]){2, 1}, (int32_t[]){tok[4], tok[6]}, got) == 0);
+  CHECKF(!memcmp(alone, got + V, sizeof(float) * (size_t)V),
+         "a token decoded beside another differs from the same token decoded alone");
+  kiln_clear_error();
+  CHECK(kiln_llm_decode(m, 2, (int[]){1, 1}, (int32_t[]){1, 2}, got) < 0);
+  CHECK_CONTAINS(kiln_error(), "twice");
+  kiln_clear_error();
+  CHECK(kiln_llm_decode(m, 1, (int[]){3}, (int32_t[]){1}, got) < 0);
+  CHECK_CONTAINS(kiln_error(), "no sequence 3");
+  kiln_clear_error();
+  int32_t many[65] = {0};
+  CHECK(kiln_llm_seq_eval(m, 0, many, 65, got, false) < 0);
+  CHECK_CONTAINS(kiln_error(), "full");
+  kiln_clear_error();
+  CHECK(kiln_llm_load_seqs(path, 64, 0) == NULL);
+  kiln_clear_error();
+  free(got), free(alone);
+  kiln_llm_free(m);
+}
+
 static void check_tiny_on(const char *path, const float *ref) {
   enum { N = N_TINY };
   const int32_t *tok = tiny_tok;
@@ -103,6 +163,7 @@ static void check_tiny_on(const char *path, const float *ref) {
   CHECKF(worst < LOGIT_TOL, "%s token by token: relative error %.3g", path, worst);
   free(got);
   kiln_llm_free(m);
+  check_tiny_seqs(path, ref);
 }
 static void check_tiny(const char *path, const char *dir) {
   int status;
