@@ -2,6 +2,7 @@
 #   build/        release (-O2)           make, make test, make bench
 #   build-asan/   ASan + UBSan            make asan
 #   build-werror/ -Werror (build only)    make werror   (make werror CC=clang WERROR_BUILD=...)
+#   build-fuzz/   libFuzzer, clang        make fuzz     (FUZZ_SECONDS=60)
 MAKEFLAGS += --no-print-directory
 CMAKE ?= cmake
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
@@ -21,7 +22,10 @@ LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/lsan.supp
 
 FORMAT_DIRS := include src tools tests examples bench
 
-.PHONY: all build test asan werror bench format loc clean
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build test asan werror fuzz bench format loc clean
 
 all: build
 
@@ -40,6 +44,14 @@ asan:
 werror:
 	$(CMAKE) -S . -B $(WERROR_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_WERROR=ON $(CMAKE_CC)
 	$(CMAKE) --build $(WERROR_BUILD) -j $(JOBS)
+
+# libFuzzer on kiln serve's request parser (clang); the corpus grows in $(FUZZ_BUILD)/corpus.
+fuzz:
+	$(CMAKE) -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Release -DKILN_FUZZ=ON -DCMAKE_C_COMPILER=clang
+	$(CMAKE) --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_api
+	mkdir -p $(FUZZ_BUILD)/corpus
+	./$(FUZZ_BUILD)/fuzz_api -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $(FUZZ_BUILD)/corpus \
+	  tests/serve/fuzz_seeds
 
 bench: build
 	BUILD=$(BUILD) bash bench/matmul.sh

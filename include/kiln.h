@@ -562,6 +562,30 @@ double kiln_llm_weight_bytes(const kiln_llm *m);
  * $KILN_CACHE/models, then ~/.cache/kiln/models; its path in buf, or NULL. */
 const char *kiln_model_find(const char *name_part, char *buf, size_t n);
 
+/* ---- serving ------------------------------------------------------------------------------
+ * kiln_serve runs an OpenAI-compatible HTTP server over one GGUF model (POST
+ * /v1/chat/completions and /v1/completions, GET /v1/models and /health, a chat page at /) until
+ * kiln_serve_stop is called. One server per process; fill the options with kiln_serve_defaults.
+ * Returns 0 after a clean stop, or < 0 and an error when it cannot start (model, address). */
+typedef struct {
+  const char *model;            /* GGUF file (required) */
+  const char *host;             /* address to bind: "127.0.0.1" by default */
+  int port;                     /* 8080 by default; 0: any free port (see on_listen) */
+  int parallel;                 /* conversations served at once, each with its own cache: 4 */
+  int64_t n_ctx;                /* tokens per conversation; 0: 4096, at most the model's */
+  const char *api_key;          /* non-NULL: /v1/ wants "Authorization: Bearer KEY" */
+  const char *chat_template;    /* a kiln_chat_from_name name; NULL: the model's own */
+  int timeout_s;                /* an idle or slow connection is dropped after this: 30 */
+  kiln_sampler_params sampling; /* what a request does not set; the seed is drawn per request */
+  void (*on_listen)(const char *url, void *arg); /* called once serving, with the real port */
+  void *on_listen_arg;
+} kiln_serve_opts;
+void kiln_serve_defaults(kiln_serve_opts *o);
+int kiln_serve(const kiln_serve_opts *o);
+/* Makes a running kiln_serve cancel its requests, stop and return; async-signal-safe (call it
+ * from a SIGINT handler). Before kiln_serve starts, it makes the next one return at once. */
+void kiln_serve_stop(void);
+
 /* ---- running ----------------------------------------------------------------------------- */
 int kiln_realize(kiln_tensor *t);
 int kiln_realize_many(int n, kiln_tensor *const *ts); /* one schedule for all */

@@ -34,5 +34,9 @@ int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int bench_llm(int argc, char **argv);
 extern const char generate_usage[], chat_usage[], bench_llm_usage[];
+const char *default_model(void); /* the fetched SmolLM2, or NULL */
+
+/* serve.c */
+int cmd_serve(int argc, char **argv);
 
 #endif

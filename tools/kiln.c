@@ -299,6 +299,8 @@ static const command commands[] = {
     {"generate", cmd_generate, "-m MODEL -p PROMPT [flags]",
      "complete a prompt with a GGUF model (kiln generate --help)"},
     {"chat", cmd_chat, "[-m MODEL] [flags]", "chat with a GGUF model on stdin (kiln chat --help)"},
+    {"serve", cmd_serve, "[-m MODEL] [flags]",
+     "serve a GGUF model over an OpenAI-compatible HTTP API and a chat page (kiln serve --help)"},
     {"bench", cmd_bench, "<benchmark> [flags]",
      "run a benchmark (bench matmul, bench train, bench llm)"},
     {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},

@@ -18,7 +18,7 @@ typedef struct {
 
 static char default_model_path[4096];
 /* The model scripts/fetch-model puts in the cache, or NULL. */
-static const char *default_model(void) {
+const char *default_model(void) {
   return kiln_model_find("SmolLM2", default_model_path, sizeof default_model_path);
 }
 
