@@ -465,13 +465,18 @@ static void add_finish(cJSON *c, const char *finish) {
     cJSON_AddNullToObject(c, "finish_reason");
 }
 
-char *ks_response_json(const ks_resp_head *h, const char *text, size_t len, const char *finish,
-                       int64_t prompt_tokens, int64_t completion_tokens) {
-  bool chat = h->kind == KS_CHAT;
-  cJSON *o = head_object(h, chat ? "chat.completion" : "text_completion");
+/* o's "choices": [{"index": 0}], the choice returned to be filled in. */
+static cJSON *first_choice(cJSON *o) {
   cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
   cJSON_AddItemToArray(choices, c);
   cJSON_AddNumberToObject(c, "index", 0);
+  return c;
+}
+
+char *ks_response_json(const ks_resp_head *h, const char *text, size_t len, const char *finish,
+                       int64_t prompt_tokens, int64_t completion_tokens) {
+  bool chat = h->kind == KS_CHAT;
+  cJSON *o = head_object(h, chat ? "chat.completion" : "text_completion"), *c = first_choice(o);
   if (chat) {
     cJSON *m = cJSON_AddObjectToObject(c, "message");
     cJSON_AddStringToObject(m, "role", "assistant");
@@ -488,9 +493,7 @@ char *ks_chunk_json(const ks_resp_head *h, const char *text, size_t len, bool fi
                     const char *finish) {
   bool chat = h->kind == KS_CHAT;
   cJSON *o = head_object(h, chat ? "chat.completion.chunk" : "text_completion");
-  cJSON *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
-  cJSON_AddItemToArray(choices, c);
-  cJSON_AddNumberToObject(c, "index", 0);
+  cJSON *c = first_choice(o);
   if (chat) {
     cJSON *d = cJSON_AddObjectToObject(c, "delta");
     if (first) cJSON_AddStringToObject(d, "role", "assistant");

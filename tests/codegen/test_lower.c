@@ -187,6 +187,26 @@ TEST(codegen_group_reduces) {
   kiln_set_device("CPU");
 }
 
+/* it lowered with opts for caps, run on INTERP and on the device (CL for a device with
+ * work-groups, else the CPU), against its plain lowering on INTERP; returns the kernel for
+ * more checks (the caller frees it), NULL when it did not lower. */
+static kn_kernel *check_opts_lowering(const kn_sched_item *it, const kn_devcaps *caps,
+                                      const kn_opts *opts, double tol) {
+  kn_kernel *ref = kn_lower(it, &kn_dev_interp.caps, &(kn_opts){0});
+  kn_kernel *k = kn_lower(it, caps, opts);
+  CHECKF(ref && k, "did not lower: %s", test_errmsg());
+  if (ref && k) {
+    void *want = run_interp(ref, it), *got = run_interp(k, it);
+    compare("INTERP", KILN_F32, got, want, k->buf_numel[0], tol);
+    void *dev = run_on(caps->pool ? "CPU" : "CL", k, it);
+    CHECK(dev || !caps->pool);
+    if (dev) compare("device", KILN_F32, dev, want, k->buf_numel[0], tol);
+    free(want), free(got), free(dev);
+  }
+  kn_kernel_free(ref);
+  return k;
+}
+
 /* UNROLL: a reduce axis walked `amt` elements per loop step, the body written amt times. The
  * program has amt updates of its accumulator and one loop step in amt; alone, beside SPLIT and
  * beside GROUP it computes what the plain lowering does, on INTERP, CL and the CPU. */
@@ -217,25 +237,13 @@ TEST(codegen_unroll) {
        {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 2, 2}}},
        3},
   };
-  kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0});
-  REQUIRE(ref);
-  void *want = run_interp(ref, o.it);
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     test_set_context("%s", cases[c].what);
-    kn_kernel *k = kn_lower(o.it, cases[c].caps, &cases[c].o);
-    REQUIRE(k);
-    CHECKF(count_op(k, L_ACCUP) == cases[c].updates, "%d accumulator updates, want %d",
-           count_op(k, L_ACCUP), cases[c].updates);
-    void *got = run_interp(k, o.it);
-    compare("INTERP", KILN_F32, got, want, k->buf_numel[0], 1e-5);
-    void *dev = run_on(cases[c].caps == &gpu_caps ? "CL" : "CPU", k, o.it);
-    CHECK(dev || cases[c].caps == &gpu_caps);
-    if (dev) compare("device", KILN_F32, dev, want, k->buf_numel[0], 1e-5);
-    free(got), free(dev);
+    kn_kernel *k = check_opts_lowering(o.it, cases[c].caps, &cases[c].o, 1e-5);
+    CHECKF(k && count_op(k, L_ACCUP) == cases[c].updates, "%d accumulator updates, want %d",
+           k ? count_op(k, L_ACCUP) : -1, cases[c].updates);
     kn_kernel_free(k);
   }
-  free(want);
-  kn_kernel_free(ref);
   kn_schedule_free(&o.s);
   test_set_context("%s", "");
   kiln_set_device("CPU");
@@ -285,16 +293,7 @@ TEST(codegen_padto) {
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     test_set_context("%s", cases[c].what);
     REQUIRE(schedule_one(ys[cases[c].y], &o));
-    kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0});
-    kn_kernel *k = kn_lower(o.it, cases[c].caps, &cases[c].o);
-    REQUIRE(ref && k);
-    void *want = run_interp(ref, o.it), *got = run_interp(k, o.it);
-    compare("INTERP", KILN_F32, got, want, k->buf_numel[0], 1e-6);
-    void *dev = run_on(cases[c].caps == &gpu_caps ? "CL" : "CPU", k, o.it);
-    CHECK(dev || cases[c].caps == &gpu_caps);
-    if (dev) compare("device", KILN_F32, dev, want, k->buf_numel[0], 1e-6);
-    free(want), free(got), free(dev);
-    kn_kernel_free(ref), kn_kernel_free(k);
+    kn_kernel_free(check_opts_lowering(o.it, cases[c].caps, &cases[c].o, 1e-6));
     kn_schedule_free(&o.s);
   }
   test_set_context("%s", "");
