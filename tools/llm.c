@@ -12,7 +12,7 @@
 typedef struct {
   const char *model, *prompt, *device, *system, *chat_template, *preset, *dtype;
   bool random;
-  long n_predict, n_ctx, runs, n_prompt;
+  long n_predict, n_ctx, runs, n_prompt, batch;
   kiln_sampler_params sp;
 } llm_opts;
 
@@ -35,7 +35,7 @@ static int parse_real(const char *s, double lo, double hi, double *out) {
 static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
   memset(o, 0, sizeof *o);
   kiln_sampler_defaults(&o->sp);
-  o->n_predict = -1, o->runs = 3, o->n_prompt = 128;
+  o->n_predict = -1, o->runs = 3, o->n_prompt = 128, o->batch = 1;
   for (int i = 1; i < argc; i++) {
     int missing = 0;
     const char *v;
@@ -67,6 +67,8 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
       INT(o->n_ctx, 16, 1 << 20, "--ctx");
     } else if (FLAG("--runs")) {
       INT(o->runs, 1, 100, "--runs");
+    } else if (FLAG("--batch")) {
+      INT(o->batch, 1, 256, "--batch");
     } else if (FLAG("--temp")) {
       REAL(o->sp.temperature, 0, 100, "--temp");
     } else if (FLAG("--top-k")) {
@@ -415,7 +417,7 @@ int cmd_chat(int argc, char **argv) {
 
 /* ---- kiln bench llm ---------------------------------------------------------------------- */
 const char bench_llm_usage[] =
-    "[-m MODEL] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [--runs R] [--device D]\n"
+    "[-m MODEL] [-p PROMPT_TOKENS] [-n GEN_TOKENS] [--batch N] [--runs R] [--device D]\n"
     "       kiln bench llm --preset llama-7b|llama-13b|llama-70b|tiny --random "
     "[--dtype f16|q4_0] [-n GEN_TOKENS] [--ctx 512] [--runs R] [--device D]";
 
@@ -457,11 +459,63 @@ static int bench_random(const llm_opts *o) {
   return rc;
 }
 
+/* --batch N: N sequences of one model, each given the prompt in turn, then decoding together
+ * (one step for all of them: the weights are read once per step); aggregate tokens/s. */
+static int bench_batch(const llm_opts *o) {
+  double t0 = now_seconds();
+  kiln_llm *m = kiln_llm_load_seqs(o->model, o->n_prompt + o->n_predict + 1, (int)o->batch);
+  if (!m) return runtime_error("bench llm");
+  double load = now_seconds() - t0, pp[100], tg[100];
+  int N = (int)o->batch;
+  int64_t V = kiln_llm_n_vocab(m);
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)o->n_prompt), *next = malloc(sizeof(int32_t) * N);
+  int *seqs = malloc(sizeof(int) * N);
+  float *logits = malloc(sizeof(float) * (size_t)V * N);
+  int rc = ids && next && seqs && logits ? EXIT_OK : runtime_error("bench llm");
+  for (long r = -1; r < o->runs && rc == EXIT_OK; r++) { /* run -1 warms up (compiles) */
+    double t1 = now_seconds();
+    for (int q = 0; q < N && rc == EXIT_OK; q++) { /* a different prompt per sequence */
+      for (long i = 0; i < o->n_prompt; i++)
+        ids[i] = (int32_t)((i * 7919 + 13 + q * 104729) % V);
+      seqs[q] = q;
+      if (kiln_llm_seq_rewind(m, q, 0) < 0 ||
+          kiln_llm_seq_eval(m, q, ids, o->n_prompt, logits + q * V, false) < 0)
+        rc = runtime_error("bench llm");
+    }
+    double t2 = now_seconds();
+    for (long i = 0; i < o->n_predict && rc == EXIT_OK; i++) {
+      for (int q = 0; q < N; q++) { /* greedy, so every run does the same work */
+        const float *l = logits + q * V;
+        next[q] = 0;
+        for (int64_t j = 1; j < V; j++)
+          if (l[j] > l[next[q]]) next[q] = (int32_t)j;
+      }
+      if (kiln_llm_decode(m, N, seqs, next, logits) < 0) rc = runtime_error("bench llm");
+    }
+    double t3 = now_seconds();
+    if (r >= 0)
+      pp[r] = (double)(o->n_prompt * N) / (t2 - t1), tg[r] = (double)(o->n_predict * N) / (t3 - t2);
+  }
+  if (rc == EXIT_OK) {
+    printf("model: %s, %d sequences\n", o->model, N);
+    printf("load: %.3f s\n", load);
+    printf("pp%ld: %.2f tok/s (median of %ld, all sequences)\n", o->n_prompt,
+           median(pp, (int)o->runs), o->runs);
+    printf("tg%ld: %.2f tok/s (median of %ld, all sequences)\n", o->n_predict,
+           median(tg, (int)o->runs), o->runs);
+  }
+  free(ids), free(next), free(seqs), free(logits);
+  kiln_llm_free(m);
+  return rc;
+}
+
 int bench_llm(int argc, char **argv) {
   llm_opts o;
   int rc = parse_llm_opts("bench llm", bench_llm_usage, argc, argv, &o);
   if (rc >= 0) return rc;
   if (o.preset) return bench_random(&o);
+  if (o.n_predict < 0) o.n_predict = 64;
+  if (o.batch > 1) return bench_batch(&o);
   if (o.n_predict < 0) o.n_predict = 64;
   o.n_ctx = o.n_prompt + o.n_predict + 1;
   session s;

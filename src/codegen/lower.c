@@ -628,8 +628,9 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
     /* keep SPLIT possible (it vectorizes that reduce): at most a small upcast of a dim the big
      * buffer (the weights of a matrix-vector product, say) ignores, so each run read from it
      * (and dequantized) feeds several accumulator arrays */
-    for (int g = 0; g < ng && outer < 0; g++)
-      if (fits[g] && stride[big][g] == 0) outer = g, up[g] = 4;
+    for (int g = 0; g < ng && outer < 0; g++) /* a small dim (decoded sequences) whole */
+      if (stride[big][g] == 0 && (fits[g] || (gshape[g] >= 2 && gshape[g] <= 4)))
+        outer = g, up[g] = fits[g] ? 4 : gshape[g];
     return;
   }
   if (ng < 2) return; /* one global dim: no tile to pick */
@@ -1021,8 +1022,9 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
    * A kernel of one output element that GROUP spreads over a group has one loop of 1. */
   gloop loops[KILN_MAX_DIMS + 2];
   int nl = 0;
-  for (int g = 0; g < ng; g++)
-    loops[nl++] = (gloop){g, gpad[g] / up[g], up[g], glocal[g]};
+  for (int g = 0; g < ng; g++) /* a dim its upcast takes whole needs no loop (and must not
+                                  be the pool's dim 0, with one slice for all threads) */
+    if (gpad[g] / up[g] > 1) loops[nl++] = (gloop){g, gpad[g] / up[g], up[g], glocal[g]};
   if (blk > 1) {
     loops[0].bound /= blk, loops[0].mult *= blk;
     loops[nl++] = (gloop){0, blk, up[0], 1};
