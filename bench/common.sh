@@ -27,3 +27,19 @@ find_python() {
   done
   return 1
 }
+
+# The model file: $1 when given (it must exist), else the one kiln picks by default
+# (kiln_model_find "SmolLM2": $KILN_CACHE/models, then ~/.cache/kiln/models).
+bench_model() {
+  local dir f
+  if [ -n "${1:-}" ]; then
+    [ -f "$1" ] && echo "$1"
+    return
+  fi
+  for dir in ${KILN_CACHE:+"$KILN_CACHE/models"} "$HOME/.cache/kiln/models"; do
+    for f in "$dir"/*SmolLM2*.gguf; do
+      [ -f "$f" ] && echo "$f" && return 0
+    done
+  done
+  return 1
+}

@@ -44,15 +44,7 @@ fi
 [ "$KV" = f16 ] || [ "$KV" = f32 ] || die "--kv wants f16 or f32, got '$KV'"
 
 # The model kiln picks by default (kiln_model_find "SmolLM2"), so both engines read one file.
-if [ -z "$MODEL" ]; then
-  for dir in ${KILN_CACHE:+"$KILN_CACHE/models"} "$HOME/.cache/kiln/models"; do
-    for f in "$dir"/*SmolLM2*.gguf; do
-      [ -f "$f" ] && MODEL=$f && break 2
-    done
-  done
-  [ -n "$MODEL" ] || die "no model given and none in the cache; run scripts/fetch-model or pass -m"
-fi
-[ -f "$MODEL" ] || die "no model file $MODEL"
+MODEL=$(bench_model "$MODEL") || die "no model given and none in the cache; run scripts/fetch-model or pass -m"
 
 # Prints text $2 with each line prefixed by engine name $1.
 tagged() { awk -v tag="$1: " '{print tag $0}' <<<"$2"; }
