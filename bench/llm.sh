@@ -44,7 +44,8 @@ fi
 [ "$KV" = f16 ] || [ "$KV" = f32 ] || die "--kv wants f16 or f32, got '$KV'"
 
 # The model kiln picks by default (kiln_model_find "SmolLM2"), so both engines read one file.
-MODEL=$(bench_model "$MODEL") || die "no model: ${MODEL:-none in the cache} (run scripts/fetch-model or pass -m FILE)"
+found=$(bench_model "$MODEL") || die "no model: ${MODEL:-none in the cache} (run scripts/fetch-model or pass -m FILE)"
+MODEL=$found
 
 # Prints text $2 with each line prefixed by engine name $1.
 tagged() { awk -v tag="$1: " '{print tag $0}' <<<"$2"; }

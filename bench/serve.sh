@@ -55,7 +55,8 @@ for c in $CLIENTS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "--clients wants whole nu
 [ "$CTX" -gt $((PROMPT_TOKENS + 64)) ] || die "--ctx $CTX is too small for the ${PROMPT_TOKENS}-token prompt"
 
 # The model kiln picks by default (kiln_model_find "SmolLM2"), so both engines read one file.
-MODEL=$(bench_model "$MODEL") || die "no model: ${MODEL:-none in the cache} (run scripts/fetch-model or pass -m FILE)"
+found=$(bench_model "$MODEL") || die "no model: ${MODEL:-none in the cache} (run scripts/fetch-model or pass -m FILE)"
+MODEL=$found
 
 tmp=$(mktemp -d)
 server_pid=""
