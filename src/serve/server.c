@@ -37,6 +37,7 @@ typedef struct {
   kiln_sampler_params sp;
   int64_t n_ctx, started;
   uint64_t counter; /* ids and default seeds; atomic */
+  bool loopback;    /* listening on a loopback address only */
 } server;
 
 /* ---- one request ------------------------------------------------------------------------- */
@@ -404,9 +405,29 @@ static enum MHD_Result answer_get(request *q, struct MHD_Connection *c) {
 /* ---- the MHD callbacks ------------------------------------------------------------------- */
 /* First call of a request: route, key, size and type checks before any body is read. Returns
  * 0 to read the body, or 1 when an answer was queued (*rc holds MHD's verdict). */
+/* Listening on loopback only, the server answers only requests for a loopback name: a web page
+ * whose own name was made to resolve to 127.0.0.1 (DNS rebinding) asks for that name, and
+ * must not get to read answers from here. */
+static bool host_allowed(const server *s, struct MHD_Connection *c) {
+  const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+  if (!s->loopback || !h) return true; /* no Host: HTTP/1.0, no name asked for */
+  const char *end = h[0] == '[' ? strchr(h, ']') : strchr(h, ':');
+  size_t n = end ? (size_t)(end - h) + (h[0] == '[') : strlen(h);
+  static const char *const names[] = {"localhost", "127.0.0.1", "[::1]"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+    if (strlen(names[i]) == n && !strncasecmp(h, names[i], n)) return true;
+  return false;
+}
+
 static int first_call(server *s, request *q, struct MHD_Connection *c, const char *url,
                       const char *method, enum MHD_Result *rc) {
   const char *allowed = NULL;
+  if (!host_allowed(s, c)) {
+    *rc = send_error(c, 403, NULL,
+                     "this server listens on loopback only and answers requests for localhost, "
+                     "127.0.0.1 or [::1] (start it with --host to serve other names)");
+    return 1;
+  }
   int st = find_route(url, method, &q->route, &allowed);
   if (st == MHD_HTTP_NOT_FOUND) {
     *rc = send_error(c, 404, NULL, "no such path: %s %s", method, url);
@@ -521,7 +542,7 @@ void kiln_serve_defaults(kiln_serve_opts *o) {
 }
 
 /* A listening socket on host:port, or -1 and an error naming the address. */
-static int listen_on(const char *host, int port, char *url, size_t n) {
+static int listen_on(const char *host, int port, char *url, size_t n, bool *loopback) {
   struct addrinfo hints = {
       .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
   struct addrinfo *ai = NULL;
@@ -548,9 +569,11 @@ static int listen_on(const char *host, int port, char *url, size_t n) {
     if (sa.ss_family == AF_INET6) {
       struct sockaddr_in6 *a = (struct sockaddr_in6 *)&sa;
       inet_ntop(AF_INET6, &a->sin6_addr, addr, sizeof addr), real = ntohs(a->sin6_port);
+      *loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
     } else {
       struct sockaddr_in *a = (struct sockaddr_in *)&sa;
       inet_ntop(AF_INET, &a->sin_addr, addr, sizeof addr), real = ntohs(a->sin_port);
+      *loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
     }
   }
   snprintf(url, n, sa.ss_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d", addr, real);
@@ -605,7 +628,7 @@ int kiln_serve(const kiln_serve_opts *o) {
   server s = {.api_key = o->api_key, .timeout_s = o->timeout_s, .sp = o->sampling};
   snprintf(s.model, sizeof s.model, "%s", base_name(o->model));
   char url[128];
-  int lfd = listen_on(o->host ? o->host : "127.0.0.1", o->port, url, sizeof url);
+  int lfd = listen_on(o->host ? o->host : "127.0.0.1", o->port, url, sizeof url, &s.loopback);
   if (lfd < 0) return -1;
   if (pipe2(g_stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
     kn_err("serve: pipe: %s", strerror(errno));

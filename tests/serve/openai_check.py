@@ -183,10 +183,16 @@ st, body = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":
 check(st == 400, f"invalid UTF-8: {st}")
 st, body = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}]}', ctype="text/plain")
 check(st == 415, f"not JSON content type: {st}")
-st, _ = raw(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+st, _ = raw(f"GET /nope HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
 check(st == 404, f"unknown path: {st}")
-st, _ = raw(b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+st, _ = raw(f"GET /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
 check(st in (401, 405), f"wrong method: {st}")
+
+# on loopback, only loopback names are answered (a rebinding page asks for its own name)
+st, _ = raw(f"GET /health HTTP/1.1\r\nHost: evil.example:{PORT}\r\nConnection: close\r\n\r\n".encode())
+check(st == 403, f"Host evil.example on a loopback server: {st}")
+st, _ = raw(f"GET /health HTTP/1.1\r\nHost: localhost:{PORT}\r\nConnection: close\r\n\r\n".encode())
+check(st == 200, f"Host localhost: {st}")
 
 # a prompt longer than the context: 400 with the numbers
 r = None
@@ -197,7 +203,7 @@ except openai.BadRequestError as e:
 check(r is not None and "tokens" in str(r), f"prompt longer than the context: {r}")
 
 # a slow client: a byte of body, then nothing; others are served meanwhile, it is dropped
-slow = raw(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+slow = raw(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
            f"Authorization: Bearer {KEY}\r\nContent-Length: 100\r\n\r\n{{".encode(), read=False)
 t0 = time.time()
 ok = chat("Hi", max_tokens=2, temperature=0).choices[0].finish_reason in ("stop", "length")
@@ -216,7 +222,7 @@ for _ in range(4):
     payload = json.dumps({"messages": [{"role": "user", "content": "Write a very long story."}],
                           "max_tokens": 3000, "temperature": 1.0, "stream": True}).encode()
     s = socket.create_connection((HOST, PORT), timeout=30)
-    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
                f"Authorization: Bearer {KEY}\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload)
     got = b""
     while got.count(b"data: ") < 3:
