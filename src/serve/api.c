@@ -564,7 +564,7 @@ int ks_stop_push(ks_stopper *s, const char *text, size_t n, ks_buf *out) {
     s->held.n = 0;
     return 1;
   }
-  memmove(s->held.p, h + s->held.n - keep, keep);
+  if (keep) memmove(s->held.p, h + s->held.n - keep, keep); /* held.p is NULL while empty */
   s->held.n = keep;
   return 0;
 }

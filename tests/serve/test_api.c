@@ -322,6 +322,9 @@ TEST(serve_api_stop_strings) {
   CHECK(!strcmp(run_stops(stops, 2, (const char *const[]){"Hi\n", "\nUs", "er:", "x", NULL}, &hit),
                 "Hi"));
   CHECK(hit);
+  /* empty pieces before any text (the sanitizer build checks nothing is copied from NULL) */
+  CHECK(!strcmp(run_stops(stops, 2, (const char *const[]){"", "", "ok", "", NULL}, &hit), "ok"));
+  CHECK(!hit);
   /* a partial match that turns out not to be one is released in full, in order */
   CHECK(!strcmp(run_stops(stops, 2, (const char *const[]){"x EN", "D?", NULL}, &hit), "x "));
   CHECK(hit);
