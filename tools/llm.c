@@ -459,6 +459,13 @@ static int bench_random(const llm_opts *o) {
   return rc;
 }
 
+static int32_t argmax(const float *l, int64_t n) {
+  int32_t best = 0;
+  for (int64_t j = 1; j < n; j++)
+    if (l[j] > l[best]) best = (int32_t)j;
+  return best;
+}
+
 /* --batch N: N sequences of one model, each given the prompt in turn, then decoding together
  * (one step for all of them: the weights are read once per step); aggregate tokens/s. */
 static int bench_batch(const llm_opts *o) {
@@ -484,12 +491,8 @@ static int bench_batch(const llm_opts *o) {
     }
     double t2 = now_seconds();
     for (long i = 0; i < o->n_predict && rc == EXIT_OK; i++) {
-      for (int q = 0; q < N; q++) { /* greedy, so every run does the same work */
-        const float *l = logits + q * V;
-        next[q] = 0;
-        for (int64_t j = 1; j < V; j++)
-          if (l[j] > l[next[q]]) next[q] = (int32_t)j;
-      }
+      for (int q = 0; q < N; q++) /* greedy, so every run does the same work */
+        next[q] = argmax(logits + q * V, V);
       if (kiln_llm_decode(m, N, seqs, next, logits) < 0) rc = runtime_error("bench llm");
     }
     double t3 = now_seconds();
@@ -532,9 +535,7 @@ int bench_llm(int argc, char **argv) {
     if (kiln_llm_eval(s.m, ids, o.n_prompt, s.logits, false) < 0) rc = runtime_error("bench llm");
     double t1 = now_seconds();
     for (long i = 0; i < o.n_predict && rc == EXIT_OK; i++) {
-      int32_t best = 0; /* greedy, so every run does the same work */
-      for (int64_t j = 1; j < V; j++)
-        if (s.logits[j] > s.logits[best]) best = (int32_t)j;
+      int32_t best = argmax(s.logits, V); /* greedy, so every run does the same work */
       if (kiln_llm_eval(s.m, &best, 1, s.logits, false) < 0) rc = runtime_error("bench llm");
     }
     double t2 = now_seconds();

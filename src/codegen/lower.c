@@ -871,8 +871,8 @@ typedef struct {
   int64_t bound, mult, local;
 } gloop;
 
-/* Applies opts to L and the launch loops; false with an error when one does not apply. */
-/* gshape: the global dims' sizes, padded by PADTO on return. */
+/* Applies opts to L and the launch loops (gshape, the global dims' sizes, comes back padded
+ * by PADTO); false with an error when one does not apply. */
 static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int ng, int64_t *gshape,
                        int64_t *up, int64_t *blk, int64_t *local) {
   const kn_sched_item *it = L->it;

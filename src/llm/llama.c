@@ -44,6 +44,7 @@ struct kiln_llm {
   layer *layers;
   int n_seq;          /* sequences, each with n_ctx rows of cache */
   int64_t *pos;       /* [n_seq] tokens in each sequence's cache */
+  float *pad_logits;  /* (n_seq, n_vocab): a batched decode's, when some rows are padding */
   struct step *steps; /* compiled and captured chunk shapes */
   /* a random model (no file: g is NULL): its weights' ggml type, the next seed, their bytes */
   int rtype;
@@ -364,6 +365,7 @@ void kiln_llm_free(kiln_llm *m) {
   }
   free(m->layers);
   free(m->pos);
+  free(m->pad_logits);
   kiln_gguf_close(m->g);
   free(m);
 }
@@ -452,6 +454,14 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
  * block of the cache each sequence reads; mask: (S, 1, 1, n, B + n) of 0 / -inf. Returns
  * (S*n, H * hd). The cached and the new keys are scored separately and only the scores are
  * joined, so the big reads (the cache) are plain loads. */
+/* The first B rows of each sequence's block of a cache buffer: (S, B, Hkv, hd). */
+static T *cached(const kiln_llm *m, T *cache, T *seqs, int64_t S, int64_t B) {
+  int64_t cb[3] = {m->n_seq, m->n_ctx, m->n_head_kv * m->head_dim};
+  T *blocks = kiln_take(kiln_reshape(cache, 3, cb), seqs); /* (S, n_ctx, kvd) */
+  return kiln_reshape(kiln_slice(blocks, 1, 0, B, 1), 4,
+                      (int64_t[]){S, B, m->n_head_kv, m->head_dim});
+}
+
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t S, int64_t B,
                     T *seqs, T *mask) {
   int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
@@ -465,10 +475,8 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
   k = kiln_reshape(k, 4, blk), v = kiln_reshape(v, 4, blk);
   T *s = kiln_matmul(qg, KEYS(k)); /* (S, Hk, G, n, n) */
   T *kc = NULL, *vc = NULL;
-  if (B > 0) { /* each sequence's block of n_ctx cache rows, its first B */
-    int64_t cb[3] = {m->n_seq, m->n_ctx, Hk * hd}, kb[4] = {S, B, Hk, hd};
-    kc = kiln_reshape(kiln_slice(kiln_take(kiln_reshape(L->kc, 3, cb), seqs), 1, 0, B, 1), 4, kb);
-    vc = kiln_reshape(kiln_slice(kiln_take(kiln_reshape(L->vc, 3, cb), seqs), 1, 0, B, 1), 4, kb);
+  if (B > 0) {
+    kc = cached(m, L->kc, seqs, S, B), vc = cached(m, L->vc, seqs, S, B);
     s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (S, Hk, G, n, B + n) */
   }
   T *p = kiln_softmax(kiln_add(kiln_binary_s(KILN_MUL, s, scale), mask), -1);
@@ -692,18 +700,19 @@ int kiln_llm_decode(kiln_llm *m, int n, const int *seqs, const int32_t *tok, flo
   /* always n_seq rows (the rest padding): the same kernels whatever n is, so a sequence's
    * tokens do not depend on how many others decode beside it */
   int64_t S = m->n_seq;
-  int *sq = kn_xmalloc(sizeof(int) * (size_t)S);
-  int32_t *tk = kn_xcalloc((size_t)S, sizeof(int32_t));
-  float *out = kn_xmalloc(sizeof(float) * (size_t)(S * m->n_vocab));
+  int sq[256];
+  int32_t tk[256];
   for (int64_t s = 0; s < S; s++)
     sq[s] = s < n ? seqs[s] : -1, tk[s] = s < n ? tok[s] : 0;
+  /* the padding rows' logits go to a buffer kept for every step (not one per token) */
+  if (n < S && !m->pad_logits) m->pad_logits = kn_xmalloc(sizeof(float) * (size_t)(S * m->n_vocab));
+  float *out = n < S ? m->pad_logits : logits;
   bool old = kiln_set_grad_enabled(false);
   kiln_scope_begin();
   int rc = forward_chunk(m, S, sq, tk, 1, out, false);
   kiln_scope_end();
   kiln_set_grad_enabled(old);
-  if (rc == 0) memcpy(logits, out, sizeof(float) * (size_t)(n * m->n_vocab));
-  free(sq), free(tk), free(out);
+  if (rc == 0 && out != logits) memcpy(logits, out, sizeof(float) * (size_t)(n * m->n_vocab));
   return rc;
 }
 
