@@ -206,7 +206,8 @@ enum {
   L_GIDX,           /* the work-item's index along launch dim ival, in [0, arg): parallel */
   L_GROUP,          /* the work-group's index along launch dim ival, in [0, arg) */
   L_LIDX,           /* the work-item's index in its group along launch dim ival, in [0, arg) */
-  L_RANGE,          /* a sequential loop in one work-item: arg = bound, arg2 = its L_END */
+  L_RANGE,          /* a sequential loop in one work-item: arg = bound, arg2 = its L_END;
+                     * src0 (or -1): a bool, the loop has no trips where it is false */
   L_END,            /* closes src[0] */
   L_LOAD,           /* arg = buffer slot, src0 = index, src1 = valid (or -1) */
   L_STORE,          /* arg = buffer slot, src0 = index, src1 = value, src2 = guard (or -1) */

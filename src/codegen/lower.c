@@ -379,15 +379,17 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
     r = part[0];
   }
   if (L->group_axis < 0) return r;
-  /* the group's combine: each work-item's partial into local memory, a barrier, then every
-   * work-item folds the group's partials in order */
+  /* the group's combine: each work-item's partial into local memory, a barrier, then the
+   * group's first work-item folds the partials in order (the one that stores; the others' loop
+   * has no trips, so a group's combine costs one pass, not one per work-item) */
   kn_lop dl = {.op = L_DEFLOCAL, .dtype = n->dtype, .src = {-1, -1, -1}, .arg = L->group};
   int loc = push(L, dl, 0, 0, 0, 0, false);
   kn_lop ls = {.op = L_LOCSTORE, .dtype = n->dtype, .src = {loc, L->lid, r}};
   push(L, ls, L->nglobal, 1, 0, 0, false);
   if (L->comb_range < 0) {
+    int first = alu(L, N_CMPLT, KILN_BOOL, L->lid, cint(L, KILN_I64, 1), -1);
     kn_lop cr = {
-        .op = L_RANGE, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = L->group, .ival = -1};
+        .op = L_RANGE, .dtype = KILN_I64, .src = {first, -1, -1}, .arg = L->group, .ival = -1};
     L->comb_range = push(L, cr, L->nglobal + 1, 2, 0, L->group - 1, false);
   }
   acc.arg2 = 0;
@@ -747,7 +749,10 @@ static void opt_add(kn_opts *o, int op, int axis, int64_t amt) {
 }
 
 /* GROUP where a device has work-groups and a reduce's outputs are too few to keep it busy:
- * the innermost reduce axis that a group of 16 to 256 work-items divides. */
+ * the innermost reduce axis that a group of 16 to 64 work-items divides. Every work-item of a
+ * group folds the group's partials (GROUP's combine), so a group's cost grows with its square:
+ * 64 keeps the combine a fraction of the reading, and groups of 64 still fill a GPU (it holds
+ * 32 of them per multiprocessor). */
 static bool pick_grouped(const kn_sched_item *it, const kn_devcaps *caps, int ng,
                          const int64_t *gshape, kn_opts *o) {
   if (!it->reduce || caps->pool || !(caps->opts & KN_OPT_BIT(KN_OPT_GROUP))) return false;
@@ -760,7 +765,7 @@ static bool pick_grouped(const kn_sched_item *it, const kn_devcaps *caps, int ng
   if (rsize < 128 || nout > 16384) return false;
   for (int i = s->ndim - 1; i >= 0; i--) {
     if (!(r->arg[1] >> i & 1) || s->shape[i] < 16) continue;
-    for (int64_t g = 256; g >= 16; g /= 2)
+    for (int64_t g = 64; g >= 16; g /= 2)
       if (g <= caps->max_local && s->shape[i] % g == 0 &&
           g * (int64_t)sizeof(double) <= caps->local_mem) {
         opt_add(o, KN_OPT_GROUP, i, g);

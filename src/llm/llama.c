@@ -102,10 +102,18 @@ static T *random_weight(kiln_llm *m, int64_t d0, int64_t d1, bool runs) {
   return kn_ggml_values(raw, m->rtype, d0, d1, runs);
 }
 
+/* Whether a matrix of d1 columns is read as runs of 16, (rows, blocks, runs, 16): on a CPU,
+ * whose threads each walk whole rows with a run as vector lanes. Devices with work-groups get
+ * plain rows, (rows, d1): the work-items of a group share a row (element j * group + lid), so
+ * neighbours read neighbouring bytes. */
+static bool as_runs(int64_t d1) {
+  return d1 && d1 % 16 == 0 && kn_device_get(kn_device_default())->caps.pool;
+}
+
 /* A weight that must exist with the given kiln-order shape (ndim 1 or 2), persisted. */
 static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool optional) {
   if (!m->g) { /* a random model: its matrices and norms, no biases */
-    T *w = optional && strstr(name, "bias") ? NULL : random_weight(m, d0, d1, d1 % 16 == 0);
+    T *w = optional && strstr(name, "bias") ? NULL : random_weight(m, d0, d1, as_runs(d1));
     return w ? kiln_persist(w) : NULL;
   }
   const kiln_gguf_tensor *t = kiln_gguf_find_tensor(m->g, name);
@@ -125,7 +133,7 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
            t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
     return NULL;
   }
-  T *w = d1 && d1 % 16 == 0 ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
+  T *w = as_runs(d1) ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
   return w ? kiln_persist(w) : NULL;
 }
 

@@ -48,6 +48,7 @@ const kn_dialect kn_dialect_cl = {
     .i64_suffix = "l",
     .u64_suffix = "ul",
     .f32_math = "",
+    .wrap = true,
     .signature = cl_signature,
     .gidx = cl_gidx,
     .special = cl_special,

@@ -33,11 +33,15 @@ const kn_dialect kn_dialect_cuda = {
         "typedef unsigned long long uint64_t; typedef long long int64_t;\n"
         "#define INT64_MAX 9223372036854775807ll\n#define UINT64_MAX 18446744073709551615ull\n"
         "#define __builtin_rintf rintf\n#define __builtin_fmaf fmaf",
-    .postlude = "",
+    /* half -> float in one instruction (exact, as kn_h2f) */
+    .postlude = "static __device__ __forceinline__ float kn_h2f_hw(uint16_t h) {\n"
+                "  float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h)); return f;\n}\n"
+                "#define kn_h2f kn_h2f_hw",
     .bool_type = "bool",
     .i64_suffix = "ll",
     .u64_suffix = "ull",
     .f32_math = "f",
+    .wrap = true,
     .signature = cuda_signature,
     .gidx = cuda_gidx,
     .special = cuda_special,

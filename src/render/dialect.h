@@ -14,6 +14,7 @@ struct kn_dialect {
   const char *bool_type;               /* the compute type of bool values */
   const char *i64_suffix, *u64_suffix; /* of 64-bit integer literals */
   const char *f32_math; /* suffix of f32 math functions: "f" (sinf) or "" (overloads) */
+  bool wrap; /* signed integer overflow is undefined (no -fwrapv): integer + - * go unsigned */
   /* the kernel's opening line(s) up to and including its buffer pointers b0.. */
   void (*signature)(kn_sbuf *b, const kn_kernel *k);
   /* lop i, a launch index (L_GIDX): its definition; returns the number of blocks it opened

@@ -22,6 +22,17 @@ const char *kn_stype(const kn_dialect *d, int dt) {
 }
 static const kn_dialect *D; /* the dialect being rendered (set by kn_render) */
 static const char *ctype(int dt) { return kn_ctype(D, dt); }
+/* a op c in type dt. Integers wrap around, as kiln's semantics say: a dialect whose compiler
+ * has no -fwrapv (D->wrap) computes them in unsigned arithmetic, where overflow is defined, so
+ * its optimizer cannot assume that signed values never overflow (NVRTC miscompiled a max of
+ * negated i32 values that way). Floats and the C dialect: the plain expression. */
+static void int_arith(sbuf *b, int dt, const char *a, const char *op, const char *c) {
+  if (D->wrap && kn_dtype_is_int(dt)) {
+    const char *U = kn_dtype_bits(dt) > 32 ? "uint64_t" : "uint32_t";
+    put(b, "(%s)((%s)%s %s (%s)%s)", ctype(dt), U, a, op, U, c);
+  } else
+    put(b, "(%s)(%s %s %s)", ctype(dt), a, op, c);
+}
 static const char *stype(int dt) { return kn_stype(D, dt); }
 
 /* The value of lop i as a C expression (constants inline, others by name). */
@@ -236,7 +247,11 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       put(&b, "%s\n", D->barrier);
       break;
     case L_RANGE:
-      put(&b, "for (%s v%d = 0; v%d < %lld; v%d++) {\n", T, i, i, (long long)o->arg, i);
+      if (o->src[0] >= 0)
+        put(&b, "for (%s v%d = 0; v%d < (%s ? %lld : 0); v%d++) {\n", T, i, i, a,
+            (long long)o->arg, i);
+      else
+        put(&b, "for (%s v%d = 0; v%d < %lld; v%d++) {\n", T, i, i, (long long)o->arg, i);
       depth++;
       break;
     case L_END:
@@ -285,10 +300,11 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         snprintf(acc, sizeof acc, "%s[%s]", a, c2);
       else
         snprintf(acc, sizeof acc, "%s", a);
-      if (o->arg == N_ADD)
-        put(&b, "%s = %s + %s;\n", acc, acc, c1);
-      else if (o->arg == N_MUL)
-        put(&b, "%s = %s * %s;\n", acc, acc, c1);
+      if (o->arg == N_ADD || o->arg == N_MUL) {
+        put(&b, "%s = ", acc);
+        int_arith(&b, dt, acc, o->arg == N_ADD ? "+" : "*", c1);
+        put(&b, ";\n");
+      }
       else if (fl)
         put(&b, "%s = kn_max%s(%s, %s);\n", acc, f32 ? "f" : "d", acc, c1);
       else
@@ -314,7 +330,10 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       const char *fs = f32 ? D->f32_math : "";
       switch (o->op) {
       case N_NEG:
-        put(&b, fl ? "-%s;\n" : "(%s)(0 - %s);\n", fl ? a : T, a);
+        if (fl)
+          put(&b, "-%s;\n", a);
+        else
+          int_arith(&b, dt, "0", "-", a), put(&b, ";\n");
         break;
       case N_EXP2:
         put(&b, f32 ? "kn_exp2f(%s);\n" : "exp2(%s);\n", a);
@@ -336,10 +355,8 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         put(&b, ";\n");
         break;
       case N_ADD:
-        put(&b, "(%s)(%s + %s);\n", T, a, c1);
-        break;
       case N_MUL:
-        put(&b, "(%s)(%s * %s);\n", T, a, c1);
+        int_arith(&b, dt, a, o->op == N_ADD ? "+" : "*", c1), put(&b, ";\n");
         break;
       case N_MAX:
         if (fl)

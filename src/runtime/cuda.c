@@ -40,7 +40,14 @@ static struct {
   CUresult (*GraphExecDestroy)(CUobj);
   CUresult (*GraphDestroy)(CUobj);
   char arch[16]; /* sm_XY of the GPU */
+  CUobj ctx;     /* the device's primary context */
 } cu;
+/* A context is current per thread: the thread that probed is not always the one that runs
+ * (kiln serve's worker), so every entry point makes it current on its thread first. */
+static _Thread_local bool cu_current;
+static void current(void) {
+  if (!cu_current) cu_current = cu.CtxSetCurrent(cu.ctx) == 0;
+}
 /* a kernel node's parameters (cuda.h's CUDA_KERNEL_NODE_PARAMS_v2) */
 typedef struct {
   CUobj func;
@@ -176,9 +183,9 @@ static const char *cuda_probe(kn_device *d) {
     snprintf(why, sizeof why, "no CUDA GPU (cuInit: error %d)", rc);
     return why;
   }
-  CUobj ctx;
-  if (cu.DevicePrimaryCtxRetain(&ctx, dev) != 0 || cu.CtxSetCurrent(ctx) != 0)
+  if (cu.DevicePrimaryCtxRetain(&cu.ctx, dev) != 0 || cu.CtxSetCurrent(cu.ctx) != 0)
     return "cannot create a CUDA context";
+  cu_current = true;
   cu.DeviceGetAttribute(&major, CU_CC_MAJOR, dev);
   cu.DeviceGetAttribute(&minor, CU_CC_MINOR, dev);
   cu.DeviceGetAttribute(&threads, CU_THREADS_PER_BLOCK, dev);
@@ -194,6 +201,7 @@ static const char *cuda_probe(kn_device *d) {
 /* ---- memory: handles are device addresses ---- */
 #define DPTR(h) ((CUdeviceptr)(uintptr_t)(h))
 static void *cuda_alloc(kn_device *d, size_t n, bool zeroed) {
+  current();
   (void)d;
   CUdeviceptr p;
   CUresult rc = cu.MemAlloc(&p, n ? n : 1);
@@ -205,6 +213,7 @@ static void *cuda_alloc(kn_device *d, size_t n, bool zeroed) {
   return (void *)(uintptr_t)p;
 }
 static void cuda_free(kn_device *d, void *h) {
+  current();
   (void)d;
   cu.MemFree(DPTR(h));
 }
@@ -214,22 +223,27 @@ static void *cuda_view(kn_device *d, void *h, size_t off, size_t n) {
 }
 static void cuda_free_view(kn_device *d, void *v) { (void)d, (void)v; }
 static void cuda_copyin(kn_device *d, void *dst, size_t off, const void *src, size_t n) {
+  current();
   (void)d;
   CHECK_CU(cu.MemcpyHtoD(DPTR(dst) + off, src, n));
 }
 static void cuda_copyout(kn_device *d, void *dst, const void *src, size_t off, size_t n) {
+  current();
   (void)d;
   CHECK_CU(cu.MemcpyDtoH(dst, DPTR(src) + off, n));
 }
 static void cuda_copy(kn_device *d, void *dst, size_t doff, void *src, size_t soff, size_t n) {
+  current();
   (void)d;
   CHECK_CU(cu.MemcpyDtoD(DPTR(dst) + doff, DPTR(src) + soff, n));
 }
 static void cuda_fill(kn_device *d, void *dst, size_t off, size_t n) {
+  current();
   (void)d;
   CHECK_CU(cu.MemsetD8(DPTR(dst) + off, 0, n));
 }
 static void cuda_sync(kn_device *d) {
+  current();
   (void)d;
   cu.CtxSynchronize();
 }
@@ -239,6 +253,7 @@ typedef struct {
   CUobj module, fn;
 } cuprog;
 static void *cuda_compile(kn_device *d, const kn_kernel *k, const char *src) {
+  current();
   (void)d;
   uint64_t key = kn_hash_bytes(0, src, strlen(src));
   key = kn_hash_bytes(key, cu.arch, strlen(cu.arch));
@@ -274,6 +289,7 @@ static bool launch_dims(const kn_kernel *k, unsigned *blocks, unsigned *threads)
   return true;
 }
 static int cuda_launch(kn_device *d, void *prog, const kn_kernel *k, void *const *bufs) {
+  current();
   (void)d;
   cuprog *p = prog;
   CUdeviceptr ptrs[64];
@@ -294,6 +310,7 @@ typedef struct {
   CUobj graph, exec;
 } cugraph;
 static void cuda_graph_free(kn_device *d, void *g) {
+  current();
   (void)d;
   cugraph *c = g;
   if (c->exec) cu.GraphExecDestroy(c->exec);
@@ -303,6 +320,7 @@ static void cuda_graph_free(kn_device *d, void *g) {
 static void *cuda_graph(kn_device *d, int n, void *const *progs, const kn_kernel *const *ks,
                         void *const *const *bufs) {
   if (!cu.GraphCreate) return NULL;
+  current();
   cugraph *c = kn_xcalloc(1, sizeof *c);
   bool good = ok(cu.GraphCreate(&c->graph, 0), "cuGraphCreate");
   CUobj prev = NULL;
@@ -328,10 +346,12 @@ static void *cuda_graph(kn_device *d, int n, void *const *progs, const kn_kernel
   return c;
 }
 static int cuda_graph_launch(kn_device *d, void *g) {
+  current();
   (void)d;
   return ok(cu.GraphLaunch(((cugraph *)g)->exec, NULL), "cuGraphLaunch") ? 0 : -1;
 }
 static void cuda_free_program(kn_device *d, void *prog) {
+  current();
   (void)d;
   cuprog *p = prog;
   cu.ModuleUnload(p->module);

@@ -330,8 +330,8 @@ static void exec(const kn_kernel *k, void *const *bufs, witem *w, int from, int 
       KN_ASSERT(0, "interpreter: a barrier inside a loop");
       break;
     case L_RANGE:
-      if (o->arg <= 0)
-        pc = (int)o->arg2; /* empty loop: jump to its END, which falls through */
+      if (o->arg <= 0 || (o->src[0] >= 0 && !reg[o->src[0]].i))
+        pc = (int)o->arg2; /* no trips: jump to its END, which falls through */
       else
         reg[pc].i = 0;
       break;

@@ -75,7 +75,7 @@ void kn_program_cache_clear(void) {
 }
 /* KILN_NVRTC_CHECK=sm_XX: every new kernel is also lowered for CUDA, written in CUDA C and
  * compiled by NVRTC for that architecture, and a failure is the realize's error: CUDA code
- * is checked where there is no GPU. */
+ * is checked where there is no GPU (DEBUG=4 prints it, as it prints what the device runs). */
 static int nvrtc_check(const kn_sched_item *it) {
   static const char *arch;
   if (!arch) arch = getenv("KILN_NVRTC_CHECK") ? getenv("KILN_NVRTC_CHECK") : "";
@@ -83,7 +83,7 @@ static int nvrtc_check(const kn_sched_item *it) {
   kn_kernel *k = kn_lower(it, &kn_dev_cuda.caps, NULL);
   char *src = kn_render(&kn_dialect_cuda, k);
   int rc = kn_cuda_check(src, k->name, arch);
-  if (rc < 0 && kn_debug_level() >= 1) fprintf(stderr, "%s\n", src);
+  if ((rc < 0 && kn_debug_level() >= 1) || kn_debug_level() >= 4) fprintf(stderr, "%s\n", src);
   free(src);
   kn_kernel_free(k);
   return rc;

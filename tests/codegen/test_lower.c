@@ -6,6 +6,7 @@
  * Lane loops written as vectors compute on the CPU and on CL what the interpreter computes lane
  * by lane. */
 #include "internal.h"
+#include "render/dialect.h"
 #include "test.h"
 #include <stdlib.h>
 
@@ -416,5 +417,46 @@ TEST(codegen_vector_lanes) {
   kn_kernel_free(km);
   kn_schedule_free(&o.s);
   test_set_context("%s", "");
+  kiln_set_device("CPU");
+}
+
+/* Integer + - * wrap around on every device. OpenCL C and CUDA C have no -fwrapv, so they are
+ * written in unsigned arithmetic: NVRTC, free to assume that signed values never overflow,
+ * turned max(-x) of i32 values into max(x) (found on an H200). The GROUP combine is folded by the
+ * group's first work-item only: its loop has no trips in the others. */
+TEST(codegen_integers_wrap) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  kiln_tensor *x = rand_input(KILN_I32, 2, (int64_t[]){6, 512}, 21);
+  REQUIRE(schedule_one(kiln_max(kiln_neg(x), 1, (int[]){1}, false), &o));
+  kn_kernel *k = kn_lower(o.it, &gpu_caps, NULL);
+  REQUIRE(k);
+  CHECK(has_opt(k, KN_OPT_GROUP));
+  const kn_dialect *ds[] = {&kn_dialect_cuda, &kn_dialect_cl};
+  for (int d = 0; d < 2; d++) {
+    char *src = kn_render(ds[d], k);
+    CHECKF(strstr(src, "(uint32_t)0 - (uint32_t)") && !strstr(src, "(int32_t)(0 - "),
+           "%s: i32 negation not written in unsigned arithmetic:\n%s", ds[d]->name, src);
+    CHECKF(strstr(src, " ? 512 : 0)") || strstr(src, " ? 64 : 0)") || strstr(src, " ? 32 : 0)") ||
+               strstr(src, " ? 16 : 0)"),
+           "%s: the combine loop is not limited to the first work-item:\n%s", ds[d]->name, src);
+    free(src);
+  }
+  kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, NULL);
+  REQUIRE(ref);
+  void *want = run_interp(ref, o.it), *got = run_interp(k, o.it), *cl = run_on("CL", k, o.it);
+  compare("INTERP, grouped", KILN_I32, got, want, k->buf_numel[0], 0);
+  if (cl) compare("CL, grouped", KILN_I32, cl, want, k->buf_numel[0], 0);
+  int32_t host[6 * 512], best[6];
+  REQUIRE(kiln_to_host(x, host, sizeof host) == 0);
+  for (int r = 0; r < 6; r++) { /* and the reference: the negated row minimum */
+    best[r] = INT32_MIN;
+    for (int j = 0; j < 512; j++)
+      best[r] = -host[r * 512 + j] > best[r] ? -host[r * 512 + j] : best[r];
+  }
+  compare("against the host", KILN_I32, want, best, 6, 0);
+  free(want), free(got), free(cl);
+  kn_kernel_free(ref), kn_kernel_free(k);
+  kn_schedule_free(&o.s);
   kiln_set_device("CPU");
 }
