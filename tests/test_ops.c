@@ -1058,6 +1058,26 @@ TEST(reduce_other_dtypes) {
     ref_t *got = m ? kt_read(m) : NULL;
     if (got) kt_compare("mean i32 (4,5) axis 1", got, want, NULL, 1e-3, 1e-6);
   }
+  /* the ends of i32: min and argmin order by ~x, as -INT_MIN does not exist */
+  int32_t ends[] = {5, INT32_MIN, 7, INT32_MAX, -3, INT32_MIN + 1, 0, 1, 2};
+  for (int dv = 0; dv < test_ndevices; dv++) {
+    kiln_set_device(test_devices[dv]);
+    kiln_tensor *e = kiln_from_data(KILN_I32, 2, (int64_t[]){3, 3}, ends);
+    int32_t mn[3] = {0}, mx[3] = {0};
+    int64_t amn[3] = {0}, amx[3] = {0};
+    CHECK(kiln_to_host(kiln_reduce(KILN_MIN, e, 1, a1, false), mn, sizeof mn) == 0);
+    CHECK(kiln_to_host(kiln_reduce(KILN_MAX, e, 1, a1, false), mx, sizeof mx) == 0);
+    CHECK(kiln_to_host(kiln_argmin(e, 1, false), amn, sizeof amn) == 0);
+    CHECK(kiln_to_host(kiln_argmax(e, 1, false), amx, sizeof amx) == 0);
+    CHECKF(mn[0] == INT32_MIN && mn[1] == INT32_MIN + 1 && mn[2] == 0 && mx[0] == 7 &&
+               mx[1] == INT32_MAX && mx[2] == 2,
+           "[%s] i32 ends: min %d %d %d, max %d %d %d", test_devices[dv], mn[0], mn[1], mn[2],
+           mx[0], mx[1], mx[2]);
+    CHECKF(amn[0] == 1 && amn[1] == 2 && amn[2] == 0 && amx[0] == 2 && amx[1] == 0 && amx[2] == 2,
+           "[%s] i32 ends: argmin %lld %lld %lld, argmax %lld %lld %lld", test_devices[dv],
+           (long long)amn[0], (long long)amn[1], (long long)amn[2], (long long)amx[0],
+           (long long)amx[1], (long long)amx[2]);
+  }
 }
 
 typedef struct {

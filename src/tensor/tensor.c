@@ -1209,7 +1209,7 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
   case KILN_MIN:
     if (dt == KILN_BOOL)
       r = not_(prim_reduce(N_MAX, not_(x), mask));
-    else if (uns)
+    else if (is_int) /* ~x reverses the order of every integer type: -x would not (-INT_MIN) */
       r = ews(N_XOR, prim_reduce(N_MAX, ews(N_XOR, x, all_ones(dt)), mask), all_ones(dt));
     else
       r = un(N_NEG, prim_reduce(N_MAX, un(N_NEG, x), mask));
@@ -1225,7 +1225,7 @@ kiln_tensor *kiln_reduce(kiln_reduce_op op, kiln_tensor *x, int naxes, const int
   default:
     break;
   }
-  if (op == KILN_MIN && dt != KILN_BOOL && uns) r = kiln_cast(r, dt);
+  if (op == KILN_MIN && dt != KILN_BOOL && is_int) r = kiln_cast(r, dt);
   return ret(drop_axes(r, mask, keepdim));
 }
 kiln_tensor *kiln_sum(kiln_tensor *x, int naxes, const int *axes, bool keepdim) {
@@ -1251,10 +1251,10 @@ static T *argext(T *x, int axis, bool keepdim, bool is_min) {
   }
   kiln_scope_begin();
   T *v = x;
-  if (is_min)
-    v = x->node->dtype == KILN_BOOL            ? not_(x)
-        : kn_dtype_is_unsigned(x->node->dtype) ? ews(N_XOR, x, all_ones(x->node->dtype))
-                                               : un(N_NEG, x);
+  if (is_min) /* an order-reversing map: ~x for integers (-INT_MIN would overflow) */
+    v = x->node->dtype == KILN_BOOL              ? not_(x)
+        : kiln_dtype_is_float(x->node->dtype) ? un(N_NEG, x)
+                                               : ews(N_XOR, x, all_ones(x->node->dtype));
   T *m = kiln_max(v, 1, &a, true);
   T *hit = ew(N_CMPNE, "argmax", v, m);
   hit = ews(N_XOR, hit, 1);
