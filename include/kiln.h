@@ -388,7 +388,7 @@ int64_t kiln_ggml_block_size(int type);
 int64_t kiln_ggml_type_size(int type);
 
 /* ggml block formats as lazy kiln ops: raw is a u8 tensor of rows*cols elements of `type`
- * (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) in ggml blocks; returns (rows, cols) f32 whose dequantization
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) in ggml blocks; returns (rows, cols) f32 whose dequantization
  * fuses into the kernels that read it. */
 kiln_tensor *kiln_dequantize(kiln_tensor *raw, int type, int64_t rows, int64_t cols);
 /* The same values shaped (rows, blocks, runs per block, 16): a row's elements in contiguous

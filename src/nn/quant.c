@@ -5,8 +5,9 @@
 
 typedef kiln_tensor T;
 
-enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8, GT_Q4_K = 12, GT_Q6_K = 14,
-       GT_BF16 = 30 };
+enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
+       GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_IQ4_NL = 20,
+       GT_IQ4_XS = 23, GT_BF16 = 30 };
 
 /* ---- byte fields of a block tensor b: (rows, nblocks, block_bytes) u8 ----
  * Every decoder returns (rows, nblocks, runs per block, 16): runs of 16 consecutive elements
@@ -47,6 +48,21 @@ static T *split_bits(T *x, int count, int bits) {
   T *sh = kiln_binary(KILN_SHR, w, kiln_cast(shifts(count, bits), KILN_I32));
   return u8s(sh, KILN_AND, (1 << bits) - 1);
 }
+/* the u32 stored little-endian at byte off, (rows, nblocks, 1) */
+static T *u32_at(T *b, int64_t off) {
+  T *w = kiln_cast(bytes(b, off, off + 1), KILN_U32);
+  for (int k = 1; k < 4; k++) {
+    T *byte = kiln_cast(bytes(b, off + k, off + k + 1), KILN_U32);
+    w = kiln_binary(KILN_OR, w, u8s(byte, KILN_SHL, 8 * k));
+  }
+  return w;
+}
+/* (rows, nblocks, 1) u32 -> (rows, nblocks, 2, 16) i32: bit j of the word at (j / 16, j % 16).
+ * Here the shift is the element's own index (an arange), as each element has its own bit. */
+static T *bits32(T *w) {
+  T *j = kiln_reshape(kiln_arange(0, 32, 1, KILN_U32), 2, (int64_t[]){2, 16});
+  return kiln_cast(u8s(kiln_binary(KILN_SHR, trail(w, 1), j), KILN_AND, 1), KILN_I32);
+}
 static T *runs16(T *y) { /* (rows, nblocks, ..., 16) -> (rows, nblocks, runs per block, 16) */
   return kiln_reshape(y, 4, (int64_t[]){kiln_dim(y, 0), kiln_dim(y, 1), -1, 16});
 }
@@ -60,16 +76,59 @@ static T *deq_q4_1(T *b) { /* d f16 | m f16 | qs[16] */
   T *q = f32(split_bits(bytes(b, 4, 20), 2, 4));
   return runs16(kiln_add(kiln_mul(trail(half_at(b, 0), 1), q), trail(half_at(b, 2), 1)));
 }
+/* Q5_0 / Q5_1: the low 4 bits as Q4_0; bit j of the u32 qh is the fifth bit of element j */
+static T *q5_quants(T *b, int64_t qh, int64_t qs) { /* (R, NB, 2, 16) f32, 0..31 */
+  T *lo = split_bits(bytes(b, qs, qs + 16), 2, 4);
+  return f32(kiln_binary(KILN_OR, lo, u8s(bits32(u32_at(b, qh)), KILN_SHL, 4)));
+}
+static T *deq_q5_0(T *b) { /* d f16 | qh[4] | qs[16] */
+  T *q = kiln_binary_s(KILN_SUB, q5_quants(b, 2, 6), 16);
+  return runs16(kiln_mul(trail(half_at(b, 0), 1), q));
+}
+static T *deq_q5_1(T *b) { /* d f16 | m f16 | qh[4] | qs[16] */
+  T *q = q5_quants(b, 4, 8);
+  return runs16(kiln_add(kiln_mul(trail(half_at(b, 0), 1), q), trail(half_at(b, 2), 1)));
+}
 static T *deq_q8_0(T *b) { /* d f16 | qs int8[32] */
   int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
   T *q = kiln_reshape(f32(kiln_bitcast(bytes(b, 2, 34), KILN_I8)), 4, (int64_t[]){R, NB, 2, 16});
   return runs16(kiln_mul(trail(half_at(b, 0), 1), q));
 }
 
-/* Q4_K: d f16 | dmin f16 | scales[12] (eight 6-bit scales and mins) | qs[128]. Sub-block j of
- * 32 has scale d*sc[j] and offset -dmin*m[j]; qs byte c*32+l holds element l of sub-block 2c in
- * its low nibble and of sub-block 2c+1 in its high nibble. */
-static T *deq_q4_k(T *b) {
+/* Q2_K: scales[16] | qs[64] | d f16 | dmin f16. Each half of 128 elements uses 32 qs bytes;
+ * quarter k (32 elements) takes bits 2k..2k+1 of byte l. Run r of 16 elements has scale
+ * d*(scales[r] & 15) and offset -dmin*(scales[r] >> 4). */
+static T *deq_q2_k(T *b) {
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *qs = kiln_reshape(bytes(b, 16, 80), 5, (int64_t[]){R, NB, 2, 2, 16}); /* (half,l/16,l%16) */
+  T *q = f32(kiln_permute(split_bits(qs, 4, 2), (int[]){0, 1, 2, 4, 3, 5})); /* (R,NB,2,4,2,16) */
+  T *sc = kiln_reshape(bytes(b, 0, 16), 6, (int64_t[]){R, NB, 2, 4, 2, 1});
+  T *dl = kiln_mul(trail(half_at(b, 80), 3), f32(u8s(sc, KILN_AND, 15)));
+  T *ml = kiln_mul(trail(half_at(b, 82), 3), f32(u8s(sc, KILN_SHR, 4)));
+  return runs16(kiln_sub(kiln_mul(dl, q), ml));
+}
+
+/* Q3_K: hmask[32] | qs[64] | scales[12] | d f16. The low 2 bits as Q2_K; element j is that
+ * minus 4 unless bit j/32 of hmask byte j%32 is set. Run i of 16 has scale d*(s[i] - 32), s[i]
+ * 6 bits: nibble i/8 of byte i%8, and bits 2*(i/4), 2*(i/4)+1 of byte 8 + i%4 as the top two. */
+static T *deq_q3_k(T *b) {
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *qs = kiln_reshape(bytes(b, 32, 96), 5, (int64_t[]){R, NB, 2, 2, 16});
+  T *lo = kiln_permute(split_bits(qs, 4, 2), (int[]){0, 1, 2, 4, 3, 5}); /* (R,NB,2,4,2,16) */
+  T *hm = kiln_reshape(bytes(b, 0, 32), 4, (int64_t[]){R, NB, 2, 16});   /* (l/16, l%16) */
+  T *hi = kiln_permute(split_bits(hm, 8, 1), (int[]){0, 1, 3, 2, 4});    /* (R,NB,8,2,16) */
+  hi = kiln_reshape(hi, 6, (int64_t[]){R, NB, 2, 4, 2, 16});
+  T *q = f32(kiln_sub(lo, u8s(u8s(hi, KILN_XOR, 1), KILN_SHL, 2)));
+  T *sl = kiln_reshape(split_bits(bytes(b, 96, 104), 2, 4), 3, (int64_t[]){R, NB, 16});
+  T *sh = kiln_reshape(split_bits(bytes(b, 104, 108), 4, 2), 3, (int64_t[]){R, NB, 16});
+  T *sc = kiln_binary_s(KILN_SUB, kiln_binary(KILN_OR, sl, u8s(sh, KILN_SHL, 4)), 32);
+  sc = kiln_reshape(f32(sc), 6, (int64_t[]){R, NB, 2, 4, 2, 1});
+  return runs16(kiln_mul(kiln_mul(trail(half_at(b, 108), 3), sc), q));
+}
+
+/* Q4_K / Q5_K: d f16 | dmin f16 | scales[12] (eight 6-bit scales and mins) | ... Sub-block j of
+ * 32 has scale d*sc[j] and offset -dmin*m[j]. q is (R, NB, 4, 2, 2, 16): (j/2, j%2, l/16, l%16) */
+static T *k_sub32(T *b, T *q) {
   int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
   T *s03 = bytes(b, 4, 8), *s47 = bytes(b, 8, 12), *s811 = bytes(b, 12, 16);
   T *sc_lo = u8s(s03, KILN_AND, 63), *m_lo = u8s(s47, KILN_AND, 63);
@@ -78,10 +137,24 @@ static T *deq_q4_k(T *b) {
   int64_t sshape[] = {R, NB, 4, 2, 1, 1};
   T *sc = kiln_reshape(f32(kiln_cat(2, (T *[]){sc_lo, sc_hi}, -1)), 6, sshape);
   T *m = kiln_reshape(f32(kiln_cat(2, (T *[]){m_lo, m_hi}, -1)), 6, sshape);
-  T *qs = kiln_reshape(bytes(b, 16, 144), 5, (int64_t[]){R, NB, 4, 2, 16}); /* (c, l/16, l%16) */
-  T *q = f32(kiln_permute(split_bits(qs, 2, 4), (int[]){0, 1, 2, 4, 3, 5})); /* (R,NB,4,2,2,16) */
   T *d = trail(half_at(b, 0), 3), *dmin = trail(half_at(b, 2), 3);
-  return runs16(kiln_sub(kiln_mul(kiln_mul(d, sc), q), kiln_mul(dmin, m)));
+  return runs16(kiln_sub(kiln_mul(kiln_mul(d, sc), f32(q)), kiln_mul(dmin, m)));
+}
+/* the low 4 bits of Q4_K / Q5_K: qs byte c*32+l holds element l of sub-block 2c in its low
+ * nibble and of sub-block 2c+1 in its high nibble; (R, NB, 4, 2, 2, 16) i32 */
+static T *k_nibbles(T *b, int64_t qs) {
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *x = kiln_reshape(bytes(b, qs, qs + 128), 5, (int64_t[]){R, NB, 4, 2, 16}); /* (c,l/16,l%16) */
+  return kiln_permute(split_bits(x, 2, 4), (int[]){0, 1, 2, 4, 3, 5});
+}
+static T *deq_q4_k(T *b) { return k_sub32(b, k_nibbles(b, 16)); } /* ... | qs[128] */
+/* Q5_K: ... | qh[32] | qs[128]; bit j of qh byte l is the fifth bit of element l of sub-block j */
+static T *deq_q5_k(T *b) {
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *qh = kiln_reshape(bytes(b, 16, 48), 4, (int64_t[]){R, NB, 2, 16});
+  T *hi = kiln_permute(split_bits(qh, 8, 1), (int[]){0, 1, 3, 2, 4}); /* (R,NB,8,2,16) */
+  hi = kiln_reshape(hi, 6, (int64_t[]){R, NB, 4, 2, 2, 16});
+  return k_sub32(b, kiln_binary(KILN_OR, k_nibbles(b, 48), u8s(hi, KILN_SHL, 4)));
 }
 
 /* Q6_K: ql[128] | qh[64] | scales int8[16] | d f16. Each half of 128 elements uses 64 ql bytes,
@@ -101,14 +174,59 @@ static T *deq_q6_k(T *b) {
   return runs16(kiln_mul(kiln_mul(d, sc), q));
 }
 
+/* IQ4_NL / IQ4_XS: 4-bit indices into 16 fixed int8 levels. The table is arithmetic, not a
+ * load: level + 128 is byte i%4 of the u32 constant i/4 (picked by compares), so the lookup
+ * fuses and vectorizes like the shifts. */
+static const int iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+static T *iq4_values(T *q) { /* i32 indices 0..15 -> f32 levels */
+  T *u = kiln_cast(q, KILN_U32), *w[4];
+  for (int k = 0; k < 4; k++) {
+    uint32_t c = 0;
+    for (int i = 0; i < 4; i++) c |= (uint32_t)(iq4_levels[4 * k + i] + 128) << 8 * i;
+    w[k] = kiln_scalar(KILN_U32, c);
+  }
+  T *lo = kiln_where(u8s(u, KILN_LT, 4), w[0], w[1]);
+  T *hi = kiln_where(u8s(u, KILN_LT, 12), w[2], w[3]);
+  T *word = kiln_where(u8s(u, KILN_LT, 8), lo, hi);
+  T *byte = u8s(kiln_binary(KILN_SHR, word, u8s(u8s(u, KILN_AND, 3), KILN_SHL, 3)), KILN_AND, 255);
+  return kiln_binary_s(KILN_SUB, f32(byte), 128);
+}
+static T *deq_iq4_nl(T *b) { /* d f16 | qs[16], nibbles as Q4_0 */
+  return runs16(kiln_mul(trail(half_at(b, 0), 1), iq4_values(split_bits(bytes(b, 2, 18), 2, 4))));
+}
+/* IQ4_XS: d f16 | scales_h u16 | scales_l[4] | qs[128]. Sub-block j of 32 reads qs bytes
+ * 16j..16j+15 as IQ4_NL does, scaled by d*(s[j] - 32), s[j] 6 bits: nibble j%2 of scales_l[j/2],
+ * and bits 2j..2j+1 of scales_h as the top two. */
+static T *deq_iq4_xs(T *b) {
+  int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
+  T *qs = kiln_reshape(bytes(b, 8, 136), 4, (int64_t[]){R, NB, 8, 16});
+  T *v = iq4_values(split_bits(qs, 2, 4)); /* (R,NB,8,2,16) */
+  T *sl = kiln_permute(split_bits(bytes(b, 4, 8), 2, 4), (int[]){0, 1, 3, 2}); /* (R,NB,4,2) */
+  T *sh = kiln_permute(split_bits(bytes(b, 2, 4), 4, 2), (int[]){0, 1, 3, 2}); /* (R,NB,2,4) */
+  int64_t s8[] = {R, NB, 8};
+  T *s = kiln_binary(KILN_OR, kiln_reshape(sl, 3, s8), u8s(kiln_reshape(sh, 3, s8), KILN_SHL, 4));
+  s = kiln_reshape(f32(kiln_binary_s(KILN_SUB, s, 32)), 5, (int64_t[]){R, NB, 8, 1, 1});
+  return runs16(kiln_mul(kiln_mul(trail(half_at(b, 0), 2), s), v));
+}
+
 typedef T *(*deq_fn)(T *);
+/* the block formats block_decoder knows, for error messages */
+#define QUANT_TYPES "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
 static deq_fn block_decoder(int type) {
   switch (type) {
   case GT_Q4_0: return deq_q4_0;
   case GT_Q4_1: return deq_q4_1;
+  case GT_Q5_0: return deq_q5_0;
+  case GT_Q5_1: return deq_q5_1;
   case GT_Q8_0: return deq_q8_0;
+  case GT_Q2_K: return deq_q2_k;
+  case GT_Q3_K: return deq_q3_k;
   case GT_Q4_K: return deq_q4_k;
+  case GT_Q5_K: return deq_q5_k;
   case GT_Q6_K: return deq_q6_k;
+  case GT_IQ4_NL: return deq_iq4_nl;
+  case GT_IQ4_XS: return deq_iq4_xs;
   default: return NULL;
   }
 }
@@ -124,8 +242,8 @@ T *kiln_dequantize_runs(T *raw, int type, int64_t rows, int64_t cols) {
   }
   const char *tn = kiln_ggml_type_name(type);
   if (!block_decoder(type)) {
-    kn_err("dequantize: tensor type %s (%d) is not a supported block format (Q4_0, Q4_1, Q8_0, "
-           "Q4_K, Q6_K are)", tn, type);
+    kn_err("dequantize: tensor type %s (%d) is not a supported block format (" QUANT_TYPES " are)",
+           tn, type);
     return NULL;
   }
   int64_t bs = kiln_ggml_block_size(type), bb = kiln_ggml_type_size(type), nbytes;
@@ -157,7 +275,7 @@ static const kiln_gguf_tensor *usable(const kiln_gguf *g, const char *name) {
   if (!t) kn_err("gguf: no tensor named '%s'", name ? name : "(null)");
   else if (!kiln_dequantize_supported(t->type)) {
     kn_err("gguf: tensor '%s' has type %s, which kiln cannot compute with yet (F32, F16, BF16, "
-           "Q4_0, Q4_1, Q8_0, Q4_K, Q6_K are supported)", name, kiln_ggml_type_name(t->type));
+           QUANT_TYPES " are supported)", name, kiln_ggml_type_name(t->type));
     t = NULL;
   }
   return t;
