@@ -5,6 +5,7 @@
 # same prompts and max_tokens for both; bench/serve_load.py), then the time to first token of a
 # 500-token prompt; a markdown table with the ratios. Builds nothing: expects $BUILD/kiln and
 # the llama-server that bench/setup-llama-server.sh builds (the peer is skipped without it).
+# kiln's kernels are tuned for the run's shapes first (`kiln tune`, cached in KILN_CACHE).
 # Each server's block ends with the CPU time it used beside that of everything else meanwhile
 # (the machine must be otherwise idle for the figures to mean anything).
 # Usage: bench/serve.sh [-m MODEL] [--threads 2] [--parallel 4] [--ctx 2048] [-n 64]
@@ -156,6 +157,13 @@ if [ ! -x "$BUILD/kiln" ]; then
 elif ! grep -q '^ *serve ' <<<"$("$BUILD/kiln" help 2>&1 || true)"; then
   note "kiln: this build has no \`kiln serve\` (the table has no kiln column)"
 else
+  # kiln tunes its kernels for these shapes first, as a user would once per machine (verdicts
+  # are cached; a later run finds them): prompt chunks of 64, 16, 4 and 1 tokens and decode
+  # steps of --parallel rows, searched with BEAM=2.
+  t_tune=$(date +%s.%N)
+  KILN_THREADS="$THREADS" "$BUILD/kiln" tune --beam 2 bench llm -m "$MODEL" -p 85 -n 2 --batch "$PARALLEL" \
+    --runs 1 >"$tmp/tune.log" 2>&1 || { tail -5 "$tmp/tune.log" >&2; die "kiln tune failed"; }
+  note "kiln: KILN_THREADS=$THREADS $BUILD/kiln tune --beam 2 bench llm -m $MODEL -p 85 -n 2 --batch $PARALLEL --runs 1: $(awk -v a="$t_tune" -v b="$(date +%s.%N)" 'BEGIN {printf "%.0f", b - a}') s"
   port=$(free_port)
   start_server kiln "http://127.0.0.1:$port" env KILN_THREADS="$THREADS" "$BUILD/kiln" serve -m "$MODEL" \
     --host 127.0.0.1 --port "$port" --parallel "$PARALLEL" --ctx "$CTX"

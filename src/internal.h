@@ -432,9 +432,14 @@ extern bool kn_quick_compile; /* while set, the CPU device builds with one compi
 extern kiln_stats kn_stats;
 void kn_program_cache_clear(void);
 /* The kernel to run item it on device d: the heuristic's k0 or a faster lowering of the same
- * item found by timing candidates (the verdict cached on disk under key k1, k2). */
+ * item found by timing candidates (the verdict cached on disk under key k1, k2). A verdict on
+ * disk applies to every reduce kernel, also those too small for this run to search (what a
+ * `kiln tune` run with BEAM searched); kn_search_cached only looks it up. Both free k0 when
+ * they return another kernel. */
 kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
                      uint64_t k2);
+kn_kernel *kn_search_cached(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
+                            uint64_t k2);
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k);
 int kn_beam_width(void); /* BEAM=N: N, else 0 */
 /* The search's time budget for this run, shared with a device's own trials (the CPU's race of

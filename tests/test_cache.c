@@ -412,5 +412,13 @@ TEST(cache_beam_search) {
          "the next run searched %lld kernels and compiled %lld, want 0 and 0 (the verdict)",
          (long long)n2, (long long)c2);
   CHECKF(same_bits(v1, v2), "the searched kernel gave different values on the next run");
+  /* a run without BEAM (whose own search skips a kernel this small) uses the verdict too */
+  int64_t c3, n3;
+  ref_t *v3 = searched_run("matmul, no BEAM", a, b, want, &c3, &n3);
+  REQUIRE(v3);
+  CHECKF(n3 == 0 && c3 == 0,
+         "a run without BEAM searched %lld kernels and compiled %lld, want 0 and 0 (the verdict)",
+         (long long)n3, (long long)c3);
+  CHECKF(same_bits(v1, v3), "the verdict's kernel gave different values without BEAM");
   kiln_reset_caches();
 }

@@ -39,9 +39,12 @@ bool kn_search_budget_left(void) {
 }
 void kn_search_charge(double seconds) { spent += seconds; }
 
+/* a kernel the search handles: a reduce, on a device that compiles source, tuning on */
+static bool searchable(const kn_device *d, const kn_kernel *k) {
+  return env_int("KILN_TUNE", 1) != 0 && d->dialect && k->name[0] == 'r';
+}
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k) {
-  if (env_int("KILN_TUNE", 1) == 0 || !d->dialect || k->name[0] != 'r') return false;
-  return k->flops >= (kn_beam_width() > 0 ? BEAM_MIN_FLOPS : TUNE_MIN_FLOPS);
+  return searchable(d, k) && k->flops >= (kn_beam_width() > 0 ? BEAM_MIN_FLOPS : TUNE_MIN_FLOPS);
 }
 
 /* ---- candidates of the default search, as upcast factors and SPLIT lanes ---- */
@@ -300,16 +303,24 @@ static kn_kernel *read_verdict(const char *path, const kn_sched_item *it, kn_dev
   return k;
 }
 
-/* Returns the kernel to use: k0 (the heuristic's) or a faster lowering of the same item. */
-kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
-                     uint64_t k2) {
+kn_kernel *kn_search_cached(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
+                            uint64_t k2) {
+  if (!searchable(d, k0)) return k0;
   char path[1200];
   tune_path(path, sizeof path, k1, k2, d);
   kn_kernel *v = read_verdict(path, it, d);
-  if (v) {
-    kn_kernel_free(k0);
-    return v;
-  }
+  if (!v) return k0;
+  kn_kernel_free(k0);
+  return v;
+}
+
+/* Returns the kernel to use: k0 (the heuristic's) or a faster lowering of the same item. */
+kn_kernel *kn_search(const kn_sched_item *it, kn_device *d, kn_kernel *k0, uint64_t k1,
+                     uint64_t k2) {
+  kn_kernel *v = kn_search_cached(it, d, k0, k1, k2);
+  if (v != k0 || !kn_search_wanted(d, k0)) return v;
+  char path[1200];
+  tune_path(path, sizeof path, k1, k2, d);
   int width = kn_beam_width();
   if (!kn_search_budget_left()) {
     if (!over_told && kn_debug_level() >= 1)

@@ -122,8 +122,9 @@ static void prefetch_programs(const kn_schedule *s, const uint64_t *keys) {
     bool dup = false; /* the same kernel twice in one schedule: once */
     for (int j = 0; j < i && !dup; j++)
       dup = keys[2 * j] == keys[2 * i] && keys[2 * j + 1] == keys[2 * i + 1];
-    kn_kernel *k = dup ? NULL : kn_lower(it, &d->caps, NULL);
-    if (k && !(kn_search_wanted(d, k) && kn_search_budget_left())) {
+    kn_kernel *k = dup ? NULL : kn_lower(it, &d->caps, NULL), *k0 = k;
+    if (k) k = kn_search_cached(it, d, k, keys[2 * i], keys[2 * i + 1]);
+    if (k && !(k == k0 && kn_search_wanted(d, k) && kn_search_budget_left())) {
       char *src = kn_render(d->dialect, k);
       d->prefetch(d, k, src);
       free(src);
@@ -138,7 +139,7 @@ static prog *get_program(const kn_sched_item *it, int dev, uint64_t k1, uint64_t
   kn_device *d = kn_device_get(dev);
   if (nvrtc_check(it) < 0) return NULL;
   kn_kernel *k = kn_lower(it, &d->caps, NULL);
-  if (kn_search_wanted(d, k)) k = kn_search(it, d, k, k1, k2);
+  k = kn_search(it, d, k, k1, k2);
   if (kn_debug_level() >= 3 && k->opts.n) {
     char t[256];
     kn_opts_format(&k->opts, t, sizeof t);
