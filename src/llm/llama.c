@@ -492,7 +492,11 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
   if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 4, 0, B, 1), VALS(vc)));
 #undef KEYS
 #undef VALS
-  return kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hd});
+  T *r = kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hd});
+  /* a prompt chunk's output is stored in the projection's row order: the projection reading
+   * the sum of the two products through the permute ran 8x slower (SmolLM2, CPU); a decode
+   * step's is small enough to read in place */
+  return n > 1 ? kiln_contiguous(r) : r;
 }
 
 /* Builds the step's graph and realizes it, capturing its launches when asked (decode steps:
