@@ -135,6 +135,10 @@ kn_node *kn_node_make(int op, int dtype, int device, int ndim, const int64_t *sh
                       kn_node *const *src, const int64_t *arg, int narg, double cval);
 kn_node *kn_node_buffer(int dtype, int device, int ndim, const int64_t *shape,
                         struct kn_buffer *buf);
+/* Rows [r0, r1) of a stored tensor as a stored tensor of its own over the same memory (a
+ * buffer view): kernels read it from its start, so they do not depend on r0. NULL with an
+ * error where the device refuses the view (OpenCL: an offset off its base alignment). */
+kiln_tensor *kn_rows_view(kiln_tensor *x, int64_t r0, int64_t r1);
 /* A new identity view of v equal to no other node (so never shared), requiring grad if rg. */
 kn_node *kn_node_unique_view(kn_node *v, bool rg);
 

@@ -43,6 +43,7 @@ struct kiln_llm {
   T *inv_freq; /* (n_rot / 2) */
   layer *layers;
   int n_seq;          /* sequences, each with n_ctx rows of cache */
+  int chunk_seq;      /* the one sequence of the prompt chunk being built, else -1 */
   int64_t *pos;       /* [n_seq] tokens in each sequence's cache */
   float *pad_logits;  /* (n_seq, n_vocab): a batched decode's, when some rows are padding */
   struct step *steps; /* compiled and captured chunk shapes */
@@ -260,6 +261,7 @@ static int load_rope(kiln_llm *m) {
 /* Everything after the hyperparameters: the cache size, rope, layers, the output and the
  * embedding table. */
 static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx, int n_seq) {
+  m->chunk_seq = -1;
   bool old = kiln_set_grad_enabled(false);
   kiln_scope_begin();
   if (rc == 0 && (n_seq < 1 || n_seq > 256)) {
@@ -464,10 +466,16 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
  * joined, so the big reads (the cache) are plain loads. */
 /* The first B rows of each sequence's block of a cache buffer: (S, B, Hkv, hd). */
 static T *cached(const kiln_llm *m, T *cache, T *seqs, int64_t S, int64_t B) {
+  int64_t blk[4] = {S, B, m->n_head_kv, m->head_dim};
+  if (m->chunk_seq >= 0) { /* one sequence's prompt chunk: its rows read in place, no gather */
+    int64_t r0 = m->chunk_seq * m->n_ctx;
+    T *rows = kn_rows_view(cache, r0, r0 + B);
+    if (rows) return kiln_reshape(rows, 4, blk);
+    kiln_clear_error(); /* a device that refuses the view: the gather below */
+  }
   int64_t cb[3] = {m->n_seq, m->n_ctx, m->n_head_kv * m->head_dim};
   T *blocks = kiln_take(kiln_reshape(cache, 3, cb), seqs); /* (S, n_ctx, kvd) */
-  return kiln_reshape(kiln_slice(blocks, 1, 0, B, 1), 4,
-                      (int64_t[]){S, B, m->n_head_kv, m->head_dim});
+  return kiln_reshape(kiln_slice(blocks, 1, 0, B, 1), 4, blk);
 }
 
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t S, int64_t B,
@@ -622,7 +630,9 @@ static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t 
   /* decode steps are captured and replayed; a prompt chunk builds its graph each time, so
    * its (n times larger) intermediates are freed as soon as it is done */
   bool capture = n == 1;
+  m->chunk_seq = S == 1 && !capture ? seqs[0] : -1;
   if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st, capture);
+  m->chunk_seq = -1;
   T *logits = st->outs[2 * m->n_layer];
   if (rc == 0) rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
   for (int64_t l = 0; rc == 0 && l < m->n_layer; l++)

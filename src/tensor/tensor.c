@@ -336,6 +336,22 @@ kiln_tensor *kiln_from_blob(kiln_dtype dt, int ndim, const int64_t *shape, const
   return wrap(n);
 }
 
+kiln_tensor *kn_rows_view(kiln_tensor *x, int64_t r0, int64_t r1) {
+  kn_node *n = x ? x->node : NULL;
+  if (!n || n->op != N_BUFFER || n->ndim < 1 || r0 < 0 || r1 < r0 || r1 > n->shape[0]) {
+    kn_err("rows view: rows [%lld, %lld) of a tensor that is not stored with that many",
+           (long long)r0, (long long)r1);
+    return NULL;
+  }
+  size_t row = (size_t)kn_numel(n->ndim - 1, n->shape + 1) * kiln_dtype_size(n->dtype);
+  kn_buffer *b = kn_buffer_view(n->buf, (size_t)r0 * row, (size_t)(r1 - r0) * row);
+  if (!b) return NULL;
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, n->shape, sizeof(int64_t) * (size_t)n->ndim);
+  shape[0] = r1 - r0;
+  return wrap(kn_node_buffer(n->dtype, n->device, n->ndim, shape, b));
+}
+
 int kiln_write_rows(kiln_tensor *dst, int64_t row, kiln_tensor *src) {
   return kiln_copy_rows(dst, row, src, 0, src && src->node->ndim ? src->node->shape[0] : 0);
 }
