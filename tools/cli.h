@@ -29,6 +29,7 @@ extern const char bench_train_usage[];
 
 /* info.c */
 int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 /* llm.c */
 int cmd_generate(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define INFO_LINE 100  /* characters of an array's elements shown before "..." */
@@ -110,5 +111,87 @@ int cmd_info(int argc, char **argv) {
   print_metadata(g);
   print_tensors(g);
   kiln_gguf_close(g);
+  return EXIT_OK;
+}
+
+/* ---- kiln tokenize: the ids (and pieces) a model's tokenizer makes of a text ---- */
+static const char tokenize_usage[] =
+    "usage: kiln tokenize [-m MODEL] [--ids] [--no-bos] [--special] TEXT\n"
+    "  prints each token of TEXT as `ID -> 'PIECE'` (--ids: the ids alone, as [1, 2, 3])\n"
+    "  -m MODEL    a GGUF file (default: the fetched SmolLM2); only its tokenizer is read\n"
+    "  --no-bos    no BOS token first, even where the model wants one\n"
+    "  --special   match control-token texts such as <|im_start|> in TEXT (default: plain text)\n";
+
+/* a piece with control characters, quotes and backslashes escaped */
+static void print_piece(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c == '\n') printf("\\n");
+    else if (c == '\t') printf("\\t");
+    else if (c == '\r') printf("\\r");
+    else if (c == '\'' || c == '\\') printf("\\%c", c);
+    else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+    else putchar(c);
+  }
+}
+
+int cmd_tokenize(int argc, char **argv) {
+  const char *model = NULL, *text = NULL;
+  bool ids_only = false, bos = true, special = false;
+  for (int i = 1; i < argc; i++) {
+    int missing = 0;
+    const char *v;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("%s", tokenize_usage);
+      return EXIT_OK;
+    } else if ((v = flag_value(argc, argv, &i, "-m", &missing)))
+      model = v;
+    else if (missing)
+      return usage_error("tokenize: -m needs a file");
+    else if (!strcmp(argv[i], "--ids"))
+      ids_only = true;
+    else if (!strcmp(argv[i], "--no-bos"))
+      bos = false;
+    else if (!strcmp(argv[i], "--special"))
+      special = true;
+    else if (argv[i][0] == '-' && argv[i][1])
+      return usage_error("tokenize: unknown flag '%s' (kiln tokenize --help)", argv[i]);
+    else if (text)
+      return usage_error("tokenize: one TEXT only (quote it), got '%s' too", argv[i]);
+    else
+      text = argv[i];
+  }
+  if (!text) return usage_error("tokenize: missing TEXT (kiln tokenize --help)");
+  if (!model && !(model = default_model()))
+    return usage_error("tokenize: no model given and none in the cache (pass -m MODEL.gguf)");
+  kiln_clear_error();
+  kiln_gguf *g = kiln_gguf_open(model);
+  kiln_tokenizer *t = g ? kiln_tokenizer_from_gguf(g) : NULL;
+  kiln_gguf_close(g);
+  if (!t) return runtime_error("tokenize");
+  size_t len = strlen(text);
+  bool add_bos = bos && kiln_tokenizer_add_bos(t);
+  int64_t cap = (int64_t)len + 2, n;
+  int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+  if (!ids || (n = kiln_tokenize(t, text, len, add_bos, special, ids, cap)) < 0) {
+    free(ids);
+    kiln_tokenizer_free(t);
+    return runtime_error("tokenize");
+  }
+  if (ids_only) {
+    printf("[");
+    for (int64_t i = 0; i < n; i++)
+      printf("%s%d", i ? ", " : "", ids[i]);
+    printf("]\n");
+  } else
+    for (int64_t i = 0; i < n; i++) {
+      size_t pl = 0;
+      const char *p = kiln_token_piece(t, ids[i], true, &pl);
+      printf("%6d -> '", ids[i]);
+      print_piece(p ? p : "", p ? pl : 0);
+      printf("'\n");
+    }
+  free(ids);
+  kiln_tokenizer_free(t);
   return EXIT_OK;
 }

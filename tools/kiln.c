@@ -304,6 +304,8 @@ static const command commands[] = {
     {"bench", cmd_bench, "<benchmark> [flags]",
      "run a benchmark (bench matmul, bench train, bench llm)"},
     {"info", cmd_info, "MODEL.gguf", "check a GGUF file and print its metadata and tensors"},
+    {"tokenize", cmd_tokenize, "[-m MODEL] [--ids] TEXT",
+     "print the tokens a model's tokenizer makes of TEXT (kiln tokenize --help)"},
     {"tune", cmd_tune, "[--beam N] <command> [args]",
      "run a command with the kernel search unbounded, caching what it finds"},
     {"version", cmd_version, "", "print the version"},

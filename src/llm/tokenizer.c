@@ -824,14 +824,12 @@ kiln_tokenizer *kn_tokenizer_build(const kn_tok_spec *sp) {
   const pre_kind *pk = NULL;
   if (kind == KIND_BPE) {
     const char *pre = sp->pre && sp->pre[0] ? sp->pre : "default";
-    if (!(pk = find_pre(pre))) {
-      char names[512];
-      size_t k = 0;
-      for (size_t i = 0; i < sizeof g_pre / sizeof g_pre[0] && k < sizeof names - 32; i++)
-        k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? ", " : "", g_pre[i].name);
-      kn_err("tokenizer: unsupported pre-tokenizer '%s' (tokenizer.ggml.pre; supported: %s)", pre,
-             names);
-      return NULL;
+    if (!(pk = find_pre(pre))) { /* a model newer than kiln: the default split, said once */
+      fprintf(stderr,
+              "kiln: tokenizer: unknown pre-tokenizer '%.64s' (tokenizer.ggml.pre); using the "
+              "default one, so some texts may split differently than the model expects\n",
+              pre);
+      pk = find_pre("default");
     }
     if (sp->n_merges <= 0) {
       kn_err("tokenizer: a gpt2 tokenizer needs merges (tokenizer.ggml.merges)");

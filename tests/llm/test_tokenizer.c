@@ -395,9 +395,9 @@ TEST(tok_errors) {
   CHECK(!kn_tokenizer_build(&sp));
   CHECK_CONTAINS(kiln_error(), "'bert'");
   kiln_clear_error();
-  sp.model = "gpt2", sp.pre = "nonsense";
-  CHECK(!kn_tokenizer_build(&sp));
-  CHECK_CONTAINS(kiln_error(), "'nonsense'");
+  sp.model = "gpt2", sp.pre = "nonsense"; /* an unknown pre-tokenizer is the default one */
+  CHECK(!kn_tokenizer_build(&sp));       /* and the next check says what is missing */
+  CHECK_CONTAINS(kiln_error(), "merges");
   kiln_clear_error();
   sp.pre = "gpt-2";
   CHECK(!kn_tokenizer_build(&sp)); /* no merges */
@@ -416,7 +416,7 @@ TEST(tok_errors) {
 enum { GT_U32 = 4, GT_I32 = 5, GT_F32 = 6, GT_BOOL = 7, GT_STR = 8, GT_ARR = 9 };
 
 /* A vocabulary-only GGUF: what = 0 valid, 1 no model key, 2 tokens as integers, 3 a token_type
- * array shorter than the tokens, 4 an unknown pre-tokenizer. */
+ * array shorter than the tokens, 4 an unknown pre-tokenizer (loads, with the default split). */
 static bool write_vocab(const char *path, int what) {
   static const char *toks[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "h", "i", "hi"};
   gw_buf b = {0};
@@ -452,7 +452,7 @@ TEST(tok_gguf_metadata) {
   REQUIRE(test_tmp_dir(dir, sizeof dir));
   snprintf(path, sizeof path, "%s/vocab.gguf", dir);
   static const char *const want_err[] = {NULL, "tokenizer.ggml.model", "tokenizer.ggml.tokens",
-                                         "tokenizer.ggml.token_type", "'klingon'"};
+                                         "tokenizer.ggml.token_type", NULL};
   for (int what = 0; what < 5; what++) {
     test_set_context("case %d", what);
     CHECK(write_vocab(path, what));
