@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <unistd.h>
 
 typedef kiln_tensor T;
 
@@ -209,7 +210,33 @@ static int check_hparams(kiln_llm *m) {
     return -1;
   }
   m->head_dim = m->n_embd / m->n_head;
+  if (m->n_ctx_train < 1 || m->n_ctx_train > (1 << 24)) {
+    kn_err("llm: context length %lld (1 to %d)", (long long)m->n_ctx_train, 1 << 24);
+    return -1;
+  }
   return 0;
+}
+
+/* The cache rows of each sequence: as asked (at most the trained length), or else the trained
+ * length cut to what a quarter of the machine's memory holds (a 1M-token model run without
+ * --ctx gets a cache that fits, not a failed allocation). */
+static int64_t pick_ctx(const kiln_llm *m, int64_t asked, int n_seq) {
+  double row = 2.0 * 4 * (double)(m->n_layer * m->n_head_kv * m->head_dim) * n_seq; /* K, V */
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  double mem = pages > 0 && page > 0 ? (double)pages * (double)page : 8e9;
+  int64_t c = asked > 0 && asked < m->n_ctx_train ? asked : m->n_ctx_train;
+  if (c * row <= mem / 4) return c;
+  if (asked > 0 && c * row <= mem / 2) return c; /* asked for: allowed up to half */
+  if (asked > 0) {
+    kn_err("llm: a cache of %lld tokens x %d sequences needs %.1f GB, and this machine has "
+           "%.1f GB (a smaller --ctx)", (long long)c, n_seq, c * row / 1e9, mem / 1e9);
+    return -1;
+  }
+  int64_t fit = (int64_t)(mem / 4 / row) / 256 * 256;
+  fit = fit < 256 ? 256 : fit;
+  fprintf(stderr, "kiln: llm: context cut from %lld to %lld tokens to fit memory (--ctx sets it)\n",
+          (long long)m->n_ctx_train, (long long)fit);
+  return fit;
 }
 
 /* The rope dims and the embedding table of a file's model. */
@@ -269,12 +296,12 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx, int n_seq) {
     rc = -1;
   }
   if (rc == 0) {
-    m->n_ctx = n_ctx > 0 ? n_ctx : m->n_ctx_train;
-    if (m->n_ctx > m->n_ctx_train) m->n_ctx = m->n_ctx_train;
+    m->n_ctx = pick_ctx(m, n_ctx, n_seq);
+    if (m->n_ctx < 0) rc = -1;
     m->n_seq = n_seq;
     m->pos = kn_xcalloc((size_t)n_seq, sizeof(int64_t));
     m->layers = kn_xcalloc((size_t)m->n_layer, sizeof(layer));
-    rc = load_rope(m);
+    if (rc == 0) rc = load_rope(m);
   }
   if (rc == 0) rc = load_layers(m);
   if (rc == 0) {
@@ -287,7 +314,7 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx, int n_seq) {
     T *table = rc == 0 && m->g ? kn_gguf_stored(m->g, "token_embd.weight") : NULL;
     if (rc == 0 && !m->output)
       m->output = m->g ? kiln_persist(kn_ggml_values(table, m->tok_embd->type, m->n_vocab,
-                                                     m->n_embd, m->n_embd % 16 == 0))
+                                                     m->n_embd, as_runs(m->n_embd)))
                        : weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
     double read = m->weight_bytes; /* a step reads one row of the table, not all of it */
     if (rc == 0)
