@@ -526,6 +526,8 @@ int64_t kiln_chat_tokenize(const kiln_tokenizer *tok, kiln_chat_template t, cons
  * after those already cached and writes the logits of the last one (all = false: n_vocab
  * floats) or of every one (n * n_vocab); the tokens join the cache. A full context is an error. */
 typedef struct kiln_llm kiln_llm;
+/* Whether kiln runs GGUF files of this general.architecture ("llama", "qwen2"). */
+bool kiln_llm_arch_supported(const char *arch);
 kiln_llm *kiln_llm_load(const char *path, int64_t n_ctx);
 void kiln_llm_free(kiln_llm *m);
 int kiln_llm_eval(kiln_llm *m, const int32_t *tokens, int64_t n, float *logits, bool all);

@@ -90,6 +90,31 @@ static void print_tensors(const kiln_gguf *g) {
   printf("\n");
 }
 
+/* Whether kiln supports the file's architecture and tensor types, and if not what it lacks
+ * (the architecture, or each type with how many tensors have it). */
+static void print_support(const kiln_gguf *g) {
+  const char *arch = kiln_gguf_get_str(g, "general.architecture");
+  int64_t count[256] = {0}, n = kiln_gguf_n_tensors(g);
+  bool types_ok = true;
+  for (int64_t i = 0; i < n; i++) {
+    int type = kiln_gguf_tensor_at(g, i)->type;
+    if (!kiln_dequantize_supported(type)) count[type & 255]++, types_ok = false;
+  }
+  bool arch_ok = kiln_llm_arch_supported(arch);
+  if (arch_ok && types_ok) {
+    printf("\nsupported by kiln: architecture %s and every tensor type\n", arch);
+    return;
+  }
+  printf("\nnot supported by kiln yet:");
+  if (!arch_ok)
+    printf(" architecture %s is not supported (llama and qwen2 are);", arch ? arch : "(none)");
+  for (int t = 0; t < 256; t++)
+    if (count[t])
+      printf(" %lld tensor%s of type %s (%d) not supported;", (long long)count[t],
+             count[t] > 1 ? "s" : "", kiln_ggml_type_name(t), t);
+  printf("\n");
+}
+
 int cmd_info(int argc, char **argv) {
   if (argc < 2) return usage_error("info: missing the model file (usage: kiln info MODEL.gguf)");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -110,6 +135,7 @@ int cmd_info(int argc, char **argv) {
          (long long)kiln_gguf_n_tensors(g));
   print_metadata(g);
   print_tensors(g);
+  print_support(g);
   kiln_gguf_close(g);
   return EXIT_OK;
 }

@@ -170,6 +170,10 @@ static int load_layers(kiln_llm *m) {
   return 0;
 }
 
+bool kiln_llm_arch_supported(const char *arch) {
+  return arch && (!strcmp(arch, "llama") || !strcmp(arch, "qwen2"));
+}
+
 static int check_hparams(kiln_llm *m);
 static int load_rope_dims(kiln_llm *m);
 static int load_hparams(kiln_llm *m) {
@@ -178,7 +182,7 @@ static int load_hparams(kiln_llm *m) {
     kn_err("llm: model metadata lacks 'general.architecture'");
     return -1;
   }
-  if (strcmp(arch, "llama") && strcmp(arch, "qwen2")) {
+  if (!kiln_llm_arch_supported(arch)) {
     kn_err("llm: architecture '%s' is not supported (llama and qwen2 are)", arch);
     return -1;
   }

@@ -985,6 +985,7 @@ TEST(gguf_kiln_info) {
   /* parameters: 12 + 5 + 128 + 32 + 512 + 512; bytes: the sum of nbytes */
   CHECK_CONTAINS(out, "1201 parameters");
   CHECK_CONTAINS(out, "872 bytes");
+  CHECK_CONTAINS(out, "supported by kiln: architecture llama and every tensor type");
 
   /* a bad file: exit 1 and the reader's message */
   b.n = 100;
