@@ -264,6 +264,14 @@ static int load_rope_dims(kiln_llm *m) {
     return -1;
   }
   m->n_vocab = m->tok_embd->dims[1];
+  /* the tokenizer may have fewer tokens than the table has rows (padding), never more */
+  int64_t k = kiln_gguf_find_key(m->g, "tokenizer.ggml.tokens");
+  int64_t nt = k >= 0 ? kiln_gguf_arr_len(m->g, k) : 0;
+  if (nt > m->n_vocab) {
+    kn_err("llm: the tokenizer has %lld tokens but token_embd.weight has %lld rows",
+           (long long)nt, (long long)m->n_vocab);
+    return -1;
+  }
   return 0;
 }
 
