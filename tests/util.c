@@ -125,3 +125,16 @@ const char *smollm2_path(char *buf, size_t n) {
   }
   return kiln_model_find("SmolLM2", buf, n);
 }
+
+void test_unescape(char *s) {
+  char *w = s;
+  for (; *s; s++) {
+    if (*s != '\\' || !s[1]) {
+      *w++ = *s;
+      continue;
+    }
+    s++;
+    *w++ = *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
+  }
+  *w = 0;
+}

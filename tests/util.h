@@ -28,6 +28,8 @@ char *test_run_alloc(const char *cmd, int *rc);
 
 /* A fresh directory under $TMPDIR (or /tmp) written into dir; false if it could not be made. */
 bool test_tmp_dir(char *dir, size_t n);
+/* Undoes the \\n, \\r, \\t and \\\\ escapes of a fixture line, in place. */
+void test_unescape(char *s);
 
 /* Removes dir and everything in it. */
 void test_tmp_dir_remove(const char *dir);

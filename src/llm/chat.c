@@ -83,7 +83,7 @@ static void put(sbuf *b, const char *s) { kn_sbuf_put(b, s, strlen(s)); }
  * str.isspace, which Jinja's trim and the templates' .strip() use: ASCII \t-\r, \x1c-\x20 and
  * the Unicode spaces (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F,
  * U+3000), here in UTF-8. */
-static size_t space_at(const unsigned char *s, size_t n) {
+size_t kn_py_space_at(const unsigned char *s, size_t n) {
   if (n >= 1 && ((s[0] >= 0x09 && s[0] <= 0x0d) || (s[0] >= 0x1c && s[0] <= 0x20))) return 1;
   if (n >= 2 && s[0] == 0xc2 && (s[1] == 0x85 || s[1] == 0xa0)) return 2;
   if (n >= 3 && s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80) return 3;
@@ -101,13 +101,13 @@ static void strip_span(const char *s, bool left, bool right, size_t *start, size
   const unsigned char *u = (const unsigned char *)s;
   size_t n = strlen(s), a = 0, w;
   if (left)
-    while (a < n && (w = space_at(u + a, n - a)))
+    while (a < n && (w = kn_py_space_at(u + a, n - a)))
       a += w;
   size_t end = n;
   if (right) {
     end = a;
     for (size_t i = a; i < n;) {
-      w = space_at(u + i, n - i);
+      w = kn_py_space_at(u + i, n - i);
       i += w ? w : 1;
       if (!w) end = i;
     }

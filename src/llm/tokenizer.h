@@ -44,5 +44,8 @@ int64_t kn_tokenizer_split(const kiln_tokenizer *t, const char *text, size_t len
                            int64_t cap);
 /* The token type of id (KN_TOK_*), or -1 for a bad id. */
 int kn_token_type(const kiln_tokenizer *t, int32_t id);
+/* Bytes of the Python white space character (str.isspace) at s, n bytes left; 0 if none
+ * (llm/chat.c). */
+size_t kn_py_space_at(const unsigned char *s, size_t n);
 
 #endif

@@ -10,19 +10,6 @@
 #include "util.h"
 
 /* ---- the reference file --------------------------------------------------------------------- */
-/* Undoes the script's \\n, \\r, \\t and \\\\ escapes in place. */
-static void unescape(char *s) {
-  char *w = s;
-  for (; *s; s++) {
-    if (*s != '\\' || !s[1]) {
-      *w++ = *s;
-      continue;
-    }
-    s++;
-    *w++ = *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
-  }
-  *w = 0;
-}
 
 #define MAX_MSGS 8
 typedef struct {
@@ -144,7 +131,7 @@ TEST(chat_matches_jinja_reference) {
       char *body = strchr(val, ' ');
       REQUIRE(body);
       *body++ = 0;
-      unescape(body);
+      test_unescape(body);
       kiln_chat_template want = kiln_chat_from_name(val), det = kiln_chat_detect(body);
       CHECKF(want != KILN_CHAT_UNKNOWN && det == want, "detect(%s template) = %d (%s), want %d: %s",
              val, det, kiln_chat_name(det) ? kiln_chat_name(det) : "?", want, test_errmsg());
@@ -161,11 +148,11 @@ TEST(chat_matches_jinja_reference) {
       char *content = strchr(val, ' ');
       REQUIRE(content);
       *content++ = 0;
-      unescape(content);
+      test_unescape(content);
       c.role[c.nmsg] = strdup(val);
       c.content[c.nmsg++] = strdup(content);
     } else if (!strcmp(line, "expect")) {
-      unescape(val);
+      test_unescape(val);
       c.expect = strdup(val);
     }
   }

@@ -6,22 +6,9 @@
 
 #include "internal.h"
 #include "llm/jinja.h"
+#include "llm/tokenizer.h"
 #include "test.h"
 #include "util.h"
-
-/* Undoes the script's \\n, \\r, \\t and \\\\ escapes in place. */
-static void unescape(char *s) {
-  char *w = s;
-  for (; *s; s++) {
-    if (*s != '\\' || !s[1]) {
-      *w++ = *s;
-      continue;
-    }
-    s++;
-    *w++ = *s == 'n' ? '\n' : *s == 'r' ? '\r' : *s == 't' ? '\t' : *s;
-  }
-  *w = 0;
-}
 
 #define MAX_MSGS 8
 #define MAX_PARTS 4
@@ -48,19 +35,6 @@ static void case_clear(jcase *c) {
   }
   free(c->bos), free(c->eos), free(c->expect), free(c->error);
   memset(c, 0, sizeof *c);
-}
-
-/* Length of the Python whitespace character at s, 0 if none. */
-static size_t py_space_at(const unsigned char *s, size_t n) {
-  if (n >= 1 && ((s[0] >= 9 && s[0] <= 13) || (s[0] >= 0x1c && s[0] <= 0x20))) return 1;
-  if (n >= 2 && s[0] == 0xc2 && (s[1] == 0x85 || s[1] == 0xa0)) return 2;
-  if (n >= 3 && s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80) return 3;
-  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 &&
-      (s[2] <= 0x8a || s[2] == 0xa8 || s[2] == 0xa9 || s[2] == 0xaf))
-    return 3;
-  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] == 0x9f) return 3;
-  if (n >= 3 && s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x80) return 3;
-  return 0;
 }
 
 static bool in_spans(const kn_jinja_span *sp, int n, size_t i) {
@@ -94,7 +68,7 @@ static bool check_mask(const char *what, const char *text, const kn_jinja_span *
       i++;
       continue;
     }
-    size_t w = py_space_at((const unsigned char *)text + i, len - i);
+    size_t w = kn_py_space_at((const unsigned char *)text + i, len - i);
     if (!w) {
       test_fail(__FILE__, __LINE__, "%s: byte %zu (\"%.20s\") is data but template text", what, i,
                 text + i);
@@ -182,7 +156,7 @@ TEST(jinja_matches_jinja2_reference) {
       char *body = strchr(val, ' ');
       REQUIRE(body && ntmpl < MAX_TMPLS);
       *body++ = 0;
-      unescape(body);
+      test_unescape(body);
       REQUIRE(strlen(body) < sizeof tmpls[0][1]);
       snprintf(tmpls[ntmpl][0], sizeof tmpls[0][0], "%s", val);
       snprintf(tmpls[ntmpl][1], sizeof tmpls[0][1], "%s", body);
@@ -191,26 +165,26 @@ TEST(jinja_matches_jinja2_reference) {
       case_clear(&c);
       in_case = sscanf(val, "%63s %63s", c.name, c.tmpl) == 2;
     } else if (!strcmp(line, "bos") || !strcmp(line, "eos")) {
-      unescape(val);
+      test_unescape(val);
       *(line[0] == 'b' ? &c.bos : &c.eos) = strdup(val);
     } else if (!strcmp(line, "gen")) {
       c.gen = atoi(val);
     } else if ((!strcmp(line, "msg") || !strcmp(line, "msgp")) && c.nmsg < MAX_MSGS) {
       char *content = line[3] ? NULL : strchr(val, ' ');
-      if (content) *content++ = 0, unescape(content);
+      if (content) *content++ = 0, test_unescape(content);
       c.msg[c.nmsg].role = strdup(val);
       c.msg[c.nmsg].content = content ? strdup(content) : NULL;
       c.msg[c.nmsg].parts = (const char *const *)c.parts[c.nmsg];
       c.nmsg++;
     } else if (!strcmp(line, "part") && c.nmsg && c.msg[c.nmsg - 1].nparts < MAX_PARTS) {
-      unescape(val);
+      test_unescape(val);
       kn_jinja_msg *m = &c.msg[c.nmsg - 1];
       c.parts[c.nmsg - 1][m->nparts++] = strdup(val);
     } else if (!strcmp(line, "expect")) {
-      unescape(val);
+      test_unescape(val);
       c.expect = strdup(val);
     } else if (!strcmp(line, "error")) {
-      unescape(val);
+      test_unescape(val);
       c.error = strdup(val);
     } else if (!strcmp(line, "mask")) {
       char *p = val;
@@ -419,7 +393,7 @@ TEST(jinja_mutations_fail_cleanly) {
     if (line[got - 1] == '\n') line[--got] = 0;
     char *body = strchr(line + 9, ' ');
     if (!body) continue;
-    unescape(++body);
+    test_unescape(++body);
     size_t n = strlen(body);
     char *t = malloc(n + 1);
     for (size_t cut = 0; cut <= n; cut += 3) {
