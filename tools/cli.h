@@ -3,6 +3,8 @@
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
 
+#include "kiln.h"
+
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 typedef int (*command_fn)(int argc, char **argv); /* argv[0] is the command's own name */
@@ -36,6 +38,12 @@ int cmd_chat(int argc, char **argv);
 int bench_llm(int argc, char **argv);
 extern const char generate_usage[], chat_usage[], bench_llm_usage[];
 const char *default_model(void); /* the fetched SmolLM2, or NULL */
+/* A sampling flag at argv[*i] (--temp, --top-k, --top-p, --min-p, --repeat-penalty,
+ * --repeat-last-n, --frequency-penalty, --presence-penalty, and --seed when seed) into sp:
+ * -1 when one was read (*i advanced), 0 when argv[*i] is none of them, else 1 + an exit code
+ * (a usage error, printed). */
+int sampling_flag(const char *cmd, int argc, char **argv, int *i, bool seed,
+                  kiln_sampler_params *sp);
 
 /* serve.c */
 int cmd_serve(int argc, char **argv);

@@ -30,6 +30,51 @@ static int parse_real(const char *s, double lo, double hi, double *out) {
   return 0;
 }
 
+int sampling_flag(const char *cmd, int argc, char **argv, int *i, bool seed,
+                  kiln_sampler_params *sp) {
+  static const struct {
+    const char *name;
+    double lo, hi;
+    bool integer;
+  } flags[] = {{"--temp", 0, 100, false},
+               {"--top-k", 0, 1 << 30, true},
+               {"--top-p", 1e-9, 1, false},
+               {"--min-p", 0, 1, false},
+               {"--repeat-penalty", 1e-6, 100, false},
+               {"--repeat-last-n", 0, 1 << 20, true},
+               {"--frequency-penalty", -100, 100, false},
+               {"--presence-penalty", -100, 100, false},
+               {"--seed", 0, 0x7fffffff, true}};
+  for (int f = 0; f < (int)(sizeof flags / sizeof *flags); f++) {
+    if (!seed && f == 8) break;
+    int missing = 0;
+    const char *v = flag_value(argc, argv, i, flags[f].name, &missing);
+    if (missing) return 1 + usage_error("%s: %s needs a value", cmd, flags[f].name);
+    if (!v) continue;
+    double x = 0;
+    long n = 0;
+    bool bad = flags[f].integer ? parse_int(v, (long)flags[f].lo, (long)flags[f].hi, &n) != 0
+                                : parse_real(v, flags[f].lo, flags[f].hi, &x) != 0;
+    if (bad)
+      return 1 + usage_error("%s: %s wants %s in %.10g..%.10g, got '%s'", cmd, flags[f].name,
+                             flags[f].integer ? "an integer" : "a number", flags[f].lo,
+                             flags[f].hi, v);
+    switch (f) {
+    case 0: sp->temperature = x; break;
+    case 1: sp->top_k = (int)n; break;
+    case 2: sp->top_p = x; break;
+    case 3: sp->min_p = x; break;
+    case 4: sp->repeat_penalty = x; break;
+    case 5: sp->repeat_last_n = (int)n; break;
+    case 6: sp->frequency_penalty = x; break;
+    case 7: sp->presence_penalty = x; break;
+    default: sp->seed = (uint64_t)n; break;
+    }
+    return -1;
+  }
+  return 0;
+}
+
 /* Parses the flags every LLM command shares; cmd names the command for messages. Returns -1
  * when done, or an exit code (help printed, usage error). */
 static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **argv, llm_opts *o) {
@@ -37,7 +82,7 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
   kiln_sampler_defaults(&o->sp);
   o->n_predict = -1, o->runs = 3, o->n_prompt = 128, o->batch = 1;
   for (int i = 1; i < argc; i++) {
-    int missing = 0;
+    int missing = 0, rc;
     const char *v;
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -49,11 +94,6 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
   if (parse_int(v, lo, hi, &dst))                                                                  \
   return usage_error("%s: %s wants an integer in %ld..%ld, got '%s'", cmd, what, (long)(lo),       \
                      (long)(hi), v)
-#define REAL(dst, lo, hi, what)                                                                    \
-  if (parse_real(v, lo, hi, &dst))                                                                 \
-  return usage_error("%s: %s wants a number in %g..%g, got '%s'", cmd, what, (double)(lo),         \
-                     (double)(hi), v)
-    long lv;
     if (FLAG("-m") || FLAG("--model"))
       o->model = v;
     else if (FLAG("-p") || FLAG("--prompt")) {
@@ -69,27 +109,8 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
       INT(o->runs, 1, 100, "--runs");
     } else if (FLAG("--batch")) {
       INT(o->batch, 1, 256, "--batch");
-    } else if (FLAG("--temp")) {
-      REAL(o->sp.temperature, 0, 100, "--temp");
-    } else if (FLAG("--top-k")) {
-      INT(lv, 0, 1 << 30, "--top-k");
-      o->sp.top_k = (int)lv;
-    } else if (FLAG("--top-p")) {
-      REAL(o->sp.top_p, 1e-9, 1, "--top-p");
-    } else if (FLAG("--min-p")) {
-      REAL(o->sp.min_p, 0, 1, "--min-p");
-    } else if (FLAG("--repeat-penalty")) {
-      REAL(o->sp.repeat_penalty, 1e-6, 100, "--repeat-penalty");
-    } else if (FLAG("--repeat-last-n")) {
-      INT(lv, 0, 1 << 20, "--repeat-last-n");
-      o->sp.repeat_last_n = (int)lv;
-    } else if (FLAG("--frequency-penalty")) {
-      REAL(o->sp.frequency_penalty, -100, 100, "--frequency-penalty");
-    } else if (FLAG("--presence-penalty")) {
-      REAL(o->sp.presence_penalty, -100, 100, "--presence-penalty");
-    } else if (FLAG("--seed")) {
-      INT(lv, 0, 0x7fffffffL, "--seed");
-      o->sp.seed = (uint64_t)lv;
+    } else if ((rc = sampling_flag(cmd, argc, argv, &i, true, &o->sp)) != 0) {
+      if (rc > 0) return rc - 1;
     } else if (FLAG("--device"))
       o->device = v;
     else if (!strcmp(cmd, "bench llm") && FLAG("--preset"))
@@ -108,7 +129,6 @@ static int parse_llm_opts(const char *cmd, const char *usage, int argc, char **a
       return usage_error("%s: unknown argument '%s'", cmd, a);
 #undef FLAG
 #undef INT
-#undef REAL
   }
   if (o->device && kiln_set_device(o->device) < 0) {
     fprintf(stderr, "kiln: %s: --device %s: %s\n", cmd, o->device, kiln_error());

@@ -10,7 +10,7 @@
 
 static const char serve_usage[] =
     "[-m MODEL] [--host 127.0.0.1] [--port 8080] [--parallel 4] [--ctx 4096] [--api-key KEY]\n"
-    "                  [--timeout 30] [--chat-template NAME] [--device D]";
+    "                  [--timeout 30] [--chat-template NAME] [--device D] [sampling]";
 
 static const char serve_help[] =
     "  Serves the model at http://HOST:PORT: a chat page at /, and an OpenAI-compatible API:\n"
@@ -19,6 +19,9 @@ static const char serve_help[] =
     "  --api-key KEY  /v1/ wants 'Authorization: Bearer KEY' (or set KILN_API_KEY)\n"
     "  --timeout S    drop a connection idle or trickling for S seconds\n"
     "  --port 0       any free port (the URL printed says which)\n"
+    "  sampling: [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+    "            [--repeat-last-n N] [--frequency-penalty F] [--presence-penalty P]:\n"
+    "                 the defaults of requests that do not set them (a seed is drawn per request)\n"
     "  SIGINT or SIGTERM stops it: requests in flight are cancelled, exit status 0.\n";
 
 static void on_signal(int sig) {
@@ -39,7 +42,7 @@ int cmd_serve(int argc, char **argv) {
   if (o.api_key && !*o.api_key) o.api_key = NULL;
   const char *device = NULL;
   for (int i = 1; i < argc; i++) {
-    int missing = 0;
+    int missing = 0, rc;
     long lv;
     const char *v, *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -72,7 +75,9 @@ int cmd_serve(int argc, char **argv) {
       o.api_key = v;
     } else if (FLAG("--chat-template"))
       o.chat_template = v;
-    else if (FLAG("--device"))
+    else if ((rc = sampling_flag("serve", argc, argv, &i, false, &o.sampling)) != 0) {
+      if (rc > 0) return rc - 1;
+    } else if (FLAG("--device"))
       device = v;
     else if (missing)
       return usage_error("serve: %s needs a value", a);
