@@ -24,8 +24,8 @@ static const kn_dialect *D; /* the dialect being rendered (set by kn_render) */
 static const char *ctype(int dt) { return kn_ctype(D, dt); }
 /* a op c in type dt. Integers wrap around, as kiln's semantics say: a dialect whose compiler
  * has no -fwrapv (D->wrap) computes them in unsigned arithmetic, where overflow is defined, so
- * its optimizer cannot assume that signed values never overflow (NVRTC miscompiled a max of
- * negated i32 values that way). Floats and the C dialect: the plain expression. */
+ * its optimizer cannot assume that signed values never overflow. Floats and the C dialect
+ * (compiled with -fwrapv): the plain expression. */
 static void int_arith(sbuf *b, int dt, const char *a, const char *op, const char *c) {
   if (D->wrap && kn_dtype_is_int(dt)) {
     const char *U = kn_dtype_bits(dt) > 32 ? "uint64_t" : "uint32_t";

@@ -421,8 +421,7 @@ TEST(codegen_vector_lanes) {
 }
 
 /* Integer + - * wrap around on every device. OpenCL C and CUDA C have no -fwrapv, so they are
- * written in unsigned arithmetic: NVRTC, free to assume that signed values never overflow,
- * turned max(-x) of i32 values into max(x) (found on an H200). The GROUP combine is folded by the
+ * written in unsigned arithmetic, where overflow is defined. The GROUP combine is folded by the
  * group's first work-item only: its loop has no trips in the others. */
 TEST(codegen_integers_wrap) {
   REQUIRE(kiln_set_device("INTERP") >= 0);
