@@ -749,10 +749,9 @@ static void opt_add(kn_opts *o, int op, int axis, int64_t amt) {
 }
 
 /* GROUP where a device has work-groups and a reduce's outputs are too few to keep it busy:
- * the innermost reduce axis that a group of 16 to 64 work-items divides. Every work-item of a
- * group folds the group's partials (GROUP's combine), so a group's cost grows with its square:
- * 64 keeps the combine a fraction of the reading, and groups of 64 still fill a GPU (it holds
- * 32 of them per multiprocessor). */
+ * the innermost reduce axis that a group of 16 to 64 work-items divides. The group's first
+ * work-item folds the partials one after another (GROUP's combine): 64 keeps that fold a small
+ * part of the reading, and groups of 64 still fill a GPU (it holds 32 per multiprocessor). */
 static bool pick_grouped(const kn_sched_item *it, const kn_devcaps *caps, int ng,
                          const int64_t *gshape, kn_opts *o) {
   if (!it->reduce || caps->pool || !(caps->opts & KN_OPT_BIT(KN_OPT_GROUP))) return false;
