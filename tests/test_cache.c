@@ -13,13 +13,18 @@
 #include "check.h"
 
 /* ---- walking the cache directory ------------------------------------------------------------ */
-#define MAX_FILES 4096
-static char *g_files[MAX_FILES];
-static int g_nfiles;
+static char **g_files; /* every file (paths in the test's arena), however many the earlier
+                         tests left: thousands */
+static int g_nfiles, g_cap;
 
 static int collect(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
   (void)st, (void)ftw;
-  if (flag == FTW_F && g_nfiles < MAX_FILES) {
+  if (flag == FTW_F) {
+    if (g_nfiles == g_cap) {
+      char **more = realloc(g_files, sizeof(char *) * (size_t)(g_cap ? 2 * g_cap : 4096));
+      if (!more) return 1; /* stops the walk */
+      g_files = more, g_cap = g_cap ? 2 * g_cap : 4096;
+    }
     g_files[g_nfiles] = ref_alloc(strlen(path) + 1);
     strcpy(g_files[g_nfiles++], path);
   }
