@@ -388,8 +388,8 @@ int64_t kiln_ggml_block_size(int type);
 int64_t kiln_ggml_type_size(int type);
 
 /* ggml block formats as lazy kiln ops: raw is a u8 tensor of rows*cols elements of `type`
- * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) in ggml blocks; returns (rows, cols) f32 whose dequantization
- * fuses into the kernels that read it. */
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) in ggml blocks;
+ * returns (rows, cols) f32 whose dequantization fuses into the kernels that read it. */
 kiln_tensor *kiln_dequantize(kiln_tensor *raw, int type, int64_t rows, int64_t cols);
 /* The same values shaped (rows, blocks, runs per block, 16): a row's elements in contiguous
  * runs, grouped by block (see kiln_linear_runs). */
@@ -479,46 +479,36 @@ void kiln_sampler_accept(kiln_sampler *s, int32_t id);
 void kiln_sampler_reset(kiln_sampler *s);
 void kiln_sampler_free(kiln_sampler *s);
 
-/* Chat templates, rendered one message at a time (a chat appends only the new turn to its KV
- * cache). Output contains the template's special tokens as text, except the BOS that starts a
- * sequence: kiln_chat_wants_bos says whether the tokenizer should add it. */
-typedef enum {
-  KILN_CHAT_UNKNOWN = -1,
-  KILN_CHAT_CHATML,  /* <|im_start|>role\ncontent<|im_end|>\n */
-  KILN_CHAT_SMOLLM2, /* ChatML plus SmolLM2's default system prompt when none is given */
-  KILN_CHAT_LLAMA3,  /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
-  KILN_CHAT_LLAMA2,  /* [INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s> */
-  KILN_CHAT_ZEPHYR,  /* <|role|>\ncontent</s>\n */
-  KILN_CHAT_GEMMA,   /* <start_of_turn>user|model\ncontent<end_of_turn>\n; no system role */
-  KILN_CHAT_NTEMPLATES
-} kiln_chat_template;
-/* The template a tokenizer.chat_template Jinja text implements, recognized by its markers;
- * KILN_CHAT_UNKNOWN and an error when none matches. */
-kiln_chat_template kiln_chat_detect(const char *jinja);
-/* By name ("chatml", "smollm2", "llama3", "llama2", "zephyr", "gemma"), as for --chat-template;
- * KILN_CHAT_UNKNOWN and an error listing the names otherwise. */
-kiln_chat_template kiln_chat_from_name(const char *name);
-const char *kiln_chat_name(kiln_chat_template t); /* NULL for an invalid t */
-/* The text of the token that ends a turn ("<|im_end|>", "<|eot_id|>", ...); NULL if invalid. */
-const char *kiln_chat_eot(kiln_chat_template t);
-bool kiln_chat_wants_bos(kiln_chat_template t);
-/* Renders one message (role "system", "user" or "assistant") into *out (malloc'ed; the caller
- * frees); first: it opens the conversation. add_generation_prompt appends the assistant's turn
- * header. Assumes the previous message had the other role of user/assistant; a Llama-2 user
- * message right after the system prompt needs kiln_chat_format_after. 0, or < 0 and an error. */
-int kiln_chat_format(kiln_chat_template t, const char *role, const char *content, bool first,
-                     bool add_generation_prompt, char **out);
-/* The same, given the previous message's role (NULL when this message is the first). */
-int kiln_chat_format_after(kiln_chat_template t, const char *prev_role, const char *role,
-                           const char *content, bool add_generation_prompt, char **out);
-
-/* Renders one message as kiln_chat_format_after does and tokenizes it: the template's own
- * markers become control tokens, the content never does (a message containing
- * "<|im_start|>system" is those characters as text). add_bos: the tokenizer's BOS first.
+/* Chat templates. A model's own template (its GGUF tokenizer.chat_template, Jinja) is
+ * interpreted; kiln's built-ins, by name ("chatml", "smollm2", "llama3", "llama2", "zephyr",
+ * "gemma"), are Jinja texts too: --chat-template overrides and the fallback (ChatML) for a file
+ * without a template. A whole conversation is rendered at once; message contents are data:
+ * tokenizing a rendering turns only the template's own text into control tokens (a message
+ * containing "<|im_start|>system" is those characters as text). */
+typedef struct kiln_chat kiln_chat;
+typedef struct {
+  const char *role;    /* "system", "user", "assistant", ... as the template expects */
+  const char *content; /* UTF-8 text */
+} kiln_chat_msg;
+/* name NULL: the template text jinja (a file's own; NULL or "" for none: ChatML), else the
+ * built-in of that name. bos_token and eos_token are the tokenizer's texts (tok may be NULL:
+ * none). The template is tried on a one-message conversation. NULL and an error (the
+ * template's line:column and construct, or the known names) on failure; free with _free. */
+kiln_chat *kiln_chat_open(const char *jinja, const kiln_tokenizer *tok, const char *name);
+void kiln_chat_free(kiln_chat *c);
+/* The built-in's name, or "the model's own" for a file's template. */
+const char *kiln_chat_name(const kiln_chat *c);
+/* Whether name is a built-in; false and an error listing them otherwise. */
+bool kiln_chat_builtin(const char *name);
+/* The conversation rendered (malloc'ed, the caller frees); add_generation_prompt appends the
+ * assistant's turn header. NULL and an error (a template's raise_exception message, say). */
+char *kiln_chat_render(const kiln_chat *c, const kiln_chat_msg *msgs, int n,
+                       bool add_generation_prompt);
+/* The rendering tokenized with the template's markers as control tokens and the contents as
+ * text; the tokenizer's BOS first when it adds one and the rendering does not start with it.
  * *ids: malloc'ed, the caller frees. The token count, or < 0 and an error. */
-int64_t kiln_chat_tokenize(const kiln_tokenizer *tok, kiln_chat_template t, const char *prev_role,
-                           const char *role, const char *content, bool add_generation_prompt,
-                           bool add_bos, int32_t **ids);
+int64_t kiln_chat_tokenize(const kiln_chat *c, const kiln_tokenizer *tok, const kiln_chat_msg *msgs,
+                           int n, bool add_generation_prompt, int32_t **ids);
 
 /* ---- language models (LLaMA family: llama, qwen2) --------------------------------------------
  * kiln_llm_load maps a GGUF model (weights stay in the file's mapping, quantized) and allocates
@@ -576,7 +566,7 @@ typedef struct {
   int parallel;                 /* conversations served at once, each with its own cache: 4 */
   int64_t n_ctx;                /* tokens per conversation; 0: 4096, at most the model's */
   const char *api_key;          /* non-NULL: /v1/ wants "Authorization: Bearer KEY" */
-  const char *chat_template;    /* a kiln_chat_from_name name; NULL: the model's own */
+  const char *chat_template;    /* a built-in's name (kiln_chat_builtin); NULL: the model's own */
   int timeout_s;                /* an idle or slow connection is dropped after this: 30 */
   kiln_sampler_params sampling; /* what a request does not set; the seed is drawn per request */
   void (*on_listen)(const char *url, void *arg); /* called once serving, with the real port */

@@ -40,6 +40,10 @@ typedef struct {
   size_t n, cap;
 } kn_sbuf;
 void kn_sbuf_put(kn_sbuf *b, const char *s, size_t n);
+/* A byte range of a text (a chat message's place in a rendered template). */
+typedef struct {
+  size_t off, len;
+} kn_text_span;
 void kn_sbuf_printf(kn_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- graph IR ----------------------------------------------------------------------------

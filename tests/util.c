@@ -138,3 +138,18 @@ void test_unescape(char *s) {
   }
   *w = 0;
 }
+
+/* Bytes of the Python white space character (str.isspace) at s, n bytes left, 0 if none: ASCII
+ * \t-\r, \x1c-\x20 and the Unicode spaces (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028,
+ * U+2029, U+202F, U+205F, U+3000), in UTF-8. */
+size_t test_py_space_at(const unsigned char *s, size_t n) {
+  if (n >= 1 && ((s[0] >= 0x09 && s[0] <= 0x0d) || (s[0] >= 0x1c && s[0] <= 0x20))) return 1;
+  if (n >= 2 && s[0] == 0xc2 && (s[1] == 0x85 || s[1] == 0xa0)) return 2;
+  if (n >= 3 && s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80) return 3;
+  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 &&
+      (s[2] <= 0x8a || s[2] == 0xa8 || s[2] == 0xa9 || s[2] == 0xaf))
+    return 3;
+  if (n >= 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] == 0x9f) return 3;
+  if (n >= 3 && s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x80) return 3;
+  return 0;
+}

@@ -30,6 +30,8 @@ char *test_run_alloc(const char *cmd, int *rc);
 bool test_tmp_dir(char *dir, size_t n);
 /* Undoes the \\n, \\r, \\t and \\\\ escapes of a fixture line, in place. */
 void test_unescape(char *s);
+/* Bytes of the Python white space character (str.isspace) at s, n bytes left; 0 if none. */
+size_t test_py_space_at(const unsigned char *s, size_t n);
 
 /* Removes dir and everything in it. */
 void test_tmp_dir_remove(const char *dir);

@@ -57,18 +57,36 @@ int sampling_flag(const char *cmd, int argc, char **argv, int *i, bool seed,
                                 : parse_real(v, flags[f].lo, flags[f].hi, &x) != 0;
     if (bad)
       return 1 + usage_error("%s: %s wants %s in %.10g..%.10g, got '%s'", cmd, flags[f].name,
-                             flags[f].integer ? "an integer" : "a number", flags[f].lo,
-                             flags[f].hi, v);
+                             flags[f].integer ? "an integer" : "a number", flags[f].lo, flags[f].hi,
+                             v);
     switch (f) {
-    case 0: sp->temperature = x; break;
-    case 1: sp->top_k = (int)n; break;
-    case 2: sp->top_p = x; break;
-    case 3: sp->min_p = x; break;
-    case 4: sp->repeat_penalty = x; break;
-    case 5: sp->repeat_last_n = (int)n; break;
-    case 6: sp->frequency_penalty = x; break;
-    case 7: sp->presence_penalty = x; break;
-    default: sp->seed = (uint64_t)n; break;
+    case 0:
+      sp->temperature = x;
+      break;
+    case 1:
+      sp->top_k = (int)n;
+      break;
+    case 2:
+      sp->top_p = x;
+      break;
+    case 3:
+      sp->min_p = x;
+      break;
+    case 4:
+      sp->repeat_penalty = x;
+      break;
+    case 5:
+      sp->repeat_last_n = (int)n;
+      break;
+    case 6:
+      sp->frequency_penalty = x;
+      break;
+    case 7:
+      sp->presence_penalty = x;
+      break;
+    default:
+      sp->seed = (uint64_t)n;
+      break;
     }
     return -1;
   }
@@ -198,18 +216,42 @@ static int32_t *tokenize(const kiln_tokenizer *t, const char *text, bool bos, bo
   }
 }
 
+/* What a reply streamed: its token ids (those fed to the cache) and its text. */
+typedef struct {
+  int32_t *ids;
+  int64_t n;
+  char *text;
+  size_t len;
+} reply;
+static bool reply_text(reply *r, const char *s, size_t n) {
+  char *t = realloc(r->text, r->len + n + 1);
+  if (!t) return false;
+  memcpy(t + r->len, s, n);
+  r->text = t, r->len += n, t[r->len] = 0;
+  return true;
+}
+static void put_text(reply *r, const char *s, size_t n, bool *ok) {
+  fwrite(s, 1, n, stdout);
+  if (r && !reply_text(r, s, n)) *ok = false;
+}
+
 /* Samples and streams up to max tokens after the logits in s->logits, feeding each one back
  * (so the cache holds the whole reply); stops at an end-of-generation token (not fed) or a
- * full context. Returns the number of tokens generated, or < 0 on error. */
-static int64_t stream(session *s, kiln_sampler *smp, int64_t max, bool *hit_eog, bool *ctx_full) {
+ * full context. r (may be NULL) gets the tokens fed and the text. Returns the number of tokens
+ * generated, or < 0 on error. */
+static int64_t stream(session *s, kiln_sampler *smp, int64_t max, bool *hit_eog, bool *ctx_full,
+                      reply *r) {
   kiln_detok *d = kiln_detok_new(s->tok, false);
   char buf[512];
   int64_t got = 0, w;
+  bool ok = d != NULL;
   *hit_eog = *ctx_full = false;
-  while (got < max) {
+  int64_t cap = max < 4096 ? max + 1 : 4096;
+  if (r && !(r->ids = malloc(sizeof(int32_t) * (size_t)cap))) ok = false;
+  while (ok && got < max) {
     int32_t id = kiln_sample(smp, s->logits, kiln_llm_n_vocab(s->m));
     if (id < 0) {
-      got = -1;
+      ok = false;
       break;
     }
     if (kiln_token_is_eog(s->tok, id)) {
@@ -218,22 +260,30 @@ static int64_t stream(session *s, kiln_sampler *smp, int64_t max, bool *hit_eog,
     }
     got++;
     for (int32_t t = id; (w = kiln_detok_push(d, t, buf, sizeof buf)) > 0; t = -1)
-      fwrite(buf, 1, (size_t)w, stdout);
+      put_text(r, buf, (size_t)w, &ok);
     fflush(stdout);
     if (kiln_llm_pos(s->m) >= kiln_llm_n_ctx(s->m)) {
       *ctx_full = true;
       break;
     }
     if (kiln_llm_eval(s->m, &id, 1, s->logits, false) < 0) {
-      got = -1;
+      ok = false;
       break;
     }
+    if (r && r->n == cap) {
+      int32_t *more = realloc(r->ids, sizeof(int32_t) * (size_t)(cap *= 2));
+      if (!more)
+        ok = false;
+      else
+        r->ids = more;
+    }
+    if (r && ok) r->ids[r->n++] = id;
   }
-  while ((w = kiln_detok_flush(d, buf, sizeof buf)) > 0)
-    fwrite(buf, 1, (size_t)w, stdout);
+  while (d && (w = kiln_detok_flush(d, buf, sizeof buf)) > 0)
+    put_text(r, buf, (size_t)w, &ok);
   fflush(stdout);
   kiln_detok_free(d);
-  return got;
+  return ok ? got : -1;
 }
 
 /* ---- kiln generate ----------------------------------------------------------------------- */
@@ -266,7 +316,7 @@ int cmd_generate(int argc, char **argv) {
   rc = kiln_llm_eval(s.m, ids, n, s.logits, false);
   double t1 = now_seconds();
   bool eog, full;
-  int64_t got = rc < 0 ? -1 : stream(&s, smp, o.n_predict, &eog, &full);
+  int64_t got = rc < 0 ? -1 : stream(&s, smp, o.n_predict, &eog, &full, NULL);
   double t2 = now_seconds();
   printf("\n");
   if (got < 0)
@@ -290,88 +340,107 @@ const char chat_usage[] =
     "[-m MODEL] [-s SYSTEM] [--chat-template NAME] [-n MAX] [--temp T] [--top-k K] [--top-p P] "
     "[--min-p P] [--repeat-penalty R] [--seed S] [--ctx N] [--device D]";
 
-/* what follows `b` in `a` when a starts with b; NULL otherwise */
-static const char *after_prefix(const char *a, const char *b) {
-  size_t n = strlen(b);
-  return strncmp(a, b, n) == 0 ? a + n : NULL;
-}
-
 typedef struct {
   session s;
-  kiln_chat_template tmpl;
+  kiln_chat *tmpl;
   kiln_sampler *smp;
-  char *closing;         /* what ends an assistant turn after its text, e.g. "<|im_end|>\n" */
-  const char *prev_role; /* NULL at the start of a conversation */
+  kiln_chat_msg *msgs; /* the conversation; contents malloc'ed */
+  int nmsg, cap;
+  int32_t *cached; /* the tokens in the model's cache, in order */
+  int64_t ncached, max_reply;
   const char *system;
-  int64_t max_reply;
 } chat;
 
-/* The text that closes an assistant reply: the rendered empty assistant message minus the
- * generation prompt's header. */
-static int chat_closing(chat *c) {
-  char *with = NULL, *without = NULL, *reply = NULL;
-  int rc = kiln_chat_format(c->tmpl, "user", "x", false, true, &with);
-  if (rc == 0) rc = kiln_chat_format(c->tmpl, "user", "x", false, false, &without);
-  if (rc == 0) rc = kiln_chat_format_after(c->tmpl, "user", "assistant", "", false, &reply);
-  if (rc == 0) {
-    const char *header = after_prefix(with, without),
-               *close = header ? after_prefix(reply, header) : NULL;
-    c->closing = strdup(close ? close : reply);
+static bool chat_push(chat *c, const char *role, char *content) {
+  if (!content) return false;
+  if (c->nmsg == c->cap) {
+    kiln_chat_msg *m = realloc(c->msgs, sizeof *m * (size_t)(c->cap = c->cap ? 2 * c->cap : 8));
+    if (!m) {
+      free(content);
+      return false;
+    }
+    c->msgs = m;
   }
-  free(with), free(without), free(reply);
+  c->msgs[c->nmsg++] = (kiln_chat_msg){role, content};
+  return true;
+}
+static void chat_pop_to(chat *c, int n) {
+  while (c->nmsg > n)
+    free((char *)c->msgs[--c->nmsg].content);
+}
+static void chat_set_cached(chat *c, int32_t *ids, int64_t n) {
+  free(c->cached);
+  c->cached = ids, c->ncached = n;
+}
+
+/* Renders the whole conversation with the generation prompt and evaluates the tokens past those
+ * already cached (a reply re-tokenized differently is re-evaluated from where it differs).
+ * 0, 1 when it does not fit the context, < 0. */
+static int chat_feed(chat *c) {
+  int32_t *ids;
+  int64_t n = kiln_chat_tokenize(c->tmpl, c->s.tok, c->msgs, c->nmsg, true, &ids);
+  if (n < 0) return -1;
+  if (n + 1 > kiln_llm_n_ctx(c->s.m)) {
+    free(ids);
+    return 1;
+  }
+  int64_t same = 0;
+  while (same < n - 1 && same < c->ncached && ids[same] == c->cached[same])
+    same++;
+  int rc = kiln_llm_rewind(c->s.m, same);
+  for (int64_t i = same; rc == 0 && i < n; i++)
+    kiln_sampler_accept(c->smp, ids[i]);
+  if (rc == 0) rc = kiln_llm_eval(c->s.m, ids + same, n - same, c->s.logits, false);
+  chat_set_cached(c, rc == 0 ? ids : NULL, rc == 0 ? n : 0);
+  if (rc) free(ids);
   return rc;
 }
 
-/* Renders and evaluates one message; returns 0, 1 when it does not fit the context, < 0. */
-static int chat_feed(chat *c, const char *role, const char *content, bool gen_prompt) {
-  bool bos = !c->prev_role && kiln_chat_wants_bos(c->tmpl) && kiln_tokenizer_add_bos(c->s.tok);
-  int32_t *ids;
-  int64_t n =
-      kiln_chat_tokenize(c->s.tok, c->tmpl, c->prev_role, role, content, gen_prompt, bos, &ids);
-  if (n < 0) return -1;
-  int rc = 0;
-  if (kiln_llm_pos(c->s.m) + n + 1 > kiln_llm_n_ctx(c->s.m))
-    rc = 1;
-  else {
-    for (int64_t i = 0; i < n; i++)
-      kiln_sampler_accept(c->smp, ids[i]);
-    rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
-    c->prev_role = role;
-  }
-  free(ids);
-  return rc;
+static char *dup_str(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  return d ? memcpy(d, s, n) : NULL;
 }
 
 static int chat_turn(chat *c, const char *line) {
-  if (!c->prev_role && c->system && *c->system) {
-    int rc = chat_feed(c, "system", c->system, false);
-    if (rc) return rc;
+  int before = c->nmsg;
+  bool ok = true;
+  if (!c->nmsg && c->system && *c->system) ok = chat_push(c, "system", dup_str(c->system));
+  if (ok) ok = chat_push(c, "user", dup_str(line));
+  int rc = ok ? chat_feed(c) : -1;
+  if (rc) { /* the turn is not part of the conversation */
+    chat_pop_to(c, before);
+    if (!ok) fprintf(stderr, "kiln: chat: out of memory\n");
+    return rc;
   }
-  int rc = chat_feed(c, "user", line, true);
-  if (rc) return rc;
   bool eog, full;
-  int64_t got = stream(&c->s, c->smp, c->max_reply, &eog, &full);
+  reply r = {0};
+  int64_t got = stream(&c->s, c->smp, c->max_reply, &eog, &full, &r);
   printf("\n");
   fflush(stdout);
-  if (got < 0) return -1;
-  if (full) return 1;
-  /* close the assistant turn in the cache, as the template would have rendered it */
-  int64_t n;
-  int32_t *ids = tokenize(c->s.tok, c->closing, false, true, &n);
-  if (!ids) return -1;
-  if (kiln_llm_pos(c->s.m) + n > kiln_llm_n_ctx(c->s.m))
-    rc = 1;
-  else
-    rc = kiln_llm_eval(c->s.m, ids, n, c->s.logits, false);
-  free(ids);
-  c->prev_role = "assistant";
-  return rc;
+  if (got >= 0 && r.n) { /* the reply's tokens follow the prompt in the cache */
+    int32_t *all = realloc(c->cached, sizeof(int32_t) * (size_t)(c->ncached + r.n));
+    if (all) {
+      memcpy(all + c->ncached, r.ids, sizeof(int32_t) * (size_t)r.n);
+      c->cached = all, c->ncached += r.n;
+    } else {
+      chat_set_cached(c, NULL, 0); /* forget it: the next turn is evaluated from the start */
+    }
+  }
+  free(r.ids);
+  if (got < 0) {
+    free(r.text);
+    return -1;
+  }
+  if (!chat_push(c, "assistant", r.text ? r.text : dup_str(""))) return -1;
+  return full ? 1 : 0;
 }
 
 static void chat_reset(chat *c) {
   kiln_llm_rewind(c->s.m, 0);
   kiln_sampler_reset(c->smp);
-  c->prev_role = NULL;
+  chat_pop_to(c, 0);
+  chat_set_cached(c, NULL, 0);
 }
 
 int cmd_chat(int argc, char **argv) {
@@ -384,13 +453,16 @@ int cmd_chat(int argc, char **argv) {
   if (o.n_ctx == 0) o.n_ctx = 4096;
   if ((rc = session_open(&c.s, "chat", &o)) >= 0) return rc;
   const char *jinja = kiln_gguf_get_str(kiln_llm_gguf(c.s.m), "tokenizer.chat_template");
-  c.tmpl = o.chat_template ? kiln_chat_from_name(o.chat_template)
-           : jinja         ? kiln_chat_detect(jinja)
-                           : KILN_CHAT_CHATML;
-  c.smp = c.tmpl == KILN_CHAT_UNKNOWN ? NULL : kiln_sampler_new(&o.sp);
-  if (!c.smp || chat_closing(&c) < 0) {
-    rc = o.chat_template || !jinja ? usage_error("chat: %s", kiln_error()) : runtime_error("chat");
-    kiln_sampler_free(c.smp), session_close(&c.s);
+  c.tmpl = kiln_chat_open(jinja, c.s.tok, o.chat_template);
+  c.smp = c.tmpl ? kiln_sampler_new(&o.sp) : NULL;
+  if (!c.smp) {
+    if (o.chat_template)
+      rc = usage_error("chat: %s", kiln_error());
+    else
+      rc = usage_error("chat: the model's chat template: %s (pass a built-in one with "
+                       "--chat-template NAME)",
+                       kiln_error());
+    kiln_chat_free(c.tmpl), session_close(&c.s);
     return rc;
   }
   fprintf(
@@ -429,7 +501,9 @@ int cmd_chat(int argc, char **argv) {
               (long long)kiln_llm_n_ctx(c.s.m));
   }
   free(line);
-  free(c.closing);
+  chat_reset(&c);
+  free(c.msgs);
+  kiln_chat_free(c.tmpl);
   kiln_sampler_free(c.smp);
   session_close(&c.s);
   return rc;

@@ -95,7 +95,7 @@ int cmd_serve(int argc, char **argv) {
                     "with scripts/fetch-model, or pass -m MODEL.gguf\n");
     return EXIT_USAGE;
   }
-  if (o.chat_template && kiln_chat_from_name(o.chat_template) == KILN_CHAT_UNKNOWN)
+  if (o.chat_template && !kiln_chat_builtin(o.chat_template))
     return usage_error("serve: %s", kiln_error());
   struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);

@@ -115,13 +115,13 @@ typedef struct {
   const char *s;
   size_t n;
   int nsp;
-  kn_jinja_span *sp; /* sorted, disjoint, non-empty */
+  kn_text_span *sp; /* sorted, disjoint, non-empty */
 } jstr;
 
 struct pb {
   char *s;
   size_t n, cap;
-  kn_jinja_span *sp;
+  kn_text_span *sp;
   int nsp, spcap;
 };
 
@@ -147,7 +147,7 @@ static void pb_span(R *r, pb *b, size_t off, size_t len) {
     b->sp = ar_grow(r, b->sp, sizeof *b->sp * (size_t)b->nsp, sizeof *b->sp * (size_t)cap);
     b->spcap = cap;
   }
-  b->sp[b->nsp++] = (kn_jinja_span){off, len};
+  b->sp[b->nsp++] = (kn_text_span){off, len};
 }
 
 static void pb_put(R *r, pb *b, const char *s, size_t n, bool data) {
@@ -3126,7 +3126,7 @@ __attribute__((noinline)) static void render(R *r, const char *tmpl, const kn_ji
 
 char *kn_jinja_render(const char *template_text, const kn_jinja_msg *msgs, int n,
                       bool add_generation_prompt, const char *bos_token, const char *eos_token,
-                      kn_jinja_span **data_spans, int *n_spans) {
+                      kn_text_span **data_spans, int *n_spans) {
   if (data_spans) *data_spans = NULL;
   if (n_spans) *n_spans = 0;
   if (!template_text) {

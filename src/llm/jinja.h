@@ -5,13 +5,7 @@
 #ifndef KN_JINJA_H
 #define KN_JINJA_H
 
-#include <stdbool.h>
-#include <stddef.h>
-
-/* A byte range of the rendered text that came from caller data. */
-typedef struct {
-  size_t off, len;
-} kn_jinja_span;
+#include "internal.h"
 
 /* One message: {role, content}. With nparts > 0, content is instead a list of
  * {"type": "text", "text": parts[i]} dicts (content may then be NULL). */
@@ -35,6 +29,11 @@ typedef struct {
  * count. */
 char *kn_jinja_render(const char *template_text, const kn_jinja_msg *msgs, int n,
                       bool add_generation_prompt, const char *bos_token, const char *eos_token,
-                      kn_jinja_span **data_spans, int *n_spans);
+                      kn_text_span **data_spans, int *n_spans);
+
+/* kiln_chat_open (chat.c) with the bos_token and eos_token texts given (NULL: none) instead of a
+ * tokenizer's. */
+kiln_chat *kn_chat_open_texts(const char *jinja, const char *name, const char *bos,
+                              const char *eos);
 
 #endif

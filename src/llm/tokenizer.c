@@ -548,11 +548,12 @@ static int32_t special_at(const kiln_tokenizer *t, const char *s, size_t n, bool
 
 int64_t kiln_tokenize(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
                       bool parse_special, int32_t *out, int64_t cap) {
-  return kn_tokenize_plain(t, text, len, add_bos, parse_special ? len : 0, len, out, cap);
+  kn_text_span all = {0, len};
+  return kn_tokenize_data(t, text, len, add_bos, &all, parse_special ? 0 : 1, out, cap);
 }
 
-int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
-                          size_t plain_lo, size_t plain_hi, int32_t *out, int64_t cap) {
+int64_t kn_tokenize_data(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
+                         const kn_text_span *data, int ndata, int32_t *out, int64_t cap) {
   if (!t || (!text && len)) {
     kn_err("tokenize: %s is NULL", t ? "text" : "tokenizer");
     return -1;
@@ -561,10 +562,13 @@ int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len,
     kn_err("tokenize: bad output buffer (cap %lld, out %s)", (long long)cap, out ? "set" : "NULL");
     return -1;
   }
-  if (plain_lo > plain_hi || plain_hi > len) {
-    kn_err("tokenize: plain-text span [%zu, %zu) is not inside the %zu bytes", plain_lo, plain_hi,
-           len);
-    return -1;
+  for (int k = 0; k < ndata; k++) {
+    size_t from = k ? data[k - 1].off + data[k - 1].len : 0;
+    if (!data || data[k].off < from || data[k].len > len || data[k].off > len - data[k].len) {
+      kn_err("tokenize: data span %d [%zu, +%zu) is not inside the %zu bytes after the last one", k,
+             data ? data[k].off : 0, data ? data[k].len : 0, len);
+      return -1;
+    }
   }
   if (len > (size_t)INT32_MAX / 4) {
     kn_err("tokenize: text of %zu bytes is too long (at most %d)", len, INT32_MAX / 4);
@@ -578,10 +582,13 @@ int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len,
   if (add_bos && t->bos >= 0) ivec_push(&ids, t->bos);
   bool prev_special = true; /* SentencePiece puts a space before text that follows one */
   size_t frag = 0;
+  int k = 0; /* the first data span that does not end at or before i */
   for (size_t i = 0; i <= len && rc == 0;) {
-    /* control tokens outside the plain span only, and none that reaches into it */
-    bool plain = i >= plain_lo && i < plain_hi;
-    size_t room = i < plain_lo ? plain_lo - i : len - i;
+    while (k < ndata && data[k].off + data[k].len <= i)
+      k++;
+    /* control tokens outside the data spans only, and none that reaches into one */
+    bool plain = k < ndata && i >= data[k].off;
+    size_t room = k < ndata && !plain ? data[k].off - i : len - i;
     int32_t sp = i < len ? special_at(t, text + i, plain ? len - i : room, !plain) : -1;
     if (sp < 0 && i < len) {
       i++;

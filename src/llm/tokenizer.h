@@ -3,7 +3,7 @@
 #ifndef KN_TOKENIZER_H
 #define KN_TOKENIZER_H
 
-#include "kiln.h"
+#include "internal.h"
 
 /* Token types, numbered as in tokenizer.ggml.token_type. */
 enum {
@@ -34,18 +34,16 @@ typedef struct {
 /* A spec with every id and flag "not given". */
 kn_tok_spec kn_tok_spec_init(void);
 kiln_tokenizer *kn_tokenizer_build(const kn_tok_spec *spec);
-/* kiln_tokenize with control tokens matched only outside text[plain_lo, plain_hi) (and none
- * that would reach into it): a chat template's markers around a message whose text is data. */
-int64_t kn_tokenize_plain(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
-                          size_t plain_lo, size_t plain_hi, int32_t *out, int64_t cap);
+/* kiln_tokenize with control tokens matched only outside the data spans (sorted, disjoint), and
+ * none that would reach into one: a chat template's markers around messages whose text is data.
+ * (User-defined tokens are text and match everywhere.) */
+int64_t kn_tokenize_data(const kiln_tokenizer *t, const char *text, size_t len, bool add_bos,
+                         const kn_text_span *data, int ndata, int32_t *out, int64_t cap);
 /* The pre-tokens of valid UTF-8 text (a BPE tokenizer's regex split): writes up to cap byte
  * lengths and returns how many there are; < 0 for an error or a SentencePiece tokenizer. */
 int64_t kn_tokenizer_split(const kiln_tokenizer *t, const char *text, size_t len, size_t *lens,
                            int64_t cap);
 /* The token type of id (KN_TOK_*), or -1 for a bad id. */
 int kn_token_type(const kiln_tokenizer *t, int32_t id);
-/* Bytes of the Python white space character (str.isspace) at s, n bytes left; 0 if none
- * (llm/chat.c). */
-size_t kn_py_space_at(const unsigned char *s, size_t n);
 
 #endif

@@ -30,7 +30,7 @@ extern const size_t kn_serve_page_len;
 typedef struct {
   ks_worker *w;
   const kiln_tokenizer *tok;
-  kiln_chat_template tmpl;
+  kiln_chat *tmpl;
   char model[256]; /* the file's name, as /v1/models and every answer give it */
   const char *api_key;
   int timeout_s;
@@ -186,35 +186,21 @@ static bool authorized(server *s, struct MHD_Connection *c) {
 }
 
 /* ---- prompts ------------------------------------------------------------------------------ */
-/* The chat rendered message by message: only the template's markers become control tokens. */
+/* The conversation rendered whole: only the template's own text becomes control tokens. */
 static int32_t *chat_prompt(server *s, const ks_request *r, int64_t *n, ks_error *e) {
-  ks_buf ids = {0};
-  const char *prev = NULL;
-  for (int i = 0; i < r->nmsg; i++) {
-    bool bos = !prev && kiln_chat_wants_bos(s->tmpl) && kiln_tokenizer_add_bos(s->tok);
-    int32_t *t;
-    int64_t k = kiln_chat_tokenize(s->tok, s->tmpl, prev, r->msgs[i].role, r->msgs[i].content,
-                                   i == r->nmsg - 1, bos, &t);
-    if (k < 0) {
-      snprintf(e->message, sizeof e->message, "messages[%d]: %s", i, kiln_error());
-      snprintf(e->param, sizeof e->param, "messages");
-      e->status = 400;
-      kiln_clear_error();
-      ks_buf_free(&ids);
-      return NULL;
-    }
-    int rc = (uint64_t)k > SIZE_MAX / sizeof(int32_t) ? -1 : ks_buf_add(&ids, t, (size_t)k * 4);
-    free(t);
-    if (rc < 0) {
-      ks_buf_free(&ids);
-      e->status = 500;
-      snprintf(e->message, sizeof e->message, "out of memory");
-      return NULL;
-    }
-    prev = r->msgs[i].role;
-  }
-  *n = (int64_t)(ids.n / sizeof(int32_t));
-  return (int32_t *)ids.p;
+  kiln_chat_msg *m = calloc((size_t)r->nmsg, sizeof *m);
+  int32_t *ids = NULL;
+  *n = -1;
+  for (int i = 0; m && i < r->nmsg; i++)
+    m[i] = (kiln_chat_msg){r->msgs[i].role, r->msgs[i].content};
+  if (m) *n = kiln_chat_tokenize(s->tmpl, s->tok, m, r->nmsg, true, &ids);
+  free(m);
+  if (*n >= 0) return ids;
+  e->status = m ? 400 : 500;
+  snprintf(e->message, sizeof e->message, "messages: %s", m ? kiln_error() : "out of memory");
+  snprintf(e->param, sizeof e->param, "messages");
+  kiln_clear_error();
+  return NULL;
 }
 
 /* A completion's prompt: plain text, never read for control tokens. */
@@ -614,13 +600,11 @@ static const char *base_name(const char *path) {
   return b ? b + 1 : path;
 }
 
-/* The template: asked for by name, else recognized in the model's metadata, else ChatML. */
+/* The template: a built-in asked for by name, else the model's own, else ChatML. */
 static int pick_template(server *s, const kiln_serve_opts *o) {
-  const char *jinja = ks_worker_chat_template_jinja(s->w);
-  s->tmpl = o->chat_template ? kiln_chat_from_name(o->chat_template)
-            : jinja          ? kiln_chat_detect(jinja)
-                             : KILN_CHAT_CHATML;
-  return s->tmpl == KILN_CHAT_UNKNOWN ? -1 : 0;
+  s->tmpl = kiln_chat_open(ks_worker_chat_template_jinja(s->w), ks_worker_tokenizer(s->w),
+                           o->chat_template);
+  return s->tmpl ? 0 : -1;
 }
 
 int kiln_serve(const kiln_serve_opts *o) {
@@ -664,6 +648,7 @@ int kiln_serve(const kiln_serve_opts *o) {
   ks_worker_stop(s.w);
   if (d) drain(d);
   ks_worker_free(s.w);
+  kiln_chat_free(s.tmpl);
   if (lfd >= 0) close(lfd);
   int w = g_stop_pipe[1];
   g_stop_pipe[1] = -1;

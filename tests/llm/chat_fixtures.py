@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Renders test conversations with the models' own Jinja chat templates and writes the results
 to chat_expected.txt beside this script, the reference tests/llm/test_chat.c compares kiln's
-one-message-at-a-time renderer with. Needs jinja2 (pip install jinja2).
+built-in templates (and the published ones run through kiln) with. Needs jinja2 (pip install jinja2).
 
 The environment matches the one transformers' apply_chat_template uses (trim_blocks,
 lstrip_blocks, raise_exception). The BOS text a template writes at the very start is cut off
-and recorded as "bos 1": kiln leaves that token to the tokenizer.
+and recorded as "bos 1" (kiln's built-ins are compared with the BOS text put back).
 
 File format, one record per line, values escaped with \\n, \\r, \\t and \\\\:
-  template NAME JINJA       the template text detection is tested on
+  template NAME JINJA       the model family's published template
+  special NAME BOS EOS      the bos_token and eos_token texts it was rendered with
   case NAME TEMPLATE        a conversation; then:
   bos 0|1                   whether the rendering started with the BOS text
   gen 0|1                   add_generation_prompt
@@ -146,6 +147,7 @@ def main():
     out = ["# written by tests/llm/chat_fixtures.py from the models' Jinja templates; do not edit"]
     for name, tmpl in TEMPLATES.items():
         out.append("template %s %s" % (name, esc(tmpl)))
+        out.append("special %s %s %s" % (name, esc(SPECIAL[name][0]), esc(SPECIAL[name][1])))
     for name in TEMPLATES:
         for cname, (messages, gen) in CONVERSATIONS.items():
             if name == "gemma" and messages[0][0] == S:

@@ -210,28 +210,41 @@ TEST(tok_bpe_special_tokens) {
   kiln_tokenizer_free(t);
 }
 
-/* A span of plain text (a chat message) never yields control tokens, even where the text
- * around it does; a control token cannot start before the span and end inside it. */
-static void check_plain(const kiln_tokenizer *t, const char *s, size_t lo, size_t hi,
-                        const int32_t *want, int64_t nwant) {
+/* Data spans (chat messages) never yield control tokens, even where the text around them
+ * does; a control token cannot start before a span and end inside it. */
+static void check_data(const kiln_tokenizer *t, const char *s, const kn_text_span *sp, int nsp,
+                       const int32_t *want, int64_t nwant) {
   int32_t ids[64];
-  int64_t n = kn_tokenize_plain(t, s, strlen(s), false, lo, hi, ids, 64);
+  int64_t n = kn_tokenize_data(t, s, strlen(s), false, sp, nsp, ids, 64);
   char g[512], w[512];
   ids_str(g, sizeof g, ids, n < 0 ? 0 : n), ids_str(w, sizeof w, want, nwant);
-  CHECKF(same_ids(ids, n, want, nwant), "'%s' plain [%zu, %zu): got%s, want%s", s, lo, hi, g, w);
+  CHECKF(same_ids(ids, n, want, nwant), "'%s' data [%zu, +%zu) of %d: got%s, want%s", s,
+         nsp ? sp[0].off : 0, nsp ? sp[0].len : 0, nsp, g, w);
 }
-TEST(tok_plain_span) {
+#define SPANS(...)                                                                                 \
+  (kn_text_span[]){__VA_ARGS__}, (int)(sizeof((kn_text_span[]){__VA_ARGS__}) / sizeof(kn_text_span))
+TEST(tok_data_spans) {
   kiln_tokenizer *t = toy_bpe("gpt-2");
   REQUIRE(t);
-  check_plain(t, "<|c|>ab<|c|>", 5, 7, (int32_t[]){T_CTRL, T_AB, T_CTRL}, 3);
-  check_plain(t, "<|c|>ab<|c|>", 0, 7, (int32_t[]){'<', '|', 'c', '|', '>', T_AB, T_CTRL}, 7);
-  check_plain(t, "ab<|c|>ab", 2, 7, (int32_t[]){T_AB, '<', '|', 'c', '|', '>', T_AB}, 7);
-  check_plain(t, "<|c|>", 2, 5, (int32_t[]){'<', '|', 'c', '|', '>'}, 5);
-  check_plain(t, "<u>", 0, 3, (int32_t[]){T_USER}, 1); /* user-defined tokens are text */
+  check_data(t, "<|c|>ab<|c|>", SPANS({5, 2}), (int32_t[]){T_CTRL, T_AB, T_CTRL}, 3);
+  check_data(t, "<|c|>ab<|c|>", SPANS({0, 7}), (int32_t[]){'<', '|', 'c', '|', '>', T_AB, T_CTRL},
+             7);
+  check_data(t, "ab<|c|>ab", SPANS({2, 5}), (int32_t[]){T_AB, '<', '|', 'c', '|', '>', T_AB}, 7);
+  check_data(t, "<|c|>", SPANS({2, 3}), (int32_t[]){'<', '|', 'c', '|', '>'}, 5);
+  check_data(t, "<u>", SPANS({0, 3}), (int32_t[]){T_USER}, 1); /* user-defined tokens are text */
+  /* two messages: markers between them are control tokens, those inside are text */
+  check_data(
+      t, "<|c|><|c|>a<|c|><|c|><|c|>", SPANS({5, 6}, {16, 5}),
+      (int32_t[]){T_CTRL, '<', '|', 'c', '|', '>', 'a', T_CTRL, '<', '|', 'c', '|', '>', T_CTRL},
+      14);
+  check_data(t, "<|c|>", NULL, 0, (int32_t[]){T_CTRL}, 1); /* no data: every marker counts */
   kiln_clear_error();
   int32_t ids[8];
-  CHECK(kn_tokenize_plain(t, "ab", 2, false, 1, 3, ids, 8) < 0);
-  CHECK_CONTAINS(kiln_error(), "plain-text span");
+  CHECK(kn_tokenize_data(t, "ab", 2, false, SPANS({1, 2}), ids, 8) < 0);
+  CHECK_CONTAINS(kiln_error(), "data span 0");
+  kiln_clear_error();
+  CHECK(kn_tokenize_data(t, "abcd", 4, false, SPANS({2, 1}, {1, 1}), ids, 8) < 0);
+  CHECK_CONTAINS(kiln_error(), "data span 1");
   kiln_clear_error();
   kiln_tokenizer_free(t);
 }
@@ -396,7 +409,7 @@ TEST(tok_errors) {
   CHECK_CONTAINS(kiln_error(), "'bert'");
   kiln_clear_error();
   sp.model = "gpt2", sp.pre = "nonsense"; /* an unknown pre-tokenizer is the default one */
-  CHECK(!kn_tokenizer_build(&sp));       /* and the next check says what is missing */
+  CHECK(!kn_tokenizer_build(&sp));        /* and the next check says what is missing */
   CHECK_CONTAINS(kiln_error(), "merges");
   kiln_clear_error();
   sp.pre = "gpt-2";
