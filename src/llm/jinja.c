@@ -1723,6 +1723,8 @@ static void frame_set(R *r, frame *f, const char *name, jv v) {
   f->vals[f->n++] = v;
 }
 
+int64_t kn_jinja_now;
+
 enum { F_RANGE, F_NAMESPACE, F_RAISE, F_STRFTIME, F_DICT };
 static const char *const FUNCS[] = {"range",        "namespace", "raise_exception",
                                     "strftime_now", "dict",      NULL};
@@ -2252,10 +2254,12 @@ static bool run_test(R *r, int pos, const char *name, jv v, const args_t *a) {
 
 static jv apply_filter(R *r, int pos, const char *name, jv v, const args_t *a);
 
-/* select/reject/selectattr/rejectattr. */
+/* select/reject/selectattr/rejectattr. Like map, they give nothing for a false value (none,
+ * undefined, 0, ''), as jinja2's do (`tools | selectattr(...)` with tools none). */
 static jv select_items(R *r, int pos, jv v, const args_t *a, bool attr, bool keep) {
-  jlist *l = iter_items(r, pos, v);
   jv out = mklist(r);
+  if (!truthy(v)) return out;
+  jlist *l = iter_items(r, pos, v);
   const char *attrname = NULL;
   int t0 = 0;
   if (attr) {
@@ -2544,8 +2548,9 @@ static jv apply_filter(R *r, int pos, const char *name, jv v, const args_t *a) {
     return select_items(r, pos, v, a, true, IS("selectattr"));
   if (IS("select") || IS("reject")) return select_items(r, pos, v, a, false, IS("select"));
   if (IS("map")) {
-    jlist *l = iter_items(r, pos, v);
     jv out = mklist(r);
+    if (!truthy(v)) return out; /* as select_items */
+    jlist *l = iter_items(r, pos, v);
     bool has_attr;
     jv attr = arg(a, -1, "attribute", &has_attr);
     jv dflt = arg_or(a, -1, "default", UNDEF);
@@ -2783,9 +2788,12 @@ static jv call_func(R *r, int pos, int fn, const args_t *a) {
   case F_STRFTIME: {
     jstr *f = need_str(r, pos, arg(a, 0, NULL, NULL), "strftime_now");
     char buf[256];
-    time_t now = time(NULL);
+    time_t now = kn_jinja_now ? (time_t)kn_jinja_now : time(NULL);
     struct tm tm;
-    localtime_r(&now, &tm);
+    if (kn_jinja_now)
+      gmtime_r(&now, &tm);
+    else
+      localtime_r(&now, &tm);
     size_t n = strftime(buf, sizeof buf, ar_strndup(r, f->s, f->n), &tm);
     return mksv(mkstr(r, buf, n, false));
   }

@@ -22,6 +22,10 @@ typedef struct {
 #define KN_JINJA_MAX_ITERS 1000000       /* loop iterations (all loops) and range() length */
 #define KN_JINJA_MAX_DEPTH 64 /* macro calls, nested values; parser 4x, evaluation 16x this */
 
+/* The time strftime_now() formats: 0 (the default) for the current local time, else these
+ * seconds since the epoch, as UTC. Tests set it to render date-stamped templates reproducibly. */
+extern int64_t kn_jinja_now;
+
 /* Renders template_text with messages, add_generation_prompt, bos_token and eos_token (NULL
  * for ""). Returns the malloc'd text, or NULL with kiln_error() set ("chat template: line
  * L:C: ..."). When data_spans is not NULL it gets a malloc'd array (NULL when there are none)
