@@ -1,4 +1,6 @@
-/* llama.c — the LLaMA family (llama, qwen2) as a plain function over the Tensor API: weights
+/* llama.c — decoder-only transformers (the LLaMA family and its relatives: llama, qwen2,
+ * qwen3, gemma, gemma2, gemma3, phi3), each described by a row of a table that one forward
+ * function reads, over the Tensor API: weights
  * are lazy dequantizing views of the mapped GGUF file, one forward builds the graph of a chunk
  * of tokens of one or several sequences, and the KV cache is a pair of buffers per layer (a
  * block of rows per sequence) that new rows are copied into. Shapes depend only on the number
@@ -14,6 +16,40 @@
 typedef kiln_tensor T;
 
 enum { ROPE_NORM, ROPE_NEOX };
+enum { ACT_SILU, ACT_GELU };
+
+/* What distinguishes an architecture. Everything else (sizes, head dims, rope base and
+ * scaling, the window, softcaps) comes from the file's metadata. */
+typedef struct {
+  const char *name;
+  int rope;        /* ROPE_NORM: pairs (x[2i], x[2i+1]); ROPE_NEOX: (x[i], x[i + n_rot/2]) */
+  int act;         /* of the FFN's gate: silu or gelu (tanh approximation) */
+  bool qkv_bias;   /* attn_q/k/v.bias */
+  bool qk_norm;    /* attn_q_norm, attn_k_norm: RMSNorm of each head of q and k before rope */
+  bool post_norms; /* post_attention_norm, post_ffw_norm: of each block's output, before the add */
+  bool embd_scale; /* the embedding rows times sqrt(n_embd) */
+  bool fused;      /* attn_qkv holds Q, K, V; ffn_up holds the gate and the up rows */
+  bool window;     /* reads attention.sliding_window: the layers below slide when it is set */
+  int swa_every;   /* 0: every layer slides; k: layer il slides when il % k < k - 1 */
+  double swa_base; /* the rope base of sliding layers (no rope scaling there); 0: the file's */
+} arch_desc;
+
+static const arch_desc archs[] = {
+    /* name     rope       act       bias   qknorm post   escale fused  window every base */
+    {"llama", ROPE_NORM, ACT_SILU, false, false, false, false, false, true, 0, 0},
+    {"qwen2", ROPE_NEOX, ACT_SILU, true, false, false, false, false, false, 0, 0},
+    {"qwen3", ROPE_NEOX, ACT_SILU, false, true, false, false, false, false, 0, 0},
+    {"gemma", ROPE_NEOX, ACT_GELU, false, false, false, true, false, false, 0, 0},
+    {"gemma2", ROPE_NEOX, ACT_GELU, false, false, true, true, false, true, 2, 0},
+    {"gemma3", ROPE_NEOX, ACT_GELU, false, true, true, true, false, true, 6, 10000.0},
+    {"phi3", ROPE_NEOX, ACT_SILU, false, false, false, false, true, true, 0, 0},
+};
+#define NARCHS ((int)(sizeof archs / sizeof archs[0]))
+static const arch_desc *find_arch(const char *name) {
+  for (int i = 0; name && i < NARCHS; i++)
+    if (!strcmp(archs[i].name, name)) return &archs[i];
+  return NULL;
+}
 /* The cached keys a chunk attends to are padded up to a bucket: a multiple of 128, or of a
  * quarter of the length's power of two once that is larger, so at most a quarter of the keys
  * read are padding and a 8192-token context has 20 buckets, each compiled once. */
@@ -27,21 +63,27 @@ static int64_t cache_bucket(int64_t p0, int64_t n_ctx) {
 
 typedef struct {
   T *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* w*: (out, in) f32 views */
+  T *q_norm, *k_norm, *post_attn, *post_ffn;       /* NULL where the architecture has none */
   T *ffn_norm, *wg, *wu, *wd;
-  T *kc, *vc; /* KV cache: (n_seq * n_ctx, n_head_kv * head_dim) f32 buffers, n_ctx rows per
-                 sequence */
+  T *wqkv, *wgu; /* fused matrices (wq, wk, wv and wg, wu are row ranges of them) */
+  T *kc, *vc;    /* KV cache: (n_seq * n_ctx, n_head_kv * hd_k or hd_v) f32 buffers, n_ctx rows
+                    per sequence */
+  bool swa;      /* a sliding-window layer */
 } layer;
 
 struct kiln_llm {
   kiln_gguf *g;
-  char arch[32];
-  int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_rot, n_ctx, n_ctx_train;
-  double eps, rope_base;
-  int rope_type;
+  const arch_desc *arch;
+  int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, hd_k, hd_v, n_ff, n_rot, n_ctx, n_ctx_train;
+  int64_t n_swa; /* the sliding window (0: none) */
+  double eps, rope_base, rope_base_swa, attn_softcap, final_softcap; /* softcaps: 0 = none */
+  int rope_scaling;                   /* RS_NONE, RS_LINEAR, RS_YARN */
+  double rope_factor, rope_mscale[2]; /* mscale: of cos and sin, global [0] and sliding [1] */
+  int64_t rope_orig_ctx;
   const kiln_gguf_tensor *tok_embd;
   T *embd; /* (n_vocab, n_embd) f32 view of token_embd: its rows are taken by token id */
   T *out_norm, *output;
-  T *inv_freq; /* (n_rot / 2) */
+  T *inv_freq[2]; /* (n_rot / 2) angles per position: global layers [0], sliding ones [1] */
   layer *layers;
   int n_seq;          /* sequences, each with n_ctx rows of cache */
   int chunk_seq;      /* the one sequence of the prompt chunk being built, else -1 */
@@ -139,9 +181,15 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
   return w ? kiln_persist(w) : NULL;
 }
 
+/* rows [r0, r1) of a (rows, ...) weight */
+static T *row_range(T *w, int64_t r0, int64_t r1) {
+  return w ? kiln_persist(kiln_slice(w, 0, r0, r1, 1)) : NULL;
+}
+
 static int load_layers(kiln_llm *m) {
-  int64_t D = m->n_embd, qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
-  bool bias = strcmp(m->arch, "qwen2") == 0;
+  const arch_desc *a = m->arch;
+  int64_t D = m->n_embd, qd = m->n_head * m->hd_k, kd = m->n_head_kv * m->hd_k,
+          vd = m->n_head_kv * m->hd_v, od = m->n_head * m->hd_v, F = m->n_ff;
   for (int64_t i = 0; i < m->n_layer; i++) {
     layer *L = &m->layers[i];
     char nm[96];
@@ -150,30 +198,57 @@ static int load_layers(kiln_llm *m) {
   L->field = weight(m, nm, d0, d1, opt);                                                           \
   if (!L->field && !(opt)) return -1;
     W(attn_norm, "attn_norm.weight", D, 0, false);
-    W(wq, "attn_q.weight", qd, D, false);
-    W(wk, "attn_k.weight", kvd, D, false);
-    W(wv, "attn_v.weight", kvd, D, false);
-    W(bq, "attn_q.bias", qd, 0, !bias);
-    W(bk, "attn_k.bias", kvd, 0, !bias);
-    W(bv, "attn_v.bias", kvd, 0, !bias);
-    W(wo, "attn_output.weight", D, qd, false);
+    if (a->fused) {
+      W(wqkv, "attn_qkv.weight", qd + 2 * kd, D, false);
+      if (m->hd_v != m->hd_k) {
+        kn_err("llm: attn_qkv.weight needs the key and value lengths equal");
+        return -1;
+      }
+      L->wq = row_range(L->wqkv, 0, qd), L->wk = row_range(L->wqkv, qd, qd + kd);
+      L->wv = row_range(L->wqkv, qd + kd, qd + 2 * kd);
+    } else {
+      W(wq, "attn_q.weight", qd, D, false);
+      W(wk, "attn_k.weight", kd, D, false);
+      W(wv, "attn_v.weight", vd, D, false);
+    }
+    /* biases: required where the architecture has them, used where a file has them */
+    W(bq, "attn_q.bias", qd, 0, !a->qkv_bias);
+    W(bk, "attn_k.bias", kd, 0, !a->qkv_bias);
+    W(bv, "attn_v.bias", vd, 0, !a->qkv_bias);
+    if (a->qk_norm) {
+      W(q_norm, "attn_q_norm.weight", m->hd_k, 0, false);
+      W(k_norm, "attn_k_norm.weight", m->hd_k, 0, false);
+    }
+    W(wo, "attn_output.weight", D, od, false);
+    if (a->post_norms) {
+      W(post_attn, "post_attention_norm.weight", D, 0, false);
+    }
     W(ffn_norm, "ffn_norm.weight", D, 0, false);
-    W(wg, "ffn_gate.weight", m->n_ff, D, false);
-    W(wu, "ffn_up.weight", m->n_ff, D, false);
-    W(wd, "ffn_down.weight", D, m->n_ff, false);
+    if (a->fused) {
+      W(wgu, "ffn_up.weight", 2 * F, D, false);
+      L->wg = row_range(L->wgu, 0, F), L->wu = row_range(L->wgu, F, 2 * F);
+    } else {
+      W(wg, "ffn_gate.weight", F, D, false);
+      W(wu, "ffn_up.weight", F, D, false);
+    }
+    W(wd, "ffn_down.weight", D, F, false);
+    if (a->post_norms) {
+      W(post_ffn, "post_ffw_norm.weight", D, 0, false);
+    }
 #undef W
+    if (!L->wq || !L->wk || !L->wv || !L->wg || !L->wu) return -1;
+    L->swa = m->n_swa > 0 && (a->swa_every == 0 || i % a->swa_every < a->swa_every - 1);
     int64_t rows = m->n_seq * m->n_ctx;
-    L->kc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, kvd}));
-    L->vc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, kvd}));
+    L->kc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, kd}));
+    L->vc = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){rows, vd}));
     if (!L->kc || !L->vc) return -1;
   }
   return 0;
 }
 
-bool kiln_llm_arch_supported(const char *arch) {
-  return arch && (!strcmp(arch, "llama") || !strcmp(arch, "qwen2"));
-}
+bool kiln_llm_arch_supported(const char *arch) { return find_arch(arch) != NULL; }
 
+enum { RS_NONE, RS_LINEAR, RS_YARN };
 static int check_hparams(kiln_llm *m);
 static int load_rope_dims(kiln_llm *m);
 static int load_hparams(kiln_llm *m) {
@@ -182,12 +257,15 @@ static int load_hparams(kiln_llm *m) {
     kn_err("llm: model metadata lacks 'general.architecture'");
     return -1;
   }
-  if (!kiln_llm_arch_supported(arch)) {
-    kn_err("llm: architecture '%s' is not supported (llama and qwen2 are)", arch);
+  m->arch = find_arch(arch);
+  if (!m->arch) {
+    kn_sbuf names = {0};
+    for (int i = 0; i < NARCHS; i++)
+      kn_sbuf_printf(&names, "%s%s", i ? ", " : "", archs[i].name);
+    kn_err("llm: architecture '%.64s' is not supported (these are: %s)", arch, names.s);
+    free(names.s);
     return -1;
   }
-  snprintf(m->arch, sizeof m->arch, "%s", arch);
-  m->rope_type = strcmp(arch, "qwen2") == 0 ? ROPE_NEOX : ROPE_NORM;
   if (!hp_int(m->g, arch, "embedding_length", &m->n_embd, true) ||
       !hp_int(m->g, arch, "block_count", &m->n_layer, true) ||
       !hp_int(m->g, arch, "feed_forward_length", &m->n_ff, true) ||
@@ -195,17 +273,54 @@ static int load_hparams(kiln_llm *m) {
     return -1;
   if (!hp_int(m->g, arch, "attention.head_count_kv", &m->n_head_kv, false))
     m->n_head_kv = m->n_head;
+  if (!hp_int(m->g, arch, "attention.key_length", &m->hd_k, false)) m->hd_k = -1; /* absent */
+  if (!hp_int(m->g, arch, "attention.value_length", &m->hd_v, false)) m->hd_v = -1;
   if (!hp_int(m->g, arch, "context_length", &m->n_ctx_train, false)) m->n_ctx_train = 2048;
+  if (!m->arch->window || !hp_int(m->g, arch, "attention.sliding_window", &m->n_swa, false))
+    m->n_swa = 0;
   m->eps = hp_float(m->g, arch, "attention.layer_norm_rms_epsilon", 1e-5);
   m->rope_base = hp_float(m->g, arch, "rope.freq_base", 10000.0);
+  m->attn_softcap = hp_float(m->g, arch, "attn_logit_softcapping", 0);
+  m->final_softcap = hp_float(m->g, arch, "final_logit_softcapping", 0);
+  /* rope scaling: none, linear (positions / factor) or YaRN; a factor without a type (or the
+   * older rope.scale_linear) is linear */
+  char key[128];
+  snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+  const char *rs = kiln_gguf_get_str(m->g, key);
+  m->rope_factor =
+      hp_float(m->g, arch, "rope.scaling.factor", hp_float(m->g, arch, "rope.scale_linear", 1.0));
+  if (!rs && m->rope_factor != 1.0) rs = "linear";
+  if (!hp_int(m->g, arch, "rope.scaling.original_context_length", &m->rope_orig_ctx, false))
+    m->rope_orig_ctx = m->n_ctx_train;
+  m->rope_scaling = !rs || !strcmp(rs, "none") ? RS_NONE
+                    : !strcmp(rs, "linear")    ? RS_LINEAR
+                    : !strcmp(rs, "yarn")      ? RS_YARN
+                                               : -1;
+  if (m->rope_scaling < 0) {
+    kn_err("llm: rope scaling '%.32s' is not supported (none, linear and yarn are)", rs);
+    return -1;
+  }
+  if (m->rope_scaling == RS_NONE || m->rope_factor == 1.0) m->rope_scaling = RS_NONE;
+  /* YaRN's tuning knobs change the result; kiln implements their defaults only */
+  if (m->rope_scaling == RS_YARN &&
+      (hp_float(m->g, arch, "rope.scaling.attn_factor", 1.0) != 1.0 ||
+       hp_float(m->g, arch, "rope.scaling.yarn_log_multiplier", 0.0) != 0.0 ||
+       m->rope_factor < 1.0)) {
+    kn_err("llm: YaRN rope scaling with a factor below 1, an attention factor or a log multiplier "
+           "is not supported");
+    return -1;
+  }
+  /* the rope base of sliding layers where the architecture gives them their own */
+  m->rope_base_swa = hp_float(m->g, arch, "rope.freq_base_swa", m->arch->swa_base);
   return check_hparams(m) < 0 ? -1 : load_rope_dims(m);
 }
 
-/* The sizes every model must have consistent; sets head_dim. */
+/* The sizes every model must have consistent; sets the head dims where the file leaves them
+ * (< 0: absent). */
 static int check_hparams(kiln_llm *m) {
   bool bad = m->n_embd < 1 || m->n_embd > (1 << 20) || m->n_layer < 1 || m->n_layer > 4096 ||
-             m->n_ff < 1 || m->n_ff > (1 << 22) || m->n_head < 1 || m->n_head_kv < 1 ||
-             m->n_embd % m->n_head || m->n_head % m->n_head_kv;
+             m->n_ff < 1 || m->n_ff > (1 << 22) || m->n_head < 1 || m->n_head > 4096 ||
+             m->n_head_kv < 1 || m->n_head % m->n_head_kv || (m->hd_k < 0 && m->n_embd % m->n_head);
   if (bad) {
     kn_err("llm: inconsistent hyperparameters: n_embd %lld, n_layer %lld, n_ff %lld, n_head %lld, "
            "n_head_kv %lld",
@@ -213,9 +328,33 @@ static int check_hparams(kiln_llm *m) {
            (long long)m->n_head_kv);
     return -1;
   }
-  m->head_dim = m->n_embd / m->n_head;
+  if (m->hd_k < 0) m->hd_k = m->n_embd / m->n_head;
+  if (m->hd_v < 0) m->hd_v = m->hd_k;
+  if (m->hd_k < 1 || m->hd_k > 4096 || m->hd_v < 1 || m->hd_v > 4096) {
+    kn_err("llm: attention key length %lld, value length %lld (1 to 4096)", (long long)m->hd_k,
+           (long long)m->hd_v);
+    return -1;
+  }
   if (m->n_ctx_train < 1 || m->n_ctx_train > (1 << 24)) {
     kn_err("llm: context length %lld (1 to %d)", (long long)m->n_ctx_train, 1 << 24);
+    return -1;
+  }
+  if (m->n_swa < 0 || m->n_swa > (1 << 24)) {
+    kn_err("llm: sliding window %lld (1 to %d)", (long long)m->n_swa, 1 << 24);
+    return -1;
+  }
+  double caps[] = {m->attn_softcap, m->final_softcap, m->eps,
+                   m->rope_base,    m->rope_factor,   m->arch->swa_base ? m->rope_base_swa : 1};
+  const char *what[] = {"attention softcap", "final logit softcap", "norm epsilon",
+                        "rope base",         "rope scaling factor", "sliding layers' rope base"};
+  for (int i = 0; i < 6; i++)
+    if (!(caps[i] >= (i < 2 ? 0 : 1e-30) && caps[i] < 1e30)) {
+      kn_err("llm: %s %g is out of range", what[i], caps[i]);
+      return -1;
+    }
+  if (m->rope_scaling == RS_YARN && (m->rope_orig_ctx < 1 || m->rope_orig_ctx > (1 << 24))) {
+    kn_err("llm: YaRN original context length %lld (1 to %d)", (long long)m->rope_orig_ctx,
+           1 << 24);
     return -1;
   }
   return 0;
@@ -225,7 +364,7 @@ static int check_hparams(kiln_llm *m) {
  * length cut to what a quarter of the machine's memory holds (a 1M-token model run without
  * --ctx gets a cache that fits, not a failed allocation). */
 static int64_t pick_ctx(const kiln_llm *m, int64_t asked, int n_seq) {
-  double row = 2.0 * 4 * (double)(m->n_layer * m->n_head_kv * m->head_dim) * n_seq; /* K, V */
+  double row = 4.0 * (double)(m->n_layer * m->n_head_kv * (m->hd_k + m->hd_v)) * n_seq; /* K, V */
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
   double mem = pages > 0 && page > 0 ? (double)pages * (double)page : 8e9;
   int64_t c = asked > 0 && asked < m->n_ctx_train ? asked : m->n_ctx_train;
@@ -233,7 +372,8 @@ static int64_t pick_ctx(const kiln_llm *m, int64_t asked, int n_seq) {
   if (asked > 0 && c * row <= mem / 2) return c; /* asked for: allowed up to half */
   if (asked > 0) {
     kn_err("llm: a cache of %lld tokens x %d sequences needs %.1f GB, and this machine has "
-           "%.1f GB (a smaller --ctx)", (long long)c, n_seq, c * row / 1e9, mem / 1e9);
+           "%.1f GB (a smaller --ctx)",
+           (long long)c, n_seq, c * row / 1e9, mem / 1e9);
     return -1;
   }
   int64_t fit = (int64_t)(mem / 4 / row) / 256 * 256;
@@ -245,11 +385,11 @@ static int64_t pick_ctx(const kiln_llm *m, int64_t asked, int n_seq) {
 
 /* The rope dims and the embedding table of a file's model. */
 static int load_rope_dims(kiln_llm *m) {
-  const char *arch = m->arch;
-  if (!hp_int(m->g, arch, "rope.dimension_count", &m->n_rot, false)) m->n_rot = m->head_dim;
-  if (m->n_rot < 2 || m->n_rot > m->head_dim || m->n_rot % 2) {
-    kn_err("llm: rope dimension count %lld does not fit head dim %lld", (long long)m->n_rot,
-           (long long)m->head_dim);
+  const char *arch = m->arch->name;
+  if (!hp_int(m->g, arch, "rope.dimension_count", &m->n_rot, false)) m->n_rot = m->hd_k;
+  if (m->n_rot < 2 || m->n_rot > m->hd_k || m->n_rot % 2) {
+    kn_err("llm: rope dimension count %lld does not fit key length %lld", (long long)m->n_rot,
+           (long long)m->hd_k);
     return -1;
   }
   m->tok_embd = kiln_gguf_find_tensor(m->g, "token_embd.weight");
@@ -268,33 +408,59 @@ static int load_rope_dims(kiln_llm *m) {
   int64_t k = kiln_gguf_find_key(m->g, "tokenizer.ggml.tokens");
   int64_t nt = k >= 0 ? kiln_gguf_arr_len(m->g, k) : 0;
   if (nt > m->n_vocab) {
-    kn_err("llm: the tokenizer has %lld tokens but token_embd.weight has %lld rows",
-           (long long)nt, (long long)m->n_vocab);
+    kn_err("llm: the tokenizer has %lld tokens but token_embd.weight has %lld rows", (long long)nt,
+           (long long)m->n_vocab);
     return -1;
   }
   return 0;
 }
 
-/* theta_i = base^(-2i/n_rot), divided by Llama-3 frequency factors when the model has them */
+/* The angle per position of each rotated pair i: base^(-2i/n_rot), divided by Llama-3's
+ * frequency factors fac when the model has them, then scaled: linear: by 1/factor; YaRN: pairs
+ * that turn fast keep their angle, slow ones are scaled by 1/factor, a linear ramp between
+ * (between the pairs that turn beta_fast = 32 and beta_slow = 1 times over the original
+ * context), and cos and sin are multiplied by 1 + 0.1 ln(factor) (*mscale). */
+static T *rope_angles(const kiln_llm *m, double base, bool scaled, const float *fac,
+                      double *mscale) {
+  int64_t h = m->n_rot / 2;
+  int rs = scaled ? m->rope_scaling : RS_NONE;
+  double fs = rs == RS_NONE ? 1.0 : 1.0 / m->rope_factor, lo = 0, hi = 0, r = (double)m->n_rot;
+  if (rs == RS_YARN) {
+    double orig = (double)m->rope_orig_ctx;
+    lo = floor(r * log(orig / (32 * 2 * M_PI)) / (2 * log(base)));
+    hi = ceil(r * log(orig / (1 * 2 * M_PI)) / (2 * log(base)));
+    lo = lo > 0 ? lo : 0, hi = hi < r - 1 ? hi : r - 1;
+  }
+  *mscale = rs == RS_YARN ? 1.0 + 0.1 * log(1.0 / fs) : 1.0;
+  float *f = kn_xmalloc(sizeof(float) * h);
+  for (int64_t i = 0; i < h; i++) {
+    double theta = pow(base, -2.0 * (double)i / r) / (fac ? fac[i] : 1.0), k = fs;
+    if (rs == RS_YARN) {
+      double y = ((double)i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+      double ramp = 1.0 - (y < 0 ? 0 : y > 1 ? 1 : y);
+      k = fs * (1 - ramp) + ramp;
+    }
+    f[i] = (float)(theta * k);
+  }
+  T *t = kiln_persist(kiln_from_data(KILN_F32, 1, &h, f));
+  free(f);
+  return t;
+}
+
+/* The angles of the global layers and, when sliding layers have their own base, of those. */
 static int load_rope(kiln_llm *m) {
   int64_t h = m->n_rot / 2;
-  float *f = kn_xmalloc(sizeof(float) * h);
-  for (int64_t i = 0; i < h; i++)
-    f[i] = (float)pow(m->rope_base, -2.0 * (double)i / (double)m->n_rot);
   const kiln_gguf_tensor *ff = m->g ? kiln_gguf_find_tensor(m->g, "rope_freqs.weight") : NULL;
-  if (ff) {
-    if (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h) {
-      kn_err("llm: rope_freqs.weight must be F32 [%lld]", (long long)h);
-      free(f);
-      return -1;
-    }
-    const float *fac = ff->data;
-    for (int64_t i = 0; i < h; i++)
-      f[i] /= fac[i];
+  if (ff && (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h)) {
+    kn_err("llm: rope_freqs.weight must be F32 [%lld]", (long long)h);
+    return -1;
   }
-  m->inv_freq = kiln_persist(kiln_from_data(KILN_F32, 1, &h, f));
-  free(f);
-  return m->inv_freq ? 0 : -1;
+  const float *fac = ff ? ff->data : NULL;
+  m->inv_freq[0] = rope_angles(m, m->rope_base, true, fac, &m->rope_mscale[0]);
+  m->rope_mscale[1] = m->rope_mscale[0];
+  bool own = m->n_swa > 0 && m->arch->swa_base > 0; /* sliding layers have their own angles */
+  if (own) m->inv_freq[1] = rope_angles(m, m->rope_base_swa, false, fac, &m->rope_mscale[1]);
+  return m->inv_freq[0] && (m->inv_freq[1] || !own) ? 0 : -1;
 }
 
 /* Everything after the hyperparameters: the cache size, rope, layers, the output and the
@@ -378,22 +544,22 @@ kiln_llm *kiln_llm_random(const kiln_llm_shape *s, int type, uint64_t seed, int6
     return NULL;
   }
   kiln_llm *m = kn_xcalloc(1, sizeof *m);
-  snprintf(m->arch, sizeof m->arch, "llama");
-  m->rope_type = ROPE_NORM, m->rtype = type, m->seed = seed;
+  m->arch = find_arch("llama");
+  m->rtype = type, m->seed = seed;
   m->n_vocab = s->n_vocab, m->n_embd = s->n_embd, m->n_layer = s->n_layer, m->n_head = s->n_head;
   m->n_head_kv = s->n_head_kv, m->n_ff = s->n_ff, m->n_ctx_train = s->n_ctx_train;
-  m->eps = 1e-5, m->rope_base = 10000.0;
+  m->eps = 1e-5, m->rope_base = 10000.0, m->rope_factor = 1.0, m->hd_k = m->hd_v = -1;
   int rc = check_hparams(m);
   if (rc == 0 && (m->n_vocab < 1 || m->n_vocab > (1 << 24))) {
     kn_err("llm: vocabulary of %lld tokens", (long long)m->n_vocab);
     rc = -1;
   }
-  if (rc == 0 && type == 2 && (m->n_embd % 32 || m->n_ff % 32 || (m->n_head * m->head_dim) % 32)) {
+  if (rc == 0 && type == 2 && (m->n_embd % 32 || m->n_ff % 32 || (m->n_head * m->hd_k) % 32)) {
     kn_err("llm: Q4_0 rows are blocks of 32: n_embd %lld and n_ff %lld must be multiples of 32",
            (long long)m->n_embd, (long long)m->n_ff);
     rc = -1;
   }
-  m->n_rot = m->head_dim;
+  m->n_rot = m->hd_k;
   return load_rest(m, rc, n_ctx, 1);
 }
 double kiln_llm_weight_bytes(const kiln_llm *m) { return m->weight_bytes; }
@@ -402,13 +568,14 @@ static void free_steps(kiln_llm *m);
 void kiln_llm_free(kiln_llm *m) {
   if (!m) return;
   free_steps(m);
-  T **all[] = {&m->out_norm, &m->output, &m->inv_freq, &m->embd};
+  T **all[] = {&m->out_norm, &m->output, &m->inv_freq[0], &m->inv_freq[1], &m->embd};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     kiln_free(*all[i]);
   for (int64_t i = 0; m->layers && i < m->n_layer; i++) {
     layer *L = &m->layers[i];
-    T *ts[] = {L->attn_norm, L->wq,       L->wk, L->wv, L->bq, L->bk, L->bv,
-               L->wo,        L->ffn_norm, L->wg, L->wu, L->wd, L->kc, L->vc};
+    T *ts[] = {L->attn_norm, L->wq,     L->wk,     L->wv,        L->bq,       L->bk,       L->bv,
+               L->wo,        L->q_norm, L->k_norm, L->post_attn, L->post_ffn, L->ffn_norm, L->wg,
+               L->wu,        L->wd,     L->wqkv,   L->wgu,       L->kc,       L->vc};
     for (size_t j = 0; j < sizeof ts / sizeof *ts; j++)
       kiln_free(ts[j]);
   }
@@ -459,16 +626,23 @@ typedef struct step {
 
 /* The causal mask (S, 1, 1, n, B + n) of 0 / -inf: query i of sequence s sees cache slot
  * j < B when j < p0 (its positions before the chunk; pos[s, i] = p0 + i) and new key j' when
- * j' <= i. */
-static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B) {
+ * j' <= i; with a sliding window W > 0, only keys fewer than W positions back: p - j < W. */
+static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B, int64_t W) {
   T *rows = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){n, 1});
   T *cols = kiln_reshape(kiln_arange(0, (double)n, 1, KILN_F32), 2, (int64_t[]){1, n});
-  T *see = kiln_expand(kiln_unsqueeze(kiln_binary(KILN_LE, cols, rows), 0), 3,
-                       (int64_t[]){S, n, n}); /* (S, n, n) */
+  T *see = kiln_binary(KILN_LE, cols, rows); /* (n, n) */
+  if (W > 0)
+    see = kiln_binary(KILN_AND, see,
+                      kiln_binary(KILN_GT, kiln_binary_s(KILN_ADD, cols, (double)W), rows));
+  see = kiln_expand(kiln_unsqueeze(see, 0), 3, (int64_t[]){S, n, n}); /* (S, n, n) */
   if (B > 0) {
     T *slots = kiln_reshape(kiln_arange(0, (double)B, 1, KILN_F32), 2, (int64_t[]){1, B});
     T *p = kiln_reshape(pos, 3, (int64_t[]){S, n, 1});
-    see = kiln_cat(2, (T *[]){kiln_binary(KILN_LT, kiln_add(slots, rows), p), see}, 2);
+    T *old = kiln_binary(KILN_LT, kiln_add(slots, rows), p); /* (S, n, B) */
+    if (W > 0)
+      old = kiln_binary(KILN_AND, old,
+                        kiln_binary(KILN_GT, kiln_binary_s(KILN_ADD, slots, (double)W), p));
+    see = kiln_cat(2, (T *[]){old, see}, 2);
   }
   T *mask = kiln_where(see, kiln_scalar(KILN_F32, 0), kiln_scalar(KILN_F32, -INFINITY));
   return kiln_reshape(mask, 5, (int64_t[]){S, 1, 1, n, B + n});
@@ -479,12 +653,12 @@ static T *linear(T *x, T *w, T *b) {
   return kiln_ndim(w) > 2 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
 }
 
-/* x: (n, heads, head_dim); cos/sin: (n, 1, n_rot/2) */
+/* x: (n, heads, hd_k); cos/sin: (n, 1, n_rot/2) */
 static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
-  int64_t n = kiln_dim(x, 0), h = kiln_dim(x, 1), hd = m->head_dim, r = m->n_rot;
+  int64_t n = kiln_dim(x, 0), h = kiln_dim(x, 1), hd = m->hd_k, r = m->n_rot;
   T *rot = r == hd ? x : kiln_slice(x, 2, 0, r, 1);
   T *a, *b;
-  if (m->rope_type == ROPE_NORM) { /* adjacent pairs (x[2i], x[2i+1]) */
+  if (m->arch->rope == ROPE_NORM) { /* adjacent pairs (x[2i], x[2i+1]) */
     T *p = kiln_reshape(rot, 4, (int64_t[]){n, h, r / 2, 2});
     a = kiln_squeeze(kiln_slice(p, 3, 0, 1, 1), 3), b = kiln_squeeze(kiln_slice(p, 3, 1, 2, 1), 3);
   } else { /* halves (x[i], x[i + r/2]) */
@@ -492,7 +666,7 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
   }
   T *ra = kiln_sub(kiln_mul(a, cs), kiln_mul(b, sn));
   T *rb = kiln_add(kiln_mul(a, sn), kiln_mul(b, cs));
-  T *out = m->rope_type == ROPE_NORM
+  T *out = m->arch->rope == ROPE_NORM
                ? kiln_reshape(kiln_stack(2, (T *[]){ra, rb}, 3), 3, (int64_t[]){n, h, r})
                : kiln_cat(2, (T *[]){ra, rb}, 2);
   return r == hd ? out : kiln_cat(2, (T *[]){out, kiln_slice(x, 2, r, hd, 1)}, 2);
@@ -504,42 +678,49 @@ static T *rope(const kiln_llm *m, T *x, T *cs, T *sn) {
  * (S*n, H * hd). The cached and the new keys are scored separately and only the scores are
  * joined, so the big reads (the cache) are plain loads. */
 /* The first B rows of each sequence's block of a cache buffer: (S, B, Hkv, hd). */
-static T *cached(const kiln_llm *m, T *cache, T *seqs, int64_t S, int64_t B) {
-  int64_t blk[4] = {S, B, m->n_head_kv, m->head_dim};
+static T *cached(const kiln_llm *m, T *cache, int64_t hd, T *seqs, int64_t S, int64_t B) {
+  int64_t blk[4] = {S, B, m->n_head_kv, hd};
   if (m->chunk_seq >= 0) { /* one sequence's prompt chunk: its rows read in place, no gather */
     int64_t r0 = m->chunk_seq * m->n_ctx;
     T *rows = kn_rows_view(cache, r0, r0 + B);
     if (rows) return kiln_reshape(rows, 4, blk);
     kiln_clear_error(); /* a device that refuses the view: the gather below */
   }
-  int64_t cb[3] = {m->n_seq, m->n_ctx, m->n_head_kv * m->head_dim};
+  int64_t cb[3] = {m->n_seq, m->n_ctx, m->n_head_kv * hd};
   T *blocks = kiln_take(kiln_reshape(cache, 3, cb), seqs); /* (S, n_ctx, kvd) */
   return kiln_reshape(kiln_slice(blocks, 1, 0, B, 1), 4, blk);
 }
 
+static T *softcap(T *x, double cap) { /* cap * tanh(x / cap) */
+  return kiln_binary_s(KILN_MUL, kiln_unary(KILN_TANH, kiln_binary_s(KILN_MUL, x, 1.0 / cap)), cap);
+}
+
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t S, int64_t B,
                     T *seqs, T *mask) {
-  int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->head_dim;
+  int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->hd_k,
+          hv = m->hd_v;
   T *qg = kiln_permute(kiln_reshape(q, 5, (int64_t[]){S, n, Hk, G, hd}),
                        (int[]){0, 2, 3, 1, 4}); /* (S,Hk,G,n,hd) */
-  double scale = 1.0 / sqrt((double)hd);
+  double scale = 1.0 / sqrt((double)hd), cap = m->attn_softcap;
   /* (S,Hk,1,hd,T) keys and (S,Hk,1,T,hd) values of a (S, T, Hk, hd) block */
 #define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 3, 1}), 2)
 #define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 1, 3}), 2)
-  int64_t blk[4] = {S, n, Hk, hd};
-  k = kiln_reshape(k, 4, blk), v = kiln_reshape(v, 4, blk);
+  k = kiln_reshape(k, 4, (int64_t[]){S, n, Hk, hd}),
+  v = kiln_reshape(v, 4, (int64_t[]){S, n, Hk, hv});
   T *s = kiln_matmul(qg, KEYS(k)); /* (S, Hk, G, n, n) */
   T *kc = NULL, *vc = NULL;
   if (B > 0) {
-    kc = cached(m, L->kc, seqs, S, B), vc = cached(m, L->vc, seqs, S, B);
+    kc = cached(m, L->kc, hd, seqs, S, B), vc = cached(m, L->vc, hv, seqs, S, B);
     s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (S, Hk, G, n, B + n) */
   }
-  T *p = kiln_softmax(kiln_add(kiln_binary_s(KILN_MUL, s, scale), mask), -1);
+  s = kiln_binary_s(KILN_MUL, s, scale);
+  if (cap > 0) s = softcap(s, cap);
+  T *p = kiln_softmax(kiln_add(s, mask), -1);
   T *o = kiln_matmul(kiln_slice(p, 4, B, B + n, 1), VALS(v)); /* (S, Hk, G, n, hd) */
   if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 4, 0, B, 1), VALS(vc)));
 #undef KEYS
 #undef VALS
-  T *r = kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hd});
+  T *r = kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hv});
   /* a prompt chunk's output is stored in the projection's row order: the projection reading
    * the sum of the two products through the permute ran 8x slower (SmolLM2, CPU); a decode
    * step's is small enough to read in place */
@@ -549,15 +730,26 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
 /* Builds the step's graph and realizes it, capturing its launches when asked (decode steps:
  * a capture keeps every intermediate buffer of the step alive, small for one token). */
 static int build_step(kiln_llm *m, step *st, bool capture) {
-  int64_t S = st->S, n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->head_dim,
-          kvd = Hk * hd, N = S * n;
+  int64_t S = st->S, n = st->n, B = st->B, H = m->n_head, Hk = m->n_head_kv, hd = m->hd_k,
+          hv = m->hd_v, N = S * n;
+  const arch_desc *a = m->arch;
   /* intermediates live in an inner scope: once only the outputs hold handles, the scheduler
    * can free each activation as soon as its last reader has run */
   kiln_scope_begin();
-  T *ang = kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq, 0)), 1); /* (N,1,r/2) */
-  T *cs = kiln_unary(KILN_COS, ang), *sn = kiln_unary(KILN_SIN, ang);
+  T *cs[2] = {NULL, NULL}, *sn[2] = {NULL, NULL}; /* global layers', sliding layers' */
+  for (int r = 0; r < 2; r++) {
+    if (!m->inv_freq[r]) continue;
+    T *ang =
+        kiln_unsqueeze(kiln_mul(st->pos, kiln_unsqueeze(m->inv_freq[r], 0)), 1); /* (N,1,r/2) */
+    cs[r] = kiln_unary(KILN_COS, ang), sn[r] = kiln_unary(KILN_SIN, ang);
+    if (m->rope_mscale[r] != 1.0)
+      cs[r] = kiln_binary_s(KILN_MUL, cs[r], m->rope_mscale[r]),
+      sn[r] = kiln_binary_s(KILN_MUL, sn[r], m->rope_mscale[r]);
+  }
   T *x = kiln_take(m->embd, st->ids);
-  T *mask = causal_mask(st->pos, S, n, B);
+  if (a->embd_scale) x = kiln_binary_s(KILN_MUL, x, sqrt((double)m->n_embd));
+  T *mask[2] = {causal_mask(st->pos, S, n, B, 0),
+                m->n_swa > 0 ? causal_mask(st->pos, S, n, B, m->n_swa) : NULL};
   for (int64_t l = 0; l < m->n_layer; l++) {
     layer *L = &m->layers[l];
     /* the normed input feeds several matrix products: store it once rather than recompute
@@ -565,22 +757,29 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
     T *h = kiln_contiguous(kiln_rms_norm(x, L->attn_norm, m->eps));
     T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){N, H, hd});
     T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){N, Hk, hd});
-    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){N, Hk, hd});
-    q = rope(m, q, cs, sn), k = rope(m, k, cs, sn);
+    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){N, Hk, hv});
+    if (L->q_norm) q = kiln_rms_norm(q, L->q_norm, m->eps), k = kiln_rms_norm(k, L->k_norm, m->eps);
+    int r = L->swa && cs[1] ? 1 : 0;
+    q = rope(m, q, cs[r], sn[r]), k = rope(m, k, cs[r], sn[r]);
     /* the new rows are outputs of the step (copied into the cache after it) and inputs of
      * this layer's attention */
-    st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){N, kvd});
-    st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){N, kvd});
-    T *o = attention(m, L, q, k, v, S, B, st->seqs, mask);
-    x = kiln_add(x, linear(o, L->wo, NULL));
+    st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){N, Hk * hd});
+    st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){N, Hk * hv});
+    T *o = linear(attention(m, L, q, k, v, S, B, st->seqs, mask[L->swa]), L->wo, NULL);
+    if (L->post_attn) o = kiln_rms_norm(o, L->post_attn, m->eps);
+    x = kiln_add(x, o);
     h = kiln_contiguous(kiln_rms_norm(x, L->ffn_norm, m->eps));
-    T *f = kiln_mul(kiln_silu(linear(h, L->wg, NULL)), linear(h, L->wu, NULL));
-    x = kiln_add(x, linear(f, L->wd, NULL));
+    T *g = linear(h, L->wg, NULL);
+    g = a->act == ACT_GELU ? kiln_gelu(g) : kiln_silu(g);
+    T *f = linear(kiln_mul(g, linear(h, L->wu, NULL)), L->wd, NULL);
+    if (L->post_ffn) f = kiln_rms_norm(f, L->post_ffn, m->eps);
+    x = kiln_add(x, f);
   }
   if (!st->all) /* each sequence's last token */
     x = kiln_reshape(kiln_slice(kiln_reshape(x, 3, (int64_t[]){S, n, m->n_embd}), 1, n - 1, n, 1),
                      2, (int64_t[]){S, m->n_embd});
-  st->outs[2 * m->n_layer] = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
+  T *logits = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
+  st->outs[2 * m->n_layer] = m->final_softcap > 0 ? softcap(logits, m->final_softcap) : logits;
   int nout = (int)(2 * m->n_layer + 1);
   bool ok = true;
   for (int i = 0; i < nout; i++)

@@ -17,27 +17,62 @@ Every file is deterministic (fixed seeds; the same bytes on every run). The vari
   qwen2-f32       qwen2    64   160    4    4  F32       tied           NEOX, base 1e6; q/k/v biases
   qwen2-q8_0      qwen2    64   160    4    4  Q8_0      tied           "
   llama3-f32      llama    64   160    4    1  F32       output.weight  normal, base 5e5, rope_freqs
+  gemma-f32       gemma    64   160    4    1  F32       tied           NEOX, base 10000 (default)
+  gemma2-f32      gemma2   64   160    4    2  F32       tied           NEOX, base 10000 (default)
+  gemma3-f32      gemma3   64   160    4    2  F32       tied           NEOX, base 1e6, linear x8
+  qwen3-f32       qwen3    64   160    4    2  F32       output.weight  NEOX, base 1e6
+  phi3-f32        phi3     64   160    4    4  F32       output.weight  NEOX, base 10000 (default)
+  llama-swa-f32   llama    64   160    4    2  F32       tied           normal, base 10000 (default)
+  llama-kv-f32    llama    64   160    4    2  F32       tied           normal, 16 of 24 dims
+  llama-yarn-f32  llama    64   160    4    2  F32       tied           normal, base 10000, YaRN x4
 
-All have 2 layers, vocab 320, context 128. The variants of one row group share their float
-weights (llama-f32 .. llama-q8_0 quantize the same matrices, as do the two qwen2 and the two
-K-quant files), so a quantized file's logits stay near its float twin's. The K-quant blocks are
-not quantized from floats (gguf cannot quantize K types): they are built directly from random
-quants, scales and f16 super-block scales of a realistic magnitude, then checked by dequantizing.
+Vocab 320, context 128 for all; 2 layers except gemma2-f32 (4) and gemma3-f32 (6). The variants
+of one row group share their float weights (llama-f32 .. llama-q8_0 quantize the same matrices,
+as do the two qwen2 and the two K-quant files), so a quantized file's logits stay near its float
+twin's; every other file has its own seed. The K-quant blocks are not quantized from floats (gguf
+cannot quantize K types): they are built directly from random quants, scales and f16 super-block
+scales of a realistic magnitude, then checked by dequantizing.
+
+Metadata beyond the common keys ({a} = the architecture; hd = n_embd / n_head where not given):
+  gemma-f32       {a}.attention.key_length = value_length = 32 (so Q is 4*32 rows for n_embd 64),
+                  rope.dimension_count 32.
+  gemma2-f32      key_length = value_length = 16, {a}.attention.sliding_window 4 (layers 0 and 2
+                  slide), {a}.attn_logit_softcapping 50.0, {a}.final_logit_softcapping 30.0; post
+                  norms; Q/K gain 3.5, so about 8% of the scaled scores pass 20 (the cap bends
+                  them).
+  gemma3-f32      key_length = value_length = 16, sliding_window 4 (layers 0-4 slide, 5 is
+                  global), rope.freq_base 1e6, rope.scaling.type "linear", rope.scaling.factor 8.0
+                  (global layers only; sliding ones use base 10000 unscaled); q/k and post norms.
+  qwen3-f32       key_length = value_length = 32, rope.freq_base 1e6; q/k norms, no biases.
+  phi3-f32        sliding_window 5 (every layer slides); fused attn_qkv and gate+up ffn_up.
+  llama-swa-f32   sliding_window 4 (every layer slides).
+  llama-kv-f32    key_length 24, value_length 20, rope.dimension_count 16 (partial rope).
+  llama-yarn-f32  rope.freq_base 10000.0, rope.scaling.type "yarn", rope.scaling.factor 4.0,
+                  rope.scaling.original_context_length 32.
+Sliding windows, softcapping and head sizes are chosen small enough to matter within a prompt of
+about ten tokens. Gemma's stored embeddings are sqrt(n_embd) times smaller and its final norm
+sqrt(n_embd) times larger than the others', since Gemma scales the looked-up rows by sqrt(n_embd).
 
 Weight layouts (GGUF dims are [ne0, ne1] with ne0 contiguous; numpy shape is (ne1, ne0)):
   token_embd.weight          F32  [n_embd, n_vocab]       row t = embedding of token t
   blk.N.attn_norm.weight     F32  [n_embd]
   blk.N.attn_q.weight        T    [n_embd, n_head*hd]     y = W x with W of numpy shape (out, in)
-  blk.N.attn_k.weight        T    [n_embd, n_kv*hd]       hd = n_embd / n_head
-  blk.N.attn_v.weight        T    [n_embd, n_kv*hd]
+  blk.N.attn_k.weight        T    [n_embd, n_kv*hd]       hd = key_length, else n_embd / n_head
+  blk.N.attn_v.weight        T    [n_embd, n_kv*hdv]      hdv = value_length, else hd
+  blk.N.attn_qkv.weight      T    [n_embd, (n_head+2*n_kv)*hd]  phi3 only, instead of q/k/v:
+                                                          rows Q, then K, then V
   blk.N.attn_q/k/v.bias      F32  [out]                   qwen2 only
-  blk.N.attn_output.weight   T    [n_head*hd, n_embd]
+  blk.N.attn_q_norm.weight   F32  [hd]                    qwen3, gemma3 only
+  blk.N.attn_k_norm.weight   F32  [hd]                    qwen3, gemma3 only
+  blk.N.attn_output.weight   T    [n_head*hdv, n_embd]
+  blk.N.post_attention_norm.weight F32 [n_embd]           gemma2, gemma3 only
   blk.N.ffn_norm.weight      F32  [n_embd]
-  blk.N.ffn_gate.weight      T    [n_embd, n_ff]
-  blk.N.ffn_up.weight        T    [n_embd, n_ff]
+  blk.N.ffn_gate.weight      T    [n_embd, n_ff]          absent in phi3
+  blk.N.ffn_up.weight        T    [n_embd, n_ff]          phi3: [n_embd, 2*n_ff], rows gate, up
   blk.N.ffn_down.weight      T    [n_ff, n_embd]
+  blk.N.post_ffw_norm.weight F32  [n_embd]                gemma2, gemma3 only
   output_norm.weight         F32  [n_embd]
-  output.weight              T    [n_embd, n_vocab]       llama3 only; else tied to token_embd
+  output.weight              T    [n_embd, n_vocab]       llama3, qwen3, phi3; else tied
   rope_freqs.weight          F32  [hd/2]                  llama3 only: theta_i is divided by it
 Quantized rows are blocks along ne0 (the input dimension), as llama.cpp stores them.
 
@@ -69,6 +104,32 @@ KQ = dict(n_embd=256, n_ff=512)
 LLAMA = dict(arch="llama", n_kv=2, base=None, eps=1e-5, untied=False, rope_freqs=False)
 QWEN2 = dict(arch="qwen2", n_kv=4, base=1e6, eps=1e-6, untied=False, rope_freqs=False)
 LLAMA3 = dict(arch="llama", n_kv=1, base=5e5, eps=1e-5, untied=True, rope_freqs=True)
+# The later architectures add optional settings (absent: the value the first ones imply):
+#   n_layer       block count (N_LAYER)
+#   hd_k, hd_v    head dims, written as attention.key_length / value_length (n_embd / N_HEAD, hd_k)
+#   n_rot         rope.dimension_count (hd_k)
+#   swa           attention.sliding_window
+#   attn_cap      attn_logit_softcapping;  final_cap: final_logit_softcapping
+#   scaling       (rope.scaling.type, factor[, original_context_length])
+#   qk_norm       blk.N.attn_q_norm / attn_k_norm;  post_norm: post_attention_norm / post_ffw_norm
+#   fused         phi3's attn_qkv and fused gate+up ffn_up
+#   qk_gain       gain of the Q and K projections (1.5)
+GEMMA = dict(arch="gemma", n_kv=1, base=None, eps=1e-6, untied=False, rope_freqs=False,
+             hd_k=32)
+# Q/K gain 3.5: raw scores of standard deviation about 12, so some pass 20 and the cap of 50
+# bends them visibly.
+GEMMA2 = dict(arch="gemma2", n_kv=2, base=None, eps=1e-6, untied=False, rope_freqs=False,
+              n_layer=4, hd_k=16, swa=4, attn_cap=50.0, final_cap=30.0, post_norm=True,
+              qk_gain=3.5)
+GEMMA3 = dict(arch="gemma3", n_kv=2, base=1e6, eps=1e-6, untied=False, rope_freqs=False,
+              n_layer=6, hd_k=16, swa=4, scaling=("linear", 8.0), qk_norm=True, post_norm=True)
+QWEN3 = dict(arch="qwen3", n_kv=2, base=1e6, eps=1e-6, untied=True, rope_freqs=False,
+             hd_k=32, qk_norm=True)
+PHI3 = dict(arch="phi3", n_kv=4, base=None, eps=1e-5, untied=True, rope_freqs=False,
+            swa=5, fused=True)
+LLAMA_SWA = dict(LLAMA, swa=4)
+LLAMA_KV = dict(LLAMA, hd_k=24, hd_v=20, n_rot=16)
+LLAMA_YARN = dict(LLAMA, base=10000.0, scaling=("yarn", 4.0, 32))
 
 # name -> (shape family, architecture settings, matrix type, weight seed)
 VARIANTS = {
@@ -83,6 +144,14 @@ VARIANTS = {
     "qwen2-f32": (SMALL, QWEN2, Q.F32, 3),
     "qwen2-q8_0": (SMALL, QWEN2, Q.Q8_0, 3),
     "llama3-f32": (SMALL, LLAMA3, Q.F32, 4),
+    "gemma-f32": (SMALL, GEMMA, Q.F32, 5),
+    "gemma2-f32": (SMALL, GEMMA2, Q.F32, 6),
+    "gemma3-f32": (SMALL, GEMMA3, Q.F32, 7),
+    "qwen3-f32": (SMALL, QWEN3, Q.F32, 8),
+    "phi3-f32": (SMALL, PHI3, Q.F32, 9),
+    "llama-swa-f32": (SMALL, LLAMA_SWA, Q.F32, 10),
+    "llama-kv-f32": (SMALL, LLAMA_KV, Q.F32, 11),
+    "llama-yarn-f32": (SMALL, LLAMA_YARN, Q.F32, 12),
 }
 
 FILE_TYPE = {
@@ -157,11 +226,16 @@ def vocabulary():
 
 
 def float_weights(shape, arch, seed):
-    """The float32 weights of one (shape family, architecture, seed): numpy shapes, (out, in)."""
+    """The float32 weights of one (shape family, architecture, seed): numpy shapes, (out, in).
+    The random draws of the first architectures keep their order; the optional tensors of the
+    later ones are drawn where they sit in the layer."""
     rng = np.random.default_rng(seed)
     d, ff = shape["n_embd"], shape["n_ff"]
-    hd = d // N_HEAD
-    kv = arch["n_kv"] * hd
+    hd = arch.get("hd_k") or d // N_HEAD
+    hdv = arch.get("hd_v") or hd
+    kv, kvv = arch["n_kv"] * hd, arch["n_kv"] * hdv
+    qk_gain = arch.get("qk_gain", 1.5)
+    gemma = arch["arch"].startswith("gemma")
 
     def mat(rows, cols, gain=1.0):
         return (rng.standard_normal((rows, cols)) * gain / np.sqrt(cols)).astype(np.float32)
@@ -170,25 +244,43 @@ def float_weights(shape, arch, seed):
         return (gain * (1.0 + 0.1 * rng.standard_normal(n))).astype(np.float32)
 
     # Embeddings small beside what the layers add, so the next token depends on the context
-    # and not mostly on the current token (tied output favours repeating the input).
+    # and not mostly on the current token (tied output favours repeating the input). Gemma
+    # multiplies the looked-up rows by sqrt(n_embd): its stored rows are that much smaller, and
+    # its final norm that much larger, so that the tied logits keep their size.
     emb = EMB_NORM / np.sqrt(d) * rng.standard_normal((N_VOCAB, d))
+    if gemma:
+        emb = emb / np.sqrt(d)
     w = {"token_embd.weight": emb.astype(np.float32)}
-    for i in range(N_LAYER):
+    for i in range(arch.get("n_layer", N_LAYER)):
         p = f"blk.{i}."
         w[p + "attn_norm.weight"] = norm(d)
-        w[p + "attn_q.weight"] = mat(d, d, 1.5)
-        w[p + "attn_k.weight"] = mat(kv, d, 1.5)
-        w[p + "attn_v.weight"] = mat(kv, d)
+        q, k, v = mat(N_HEAD * hd, d, qk_gain), mat(kv, d, qk_gain), mat(kvv, d)
+        if arch.get("fused"):
+            w[p + "attn_qkv.weight"] = np.concatenate([q, k, v])
+        else:
+            w[p + "attn_q.weight"], w[p + "attn_k.weight"], w[p + "attn_v.weight"] = q, k, v
         if arch["arch"] == "qwen2":
             w[p + "attn_q.bias"] = (0.1 * rng.standard_normal(d)).astype(np.float32)
             w[p + "attn_k.bias"] = (0.1 * rng.standard_normal(kv)).astype(np.float32)
             w[p + "attn_v.bias"] = (0.1 * rng.standard_normal(kv)).astype(np.float32)
-        w[p + "attn_output.weight"] = mat(d, d, LAYER_GAIN)
+        if arch.get("qk_norm"):
+            # Gain 1.5 each: normalized heads give scores of standard deviation about 2.
+            w[p + "attn_q_norm.weight"] = norm(hd, 1.5)
+            w[p + "attn_k_norm.weight"] = norm(hd, 1.5)
+        w[p + "attn_output.weight"] = mat(d, N_HEAD * hdv, LAYER_GAIN)
+        if arch.get("post_norm"):
+            w[p + "post_attention_norm.weight"] = norm(d, LAYER_GAIN)
         w[p + "ffn_norm.weight"] = norm(d)
-        w[p + "ffn_gate.weight"] = mat(ff, d)
-        w[p + "ffn_up.weight"] = mat(ff, d)
+        gate, up = mat(ff, d), mat(ff, d)
+        if arch.get("fused"):
+            w[p + "ffn_up.weight"] = np.concatenate([gate, up])
+        else:
+            w[p + "ffn_gate.weight"], w[p + "ffn_up.weight"] = gate, up
         w[p + "ffn_down.weight"] = mat(d, ff, LAYER_GAIN)
-    w["output_norm.weight"] = norm(d, 1.0 if arch["untied"] else OUT_GAIN)
+        if arch.get("post_norm"):
+            w[p + "post_ffw_norm.weight"] = norm(d, LAYER_GAIN)
+    out_gain = 1.0 if arch["untied"] else OUT_GAIN * (np.sqrt(d) if gemma else 1.0)
+    w["output_norm.weight"] = norm(d, out_gain)
     if arch["untied"]:
         w["output.weight"] = mat(N_VOCAB, d, 6.0)
     if arch["rope_freqs"]:
@@ -272,14 +364,30 @@ def write_variant(path, name):
     wr.add_file_type(int(FILE_TYPE[qtype]))
     wr.add_context_length(N_CTX)
     wr.add_embedding_length(d)
-    wr.add_block_count(N_LAYER)
+    wr.add_block_count(arch.get("n_layer", N_LAYER))
     wr.add_feed_forward_length(ff)
     wr.add_head_count(N_HEAD)
     wr.add_head_count_kv(arch["n_kv"])
+    hd = arch.get("hd_k") or d // N_HEAD
+    if arch.get("hd_k"):
+        wr.add_key_length(hd)
+        wr.add_value_length(arch.get("hd_v") or hd)
     wr.add_layer_norm_rms_eps(arch["eps"])
+    if arch.get("swa"):
+        wr.add_sliding_window(arch["swa"])
+    if arch.get("attn_cap"):
+        wr.add_attn_logit_softcapping(arch["attn_cap"])
+    if arch.get("final_cap"):
+        wr.add_final_logit_softcapping(arch["final_cap"])
     if arch["base"] is not None:
         wr.add_rope_freq_base(arch["base"])
-    wr.add_rope_dimension_count(d // N_HEAD)
+    wr.add_rope_dimension_count(arch.get("n_rot") or hd)
+    if arch.get("scaling"):
+        kind, factor, *orig = arch["scaling"]
+        wr.add_rope_scaling_type(gguf.RopeScalingType(kind))
+        wr.add_rope_scaling_factor(factor)
+        if orig:
+            wr.add_rope_scaling_orig_ctx_len(orig[0])
     wr.add_vocab_size(N_VOCAB)
     wr.add_tokenizer_model("gpt2")
     wr.add_tokenizer_pre("default")

