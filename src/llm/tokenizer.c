@@ -10,7 +10,7 @@
 #include <pthread.h>
 
 enum { KIND_BPE, KIND_SPM };
-#define MAX_STAGES 4
+#define MAX_STAGES 6
 #define SPM_SPACE "\xE2\x96\x81" /* U+2581, SentencePiece's visible space */
 
 /* ---- UTF-8 ------------------------------------------------------------------------------------
@@ -233,11 +233,94 @@ static const merge_slot *find_merge(const kiln_tokenizer *t, int32_t l, int32_t 
  * then white space that leaves its last character to the next word. */
 #define GPT2_RE                                                                                    \
   "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|" S_ "+(?!" NS ")|" S_ "+"
+/* White space after Llama 3: newline runs with the white space before them, runs that leave
+ * their last character to the next word, the rest. */
+#define WS_TAIL S_ "*[\\r\\n]+|" S_ "+(?!" NS ")|" S_ "+"
 /* Llama 3 / Qwen 2: case-insensitive contractions, a word takes one leading non-letter,
  * numbers in runs of at most 3 (Qwen 2: 1), symbols keep trailing newlines, newlines group. */
 #define LLAMA3_RE(num)                                                                             \
-  CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" num "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|" S_   \
-                  "*[\\r\\n]+|" S_ "+(?!" NS ")|" S_ "+"
+  CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|" num "| ?[^" WS                                 \
+                  "\\p{L}\\p{N}]+[\\r\\n]*|" WS_TAIL
+/* Qwen 3.5: Qwen 2 with combining marks inside words and out of symbol runs. */
+#define QWEN35_RE                                                                                  \
+  CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^" WS                          \
+                  "\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|" WS_TAIL
+/* Seed-Coder: single digits, symbol runs stop at newlines. */
+#define SEED_CODER_RE                                                                              \
+  CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^" WS "\\p{L}\\p{N}\\r\\n]+"        \
+                  "|" WS_TAIL
+/* Ling (bailingmoe): possessive leading character and symbol runs, one newline at a time. */
+#define BAILINGMOE_RE                                                                              \
+  "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}| ?[^" WS       \
+  "\\p{L}\\p{N}]++[\\r\\n]*|" S_ "*[\\r\\n]|" S_ "+(?!" NS ")|" S_ "+"
+/* Jais 2: Llama 3, with white space before a word cut into power-of-two runs. */
+#define WS_RUN(n) S_ "{" #n "}(?!" NS ")|"
+#define JAIS2_WS                                                                                   \
+  WS_RUN(512) WS_RUN(256) WS_RUN(128) WS_RUN(64) WS_RUN(32) WS_RUN(16) WS_RUN(8) WS_RUN(4)
+#define JAIS2_RE                                                                                   \
+  CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^" WS                             \
+                  "\\p{L}\\p{N}]+[\\r\\n]*|" S_ "*[\\r\\n]+|" JAIS2_WS S_ "{1,2}(?!" NS ")|" S_    \
+                  "{1}"
+/* GPT-4o / Llama 4 / Tekken (Mistral Nemo): a word is an optional non-letter, then upper-case,
+ * then lower-case letters (caseless letters and marks count as both), so "CamelCase" is "Camel"
+ * "Case"; GPT-4o lets a contraction follow and cuts numbers in runs of at most 3, Tekken takes
+ * digits one by one; symbol runs keep trailing newlines and slashes. */
+#define UPPER_ "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
+#define LOWER_ "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
+#define CASED_WORDS(up, low, tail)                                                                 \
+  "[^\\r\\n\\p{L}\\p{N}]?" up "*" low "+" tail "|[^\\r\\n\\p{L}\\p{N}]?" up "+" low "*" tail
+#define OPT_CONTRACTION "(?:" CONTRACTIONS_CI ")?"
+#define GPT4O_RE                                                                                   \
+  CASED_WORDS(UPPER_, LOWER_, OPT_CONTRACTION)                                                     \
+  "|\\p{N}{1,3}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*|" WS_TAIL
+#define TEKKEN_RE                                                                                  \
+  CASED_WORDS(UPPER_, LOWER_, "") "|\\p{N}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*|" WS_TAIL
+/* Kimi K2: Han runs, then GPT-4o's words without Han. The published classes intersect with
+ * [^\p{Han}] (&&), which PCRE2 10.42 lacks: each is written as the complement of the other
+ * general categories and Han (Han as a Script: PCRE2's plain \p{Han} would also take the CJK
+ * punctuation, by Script_Extensions). */
+#define HAN "\\p{sc:Han}"
+#define NON_WORD_OR_HAN "\\p{N}\\p{P}\\p{S}\\p{Z}\\p{C}" HAN
+#define KIMI_WORDS                                                                                 \
+  CASED_WORDS("[^\\p{Ll}" NON_WORD_OR_HAN "]", "[^\\p{Lu}\\p{Lt}" NON_WORD_OR_HAN "]",             \
+              OPT_CONTRACTION)
+#define KIMI_K2_RE                                                                                 \
+  "[" HAN "]+|" KIMI_WORDS "|\\p{N}{1,3}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|" WS_TAIL
+/* DeepSeek V3: numbers in runs of at most 3 and CJK runs first; then a word may take one
+ * leading ASCII symbol before ASCII letters, or one leading non-symbol before letters and
+ * marks. */
+#define DEEPSEEK3_RE                                                                               \
+  "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+"                                          \
+  "|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|" WS_TAIL
+#define DEEPSEEK3_STAGES                                                                           \
+  { "\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+", DEEPSEEK3_RE }
+/* DeepSeek LLM / Coder: newlines on their own, then letter runs (DeepSeek LLM: the cased
+ * scripts listed) and punctuation runs each with one leading space, (LLM:) trailing white
+ * space, CJK and Hangul runs, numbers (Coder: digit by digit). */
+#define DEEPSEEK_LLM_LETTERS                                                                       \
+  "A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}"                   \
+  "\\x{1C4}-\\x{293}\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}\\x{37F}"   \
+  "\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}"           \
+  "\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}"    \
+  "\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}"                   \
+  "\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}"                   \
+  "\\x{1F48}-\\x{1F4D}\\x{1F50}-\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}"           \
+  "\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}"          \
+  "\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}\\x{1FF2}-\\x{1FF4}"                   \
+  "\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}"           \
+  "\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}"                     \
+  "\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}"           \
+  "\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}"                    \
+  "\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}"                   \
+  "\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}"                   \
+  "\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}"             \
+  "\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}"
+#define DEEPSEEK_CJK "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
+/* BLOOM and the Finnish models: anything up to white space, ( | ) or one of
+ * . , ! ? … 。 ， 、 । ۔ ، with one leading space (published with these in a nested class). */
+#define BLOOM_RE " ?[^(" WS "|.,!?\\x{2026}\\x{3002}\\x{FF0C}\\x{3001}\\x{964}\\x{6D4}\\x{60C})]+"
+#define SMOLLM_STAGES                                                                              \
+  { "\\p{N}", GPT2_RE }
 
 typedef struct {
   const char *name;
@@ -245,23 +328,86 @@ typedef struct {
   bool ignore_merges, add_bos;
 } pre_kind;
 
+/* Names as GGUF files carry them (tokenizer.ggml.pre); aliases share a pattern. */
 static const pre_kind g_pre[] = {
     {"gpt-2", {GPT2_RE}, false, false},
     {"gpt2", {GPT2_RE}, false, false},
     {"mpt", {GPT2_RE}, false, false},
     {"olmo", {GPT2_RE}, false, false},
+    {"phi-2", {GPT2_RE}, false, false},
+    {"jais", {GPT2_RE}, false, false},
+    {"gigachat", {GPT2_RE}, false, false},
+    {"a.x-4.0", {GPT2_RE}, false, false},
+    {"mellum", {GPT2_RE}, false, false},
+    {"exaone4", {GPT2_RE}, false, false},
+    {"trillion", {GPT2_RE}, false, false},
+    {"granite-docling", {GPT2_RE}, false, false},
     /* Digits are split one by one before the GPT-2 pattern sees the text. */
-    {"smollm", {"\\p{N}", GPT2_RE}, false, false},
-    {"starcoder", {"\\p{N}", GPT2_RE}, false, false},
-    {"refact", {"\\p{N}", GPT2_RE}, false, false},
+    {"smollm", SMOLLM_STAGES, false, false},
+    {"starcoder", SMOLLM_STAGES, false, false},
+    {"refact", SMOLLM_STAGES, false, false},
+    {"command-r", SMOLLM_STAGES, false, false},
+    {"codeshell", SMOLLM_STAGES, false, false},
+    {"exaone", SMOLLM_STAGES, false, false},
+    {"minerva-7b", SMOLLM_STAGES, false, false},
+    {"mellum2", SMOLLM_STAGES, false, false},
     {"llama3", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
     {"llama-v3", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
     {"llama-bpe", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
+    {"falcon3", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
+    {"falcon-h1", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
+    {"midm-2.0", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
+    {"lfm2", {LLAMA3_RE("\\p{N}{1,3}")}, true, true},
     {"dbrx", {LLAMA3_RE("\\p{N}{1,3}")}, false, false},
     {"smaug-bpe", {LLAMA3_RE("\\p{N}{1,3}")}, false, false},
+    {"glm4", {LLAMA3_RE("\\p{N}{1,3}")}, false, false},
+    {"chatglm-bpe", {LLAMA3_RE("\\p{N}{1,3}")}, false, false},
+    {"minicpm5", {"\\p{N}{1,3}", LLAMA3_RE("\\p{N}+")}, true, false},
+    {"jais-2", {JAIS2_RE}, false, false},
     {"qwen2", {LLAMA3_RE("\\p{N}")}, false, false},
     {"deepseek-r1-qwen", {LLAMA3_RE("\\p{N}")}, false, false},
     {"stablelm2", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"megrez", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"hunyuan", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"grok-2", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"solar-open", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"kormo", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"f2llmv2", {LLAMA3_RE("\\p{N}")}, false, false},
+    {"qwen35", {QWEN35_RE}, false, false},
+    {"seed-coder", {SEED_CODER_RE}, false, false},
+    {"bailingmoe", {BAILINGMOE_RE}, false, false},
+    {"bailingmoe2", {BAILINGMOE_RE}, false, false},
+    {"llada-moe", {BAILINGMOE_RE}, false, false},
+    {"gpt-4o", {GPT4O_RE}, false, false},
+    {"llama4", {GPT4O_RE}, false, false},
+    {"minimax-m2", {GPT4O_RE}, false, false},
+    {"kanana2", {GPT4O_RE}, false, false},
+    /* Pixtral carries Mistral Nemo's Tekken tokenizer (llama.cpp maps the name to Llama 3's
+     * pattern instead). */
+    {"tekken", {TEKKEN_RE}, true, true},
+    {"pixtral", {TEKKEN_RE}, true, true},
+    {"kimi-k2", {KIMI_K2_RE}, false, false},
+    {"deepseek-v3", DEEPSEEK3_STAGES, false, false},
+    {"hunyuan-dense", DEEPSEEK3_STAGES, false, false},
+    {"joyai-llm", DEEPSEEK3_STAGES, false, false},
+    {"deepseek-llm",
+     {"[\\r\\n]", S_ "?[" DEEPSEEK_LLM_LETTERS "]+",
+      S_ "?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+",
+      S_ "+$", DEEPSEEK_CJK, "\\p{N}+"},
+     false,
+     false},
+    {"deepseek-coder",
+     {"[\\r\\n]", S_ "?\\p{L}+", S_ "?\\p{P}+", DEEPSEEK_CJK, "\\p{N}"},
+     false,
+     false},
+    {"bloom", {BLOOM_RE}, false, false},
+    {"gpt3-finnish", {BLOOM_RE}, false, false},
+    {"poro-chat", {BLOOM_RE}, false, false},
+    {"viking", {BLOOM_RE, "\\p{N}"}, false, false},
+    /* Falcon: punctuation runs (Unicode's and ASCII's), the GPT-2 pattern, digit runs, then
+     * runs of three digits. Its digit stages run on byte-level text, in which of all numerals
+     * only ASCII digits are still themselves. */
+    {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_RE, "[0-9]+", "[0-9][0-9][0-9]"}, false, false},
     /* The fallback of older conversions: punctuation runs, GPT-2 words, then numbers cut into
      * runs of three ASCII digits. */
     {"default",
