@@ -593,11 +593,13 @@ TEST(tok_smollm2_matches_llamacpp) {
   kiln_tokenizer_free(t);
 }
 
-TEST(tok_spm_matches_sentencepiece) {
+/* A SentencePiece BPE model trained on the corpus (byte fallback), with the space it puts
+ * before a text (LLaMA's kind) or without (Gemma's): kiln's ids against sentencepiece's. */
+static void check_spm(bool prefix) {
   char dir[512], path[1024], qd[600], args[1200];
   REQUIRE(test_tmp_dir(dir, sizeof dir));
   test_shell_quote(qd, sizeof qd, dir);
-  snprintf(args, sizeof args, "spm %s", qd);
+  snprintf(args, sizeof args, "spm %s%s", qd, prefix ? "" : " noprefix");
   int rc;
   char *out = run_check(args, &rc);
   if (rc == 77 || rc == 127 || !out) {
@@ -607,7 +609,7 @@ TEST(tok_spm_matches_sentencepiece) {
     return;
   }
   CHECKF(rc == 0, "tok_check.py spm failed (%d)", rc);
-  snprintf(path, sizeof path, "%s/spm.gguf", dir);
+  snprintf(path, sizeof path, "%s/%s", dir, prefix ? "spm.gguf" : "spm-noprefix.gguf");
   kiln_gguf *g = rc == 0 ? kiln_gguf_open(path) : NULL;
   kiln_tokenizer *t = g ? kiln_tokenizer_from_gguf(g) : NULL;
   kiln_gguf_close(g);
@@ -629,10 +631,17 @@ TEST(tok_spm_matches_sentencepiece) {
     }
     corpus_free(&c);
   } else
-    test_fail(__FILE__, __LINE__, "cannot load spm.gguf: %s", test_errmsg());
+    test_fail(__FILE__, __LINE__, "cannot load %s: %s", path, test_errmsg());
   kiln_tokenizer_free(t);
   free(out);
   test_tmp_dir_remove(dir);
+}
+TEST(tok_spm_matches_sentencepiece) {
+  test_set_context("%s", "with a space prefix");
+  check_spm(true);
+  test_set_context("%s", "without a space prefix");
+  check_spm(false);
+  test_set_context("%s", "");
 }
 
 /* Every name kiln knows (tokenizer.ggml.pre): kiln's split of the corpus and of the lines kept

@@ -7,6 +7,8 @@
   tok_check.py spm DIR        trains a small SentencePiece BPE model on the corpus, exports it to
                               DIR/spm.gguf (gguf package) and prints the ids sentencepiece itself
                               gives for each corpus line
+  tok_check.py spm DIR noprefix   the same without the space SentencePiece puts before a text
+                              (Gemma's kind), written to DIR/spm-noprefix.gguf
 Exit code 77 when a needed Python package is missing (the C test then skips)."""
 import os
 import sys
@@ -126,7 +128,7 @@ def cmd_split(pres):
             print(" ".join(str(len(p.encode("utf-8"))) for p in split(text, STAGES[pre])))
 
 
-def cmd_spm(outdir):
+def cmd_spm(outdir, prefix):
     try:
         import sentencepiece as spm
         import gguf
@@ -138,7 +140,7 @@ def cmd_spm(outdir):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines * 4), model_writer=model, model_type="bpe", vocab_size=700,
         hard_vocab_limit=False, byte_fallback=True, character_coverage=1.0,
-        normalization_rule_name="identity", add_dummy_prefix=True,
+        normalization_rule_name="identity", add_dummy_prefix=prefix,
         remove_extra_whitespaces=False, split_digits=False, minloglevel=2)
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     n = sp.get_piece_size()
@@ -148,7 +150,8 @@ def cmd_spm(outdir):
         scores.append(sp.get_score(i))
         types.append(3 if sp.is_control(i) else 2 if sp.is_unknown(i) else 6 if sp.is_byte(i)
                      else 5 if sp.is_unused(i) else 1)
-    w = gguf.GGUFWriter(os.path.join(outdir, "spm.gguf"), "llama")
+    w = gguf.GGUFWriter(os.path.join(outdir, "spm.gguf" if prefix else "spm-noprefix.gguf"),
+                        "llama")
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -157,7 +160,7 @@ def cmd_spm(outdir):
     w.add_eos_token_id(sp.eos_id())
     w.add_unk_token_id(sp.unk_id())
     w.add_add_bos_token(True)
-    w.add_add_space_prefix(True)
+    w.add_add_space_prefix(prefix)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -168,7 +171,8 @@ def cmd_spm(outdir):
 
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] not in ("split", "spm") or (
-            sys.argv[1] == "spm" and len(sys.argv) != 3):
+            sys.argv[1] == "spm" and not (len(sys.argv) == 3 or (
+                len(sys.argv) == 4 and sys.argv[3] == "noprefix"))):
         sys.exit(__doc__)
     if sys.argv[1] == "split":
         for pre in sys.argv[2:]:
@@ -176,4 +180,4 @@ if __name__ == "__main__":
                 sys.exit("unknown pre-tokenizer " + pre)
         cmd_split(sys.argv[2:])
     else:
-        cmd_spm(sys.argv[2])
+        cmd_spm(sys.argv[2], len(sys.argv) == 3)
