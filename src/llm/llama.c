@@ -76,7 +76,7 @@ struct kiln_llm {
   const arch_desc *arch;
   int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, hd_k, hd_v, n_ff, n_rot, n_ctx, n_ctx_train;
   int64_t n_swa; /* the sliding window (0: none) */
-  double eps, rope_base, rope_base_swa, attn_softcap, final_softcap; /* softcaps: 0 = none */
+  double eps, rope_base, rope_base_swa, rope_attn, attn_softcap, final_softcap; /* 0: no cap */
   int rope_scaling;                   /* RS_NONE, RS_LINEAR, RS_YARN */
   double rope_factor, rope_mscale[2]; /* mscale: of cos and sin, global [0] and sliding [1] */
   int64_t rope_orig_ctx;
@@ -301,15 +301,15 @@ static int load_hparams(kiln_llm *m) {
     return -1;
   }
   if (m->rope_scaling == RS_NONE || m->rope_factor == 1.0) m->rope_scaling = RS_NONE;
-  /* YaRN's tuning knobs change the result; kiln implements their defaults only */
+  /* YaRN's other knobs change the result; kiln implements their defaults only */
   if (m->rope_scaling == RS_YARN &&
-      (hp_float(m->g, arch, "rope.scaling.attn_factor", 1.0) != 1.0 ||
-       hp_float(m->g, arch, "rope.scaling.yarn_log_multiplier", 0.0) != 0.0 ||
+      (hp_float(m->g, arch, "rope.scaling.yarn_log_multiplier", 0.0) != 0.0 ||
        m->rope_factor < 1.0)) {
-    kn_err("llm: YaRN rope scaling with a factor below 1, an attention factor or a log multiplier "
-           "is not supported");
+    kn_err("llm: YaRN rope scaling with a factor below 1 or a log multiplier is not supported");
     return -1;
   }
+  /* cos and sin are multiplied by it (LongRoPE files carry it) */
+  m->rope_attn = hp_float(m->g, arch, "rope.scaling.attn_factor", 1.0);
   /* the rope base of sliding layers where the architecture gives them their own */
   m->rope_base_swa = hp_float(m->g, arch, "rope.freq_base_swa", m->arch->swa_base);
   return check_hparams(m) < 0 ? -1 : load_rope_dims(m);
@@ -343,13 +343,19 @@ static int check_hparams(kiln_llm *m) {
     kn_err("llm: sliding window %lld (1 to %d)", (long long)m->n_swa, 1 << 24);
     return -1;
   }
-  double caps[] = {m->attn_softcap, m->final_softcap, m->eps,
-                   m->rope_base,    m->rope_factor,   m->arch->swa_base ? m->rope_base_swa : 1};
-  const char *what[] = {"attention softcap", "final logit softcap", "norm epsilon",
-                        "rope base",         "rope scaling factor", "sliding layers' rope base"};
-  for (int i = 0; i < 6; i++)
-    if (!(caps[i] >= (i < 2 ? 0 : 1e-30) && caps[i] < 1e30)) {
-      kn_err("llm: %s %g is out of range", what[i], caps[i]);
+  const struct {
+    const char *what;
+    double v, lo; /* allowed: lo <= v < 1e30 */
+  } reals[] = {{"attention softcap", m->attn_softcap, 0},
+               {"final logit softcap", m->final_softcap, 0},
+               {"norm epsilon", m->eps, 1e-30},
+               {"rope base", m->rope_base, 1e-30},
+               {"rope scaling factor", m->rope_factor, 1e-30},
+               {"sliding layers' rope base", m->arch->swa_base ? m->rope_base_swa : 1, 1e-30},
+               {"rope attention factor", m->rope_attn, 1e-30}};
+  for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+    if (!(reals[i].v >= reals[i].lo && reals[i].v < 1e30)) {
+      kn_err("llm: %s %g is out of range", reals[i].what, reals[i].v);
       return -1;
     }
   if (m->rope_scaling == RS_YARN && (m->rope_orig_ctx < 1 || m->rope_orig_ctx > (1 << 24))) {
@@ -447,19 +453,33 @@ static T *rope_angles(const kiln_llm *m, double base, bool scaled, const float *
   return t;
 }
 
-/* The angles of the global layers and, when sliding layers have their own base, of those. */
-static int load_rope(kiln_llm *m) {
-  int64_t h = m->n_rot / 2;
-  const kiln_gguf_tensor *ff = m->g ? kiln_gguf_find_tensor(m->g, "rope_freqs.weight") : NULL;
-  if (ff && (ff->type != 0 || ff->ndim != 1 || ff->dims[0] != h)) {
-    kn_err("llm: rope_freqs.weight must be F32 [%lld]", (long long)h);
-    return -1;
+/* A rope factor tensor (F32, one per rotated pair) of a file, or NULL; *bad on a wrong one. */
+static const float *rope_factors(const kiln_llm *m, const char *name, bool *bad) {
+  const kiln_gguf_tensor *t = m->g ? kiln_gguf_find_tensor(m->g, name) : NULL;
+  if (t && (t->type != 0 || t->ndim != 1 || t->dims[0] != m->n_rot / 2)) {
+    kn_err("llm: %s must be F32 [%lld]", name, (long long)(m->n_rot / 2));
+    *bad = true;
   }
-  const float *fac = ff ? ff->data : NULL;
+  return t && !*bad ? t->data : NULL;
+}
+
+/* The angles of the global layers and, when sliding layers have their own base, of those.
+ * Frequency factors: Llama 3's rope_freqs, else LongRoPE's (Phi-3 128k) long set when the
+ * context is longer than the original one, its short set otherwise. */
+static int load_rope(kiln_llm *m) {
+  bool bad = false;
+  const float *fac = rope_factors(m, "rope_freqs.weight", &bad);
+  if (!fac && !bad)
+    fac = rope_factors(
+        m, m->n_ctx > m->rope_orig_ctx ? "rope_factors_long.weight" : "rope_factors_short.weight",
+        &bad);
+  if (bad) return -1;
   m->inv_freq[0] = rope_angles(m, m->rope_base, true, fac, &m->rope_mscale[0]);
   m->rope_mscale[1] = m->rope_mscale[0];
   bool own = m->n_swa > 0 && m->arch->swa_base > 0; /* sliding layers have their own angles */
   if (own) m->inv_freq[1] = rope_angles(m, m->rope_base_swa, false, fac, &m->rope_mscale[1]);
+  for (int r = 0; r < 2; r++)
+    m->rope_mscale[r] *= m->rope_attn;
   return m->inv_freq[0] && (m->inv_freq[1] || !own) ? 0 : -1;
 }
 
@@ -548,7 +568,8 @@ kiln_llm *kiln_llm_random(const kiln_llm_shape *s, int type, uint64_t seed, int6
   m->rtype = type, m->seed = seed;
   m->n_vocab = s->n_vocab, m->n_embd = s->n_embd, m->n_layer = s->n_layer, m->n_head = s->n_head;
   m->n_head_kv = s->n_head_kv, m->n_ff = s->n_ff, m->n_ctx_train = s->n_ctx_train;
-  m->eps = 1e-5, m->rope_base = 10000.0, m->rope_factor = 1.0, m->hd_k = m->hd_v = -1;
+  m->eps = 1e-5, m->rope_base = 10000.0, m->rope_factor = 1.0, m->rope_attn = 1.0;
+  m->hd_k = m->hd_v = -1;
   int rc = check_hparams(m);
   if (rc == 0 && (m->n_vocab < 1 || m->n_vocab > (1 << 24))) {
     kn_err("llm: vocabulary of %lld tokens", (long long)m->n_vocab);

@@ -25,6 +25,7 @@ Every file is deterministic (fixed seeds; the same bytes on every run). The vari
   llama-swa-f32   llama    64   160    4    2  F32       tied           normal, base 10000 (default)
   llama-kv-f32    llama    64   160    4    2  F32       tied           normal, 16 of 24 dims
   llama-yarn-f32  llama    64   160    4    2  F32       tied           normal, base 10000, YaRN x4
+  phi3-long-f32   phi3     64   160    4    4  F32       output.weight  NEOX, base 10000, LongRoPE
 
 Vocab 320, context 128 for all; 2 layers except gemma2-f32 (4) and gemma3-f32 (6). The variants
 of one row group share their float weights (llama-f32 .. llama-q8_0 quantize the same matrices,
@@ -49,6 +50,14 @@ Metadata beyond the common keys ({a} = the architecture; hd = n_embd / n_head wh
   llama-kv-f32    key_length 24, value_length 20, rope.dimension_count 16 (partial rope).
   llama-yarn-f32  rope.freq_base 10000.0, rope.scaling.type "yarn", rope.scaling.factor 4.0,
                   rope.scaling.original_context_length 32.
+  phi3-long-f32   Phi-3-mini-128k / Phi-3.5-mini style LongRoPE, as llama.cpp's converter writes
+                  it: no sliding_window, no rope.scaling.type or factor, rope.freq_base 10000.0,
+                  rope.scaling.original_context_length 32 (context_length stays 128),
+                  rope.scaling.attn_factor sqrt(1 + ln(128/32) / ln 32) = 1.1832 (the
+                  converter's formula for these lengths; Phi-3-mini-128k's 131072/4096 give
+                  1.1902), and the tensors rope_factors_short.weight and rope_factors_long.weight
+                  below. Engines choose the long set when their context exceeds 32, else the
+                  short one (ref_llama.py --ctx); fused matrices as phi3-f32.
 Sliding windows, softcapping and head sizes are chosen small enough to matter within a prompt of
 about ten tokens. Gemma's stored embeddings are sqrt(n_embd) times smaller and its final norm
 sqrt(n_embd) times larger than the others', since Gemma scales the looked-up rows by sqrt(n_embd).
@@ -74,12 +83,17 @@ Weight layouts (GGUF dims are [ne0, ne1] with ne0 contiguous; numpy shape is (ne
   output_norm.weight         F32  [n_embd]
   output.weight              T    [n_embd, n_vocab]       llama3, qwen3, phi3; else tied
   rope_freqs.weight          F32  [hd/2]                  llama3 only: theta_i is divided by it
+  rope_factors_short.weight  F32  [n_rot/2]               phi3-long only: 1 + 0.5 t^2 (1 .. 1.5)
+  rope_factors_long.weight   F32  [n_rot/2]               phi3-long only: 1.1 + 38.9 t^2 (1.1 .. 40)
+                                                          with t = i / (n_rot/2 - 1); theta_i is
+                                                          divided by the chosen set
 Quantized rows are blocks along ne0 (the input dimension), as llama.cpp stores them.
 
 Tokenizer (tokenizer.ggml.model gpt2, pre "default"): ids 0..255 are the 256 bytes in GPT-2's
 byte-to-character spelling (byte b is token b), 256 is <s> (bos), 257 is </s> (eos), 258..319
 are 62 merges learned by byte-pair encoding of the short English text below.
 """
+import math
 import os
 import sys
 
@@ -114,6 +128,8 @@ LLAMA3 = dict(arch="llama", n_kv=1, base=5e5, eps=1e-5, untied=True, rope_freqs=
 #   qk_norm       blk.N.attn_q_norm / attn_k_norm;  post_norm: post_attention_norm / post_ffw_norm
 #   fused         phi3's attn_qkv and fused gate+up ffn_up
 #   qk_gain       gain of the Q and K projections (1.5)
+#   longrope      (original_context_length, attn_factor): phi3's LongRoPE keys and the
+#                 rope_factors_short / rope_factors_long tensors (formulas, no random draws)
 GEMMA = dict(arch="gemma", n_kv=1, base=None, eps=1e-6, untied=False, rope_freqs=False,
              hd_k=32)
 # Q/K gain 3.5: raw scores of standard deviation about 12, so some pass 20 and the cap of 50
@@ -130,6 +146,9 @@ PHI3 = dict(arch="phi3", n_kv=4, base=None, eps=1e-5, untied=True, rope_freqs=Fa
 LLAMA_SWA = dict(LLAMA, swa=4)
 LLAMA_KV = dict(LLAMA, hd_k=24, hd_v=20, n_rot=16)
 LLAMA_YARN = dict(LLAMA, base=10000.0, scaling=("yarn", 4.0, 32))
+# llama.cpp's converter (Phi3MiniModel): attn_factor = sqrt(1 + ln(ctx / orig) / ln(orig)).
+PHI3_LONG = dict(PHI3, base=10000.0, swa=None,
+                 longrope=(32, math.sqrt(1.0 + math.log(N_CTX / 32) / math.log(32))))
 
 # name -> (shape family, architecture settings, matrix type, weight seed)
 VARIANTS = {
@@ -152,6 +171,7 @@ VARIANTS = {
     "llama-swa-f32": (SMALL, LLAMA_SWA, Q.F32, 10),
     "llama-kv-f32": (SMALL, LLAMA_KV, Q.F32, 11),
     "llama-yarn-f32": (SMALL, LLAMA_YARN, Q.F32, 12),
+    "phi3-long-f32": (SMALL, PHI3_LONG, Q.F32, 13),
 }
 
 FILE_TYPE = {
@@ -287,6 +307,12 @@ def float_weights(shape, arch, seed):
         # Llama-3.1's shape: factor 1 for the fastest-turning pairs, rising to 8 for the slowest.
         t = np.linspace(0.0, 1.0, hd // 2)
         w["rope_freqs.weight"] = (1.0 + 7.0 * np.clip(2.0 * t - 0.5, 0.0, 1.0)).astype(np.float32)
+    if arch.get("longrope"):
+        # Phi-3.5-mini's shapes: short factors near 1 (up to 1.5), long ones rising from about
+        # 1 for the fastest-turning pairs to 40 for the slowest.
+        t = np.linspace(0.0, 1.0, (arch.get("n_rot") or hd) // 2)
+        w["rope_factors_long.weight"] = (1.1 + 38.9 * t * t).astype(np.float32)
+        w["rope_factors_short.weight"] = (1.0 + 0.5 * t * t).astype(np.float32)
     return w
 
 
@@ -388,6 +414,10 @@ def write_variant(path, name):
         wr.add_rope_scaling_factor(factor)
         if orig:
             wr.add_rope_scaling_orig_ctx_len(orig[0])
+    if arch.get("longrope"):
+        orig_ctx, attn_factor = arch["longrope"]
+        wr.add_rope_scaling_orig_ctx_len(orig_ctx)
+        wr.add_rope_scaling_attn_factors(attn_factor)
     wr.add_vocab_size(N_VOCAB)
     wr.add_tokenizer_model("gpt2")
     wr.add_tokenizer_pre("default")

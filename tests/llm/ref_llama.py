@@ -3,7 +3,8 @@
 (general.architecture `llama`, `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma2` or `gemma3`), written
 with numpy and the `gguf` package only.
 
-  ref_llama.py MODEL.gguf --tokens 1,2,3 --logits OUT.f32 [--greedy N --ids OUT.txt] [--show]
+  ref_llama.py MODEL.gguf --tokens 1,2,3 --logits OUT.f32 [--greedy N --ids OUT.txt]
+               [--ctx N] [--show]
 
 Writes the float32 logits of every prompt position to OUT.f32 (n_tokens x n_vocab, row-major,
 raw little-endian). With --greedy N it then continues greedily for N tokens (argmax over the
@@ -11,6 +12,9 @@ float64 logits, ties to the lowest id, no stop at end-of-sequence) and writes th
 space-separated, to OUT.txt; the smallest gap between the two best logits over those steps is
 printed to stderr, so a test can tell whether its float32 greedy run may legitimately differ.
 --show prints the prompt and continuation decoded through the GGUF vocabulary (byte-level BPE).
+--ctx N is the context size the engine under test was loaded with (default: the file's
+{a}.context_length); the prompt plus the generated tokens must fit in it. It changes the result
+only for phi3 LongRoPE files, which choose their rope factors by it (below).
 
 The GGUF file is read with gguf.GGUFReader and every weight is dequantized with
 gguf.quants.dequantize, then widened to float64: all arithmetic is float64. The prompt runs as
@@ -38,20 +42,30 @@ Semantics (those of llama.cpp for these architectures; {a} is general.architectu
   {a}.final_logit_softcapping = c2 present, logits become c2 tanh(logits / c2).
   RoPE rotates the first n_rot = {a}.rope.dimension_count (default hd_k) dims of each q and k
   head, the rest pass unchanged: `llama` pairs (x[2i], x[2i+1]), all others (NEOX) (x[i], x[i +
-  n_rot/2]), by angle pos * inv_freq[i], with cos and sin both multiplied by mscale.
-  inv_freq[i] = base^(-2i/n_rot) / rope_freqs[i] (rope_freqs.weight, 1 when absent), base =
-  {a}.rope.freq_base (default 10000), then by {a}.rope.scaling.type (default linear) and factor
-  (rope.scaling.factor, else rope.scale_linear; absent or 0: 1; type none: 1):
+  n_rot/2]), by angle pos * inv_freq[i], with cos and sin both multiplied by mscale * af, af =
+  {a}.rope.scaling.attn_factor (default 1; so the rotated part of q.k grows by af^2).
+  inv_freq[i] = base^(-2i/n_rot) / ff[i], base = {a}.rope.freq_base (default 10000), ff =
+  rope_freqs.weight, or in a phi3 LongRoPE file rope_factors_long.weight when ctx > n_orig and
+  rope_factors_short.weight when ctx <= n_orig (ctx: --ctx; n_orig =
+  {a}.rope.scaling.original_context_length, default context_length; a set the file lacks: 1),
+  else 1; then by {a}.rope.scaling.type (default linear) and factor (rope.scaling.factor, else
+  rope.scale_linear; absent or 0: 1; type none: 1):
     linear: inv_freq /= factor; mscale = 1.
-    yarn:   with fs = 1/factor, n_orig = rope.scaling.original_context_length (default
-            context_length), corr(b) = n_rot ln(n_orig / (2 pi b)) / (2 ln base), low =
+    yarn:   with fs = 1/factor, corr(b) = n_rot ln(n_orig / (2 pi b)) / (2 ln base), low =
             max(0, floor(corr(32))), high = min(n_rot - 1, ceil(corr(1))), ramp_i = 1 - clamp((i -
             low) / max(0.001, high - low), 0, 1): inv_freq *= fs (1 - ramp_i) + ramp_i; mscale =
             1 + 0.1 ln(factor).
-  gemma3's sliding layers use base 10000 and no scaling; every other layer the file's values.
+  gemma3's sliding layers use base 10000 and no scaling (but af); every other layer the file's
+  values.
+  LongRoPE (Phi-3-mini-128k, Phi-3.5-mini as llama.cpp's converter writes them: no scaling type,
+  rope.scaling.original_context_length = the short context, rope.scaling.attn_factor = sqrt(1 +
+  ln(context_length / n_orig) / ln(n_orig))): llama.cpp picks the set once per context by its
+  context size (n_ctx_seq), not by the current sequence length as transformers does, and
+  applies af to both sets. llama.cpp rounds its context up to a multiple of 256.
   Refused (error) rather than approximated: other architectures, other scaling types with a
-  factor != 1, yarn with factor < 1, LongRoPE factor tensors, and the metadata listed in
-  UNSUPPORTED_KEYS below (YaRN's tuning keys, per-layer SWA head sizes or bases, SWA patterns).
+  factor != 1, yarn with factor < 1, LongRoPE factor tensors outside phi3 or beside
+  rope_freqs.weight, and the metadata listed in UNSUPPORTED_KEYS below (YaRN's tuning keys,
+  per-layer SWA head sizes or bases, SWA patterns).
 
 Exits 77 when numpy or gguf is missing (the C tests then skip), 1 on a bad model or argument.
 """
@@ -81,7 +95,6 @@ ARCHS = {
 # Metadata this reference does not implement: a file carrying one (with another value than the
 # one given here, None: any value) is refused rather than run with different semantics.
 UNSUPPORTED_KEYS = {
-    "rope.scaling.attn_factor": 1.0,
     "rope.scaling.yarn_log_multiplier": 0.0,
     "rope.scaling.yarn_ext_factor": None,
     "rope.scaling.yarn_attn_factor": 1.0,
@@ -142,7 +155,9 @@ def sliding_layers(arch, n_layer, window):
 
 
 class Model:
-    def __init__(self, path):
+    def __init__(self, path, ctx=None):
+        """ctx: the context size the engine is loaded with (None: the file's context_length);
+        it picks a LongRoPE file's factor set."""
         try:
             r = gguf.GGUFReader(path)
         except (OSError, ValueError) as e:
@@ -165,6 +180,9 @@ class Model:
         self.head_dim_v = int(field(r, f"{arch}.attention.value_length", self.head_dim))
         self.eps = float(field(r, f"{arch}.attention.layer_norm_rms_epsilon"))
         self.n_ctx = int(field(r, f"{arch}.context_length"))
+        self.ctx = self.n_ctx if ctx is None else int(ctx)
+        if self.ctx <= 0:
+            fail(f"context size {self.ctx} is not positive")
         self.rope_base = float(field(r, f"{arch}.rope.freq_base", 10000.0))
         self.n_rot = int(field(r, f"{arch}.rope.dimension_count", self.head_dim))
         window = field(r, f"{arch}.attention.sliding_window", None)
@@ -191,15 +209,19 @@ class Model:
         self.rope_factor = factor
         self.n_ctx_orig = int(field(r, f"{arch}.rope.scaling.original_context_length",
                                     self.n_ctx))
+        self.attn_factor = float(field(r, f"{arch}.rope.scaling.attn_factor", 1.0))
         if self.n_head % self.n_head_kv:
             fail(f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_head_kv}")
         if self.n_rot % 2 or self.n_rot > self.head_dim:
             fail(f"rope dimension_count {self.n_rot} is odd or above head_dim {self.head_dim}")
 
         tensors = {t.name: t for t in r.tensors}
-        for name in ("rope_factors_long.weight", "rope_factors_short.weight"):
-            if name in tensors:
-                fail(f"{name} (LongRoPE) is not supported by this reference")
+        longrope = [n for n in ("rope_factors_long.weight", "rope_factors_short.weight")
+                    if n in tensors]
+        if longrope and arch != "phi3":
+            fail(f"{longrope[0]} (LongRoPE) is only supported in phi3 files")
+        if longrope and "rope_freqs.weight" in tensors:
+            fail(f"{longrope[0]} (LongRoPE) beside rope_freqs.weight is not supported")
 
         def get(name, shape, optional=False):
             t = tensors.get(name)
@@ -261,23 +283,33 @@ class Model:
         if self.out is None:
             self.out = self.tok_embd
         self.rope_freqs = get("rope_freqs.weight", (self.n_rot // 2,), optional=True)
+        self.rope_set = None
+        if longrope:
+            # llama.cpp (llama_model::get_rope_factors): long when the context per sequence
+            # exceeds the original context, else short; a set the file lacks means no factors.
+            self.rope_set = "long" if self.ctx > self.n_ctx_orig else "short"
+            self.rope_freqs = get(f"rope_factors_{self.rope_set}.weight", (self.n_rot // 2,),
+                                  optional=True)
         # Per layer: (inv_freq, mscale); the angle of pair i at position pos is pos * inv_freq[i]
         # and the rotated pairs are multiplied by mscale. gemma3's sliding layers use base
-        # 10000 without scaling; every other layer the file's base and scaling.
+        # 10000 without scaling (attn_factor still applies); every other layer the file's base
+        # and scaling.
         full = self.rope_table(self.rope_base, self.rope_scaling)
         local = self.rope_table(10000.0, "none") if arch == "gemma3" else full
         self.rope_tables = [local if s else full for s in self.sliding]
         self.vocab = field(r, "tokenizer.ggml.tokens", [])
 
     def rope_table(self, base, scaling):
-        """(inv_freq, mscale) of one layer: inv_freq[i] = base^(-2i/n_rot) / rope_freqs[i],
-        times 1/factor (linear) or YaRN's blend of 1/factor and 1 (yarn)."""
+        """(inv_freq, mscale) of one layer: inv_freq[i] = base^(-2i/n_rot) / ff[i] (ff:
+        rope_freqs or the chosen LongRoPE set), times 1/factor (linear) or YaRN's blend of
+        1/factor and 1 (yarn); mscale = rope.scaling.attn_factor (times YaRN's own)."""
         i = np.arange(self.n_rot // 2, dtype=np.float64)
         inv = base ** (-2.0 * i / self.n_rot)
         if self.rope_freqs is not None:
             inv = inv / self.rope_freqs
+        af = self.attn_factor
         if scaling == "linear":
-            return inv / self.rope_factor, 1.0
+            return inv / self.rope_factor, af
         if scaling == "yarn":
             fs = 1.0 / self.rope_factor
 
@@ -288,8 +320,8 @@ class Model:
             low = max(0.0, math.floor(corr_dim(YARN_BETA_FAST)))
             high = min(self.n_rot - 1.0, math.ceil(corr_dim(YARN_BETA_SLOW)))
             ramp = 1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)
-            return inv * (fs * (1.0 - ramp) + ramp), 1.0 + 0.1 * math.log(1.0 / fs)
-        return inv, 1.0
+            return inv * (fs * (1.0 - ramp) + ramp), af * (1.0 + 0.1 * math.log(1.0 / fs))
+        return inv, af
 
     # ---- the forward pass -------------------------------------------------------------------
 
@@ -415,6 +447,8 @@ def main():
     ap.add_argument("--logits", required=True, help="output: float32 logits, n_tokens x n_vocab")
     ap.add_argument("--greedy", type=int, default=0, help="tokens to generate greedily")
     ap.add_argument("--ids", help="output: the generated ids, space-separated")
+    ap.add_argument("--ctx", type=int, help="the engine's context size (default: the file's "
+                    "context_length); picks a LongRoPE file's factor set")
     ap.add_argument("--show", action="store_true", help="print the decoded text to stderr")
     args = ap.parse_args()
     tokens = parse_tokens(args.tokens)
@@ -424,14 +458,16 @@ def main():
         fail("--greedy needs --ids OUT.txt")
 
     t0 = time.time()
-    m = Model(args.model)
+    if args.ctx is not None and args.ctx <= 0:
+        fail(f"--ctx {args.ctx} is not positive")
+    m = Model(args.model, args.ctx)
     t1 = time.time()
     bad = [t for t in tokens if not 0 <= t < m.n_vocab]
     if bad:
         fail(f"token ids {bad} are outside the vocabulary [0, {m.n_vocab})")
     total = len(tokens) + args.greedy
-    if total > m.n_ctx:
-        fail(f"{len(tokens)} prompt + {args.greedy} generated tokens exceed context {m.n_ctx}")
+    if total > m.ctx:
+        fail(f"{len(tokens)} prompt + {args.greedy} generated tokens exceed context {m.ctx}")
 
     cache = m.new_cache(total)
     logits = m.forward(tokens, 0, cache)
@@ -455,6 +491,9 @@ def main():
               file=sys.stderr)
     if args.show:
         print(f"ref_llama.py: load {t1 - t0:.2f} s, run {t2 - t1:.2f} s", file=sys.stderr)
+        if m.rope_set:
+            print(f"ref_llama.py: context {m.ctx}, original context {m.n_ctx_orig}: "
+                  f"{m.rope_set} rope factors", file=sys.stderr)
         print("prompt: " + repr(m.decode(tokens)), file=sys.stderr)
         print("greedy: " + repr(m.decode(gen)), file=sys.stderr)
 

