@@ -32,17 +32,40 @@ typedef struct {
   bool window;     /* reads attention.sliding_window: the layers below slide when it is set */
   int swa_every;   /* 0: every layer slides; k: layer il slides when il % k < k - 1 */
   double swa_base; /* the rope base of sliding layers (no rope scaling there); 0: the file's */
+  /* what files without the keys get: the window and the attention and final softcaps */
+  int64_t swa0;
+  double attn_cap0, final_cap0;
+  int wide_layers; /* the layer count of the size whose scores are scaled by 1/sqrt(n_embd /
+                      n_head), not 1/sqrt(key length) (Gemma 2 and 3 27B); 0: none */
 } arch_desc;
 
 static const arch_desc archs[] = {
-    /* name     rope       act       bias   qknorm post   escale fused  window every base */
-    {"llama", ROPE_NORM, ACT_SILU, false, false, false, false, false, true, 0, 0},
-    {"qwen2", ROPE_NEOX, ACT_SILU, true, false, false, false, false, false, 0, 0},
-    {"qwen3", ROPE_NEOX, ACT_SILU, false, true, false, false, false, false, 0, 0},
-    {"gemma", ROPE_NEOX, ACT_GELU, false, false, false, true, false, false, 0, 0},
-    {"gemma2", ROPE_NEOX, ACT_GELU, false, false, true, true, false, true, 2, 0},
-    {"gemma3", ROPE_NEOX, ACT_GELU, false, true, true, true, false, true, 6, 10000.0},
-    {"phi3", ROPE_NEOX, ACT_SILU, false, false, false, false, true, true, 0, 0},
+    {.name = "llama", .rope = ROPE_NORM, .act = ACT_SILU, .window = true},
+    {.name = "qwen2", .rope = ROPE_NEOX, .act = ACT_SILU, .qkv_bias = true},
+    {.name = "qwen3", .rope = ROPE_NEOX, .act = ACT_SILU, .qk_norm = true},
+    {.name = "gemma", .rope = ROPE_NEOX, .act = ACT_GELU, .embd_scale = true},
+    {.name = "gemma2",
+     .rope = ROPE_NEOX,
+     .act = ACT_GELU,
+     .post_norms = true,
+     .embd_scale = true,
+     .window = true,
+     .swa_every = 2,
+     .swa0 = 4096,
+     .attn_cap0 = 50.0,
+     .final_cap0 = 30.0,
+     .wide_layers = 46},
+    {.name = "gemma3",
+     .rope = ROPE_NEOX,
+     .act = ACT_GELU,
+     .qk_norm = true,
+     .post_norms = true,
+     .embd_scale = true,
+     .window = true,
+     .swa_every = 6,
+     .swa_base = 10000.0,
+     .wide_layers = 62},
+    {.name = "phi3", .rope = ROPE_NEOX, .act = ACT_SILU, .fused = true, .window = true},
 };
 #define NARCHS ((int)(sizeof archs / sizeof archs[0]))
 static const arch_desc *find_arch(const char *name) {
@@ -80,6 +103,7 @@ struct kiln_llm {
   int rope_scaling;                   /* RS_NONE, RS_LINEAR, RS_YARN */
   double rope_factor, rope_mscale[2]; /* mscale: of cos and sin, global [0] and sliding [1] */
   int64_t rope_orig_ctx;
+  double attn_scale; /* of the scores */
   const kiln_gguf_tensor *tok_embd;
   T *embd; /* (n_vocab, n_embd) f32 view of token_embd: its rows are taken by token id */
   T *out_norm, *output;
@@ -276,12 +300,12 @@ static int load_hparams(kiln_llm *m) {
   if (!hp_int(m->g, arch, "attention.key_length", &m->hd_k, false)) m->hd_k = -1; /* absent */
   if (!hp_int(m->g, arch, "attention.value_length", &m->hd_v, false)) m->hd_v = -1;
   if (!hp_int(m->g, arch, "context_length", &m->n_ctx_train, false)) m->n_ctx_train = 2048;
-  if (!m->arch->window || !hp_int(m->g, arch, "attention.sliding_window", &m->n_swa, false))
-    m->n_swa = 0;
+  if (!hp_int(m->g, arch, "attention.sliding_window", &m->n_swa, false)) m->n_swa = m->arch->swa0;
+  if (!m->arch->window) m->n_swa = 0;
   m->eps = hp_float(m->g, arch, "attention.layer_norm_rms_epsilon", 1e-5);
   m->rope_base = hp_float(m->g, arch, "rope.freq_base", 10000.0);
-  m->attn_softcap = hp_float(m->g, arch, "attn_logit_softcapping", 0);
-  m->final_softcap = hp_float(m->g, arch, "final_logit_softcapping", 0);
+  m->attn_softcap = hp_float(m->g, arch, "attn_logit_softcapping", m->arch->attn_cap0);
+  m->final_softcap = hp_float(m->g, arch, "final_logit_softcapping", m->arch->final_cap0);
   /* rope scaling: none, linear (positions / factor) or YaRN; a factor without a type (or the
    * older rope.scale_linear) is linear */
   char key[128];
@@ -289,6 +313,7 @@ static int load_hparams(kiln_llm *m) {
   const char *rs = kiln_gguf_get_str(m->g, key);
   m->rope_factor =
       hp_float(m->g, arch, "rope.scaling.factor", hp_float(m->g, arch, "rope.scale_linear", 1.0));
+  if (m->rope_factor == 0.0) m->rope_factor = 1.0; /* 0 stands for 1, as in llama.cpp */
   if (!rs && m->rope_factor != 1.0) rs = "linear";
   if (!hp_int(m->g, arch, "rope.scaling.original_context_length", &m->rope_orig_ctx, false))
     m->rope_orig_ctx = m->n_ctx_train;
@@ -330,6 +355,8 @@ static int check_hparams(kiln_llm *m) {
   }
   if (m->hd_k < 0) m->hd_k = m->n_embd / m->n_head;
   if (m->hd_v < 0) m->hd_v = m->hd_k;
+  bool wide = m->arch->wide_layers && m->n_layer == m->arch->wide_layers;
+  m->attn_scale = 1.0 / sqrt(wide ? (double)m->n_embd / (double)m->n_head : (double)m->hd_k);
   if (m->hd_k < 1 || m->hd_k > 4096 || m->hd_v < 1 || m->hd_v > 4096) {
     kn_err("llm: attention key length %lld, value length %lld (1 to 4096)", (long long)m->hd_k,
            (long long)m->hd_v);
@@ -722,7 +749,7 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
           hv = m->hd_v;
   T *qg = kiln_permute(kiln_reshape(q, 5, (int64_t[]){S, n, Hk, G, hd}),
                        (int[]){0, 2, 3, 1, 4}); /* (S,Hk,G,n,hd) */
-  double scale = 1.0 / sqrt((double)hd), cap = m->attn_softcap;
+  double scale = m->attn_scale, cap = m->attn_softcap;
   /* (S,Hk,1,hd,T) keys and (S,Hk,1,T,hd) values of a (S, T, Hk, hd) block */
 #define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 3, 1}), 2)
 #define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 1, 3}), 2)

@@ -27,7 +27,8 @@ Every file is deterministic (fixed seeds; the same bytes on every run). The vari
   llama-yarn-f32  llama    64   160    4    2  F32       tied           normal, base 10000, YaRN x4
   phi3-long-f32   phi3     64   160    4    4  F32       output.weight  NEOX, base 10000, LongRoPE
 
-Vocab 320, context 128 for all; 2 layers except gemma2-f32 (4) and gemma3-f32 (6). The variants
+Vocab 320, context 128 for all; 2 layers except gemma2-f32 (4), gemma3-f32 (6) and
+gemma2-27b-f32 (46). The variants
 of one row group share their float weights (llama-f32 .. llama-q8_0 quantize the same matrices,
 as do the two qwen2 and the two K-quant files), so a quantized file's logits stay near its float
 twin's; every other file has its own seed. The K-quant blocks are not quantized from floats (gguf
@@ -44,6 +45,9 @@ Metadata beyond the common keys ({a} = the architecture; hd = n_embd / n_head wh
   gemma3-f32      key_length = value_length = 16, sliding_window 4 (layers 0-4 slide, 5 is
                   global), rope.freq_base 1e6, rope.scaling.type "linear", rope.scaling.factor 8.0
                   (global layers only; sliding ones use base 10000 unscaled); q/k and post norms.
+  gemma2-27b-f32  gemma2 with 46 layers (Gemma 2 27B's count: scores scaled by 1/sqrt(n_embd /
+                  n_head) = 1/4, not 1/sqrt(key_length 32)) and none of the window and softcap
+                  keys (the model's defaults: window 4096, caps 50 and 30).
   qwen3-f32       key_length = value_length = 32, rope.freq_base 1e6; q/k norms, no biases.
   phi3-f32        sliding_window 5 (every layer slides); fused attn_qkv and gate+up ffn_up.
   llama-swa-f32   sliding_window 4 (every layer slides).
@@ -139,6 +143,7 @@ GEMMA2 = dict(arch="gemma2", n_kv=2, base=None, eps=1e-6, untied=False, rope_fre
               qk_gain=3.5)
 GEMMA3 = dict(arch="gemma3", n_kv=2, base=1e6, eps=1e-6, untied=False, rope_freqs=False,
               n_layer=6, hd_k=16, swa=4, scaling=("linear", 8.0), qk_norm=True, post_norm=True)
+GEMMA2_27B = dict(GEMMA2, n_layer=46, hd_k=32, swa=None, attn_cap=None, final_cap=None)
 QWEN3 = dict(arch="qwen3", n_kv=2, base=1e6, eps=1e-6, untied=True, rope_freqs=False,
              hd_k=32, qk_norm=True)
 PHI3 = dict(arch="phi3", n_kv=4, base=None, eps=1e-5, untied=True, rope_freqs=False,
@@ -172,6 +177,7 @@ VARIANTS = {
     "llama-kv-f32": (SMALL, LLAMA_KV, Q.F32, 11),
     "llama-yarn-f32": (SMALL, LLAMA_YARN, Q.F32, 12),
     "phi3-long-f32": (SMALL, PHI3_LONG, Q.F32, 13),
+    "gemma2-27b-f32": (SMALL, GEMMA2_27B, Q.F32, 14),
 }
 
 FILE_TYPE = {

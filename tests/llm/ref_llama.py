@@ -34,10 +34,12 @@ Semantics (those of llama.cpp for these architectures; {a} is general.architectu
   norm_q, norm_k (qwen3, gemma3 only): each head vector (length hd_k) becomes rmsnorm(.) *
   blk.N.attn_q_norm / attn_k_norm, before rope; elsewhere the identity. bq, bk, bv: qwen2 only.
   phi3 fuses: blk.N.attn_qkv.weight rows are [Q; K; V], blk.N.ffn_up.weight rows [gate; up].
-  Attention: softmax over scores s = q.k / sqrt(hd_k); query head j reads kv head j // (n_head /
+  Attention: softmax over scores s = q.k / sqrt(hd_k) (gemma2 with 46 layers and gemma3 with 62,
+  the 27B models: q.k / sqrt(n_embd / n_head)); query head j reads kv head j // (n_head /
   n_head_kv); with {a}.attn_logit_softcapping = c present, s becomes c tanh(s / c) before the
   mask. The query at position p sees keys t <= p and, in a sliding layer, only p - t < W, W =
-  {a}.attention.sliding_window (absent or 0: no layer slides). Sliding layers: llama and phi3
+  {a}.attention.sliding_window (absent or 0: no layer slides; gemma2 without the key: 4096, and
+  softcaps 50 and 30 without theirs). Sliding layers: llama and phi3
   all, gemma2 il % 2 == 0, gemma3 il % 6 < 5, other architectures none. With
   {a}.final_logit_softcapping = c2 present, logits become c2 tanh(logits / c2).
   RoPE rotates the first n_rot = {a}.rope.dimension_count (default hd_k) dims of each q and k
@@ -185,13 +187,19 @@ class Model:
             fail(f"context size {self.ctx} is not positive")
         self.rope_base = float(field(r, f"{arch}.rope.freq_base", 10000.0))
         self.n_rot = int(field(r, f"{arch}.rope.dimension_count", self.head_dim))
-        window = field(r, f"{arch}.attention.sliding_window", None)
+        # gemma2 files without the keys get the model's own window and caps, as in llama.cpp
+        g2 = arch == "gemma2"
+        window = field(r, f"{arch}.attention.sliding_window", 4096 if g2 else None)
         self.window = int(window) if window is not None else None
         self.sliding = sliding_layers(arch, self.n_layer, self.window)
-        cap = field(r, f"{arch}.attn_logit_softcapping", None)
+        cap = field(r, f"{arch}.attn_logit_softcapping", 50.0 if g2 else None)
         self.attn_cap = float(cap) if cap else None
-        cap = field(r, f"{arch}.final_logit_softcapping", None)
+        cap = field(r, f"{arch}.final_logit_softcapping", 30.0 if g2 else None)
         self.final_cap = float(cap) if cap else None
+        # Gemma 2 27B (46 layers) and Gemma 3 27B (62) scale the scores by 1/sqrt(n_embd /
+        # n_head) instead of 1/sqrt(hd_k), as llama.cpp does
+        wide = (arch, self.n_layer) in (("gemma2", 46), ("gemma3", 62))
+        self.score_scale = 1.0 / math.sqrt(self.n_embd / self.n_head if wide else self.head_dim)
         # Rope scaling as llama.cpp reads it: the type defaults to linear, the factor to 1 (0
         # stands for 1, as does the old key rope.scale_linear when the new one is absent).
         factor = field(r, f"{arch}.rope.scaling.factor", None)
@@ -359,7 +367,7 @@ class Model:
         T = pos0 + n
         g = self.n_head // self.n_head_kv
         hd, hdv = self.head_dim, self.head_dim_v
-        scale = 1.0 / math.sqrt(hd)
+        scale = self.score_scale
         # mask[i, t]: query at position pos0+i may not look at key position t > pos0+i; in a
         # sliding layer not at t <= pos0+i - window either.
         keys = np.arange(T)[None, :]
