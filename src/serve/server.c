@@ -604,6 +604,12 @@ static const char *base_name(const char *path) {
 static int pick_template(server *s, const kiln_serve_opts *o) {
   s->tmpl = kiln_chat_open(ks_worker_chat_template_jinja(s->w), ks_worker_tokenizer(s->w),
                            o->chat_template);
+  if (!s->tmpl && !o->chat_template) { /* the file's own failed: say how to run anyway */
+    char why[512];
+    snprintf(why, sizeof why, "%s", kiln_error());
+    kiln_clear_error();
+    kn_err("the model's %s (pass a built-in one with --chat-template NAME)", why);
+  }
   return s->tmpl ? 0 : -1;
 }
 
