@@ -219,23 +219,38 @@ static void check_tiny(const char *path, const char *dir) {
   free(ref);
 }
 
-TEST(llm_tiny_models_match_reference) {
-  char mk[1024], dir[512], qm[1100], qd[600], cmd[2048], log[8192];
+/* Writes the tiny models `names` (space-separated; "" for all) into a new temporary directory
+ * dir, the script's output (one path per line) into log. 0; 1 after a skip note (no python3,
+ * numpy or gguf); -1 after a failure. */
+static int write_tiny(const char *test, const char *names, char *dir, size_t dn, char *log,
+                      size_t ln) {
+  char mk[1024], qm[1100], qd[600], cmd[2048];
   if (!test_path(mk, sizeof mk, "llm/make_tiny.py")) {
-    printf("note: llm_tiny_models_match_reference skipped: tests/llm/make_tiny.py not found\n");
-    return;
+    printf("note: %s skipped: tests/llm/make_tiny.py not found\n", test);
+    return 1;
   }
-  REQUIRE(test_tmp_dir(dir, sizeof dir));
-  REQUIRE(test_shell_quote(qm, sizeof qm, mk) && test_shell_quote(qd, sizeof qd, dir));
-  snprintf(cmd, sizeof cmd, "python3 %s %s", qm, qd);
-  int st = test_run(cmd, log, sizeof log);
+  if (!test_tmp_dir(dir, dn) || !test_shell_quote(qm, sizeof qm, mk) ||
+      !test_shell_quote(qd, sizeof qd, dir)) {
+    CHECKF(false, "%s: no temporary directory for the tiny models", test);
+    return -1;
+  }
+  snprintf(cmd, sizeof cmd, "python3 %s %s %s", qm, qd, names);
+  int st = test_run(cmd, log, ln);
   if (st == 77 || st == 127) {
-    printf("note: llm_tiny_models_match_reference skipped: python3 with numpy and gguf is needed "
-           "(scripts/setup installs them)\n");
+    printf("note: %s skipped: python3 with numpy and gguf is needed (scripts/setup installs "
+           "them)\n",
+           test);
     test_tmp_dir_remove(dir);
-    return;
+    return 1;
   }
   CHECKF(st == 0, "make_tiny.py failed (%d): %s", st, log);
+  return st == 0 ? 0 : -1;
+}
+
+TEST(llm_tiny_models_match_reference) {
+  char dir[512], log[8192];
+  int st = write_tiny("llm_tiny_models_match_reference", "", dir, sizeof dir, log, sizeof log);
+  if (st > 0) return;
   int models = 0;
   for (char *line = strtok(log, "\n"); st == 0 && line; line = strtok(NULL, "\n")) {
     if (!strstr(line, ".gguf")) continue;
@@ -243,28 +258,17 @@ TEST(llm_tiny_models_match_reference) {
     models++;
   }
   test_set_context("%s", "");
-  CHECKF(st != 0 || models >= 11, "only %d tiny models were written", models);
+  CHECKF(st != 0 || models >= 21, "only %d tiny models were written", models);
   test_tmp_dir_remove(dir);
 }
 
 /* LongRoPE (Phi-3 128k): a context up to the original length uses the short factor set, a
  * longer one the long set; both against the reference run with the same context. */
 TEST(llm_longrope_factor_sets) {
-  char mk[1024], dir[512], qm[1100], qd[600], cmd[2048], log[2048], path[700];
-  if (!test_path(mk, sizeof mk, "llm/make_tiny.py")) {
-    printf("note: llm_longrope_factor_sets skipped: tests/llm/make_tiny.py not found\n");
-    return;
-  }
-  REQUIRE(test_tmp_dir(dir, sizeof dir));
-  REQUIRE(test_shell_quote(qm, sizeof qm, mk) && test_shell_quote(qd, sizeof qd, dir));
-  snprintf(cmd, sizeof cmd, "python3 %s %s phi3-long-f32", qm, qd);
-  int st = test_run(cmd, log, sizeof log);
-  if (st == 77 || st == 127) {
-    printf("note: llm_longrope_factor_sets skipped: python3 with numpy and gguf is needed\n");
-    test_tmp_dir_remove(dir);
-    return;
-  }
-  REQUIRE(st == 0);
+  char dir[512], log[2048], path[700];
+  int st =
+      write_tiny("llm_longrope_factor_sets", "phi3-long-f32", dir, sizeof dir, log, sizeof log);
+  if (st) return;
   snprintf(path, sizeof path, "%s/phi3-long-f32.gguf", dir);
   float *refs[2] = {NULL, NULL};
   int64_t V = 0;
@@ -303,29 +307,17 @@ TEST(llm_hostile_files_refused) {
   static const char *const models[] = {"llama-f32",  "qwen2-f32",  "qwen3-f32", "gemma-f32",
                                        "gemma2-f32", "gemma3-f32", "phi3-f32",  "llama-swa-f32"};
   enum { NM = sizeof models / sizeof models[0] };
-  char mk[1024], mh[1024], dir[512], q[3][1400], cmd[8192], log[16384];
-  if (!test_path(mk, sizeof mk, "llm/make_tiny.py") ||
-      !test_path(mh, sizeof mh, "llm/make_hostile.py")) {
-    printf("note: llm_hostile_files_refused skipped: tests/llm/make_*.py not found\n");
-    return;
-  }
-  REQUIRE(test_tmp_dir(dir, sizeof dir));
-  REQUIRE(test_shell_quote(q[0], sizeof q[0], mk) && test_shell_quote(q[1], sizeof q[1], mh) &&
-          test_shell_quote(q[2], sizeof q[2], dir));
-  int k = snprintf(cmd, sizeof cmd, "python3 %s %s", q[0], q[2]);
+  char mh[1024], dir[512], q[2][1400], names[256] = "", cmd[8192], log[16384];
+  int k = 0;
   for (int i = 0; i < NM; i++)
-    k += snprintf(cmd + k, sizeof cmd - (size_t)k, " %s", models[i]);
-  k += snprintf(cmd + k, sizeof cmd - (size_t)k, " >/dev/null && for m in");
-  for (int i = 0; i < NM; i++)
-    k += snprintf(cmd + k, sizeof cmd - (size_t)k, " %s", models[i]);
-  snprintf(cmd + k, sizeof cmd - (size_t)k, "; do python3 %s %s/$m.gguf %s/bad || exit $?; done",
-           q[1], q[2], q[2]);
-  int st = test_run(cmd, log, sizeof log);
-  if (st == 77 || st == 127) {
-    printf("note: llm_hostile_files_refused skipped: python3 with numpy and gguf is needed\n");
-    test_tmp_dir_remove(dir);
-    return;
-  }
+    k += snprintf(names + k, sizeof names - (size_t)k, " %s", models[i]);
+  int st = write_tiny("llm_hostile_files_refused", names, dir, sizeof dir, log, sizeof log);
+  if (st) return;
+  REQUIRE(test_path(mh, sizeof mh, "llm/make_hostile.py"));
+  REQUIRE(test_shell_quote(q[0], sizeof q[0], mh) && test_shell_quote(q[1], sizeof q[1], dir));
+  snprintf(cmd, sizeof cmd, "for m in%s; do python3 %s %s/$m.gguf %s/bad || exit $?; done", names,
+           q[0], q[1], q[1]);
+  st = test_run(cmd, log, sizeof log);
   REQUIRE(st == 0);
   int files = 0;
   for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
