@@ -396,17 +396,11 @@ static int chat_feed(chat *c) {
   return rc;
 }
 
-static char *dup_str(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  return d ? memcpy(d, s, n) : NULL;
-}
-
 static int chat_turn(chat *c, const char *line) {
   int before = c->nmsg;
   bool ok = true;
-  if (!c->nmsg && c->system && *c->system) ok = chat_push(c, "system", dup_str(c->system));
-  if (ok) ok = chat_push(c, "user", dup_str(line));
+  if (!c->nmsg && c->system && *c->system) ok = chat_push(c, "system", strdup(c->system));
+  if (ok) ok = chat_push(c, "user", strdup(line));
   int rc = ok ? chat_feed(c) : -1;
   if (rc) { /* the turn is not part of the conversation */
     chat_pop_to(c, before);
@@ -432,7 +426,7 @@ static int chat_turn(chat *c, const char *line) {
     free(r.text);
     return -1;
   }
-  if (!chat_push(c, "assistant", r.text ? r.text : dup_str(""))) return -1;
+  if (!chat_push(c, "assistant", r.text ? r.text : strdup(""))) return -1;
   return full ? 1 : 0;
 }
 
