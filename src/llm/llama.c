@@ -667,6 +667,7 @@ typedef struct step {
   int64_t S, n, B;
   bool all;
   T *ids, *pos, *seqs; /* inputs: (S*n) i32 token ids, (S*n, 1) f32 positions, (S) i32 */
+  T *last;             /* input: (S) i32, the row of each sequence's last real token */
   T **outs;            /* new K and V rows of each layer (S*n, kvd), then the logits */
   kiln_capture *cap;
   struct step *next;
@@ -693,7 +694,9 @@ static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B, int64_t W) {
     see = kiln_cat(2, (T *[]){old, see}, 2);
   }
   T *mask = kiln_where(see, kiln_scalar(KILN_F32, 0), kiln_scalar(KILN_F32, -INFINITY));
-  return kiln_reshape(mask, 5, (int64_t[]){S, 1, 1, n, B + n});
+  /* stored once per step: every layer's softmax reads it, and computed in place it would
+   * redo the index arithmetic of the aranges for each score of each layer */
+  return kiln_reshape(kiln_contiguous(mask), 5, (int64_t[]){S, 1, 1, n, B + n});
 }
 
 /* x @ w^T + b for a weight in either layout */
@@ -823,9 +826,8 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
     if (L->post_ffn) f = kiln_rms_norm(f, L->post_ffn, m->eps);
     x = kiln_add(x, f);
   }
-  if (!st->all) /* each sequence's last token */
-    x = kiln_reshape(kiln_slice(kiln_reshape(x, 3, (int64_t[]){S, n, m->n_embd}), 1, n - 1, n, 1),
-                     2, (int64_t[]){S, m->n_embd});
+  if (!st->all) /* each sequence's last real token (a padded chunk's is not its last row) */
+    x = kiln_take(x, st->last);
   T *logits = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
   st->outs[2 * m->n_layer] = m->final_softcap > 0 ? softcap(logits, m->final_softcap) : logits;
   int nout = (int)(2 * m->n_layer + 1);
@@ -861,6 +863,7 @@ static step *get_step(kiln_llm *m, int64_t S, int64_t n, int64_t B, bool all) {
   s->ids = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){S * n}));
   s->pos = kiln_persist(kiln_empty(KILN_F32, 2, (int64_t[]){S * n, 1}));
   s->seqs = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){S}));
+  s->last = kiln_persist(kiln_empty(KILN_I32, 1, (int64_t[]){S}));
   s->next = m->steps, m->steps = s;
   kiln_scope_end();
   return s;
@@ -872,7 +875,7 @@ static void free_steps(kiln_llm *m) {
     kiln_capture_free(s->cap);
     for (int64_t i = 0; i < 2 * m->n_layer + 1; i++)
       kiln_free(s->outs[i]);
-    kiln_free(s->ids), kiln_free(s->pos), kiln_free(s->seqs);
+    kiln_free(s->ids), kiln_free(s->pos), kiln_free(s->seqs), kiln_free(s->last);
     free(s->outs);
     free(s);
   }
@@ -888,11 +891,13 @@ static int put(T *dst, const void *data) {
   return rc;
 }
 
-/* Runs n tokens (tok: S*n) after the cached ones of each of S sequences (seqs[s] < 0: a row of
- * padding, computed and dropped); writes the logits of every token (all) or of each sequence's
- * last into out; appends the chunk's keys and values to each sequence's cache. */
+/* Runs a chunk of n rows per sequence (tok: S*n) after the cached tokens of each of S
+ * sequences (seqs[s] < 0: a sequence of padding, computed and dropped). The first `used` rows
+ * of each are its tokens, the rest padding after them (which no real row sees, as it comes
+ * later): writes the logits of every real token (all) or of each sequence's last into out;
+ * appends the real tokens' keys and values to each sequence's cache. */
 static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t *tok, int64_t n,
-                         float *out, bool all) {
+                         int64_t used, float *out, bool all) {
   int64_t B = 0;
   for (int64_t s = 0; s < S; s++)
     if (seqs[s] >= 0) {
@@ -903,16 +908,18 @@ static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t 
   /* inputs: token ids, positions, and the cache block of each sequence (padding reads block
    * 0 from position 0, which shows it no cached key) */
   float *posv = kn_xmalloc(sizeof(float) * (size_t)(S * n));
-  int32_t *sq = kn_xmalloc(sizeof(int32_t) * (size_t)S);
+  int32_t *sq = kn_xmalloc(sizeof(int32_t) * (size_t)S), *last = kn_xmalloc(sizeof(int32_t) * (size_t)S);
   for (int64_t s = 0; s < S; s++) {
     sq[s] = seqs[s] >= 0 ? seqs[s] : 0;
+    last[s] = (int32_t)(s * n + used - 1);
     for (int64_t i = 0; i < n; i++)
       posv[s * n + i] = (float)((seqs[s] >= 0 ? m->pos[seqs[s]] : 0) + i);
   }
   int rc = put(st->ids, tok);
   if (rc == 0) rc = put(st->pos, posv);
   if (rc == 0) rc = put(st->seqs, sq);
-  free(posv), free(sq);
+  if (rc == 0) rc = put(st->last, last);
+  free(posv), free(sq), free(last);
   /* decode steps are captured and replayed; a prompt chunk builds its graph each time, so
    * its (n times larger) intermediates are freed as soon as it is done */
   bool capture = n == 1;
@@ -920,26 +927,55 @@ static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t 
   if (rc == 0) rc = st->cap ? kiln_capture_replay(st->cap) : build_step(m, st, capture);
   m->chunk_seq = -1;
   T *logits = st->outs[2 * m->n_layer];
-  if (rc == 0) rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
+  if (rc == 0 && all && used < n) { /* S == 1 here: the real rows' */
+    float *rows = kn_xmalloc(sizeof(float) * (size_t)kiln_numel(logits));
+    rc = kiln_to_host(logits, rows, sizeof(float) * (size_t)kiln_numel(logits));
+    if (rc == 0) memcpy(out, rows, sizeof(float) * (size_t)(used * m->n_vocab));
+    free(rows);
+  } else if (rc == 0)
+    rc = kiln_to_host(logits, out, sizeof(float) * (size_t)kiln_numel(logits));
   for (int64_t l = 0; rc == 0 && l < m->n_layer; l++)
     for (int64_t s = 0; rc == 0 && s < S; s++) {
       if (seqs[s] < 0) continue;
       int64_t row = seqs[s] * m->n_ctx + m->pos[seqs[s]];
-      rc = kiln_copy_rows(m->layers[l].kc, row, st->outs[2 * l], s * n, n);
-      if (rc == 0) rc = kiln_copy_rows(m->layers[l].vc, row, st->outs[2 * l + 1], s * n, n);
+      rc = kiln_copy_rows(m->layers[l].kc, row, st->outs[2 * l], s * n, used);
+      if (rc == 0) rc = kiln_copy_rows(m->layers[l].vc, row, st->outs[2 * l + 1], s * n, used);
     }
   for (int64_t i = 0; !capture && i < 2 * m->n_layer + 1; i++) {
     kiln_free(st->outs[i]);
     st->outs[i] = NULL;
   }
   for (int64_t s = 0; rc == 0 && s < S; s++)
-    if (seqs[s] >= 0) m->pos[seqs[s]] += n;
+    if (seqs[s] >= 0) m->pos[seqs[s]] += used;
   return rc;
 }
 
 /* Chunk lengths: a prompt is cut into pieces of these sizes so that any length runs on the
- * kernels of a few shapes, compiled once. */
+ * kernels of a few shapes, compiled once; the last piece may be padded. A chunk's relative
+ * time (SmolLM2 on a CPU: 64, 16, 4 and 1 tokens took 191, 79, 31 and 19 ms: reading the
+ * weights costs as much as the arithmetic of a few tokens) decides the cut: 52 tokens run as
+ * one padded chunk of 64 (191 ms) rather than 16 + 16 + 16 + 4 (284 ms). */
 static const int64_t chunk_sizes[] = {64, 16, 4, 1};
+static const double chunk_cost[] = {10, 4.1, 1.6, 1};
+#define NCHUNK (sizeof chunk_sizes / sizeof *chunk_sizes)
+
+/* The size of the first chunk of the cheapest cut of r tokens (r >= 1): plain chunks, then
+ * the last perhaps padded. best[j] is the cost of the cheapest cut of j tokens, 0 <= j < 64,
+ * and whole chunks of 64 come first. */
+static int64_t first_chunk(int64_t r) {
+  if (r > chunk_sizes[0]) return chunk_sizes[0];
+  double best[65];
+  int64_t pick[65];
+  best[0] = 0, pick[0] = 0;
+  for (int64_t j = 1; j <= r; j++) {
+    best[j] = INFINITY, pick[j] = 1;
+    for (size_t c = 0; c < NCHUNK; c++) {
+      int64_t rest = j > chunk_sizes[c] ? j - chunk_sizes[c] : 0;
+      if (chunk_cost[c] + best[rest] < best[j]) best[j] = chunk_cost[c] + best[rest], pick[j] = chunk_sizes[c];
+    }
+  }
+  return pick[r];
+}
 
 static bool tokens_ok(const kiln_llm *m, const int32_t *tok, int64_t n) {
   for (int64_t i = 0; i < n; i++)
@@ -966,18 +1002,20 @@ int kiln_llm_seq_eval(kiln_llm *m, int seq, const int32_t *tok, int64_t n, float
   bool old = kiln_set_grad_enabled(false);
   int rc = 0;
   float *scratch = all ? NULL : kn_xmalloc(sizeof(float) * (size_t)m->n_vocab); /* unread logits */
+  int32_t padded[64]; /* chunk_sizes[0] */
   for (int64_t i = 0; i < n && rc == 0;) {
-    int64_t c = 0;
-    for (size_t s = 0; s < sizeof chunk_sizes / sizeof *chunk_sizes; s++)
-      if (chunk_sizes[s] <= n - i) {
-        c = chunk_sizes[s];
-        break;
-      }
-    float *dst = all ? logits + i * m->n_vocab : i + c == n ? logits : scratch;
+    int64_t c = first_chunk(n - i), used = c < n - i ? c : n - i;
+    const int32_t *t = tok + i;
+    if (used < c) { /* the last chunk, padded after its tokens */
+      memset(padded, 0, sizeof padded);
+      memcpy(padded, t, sizeof(int32_t) * (size_t)used);
+      t = padded;
+    }
+    float *dst = all ? logits + i * m->n_vocab : i + used == n ? logits : scratch;
     kiln_scope_begin();
-    rc = forward_chunk(m, 1, &seq, tok + i, c, dst, all);
+    rc = forward_chunk(m, 1, &seq, t, c, used, dst, all);
     kiln_scope_end();
-    i += c;
+    i += used;
   }
   free(scratch);
   kiln_set_grad_enabled(old);
@@ -1017,7 +1055,7 @@ int kiln_llm_decode(kiln_llm *m, int n, const int *seqs, const int32_t *tok, flo
   float *out = n < S ? m->pad_logits : logits;
   bool old = kiln_set_grad_enabled(false);
   kiln_scope_begin();
-  int rc = forward_chunk(m, S, sq, tk, 1, out, false);
+  int rc = forward_chunk(m, S, sq, tk, 1, 1, out, false);
   kiln_scope_end();
   kiln_set_grad_enabled(old);
   if (rc == 0 && out != logits) memcpy(logits, out, sizeof(float) * (size_t)(n * m->n_vocab));
