@@ -746,29 +746,43 @@ static T *softcap(T *x, double cap) { /* cap * tanh(x / cap) */
   return kiln_binary_s(KILN_MUL, kiln_unary(KILN_TANH, kiln_binary_s(KILN_MUL, x, 1.0 / cap)), cap);
 }
 
+/* Scores of queries qg (S,Hk,G,n,hd) against keys (S,Hk,1,hd,T), scaled, capped and masked. */
+static T *scores(const kiln_llm *m, T *qg, T *keys, T *mask) {
+  T *s = kiln_binary_s(KILN_MUL, kiln_matmul(qg, keys), m->attn_scale);
+  if (m->attn_softcap > 0) s = softcap(s, m->attn_softcap);
+  return kiln_add(s, mask);
+}
+
 static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t S, int64_t B,
                     T *seqs, T *mask) {
   int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->hd_k,
           hv = m->hd_v;
+  int last = -1;
   T *qg = kiln_permute(kiln_reshape(q, 5, (int64_t[]){S, n, Hk, G, hd}),
                        (int[]){0, 2, 3, 1, 4}); /* (S,Hk,G,n,hd) */
-  double scale = m->attn_scale, cap = m->attn_softcap;
   /* (S,Hk,1,hd,T) keys and (S,Hk,1,T,hd) values of a (S, T, Hk, hd) block */
 #define KEYS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 3, 1}), 2)
 #define VALS(x) kiln_unsqueeze(kiln_permute((x), (int[]){0, 2, 1, 3}), 2)
   k = kiln_reshape(k, 4, (int64_t[]){S, n, Hk, hd}),
   v = kiln_reshape(v, 4, (int64_t[]){S, n, Hk, hv});
-  T *s = kiln_matmul(qg, KEYS(k)); /* (S, Hk, G, n, n) */
-  T *kc = NULL, *vc = NULL;
+  /* the cached keys and the chunk's own are scored apart and never joined: one softmax over
+   * both, as the sum of two products over its two parts, normalized at the end (on the
+   * (n, hd) output rather than the (n, B + n) probabilities) */
+  T *sn = scores(m, qg, KEYS(k), kiln_slice(mask, 4, B, B + n, 1)); /* (S, Hk, G, n, n) */
+  T *mx = kiln_max(sn, 1, &last, true), *sc = NULL;
   if (B > 0) {
-    kc = cached(m, L->kc, hd, seqs, S, B), vc = cached(m, L->vc, hv, seqs, S, B);
-    s = kiln_cat(2, (T *[]){kiln_matmul(qg, KEYS(kc)), s}, -1); /* (S, Hk, G, n, B + n) */
+    T *kc = cached(m, L->kc, hd, seqs, S, B);
+    sc = scores(m, qg, KEYS(kc), kiln_slice(mask, 4, 0, B, 1)); /* (S, Hk, G, n, B) */
+    mx = kiln_binary(KILN_MAXIMUM, mx, kiln_max(sc, 1, &last, true));
   }
-  s = kiln_binary_s(KILN_MUL, s, scale);
-  if (cap > 0) s = softcap(s, cap);
-  T *p = kiln_softmax(kiln_add(s, mask), -1);
-  T *o = kiln_matmul(kiln_slice(p, 4, B, B + n, 1), VALS(v)); /* (S, Hk, G, n, hd) */
-  if (B > 0) o = kiln_add(o, kiln_matmul(kiln_slice(p, 4, 0, B, 1), VALS(vc)));
+  T *e = kiln_exp(kiln_sub(sn, mx));
+  T *o = kiln_matmul(e, VALS(v)), *den = kiln_sum(e, 1, &last, true); /* (S, Hk, G, n, hd) */
+  if (B > 0) {
+    e = kiln_exp(kiln_sub(sc, mx));
+    o = kiln_add(o, kiln_matmul(e, VALS(cached(m, L->vc, hv, seqs, S, B))));
+    den = kiln_add(den, kiln_sum(e, 1, &last, true));
+  }
+  o = kiln_div(o, den);
 #undef KEYS
 #undef VALS
   T *r = kiln_reshape(kiln_permute(o, (int[]){0, 3, 1, 2, 4}), 2, (int64_t[]){S * n, H * hv});
