@@ -969,17 +969,18 @@ static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t 
  * time (SmolLM2 on a CPU: 64, 16, 4 and 1 tokens took 191, 79, 31 and 19 ms: reading the
  * weights costs as much as the arithmetic of a few tokens) decides the cut: 52 tokens run as
  * one padded chunk of 64 (191 ms) rather than 16 + 16 + 16 + 4 (284 ms). */
-static const int64_t chunk_sizes[] = {64, 16, 4, 1};
+enum { CHUNK_MAX = 64 };
+static const int64_t chunk_sizes[] = {CHUNK_MAX, 16, 4, 1};
 static const double chunk_cost[] = {10, 4.1, 1.6, 1};
 #define NCHUNK (sizeof chunk_sizes / sizeof *chunk_sizes)
 
 /* The size of the first chunk of the cheapest cut of r tokens (r >= 1): plain chunks, then
- * the last perhaps padded. best[j] is the cost of the cheapest cut of j tokens, 0 <= j < 64,
- * and whole chunks of 64 come first. */
+ * the last perhaps padded. best[j] is the cost of the cheapest cut of j tokens; beyond
+ * CHUNK_MAX tokens, whole chunks of CHUNK_MAX come first. */
 static int64_t first_chunk(int64_t r) {
-  if (r > chunk_sizes[0]) return chunk_sizes[0];
-  double best[65];
-  int64_t pick[65];
+  if (r > CHUNK_MAX) return CHUNK_MAX;
+  double best[CHUNK_MAX + 1];
+  int64_t pick[CHUNK_MAX + 1];
   best[0] = 0, pick[0] = 0;
   for (int64_t j = 1; j <= r; j++) {
     best[j] = INFINITY, pick[j] = 1;
@@ -1016,7 +1017,7 @@ int kiln_llm_seq_eval(kiln_llm *m, int seq, const int32_t *tok, int64_t n, float
   bool old = kiln_set_grad_enabled(false);
   int rc = 0;
   float *scratch = all ? NULL : kn_xmalloc(sizeof(float) * (size_t)m->n_vocab); /* unread logits */
-  int32_t padded[64]; /* chunk_sizes[0] */
+  int32_t padded[CHUNK_MAX];
   for (int64_t i = 0; i < n && rc == 0;) {
     int64_t c = first_chunk(n - i), used = c < n - i ? c : n - i;
     const int32_t *t = tok + i;

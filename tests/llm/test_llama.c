@@ -180,6 +180,14 @@ static void check_tiny_on(const char *path, const float *ref, const int32_t *gre
   CHECKF(e < LOGIT_TOL, "%s batch: relative error %.3g", path, e);
   CHECK(kiln_llm_pos(m) == N);
 
+  /* the last token's logits alone: the prompt runs as one padded chunk, whose last real row
+   * is not its last row */
+  CHECK(kiln_llm_rewind(m, 0) == 0);
+  CHECK(kiln_llm_eval(m, tok, N, got, false) == 0);
+  e = rel_err(got, ref + (N - 1) * V, V);
+  CHECKF(e < LOGIT_TOL, "%s last token of a padded chunk: relative error %.3g", path, e);
+  CHECK(kiln_llm_pos(m) == N);
+
   CHECK(kiln_llm_rewind(m, 0) == 0);
   const int cuts[] = {0, 4, 5, N};
   for (int c = 0; c < 3; c++)
