@@ -430,7 +430,11 @@ static void cpu_free_program(kn_device *d, void *pg) {
 /* ---- thread pool: workers run slices of global[0] ----
  * Launches come in quick succession (a decoded token is hundreds of small kernels), so both
  * sides spin briefly on the generation / pending counters before sleeping on the condition
- * variables: a wake-up through the scheduler costs more than many of these kernels. */
+ * variables: a wake-up through the scheduler costs more than many of these kernels. A launch
+ * is cut into a few parts per thread, taken in turn from a counter, so a thread that starts
+ * late (woken from sleep, or its core busy with other work) leaves its share to the others;
+ * which thread runs a part never changes what it computes. */
+#define PARTS_PER_THREAD 4
 #define SPIN_ROUNDS 20000
 static struct {
   pthread_t th[64];
@@ -444,6 +448,7 @@ static struct {
   void *const *bufs;
   long total;
   int parts;
+  _Atomic int next; /* the next part to run */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
           .go = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
@@ -453,17 +458,19 @@ static inline void cpu_relax(void) {
   __builtin_ia32_pause();
 #endif
 }
-static void run_part(int part) {
-  long a = pool.total * part / pool.parts, b = pool.total * (part + 1) / pool.parts;
-  if (a < b) {
-    if (pool.fn)
-      pool.fn(pool.bufs, a, b);
-    else
-      kn_interp_run(pool.k, pool.bufs, a, b);
+static void run_parts(void) {
+  for (int part; (part = atomic_fetch_add(&pool.next, 1)) < pool.parts;) {
+    long a = pool.total * part / pool.parts, b = pool.total * (part + 1) / pool.parts;
+    if (a < b) {
+      if (pool.fn)
+        pool.fn(pool.bufs, a, b);
+      else
+        kn_interp_run(pool.k, pool.bufs, a, b);
+    }
   }
 }
 static void *worker(void *arg) {
-  int id = (int)(intptr_t)arg;
+  (void)arg;
   uint64_t seen = 0;
   for (;;) {
     uint64_t g = atomic_load(&pool.gen);
@@ -476,7 +483,7 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&pool.mu);
     }
     seen = g;
-    if (id < pool.parts) run_part(id);
+    run_parts();
     if (atomic_fetch_sub(&pool.pending, 1) == 1) {
       pthread_mutex_lock(&pool.mu);
       pthread_cond_signal(&pool.done);
@@ -519,12 +526,13 @@ static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs) {
     pool.n++;
   }
   pool.fn = fn, pool.k = k, pool.bufs = bufs, pool.total = total;
-  pool.parts = nt < total ? nt : (int)total;
+  pool.parts = (long)nt * PARTS_PER_THREAD < total ? nt * PARTS_PER_THREAD : (int)total;
+  atomic_store(&pool.next, 0);
   atomic_store(&pool.pending, pool.n);
   atomic_fetch_add(&pool.gen, 1);
   pthread_cond_broadcast(&pool.go);
   pthread_mutex_unlock(&pool.mu);
-  run_part(0);
+  run_parts();
   for (int i = 0; atomic_load(&pool.pending) && i < SPIN_ROUNDS; i++)
     cpu_relax();
   if (atomic_load(&pool.pending)) {
