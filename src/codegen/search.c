@@ -20,6 +20,8 @@
 #define TUNE_MAX 16        /* candidates of the default search */
 #define TUNE_BUDGET 10.0   /* seconds the default search may spend in one process */
 #define BEAM_ROUNDS 4      /* transforms a beam search adds at most */
+#define MAX_CAND_OPS 16384 /* longer candidates are not tried: C compilers take minutes on them
+                              (a 128-row product with every tile and unroll at once: 96k lines) */
 
 static double now(void) {
   struct timespec t;
@@ -160,6 +162,10 @@ static double time_opts(const kn_sched_item *it, kn_device *d, const kn_opts *o)
   kn_kernel *k = kn_lower(it, &d->caps, o);
   if (!k) {
     if (!had_error) kiln_clear_error();
+    return -1;
+  }
+  if (k->nops > MAX_CAND_OPS) {
+    kn_kernel_free(k);
     return -1;
   }
   double t = time_kernel(d, k);
