@@ -810,6 +810,9 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
     if (m->rope_mscale[r] != 1.0)
       cs[r] = kiln_binary_s(KILN_MUL, cs[r], m->rope_mscale[r]),
       sn[r] = kiln_binary_s(KILN_MUL, sn[r], m->rope_mscale[r]);
+    /* stored once per step: computed in place, every head of every layer's rope would call
+     * sin and cos again for each element */
+    cs[r] = kiln_contiguous(cs[r]), sn[r] = kiln_contiguous(sn[r]);
   }
   T *x = kiln_take(m->embd, st->ids);
   if (a->embd_scale) x = kiln_binary_s(KILN_MUL, x, sqrt((double)m->n_embd));
