@@ -158,10 +158,10 @@ elif ! grep -q '^ *serve ' <<<"$("$BUILD/kiln" help 2>&1 || true)"; then
   note "kiln: this build has no \`kiln serve\` (the table has no kiln column)"
 else
   # kiln tunes its kernels for these shapes first, as a user would once per machine (verdicts
-  # are cached; a later run finds them): prompt chunks of 64, 16, 4 and 1 tokens at cache
-  # lengths up to the TTFT prompt's (485 = 7 x 64 + 2 x 16 + 4 + 1; -n 28 makes the cache 514
-  # rows, so its last bucket is 512 as in a 2048-token slot) and decode steps of
-  # --parallel rows, searched with BEAM=2.
+  # are cached; a later run finds them): prompt chunks of 64 tokens at cache lengths up to the
+  # TTFT prompt's (485 = 7 x 64 + 37, the last chunk padded to 64 as the TTFT prompt's; -n 28
+  # makes the cache 514 rows, so its last bucket is 512 as in a 2048-token slot) and decode
+  # steps of --parallel rows, searched with BEAM=2.
   t_tune=$(date +%s.%N)
   KILN_THREADS="$THREADS" "$BUILD/kiln" tune --beam 2 bench llm -m "$MODEL" -p 485 -n 28 --batch "$PARALLEL" \
     --runs 1 >"$tmp/tune.log" 2>&1 || { tail -5 "$tmp/tune.log" >&2; die "kiln tune failed"; }
