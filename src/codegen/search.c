@@ -20,8 +20,9 @@
 #define TUNE_MAX 16        /* candidates of the default search */
 #define TUNE_BUDGET 10.0   /* seconds the default search may spend in one process */
 #define BEAM_ROUNDS 4      /* transforms a beam search adds at most */
-#define MAX_CAND_OPS 16384 /* longer candidates are not tried: C compilers take minutes on them
-                              (a 128-row product with every tile and unroll at once: 96k lines) */
+/* longer candidates are not tried: C compilers take minutes on them (a 128-row product with
+ * every tile and unroll at once: 96k lines) */
+#define MAX_CAND_OPS 16384
 
 static double now(void) {
   struct timespec t;

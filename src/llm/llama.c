@@ -925,7 +925,8 @@ static int forward_chunk(kiln_llm *m, int64_t S, const int *seqs, const int32_t 
   /* inputs: token ids, positions, and the cache block of each sequence (padding reads block
    * 0 from position 0, which shows it no cached key) */
   float *posv = kn_xmalloc(sizeof(float) * (size_t)(S * n));
-  int32_t *sq = kn_xmalloc(sizeof(int32_t) * (size_t)S), *last = kn_xmalloc(sizeof(int32_t) * (size_t)S);
+  int32_t *sq = kn_xmalloc(sizeof(int32_t) * (size_t)S),
+          *last = kn_xmalloc(sizeof(int32_t) * (size_t)S);
   for (int64_t s = 0; s < S; s++) {
     sq[s] = seqs[s] >= 0 ? seqs[s] : 0;
     last[s] = (int32_t)(s * n + used - 1);
@@ -989,7 +990,8 @@ static int64_t first_chunk(int64_t r) {
     best[j] = INFINITY, pick[j] = 1;
     for (size_t c = 0; c < NCHUNK; c++) {
       int64_t rest = j > chunk_sizes[c] ? j - chunk_sizes[c] : 0;
-      if (chunk_cost[c] + best[rest] < best[j]) best[j] = chunk_cost[c] + best[rest], pick[j] = chunk_sizes[c];
+      if (chunk_cost[c] + best[rest] < best[j])
+        best[j] = chunk_cost[c] + best[rest], pick[j] = chunk_sizes[c];
     }
   }
   return pick[r];
