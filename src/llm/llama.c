@@ -660,9 +660,9 @@ int kiln_llm_rewind(kiln_llm *m, int64_t pos) { return kiln_llm_seq_rewind(m, 0,
 /* ---- forward ----------------------------------------------------------------------------
  * A step is the forward of one chunk shape (S sequences of n tokens each, B cached keys read,
  * all logits or each sequence's last): its inputs are stored tensors written in place before
- * each run (the token ids, their positions and which sequences; the embedding rows, the
- * cached keys and the causal mask are taken from them on the device), and its launches are
- * captured the first time and replayed after. */
+ * each run (the token ids, their positions, which sequences and the row of each one's last token;
+ * the embedding rows, the cached keys and the causal mask are taken from them on the device), and
+ * its launches are captured the first time and replayed after. */
 typedef struct step {
   int64_t S, n, B;
   bool all;
@@ -757,7 +757,7 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
                     T *seqs, T *mask) {
   int64_t n = kiln_dim(q, 0) / S, H = m->n_head, Hk = m->n_head_kv, G = H / Hk, hd = m->hd_k,
           hv = m->hd_v;
-  int last = -1;
+  int keys_ax = -1; /* the last axis of the scores: the keys */
   T *qg = kiln_permute(kiln_reshape(q, 5, (int64_t[]){S, n, Hk, G, hd}),
                        (int[]){0, 2, 3, 1, 4}); /* (S,Hk,G,n,hd) */
   /* (S,Hk,1,hd,T) keys and (S,Hk,1,T,hd) values of a (S, T, Hk, hd) block */
@@ -769,18 +769,18 @@ static T *attention(const kiln_llm *m, const layer *L, T *q, T *k, T *v, int64_t
    * both, as the sum of two products over its two parts, normalized at the end (on the
    * (n, hd) output rather than the (n, B + n) probabilities) */
   T *sn = scores(m, qg, KEYS(k), kiln_slice(mask, 4, B, B + n, 1)); /* (S, Hk, G, n, n) */
-  T *mx = kiln_max(sn, 1, &last, true), *sc = NULL;
+  T *mx = kiln_max(sn, 1, &keys_ax, true), *sc = NULL;
   if (B > 0) {
     T *kc = cached(m, L->kc, hd, seqs, S, B);
     sc = scores(m, qg, KEYS(kc), kiln_slice(mask, 4, 0, B, 1)); /* (S, Hk, G, n, B) */
-    mx = kiln_binary(KILN_MAXIMUM, mx, kiln_max(sc, 1, &last, true));
+    mx = kiln_binary(KILN_MAXIMUM, mx, kiln_max(sc, 1, &keys_ax, true));
   }
   T *e = kiln_exp(kiln_sub(sn, mx));
-  T *o = kiln_matmul(e, VALS(v)), *den = kiln_sum(e, 1, &last, true); /* (S, Hk, G, n, hd) */
+  T *o = kiln_matmul(e, VALS(v)), *den = kiln_sum(e, 1, &keys_ax, true); /* (S, Hk, G, n, hd) */
   if (B > 0) {
     e = kiln_exp(kiln_sub(sc, mx));
     o = kiln_add(o, kiln_matmul(e, VALS(cached(m, L->vc, hv, seqs, S, B))));
-    den = kiln_add(den, kiln_sum(e, 1, &last, true));
+    den = kiln_add(den, kiln_sum(e, 1, &keys_ax, true));
   }
   o = kiln_div(o, den);
 #undef KEYS

@@ -521,7 +521,7 @@ static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs) {
   }
   pthread_mutex_lock(&pool.mu);
   while (pool.n < nt - 1) {
-    pthread_create(&pool.th[pool.n], NULL, worker, (void *)(intptr_t)(pool.n + 1));
+    pthread_create(&pool.th[pool.n], NULL, worker, NULL);
     pthread_detach(pool.th[pool.n]);
     pool.n++;
   }
