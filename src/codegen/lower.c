@@ -40,6 +40,7 @@ typedef struct {
   int lid, comb_range; /* the work-item's index in the group; the combine loop */
   int unroll_axis;     /* reduce axis unrolled (UNROLL), or -1 */
   int64_t unroll;
+  bool read_index; /* strides (heuristic): a value read from memory counts as its address */
 } lb;
 
 #define IMIN INT64_MIN
@@ -588,6 +589,14 @@ static bool eval_index(lb *L, int i, const int64_t *rv, int64_t *memo, uint8_t *
   case N_NEG:
     ok = eval_index(L, o->src[0], rv, memo, done, &a), a = -a;
     break;
+  case N_CAST:
+    ok = is_intlike(o->dtype) && eval_index(L, o->src[0], rv, memo, done, &a);
+    break;
+  case L_LOAD: /* a value read from memory (a sequence's cache block), unknown: taken as its
+                  own address, so that it moves where the address moves and stays put where
+                  that does (the strides asked are differences) */
+    ok = L->read_index && eval_index(L, o->src[0], rv, memo, done, &a);
+    break;
   default:
     ok = false;
   }
@@ -609,10 +618,42 @@ static int64_t load_stride(lb *T, int l, int var, int64_t *rv, int64_t *memo, ui
   return ok ? v - base : INT64_MIN;
 }
 
-/* The choice, from the strides of the reduce loop's loads: stride[l][g] along global dim g,
- * rstride[l] along the innermost reduce axis (of size rlen), size[l] of the buffer read. */
+/* Outputs of a tile that covers a whole contiguous row (accumulators: 24 vectors of 8 lanes) */
+#define ROW_TILE_MAX 192
+
+/* An operand read contiguously along global dim g may go on contiguously along other dims
+ * (the heads of a row of cached values, say): a tile of that whole row (its dims upcast whole)
+ * reads it once per reduce step, in order, where a strip of it per tile walks the reduce axis
+ * once per strip. Applied (true) when the row spans more than g and the tile, with the upcast
+ * of dim extra (or -1) kept, has at most ROW_TILE_MAX outputs. rs: the operand's strides. */
+static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, int extra,
+                     int64_t *up) {
+  bool in_run[KILN_MAX_DIMS] = {false};
+  int64_t run = gshape[g];
+  in_run[g] = true;
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (int d = 0; d < ng; d++)
+      if (!in_run[d] && rs[d] == run && gshape[d] <= ROW_TILE_MAX / run)
+        in_run[d] = true, run *= gshape[d], grew = true;
+  }
+  int64_t tile = run * (extra >= 0 && !in_run[extra] ? up[extra] : 1);
+  if (run == gshape[g] || tile > ROW_TILE_MAX || gshape[g] > 64) return false;
+  for (int d = 0; d < ng; d++)
+    if (in_run[d])
+      up[d] = gshape[d];
+    else if (d != extra)
+      up[d] = 1;
+  return true;
+}
+
+/* The choice, from the strides of the reduce loop's loads: stride[l][g] along global dim g
+ * (rowstride[l][g] the same where a value read from memory counts as its address),
+ * rstride[l] along the innermost reduce axis (of size rlen), size[l] of the buffer read; rows:
+ * whole-row tiles allowed (a CPU's registers hold them). */
 static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stride)[KILN_MAX_DIMS],
-                           const int64_t *rstride, const int64_t *size, int64_t rlen, int64_t *up) {
+                           int64_t (*rowstride)[KILN_MAX_DIMS], const int64_t *rstride,
+                           const int64_t *size, int64_t rlen, bool rows, int64_t *up) {
   bool fits[KILN_MAX_DIMS]; /* a dim an upcast of 4 divides, with some loop left */
   for (int g = 0; g < ng; g++)
     fits[g] = gshape[g] % 4 == 0 && gshape[g] >= 8;
@@ -623,6 +664,12 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
       c += stride[l][g] == 1;
     if (fits[g] && c >= best && c > 0) best = c, inner = g;
   }
+  int most = -1; /* the biggest buffer read; when not along the reduce axis but along an output
+                    dim (through an index read from memory, maybe: rowstride), its rows */
+  for (int l = 0; l < nl; l++)
+    if (most < 0 || size[l] > size[most]) most = l;
+  for (int g = 0; rows && most >= 0 && rstride[most] != 1 && g < ng; g++)
+    if (rowstride[most][g] == 1 && row_tile(ng, gshape, rowstride[most], g, -1, up)) return;
   int big = -1; /* the biggest buffer read contiguously along the reduce axis */
   for (int l = 0; l < nl; l++)
     if (rstride[l] == 1 && (big < 0 || size[l] > size[big])) big = l;
@@ -661,10 +708,14 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
       break;
     }
   if (outer >= 0) up[outer] = 4;
+  int row = -1;
+  for (int l = 0; l < nl; l++)
+    if (rowstride[l][inner] == 1 && (row < 0 || size[l] > size[row])) row = l;
+  if (rows && row >= 0) row_tile(ng, gshape, rowstride[row], inner, outer >= 0 ? outer : -1, up);
 }
 
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
-                         int64_t *up) {
+                         bool rows, int64_t *up) {
   for (int i = 0; i < ng; i++)
     up[i] = 1;
   if (!it->reduce || ng < 1) return;
@@ -700,15 +751,22 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
           *size = kn_xmalloc(sizeof(int64_t) * (nl ? nl : 1));
   int64_t *rv = kn_xcalloc(T.n, sizeof(int64_t)), *memo = kn_xmalloc(sizeof(int64_t) * T.n);
   uint8_t *done = kn_xmalloc(T.n);
+  int64_t(*rowstride)[KILN_MAX_DIMS] = kn_xmalloc(sizeof(*rowstride) * (nl ? nl : 1));
   for (int l = 0; l < nl; l++) {
-    for (int g = 0; g < ng; g++)
+    for (int g = 0; g < ng; g++) {
       stride[l][g] = load_stride(&T, loads[l], var[g], rv, memo, done);
+      T.read_index = true; /* rows read through an index from memory (a sequence's cache) */
+      rowstride[l][g] = load_stride(&T, loads[l], var[g], rv, memo, done);
+      T.read_index = false;
+    }
     rstride[l] = load_stride(&T, loads[l], rax >= 0 ? T.red_range[rax] : -1, rv, memo, done);
     kn_node *in = it->inputs[T.b[loads[l]].op.arg - 1];
     size[l] = kn_numel(in->ndim, in->shape);
   }
-  choose_upcasts(ng, gshape, nl, stride, rstride, size, rax >= 0 ? s->shape[rax] : 0, up);
-  free(loads), free(stride), free(rstride), free(size), free(rv), free(memo), free(done);
+  choose_upcasts(ng, gshape, nl, stride, rowstride, rstride, size, rax >= 0 ? s->shape[rax] : 0,
+                 rows, up);
+  free(loads), free(stride), free(rowstride), free(rstride), free(size), free(rv), free(memo),
+      free(done);
   free(T.b), free(T.ht), free(T.memo), free(T.memoht);
 }
 
@@ -824,7 +882,7 @@ void kn_heuristic(const kn_sched_item *it, const kn_devcaps *caps, kn_opts *o) {
   memset(o, 0, sizeof *o);
   if (pick_grouped(it, caps, ng, gshape, o)) return;
   if (caps->opts & KN_OPT_BIT(KN_OPT_UPCAST))
-    pick_upcasts(it, ng, gdim_of, gshape, up);
+    pick_upcasts(it, ng, gdim_of, gshape, caps->pool, up); /* whole rows: CPU registers */
   else
     for (int g = 0; g < ng; g++)
       up[g] = 1;

@@ -42,9 +42,31 @@ bool kn_search_budget_left(void) {
 }
 void kn_search_charge(double seconds) { spent += seconds; }
 
-/* a kernel the search handles: a reduce, on a device that compiles source, tuning on */
+/* Whether k reads most of its input bytes at addresses computed from values read from memory
+ * (rows picked by index: the cache blocks of the sequences of a step). Timed on zeroed scratch
+ * buffers, all those reads would go to one place, whose speed tells nothing of the real one's. */
+static bool reads_through_index(const kn_kernel *k) {
+  bool *dep = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)), through[64] = {false};
+  for (int i = 0; i < k->nops; i++) {
+    const kn_lop *o = &k->ops[i];
+    if (o->op == L_LOAD && o->src[0] >= 0 && dep[o->src[0]] && o->arg < 64) through[o->arg] = true;
+    dep[i] = o->op == L_LOAD;
+    for (int s = 0; s < 3 && o->op != L_RANGE && o->op != L_END; s++)
+      if (o->src[s] >= 0 && dep[o->src[s]] && !(o->op == L_LOAD && s > 0)) dep[i] = true;
+  }
+  free(dep);
+  double all = 0, via = 0;
+  for (int b = 1; b < k->nbufs && b < 64; b++) {
+    double n = (double)k->buf_numel[b] * kiln_dtype_size(k->buf_dtype[b]);
+    all += n, via += through[b] ? n : 0;
+  }
+  return via > all / 2;
+}
+
+/* a kernel the search handles: a reduce, on a device that compiles source, tuning on, whose
+ * reads do not depend on data (above) */
 static bool searchable(const kn_device *d, const kn_kernel *k) {
-  return env_int("KILN_TUNE", 1) != 0 && d->dialect && k->name[0] == 'r';
+  return env_int("KILN_TUNE", 1) != 0 && d->dialect && k->name[0] == 'r' && !reads_through_index(k);
 }
 bool kn_search_wanted(const kn_device *d, const kn_kernel *k) {
   return searchable(d, k) && k->flops >= (kn_beam_width() > 0 ? BEAM_MIN_FLOPS : TUNE_MIN_FLOPS);

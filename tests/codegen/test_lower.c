@@ -420,6 +420,61 @@ TEST(codegen_vector_lanes) {
   kiln_set_device("CPU");
 }
 
+static bool has_upcast(const kn_opts *o, int axis, int amt) {
+  for (int i = 0; i < o->n; i++)
+    if (o->o[i].op == KN_OPT_UPCAST && o->o[i].axis == axis && o->o[i].amt == amt) return true;
+  return false;
+}
+
+/* Probabilities times cached values, as a decode step attends: each sequence's block of the
+ * cache is picked by an index read from memory, a row holds every head. On a CPU the heuristic
+ * tiles the whole row (heads and head dim upcast whole: one pass over the cache in order); the
+ * kernel is not searched (timed on zeroed scratch, every row would read block 0); the tile
+ * computes what the plain lowering does. A matrix product of the same size is searched. */
+TEST(codegen_row_tiles) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  enum { S = 4, H = 3, T = 1024, HD = 64 };
+  kiln_tensor *cache = rand_input(KILN_F32, 2, (int64_t[]){S * T, H * HD}, 21);
+  kiln_tensor *p = rand_input(KILN_F32, 3, (int64_t[]){S, H, T}, 22);
+  kiln_tensor *seq = kiln_from_data(KILN_I32, 1, (int64_t[]){S}, (int32_t[]){2, 0, 3, 1});
+  REQUIRE(kiln_realize(seq) == 0);
+  kiln_tensor *blocks = kiln_take(kiln_reshape(cache, 3, (int64_t[]){S, T, H * HD}), seq);
+  kiln_tensor *v = kiln_permute(kiln_reshape(blocks, 4, (int64_t[]){S, T, H, HD}),
+                                (int[]){0, 2, 1, 3}); /* (S, H, T, HD) */
+  kiln_tensor *y = kiln_sum(kiln_mul(kiln_unsqueeze(p, -1), v), 1, (int[]){2}, false);
+  one_kernel o;
+  REQUIRE(schedule_one(y, &o));
+  kn_opts h, hg;
+  kn_heuristic(o.it, &kn_dev_cpu.caps, &h);
+  kn_heuristic(o.it, &gpu_caps, &hg);
+  char t[256], tg[256];
+  kn_opts_format(&h, t, sizeof t), kn_opts_format(&hg, tg, sizeof tg);
+  CHECKF(has_upcast(&h, 1, H) && has_upcast(&h, 2, HD), "CPU heuristic: %s", t);
+  CHECKF(!has_upcast(&hg, 2, HD), "a device with work-groups tiles whole rows: %s", tg);
+  kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0}),
+            *k = kn_lower(o.it, &kn_dev_cpu.caps, &h);
+  REQUIRE(ref && k);
+  void *want = run_interp(ref, o.it), *got = run_interp(k, o.it), *cpu = run_on("CPU", k, o.it);
+  compare("row tile, INTERP", KILN_F32, got, want, k->buf_numel[0], 1e-6);
+  CHECK(cpu != NULL);
+  if (cpu) compare("row tile, CPU", KILN_F32, cpu, want, k->buf_numel[0], 1e-5);
+  free(want), free(got), free(cpu);
+  setenv("BEAM", "2", 1);
+  CHECKF(!kn_search_wanted(&kn_dev_cpu, k), "a kernel reading through an index is searched");
+  kiln_tensor *x = rand_input(KILN_F32, 2, (int64_t[]){16, 1024}, 23);
+  kiln_tensor *w = rand_input(KILN_F32, 2, (int64_t[]){1024, 64}, 24);
+  one_kernel o2;
+  REQUIRE(schedule_one(kiln_matmul(x, w), &o2));
+  kn_kernel *km = kn_lower(o2.it, &kn_dev_cpu.caps, NULL);
+  REQUIRE(km);
+  CHECKF(kn_search_wanted(&kn_dev_cpu, km), "a matrix product (%.3g flops) is not searched",
+         km->flops);
+  unsetenv("BEAM");
+  kn_kernel_free(ref), kn_kernel_free(k), kn_kernel_free(km);
+  kn_schedule_free(&o.s), kn_schedule_free(&o2.s);
+  kiln_set_device("CPU");
+}
+
 /* Integer + - * wrap around on every device. OpenCL C and CUDA C have no -fwrapv, so they are
  * written in unsigned arithmetic, where overflow is defined. The GROUP combine is folded by the
  * group's first work-item only: its loop has no trips in the others. */
