@@ -624,10 +624,9 @@ static int64_t load_stride(lb *T, int l, int var, int64_t *rv, int64_t *memo, ui
 /* An operand read contiguously along global dim g may go on contiguously along other dims
  * (the heads of a row of cached values, say): a tile of that whole row (its dims upcast whole)
  * reads it once per reduce step, in order, where a strip of it per tile walks the reduce axis
- * once per strip. Applied (true) when the row spans more than g and the tile, with the upcast
- * of dim extra (or -1) kept, has at most ROW_TILE_MAX outputs. rs: the operand's strides. */
-static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, int extra,
-                     int64_t *up) {
+ * once per strip. Applied (true) when the row spans more than g and has at most ROW_TILE_MAX
+ * outputs. rs: the operand's strides. */
+static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, int64_t *up) {
   bool in_run[KILN_MAX_DIMS] = {false};
   int64_t run = gshape[g];
   in_run[g] = true;
@@ -637,13 +636,9 @@ static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, in
       if (!in_run[d] && rs[d] == run && gshape[d] <= ROW_TILE_MAX / run)
         in_run[d] = true, run *= gshape[d], grew = true;
   }
-  int64_t tile = run * (extra >= 0 && !in_run[extra] ? up[extra] : 1);
-  if (run == gshape[g] || tile > ROW_TILE_MAX || gshape[g] > 64) return false;
+  if (run == gshape[g] || gshape[g] > 64) return false;
   for (int d = 0; d < ng; d++)
-    if (in_run[d])
-      up[d] = gshape[d];
-    else if (d != extra)
-      up[d] = 1;
+    if (in_run[d]) up[d] = gshape[d];
   return true;
 }
 
@@ -669,7 +664,7 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
   for (int l = 0; l < nl; l++)
     if (most < 0 || size[l] > size[most]) most = l;
   for (int g = 0; rows && most >= 0 && rstride[most] != 1 && g < ng; g++)
-    if (rowstride[most][g] == 1 && row_tile(ng, gshape, rowstride[most], g, -1, up)) return;
+    if (rowstride[most][g] == 1 && row_tile(ng, gshape, rowstride[most], g, up)) return;
   int big = -1; /* the biggest buffer read contiguously along the reduce axis */
   for (int l = 0; l < nl; l++)
     if (rstride[l] == 1 && (big < 0 || size[l] > size[big])) big = l;
@@ -708,10 +703,6 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
       break;
     }
   if (outer >= 0) up[outer] = 4;
-  int row = -1;
-  for (int l = 0; l < nl; l++)
-    if (rowstride[l][inner] == 1 && (row < 0 || size[l] > size[row])) row = l;
-  if (rows && row >= 0) row_tile(ng, gshape, rowstride[row], inner, outer >= 0 ? outer : -1, up);
 }
 
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
