@@ -151,10 +151,14 @@ typedef enum {
   KILN_GE,
   KILN_EQ,
   KILN_NE,
+  KILN_DOT4,
   KILN_NBINARY
 } kiln_binary_op;
 /* DIV on integers truncates toward zero; MOD takes the sign of the dividend (as C).
- * Comparisons return bool. AND/OR/XOR/SHL/SHR take integers or bools. */
+ * Comparisons return bool. AND/OR/XOR/SHL/SHR take integers or bools. DOT4 takes integers
+ * as u32 words of four bytes and returns i32: the bytes of a (unsigned, 0..255) times those
+ * of b (signed, -128..127), summed (the step of 8-bit products; one instruction on CPUs with
+ * VNNI and GPUs with dp4a). */
 kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b);
 kiln_tensor *kiln_add(kiln_tensor *a, kiln_tensor *b);
 kiln_tensor *kiln_sub(kiln_tensor *a, kiln_tensor *b);

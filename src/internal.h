@@ -74,6 +74,7 @@ typedef enum {
   N_XOR,
   N_SHL,
   N_SHR,
+  N_DOT4, /* i32 from two u32: the bytes of src0 (unsigned) times those of src1 (signed) */
   /* ternary */
   N_WHERE,
   /* reduce: arg[0] = N_ADD or N_MAX, arg[1] = bitmask of reduced axes (kept as size 1) */
@@ -128,7 +129,7 @@ typedef struct kn_node {
 
 extern const char *const kn_op_names[N_NOPS];
 static inline bool kn_is_unary(int op) { return op >= N_NEG && op <= N_BITCAST; }
-static inline bool kn_is_binary(int op) { return op >= N_ADD && op <= N_SHR; }
+static inline bool kn_is_binary(int op) { return op >= N_ADD && op <= N_DOT4; }
 static inline bool kn_is_alu(int op) { return op >= N_NEG && op <= N_WHERE; }
 static inline bool kn_is_movement(int op) { return op >= N_RESHAPE && op <= N_FLIP; }
 static inline bool kn_is_cmp(int op) { return op == N_CMPLT || op == N_CMPNE; }
@@ -326,6 +327,12 @@ kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t co
  * with an error if absent or of a type kiln cannot compute with. */
 struct kiln_gguf;
 kiln_tensor *kn_gguf_stored(const struct kiln_gguf *g, const char *name);
+/* A Q4_1 matrix of the file as its blocks' u32 words (rows, blocks, 5), read in place; NULL
+ * (no error) when the tensor is of another type or not 4-byte aligned. */
+kiln_tensor *kn_gguf_words(const struct kiln_gguf *g, const char *name);
+/* x (..., K) times the transpose of Q4_1 words w (rows, K/32, 5), plus b (or NULL): the
+ * activations quantized to 8 bits per block of 32 and the products summed as DOT4s. */
+kiln_tensor *kn_linear_words(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b);
 
 /* ---- runtime: the device interface -------------------------------------------------------
  * A device's memory is opaque to everything above the runtime: a handle is whatever the

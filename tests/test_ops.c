@@ -937,6 +937,51 @@ TEST(bitcast_op) {
   kt_run_case(&c, build_bitcast_fused, &i32);
 }
 
+/* ---- DOT4: byte products of u32 words ---- */
+static double r_dot4(double a, double b) {
+  uint32_t x = (uint32_t)a, y = (uint32_t)b;
+  double s = 0;
+  for (int j = 0; j < 4; j++)
+    s += (double)(x >> 8 * j & 255) * (double)(int8_t)(uint8_t)(y >> 8 * j);
+  return s;
+}
+static kiln_tensor *build_dot4(kiln_tensor *const *in, const void *ctx) {
+  kiln_tensor *d = kiln_binary(KILN_DOT4, in[0], in[1]);
+  return *(const bool *)ctx ? kiln_sum(d, 1, (int[]){-1}, false) : d;
+}
+
+/* Elementwise with broadcasting, and summed over rows of 32 words (the vector path of a
+ * reduce, one VNNI instruction per 4, 8 or 16 lanes on CPUs that have it). */
+TEST(dot4_op) {
+  ref_rng g = ref_rng_seed(test_seed(SEED + 33));
+  for (int sum = 0; sum < 2; sum++) {
+    int64_t sa[] = {6, 32}, sb[] = {32}, so[] = {6};
+    ref_t *a = ref_random(&g, 2, sa, KILN_U32, 0, 4294967295.0, 0);
+    ref_t *b = ref_random(&g, 1, sb, KILN_U32, 0, 4294967295.0, 0);
+    ref_t *e = ref_new(sum ? 1 : 2, sum ? so : sa);
+    for (int i = 0; i < 6; i++)
+      for (int k = 0; k < 32; k++) {
+        double v = r_dot4(ref_get(a, i * 32 + k), ref_get(b, k));
+        if (sum)
+          e->data[i] += v;
+        else
+          e->data[i * 32 + k] = v;
+      }
+    bool s = sum;
+    kt_case c = {.what = sum ? "sum(dot4(a, b), -1)" : "dot4(a, b)",
+                 .nin = 2,
+                 .in = {a, b},
+                 .in_dt = {KILN_U32, KILN_U32},
+                 .expected = e,
+                 .out_dt = sum ? KILN_I64 : KILN_I32,
+                 .cross = KT_CROSS_EXACT};
+    kt_run_case(&c, build_dot4, &s);
+  }
+  kiln_tensor *f = kiln_ones(KILN_F32, 1, (int64_t[]){4});
+  CHECK(kiln_binary(KILN_DOT4, f, f) == NULL);
+  kiln_clear_error();
+}
+
 /* ---- reductions
  * ---------------------------------------------------------------------------------- */
 typedef struct {

@@ -69,6 +69,7 @@ static bool vec_loop(const kn_kernel *k, int r, bool *vary, int64_t *stride) {
     case N_AND:
     case N_OR:
     case N_XOR:
+    case N_DOT4:
       break;
     case N_SHL:
     case N_SHR:

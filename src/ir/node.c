@@ -5,7 +5,7 @@
 const char *const kn_op_names[N_NOPS] = {
     "BUFFER",  "CONST",   "NEG",    "EXP2", "LOG2",   "SIN",   "SQRT",   "RECIP",
     "CAST",    "BITCAST", "ADD",    "MUL",  "MAX",    "CMPLT", "CMPNE",  "IDIV",
-    "MOD",     "AND",     "OR",     "XOR",  "SHL",    "SHR",   "WHERE",  "REDUCE",
+    "MOD",     "AND",     "OR",     "XOR",  "SHL",    "SHR",   "DOT4",   "WHERE",  "REDUCE",
     "RESHAPE", "PERMUTE", "EXPAND", "PAD",  "SHRINK", "FLIP",  "GATHER", "CONTIGUOUS"};
 
 static kn_node **table;

@@ -201,7 +201,8 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
            t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
     return NULL;
   }
-  T *w = as_runs(d1) ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
+  T *w = d1 ? kn_gguf_words(m->g, name) : NULL; /* Q4_1: 8-bit products */
+  if (!w) w = as_runs(d1) ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
   return w ? kiln_persist(w) : NULL;
 }
 
@@ -699,8 +700,9 @@ static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B, int64_t W) {
   return kiln_reshape(kiln_contiguous(mask), 5, (int64_t[]){S, 1, 1, n, B + n});
 }
 
-/* x @ w^T + b for a weight in either layout */
+/* x @ w^T + b for a weight in any of its layouts (rows, runs, Q4_1 words) */
 static T *linear(T *x, T *w, T *b) {
+  if (kiln_dtype_of(w) == KILN_U32) return kn_linear_words(x, w, b);
   return kiln_ndim(w) > 2 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
 }
 

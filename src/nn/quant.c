@@ -5,9 +5,23 @@
 
 typedef kiln_tensor T;
 
-enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
-       GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_IQ4_NL = 20,
-       GT_IQ4_XS = 23, GT_BF16 = 30 };
+enum {
+  GT_F32 = 0,
+  GT_F16 = 1,
+  GT_Q4_0 = 2,
+  GT_Q4_1 = 3,
+  GT_Q5_0 = 6,
+  GT_Q5_1 = 7,
+  GT_Q8_0 = 8,
+  GT_Q2_K = 10,
+  GT_Q3_K = 11,
+  GT_Q4_K = 12,
+  GT_Q5_K = 13,
+  GT_Q6_K = 14,
+  GT_IQ4_NL = 20,
+  GT_IQ4_XS = 23,
+  GT_BF16 = 30
+};
 
 /* ---- byte fields of a block tensor b: (rows, nblocks, block_bytes) u8 ----
  * Every decoder returns (rows, nblocks, runs per block, 16): runs of 16 consecutive elements
@@ -27,7 +41,8 @@ static T *half_at(T *b, int64_t off) {
 }
 /* x with `extra` size-1 dims appended */
 static T *trail(T *x, int extra) {
-  while (extra--) x = kiln_unsqueeze(x, -1);
+  while (extra--)
+    x = kiln_unsqueeze(x, -1);
   return x;
 }
 /* shift amounts 0, step, 2*step, ... (count of them) along a new dim placed before the last,
@@ -68,7 +83,7 @@ static T *runs16(T *y) { /* (rows, nblocks, ..., 16) -> (rows, nblocks, runs per
 }
 
 /* Q4_0 / Q4_1: 32 elements; byte j holds element j (low nibble) and j + 16 (high nibble) */
-static T *deq_q4_0(T *b) { /* d f16 | qs[16] */
+static T *deq_q4_0(T *b) {                       /* d f16 | qs[16] */
   T *q = f32(split_bits(bytes(b, 2, 18), 2, 4)); /* (R, NB, 2, 16) */
   return runs16(kiln_mul(trail(half_at(b, 0), 1), kiln_binary_s(KILN_SUB, q, 8)));
 }
@@ -100,7 +115,7 @@ static T *deq_q8_0(T *b) { /* d f16 | qs int8[32] */
  * d*(scales[r] & 15) and offset -dmin*(scales[r] >> 4). */
 static T *deq_q2_k(T *b) {
   int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
-  T *qs = kiln_reshape(bytes(b, 16, 80), 5, (int64_t[]){R, NB, 2, 2, 16}); /* (half,l/16,l%16) */
+  T *qs = kiln_reshape(bytes(b, 16, 80), 5, (int64_t[]){R, NB, 2, 2, 16});   /* (half,l/16,l%16) */
   T *q = f32(kiln_permute(split_bits(qs, 4, 2), (int[]){0, 1, 2, 4, 3, 5})); /* (R,NB,2,4,2,16) */
   T *sc = kiln_reshape(bytes(b, 0, 16), 6, (int64_t[]){R, NB, 2, 4, 2, 1});
   T *dl = kiln_mul(trail(half_at(b, 80), 3), f32(u8s(sc, KILN_AND, 15)));
@@ -162,14 +177,16 @@ static T *deq_q5_k(T *b) {
  * bytes (k & 1)*32 + l and bits 2k..2k+1 of qh byte l, minus 32, scaled by scales[2k + l/16]. */
 static T *deq_q6_k(T *b) {
   int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
-  T *ql = kiln_reshape(bytes(b, 0, 128), 6, (int64_t[]){R, NB, 2, 2, 2, 16}); /* (half,k&1,l/16,l%16) */
-  T *lo = split_bits(ql, 2, 4);                                               /* (R,NB,2,2,2,2,16) */
+  T *ql =
+      kiln_reshape(bytes(b, 0, 128), 6, (int64_t[]){R, NB, 2, 2, 2, 16}); /* (half,k&1,l/16,l%16) */
+  T *lo = split_bits(ql, 2, 4);                                           /* (R,NB,2,2,2,2,16) */
   lo = kiln_permute(lo, (int[]){0, 1, 2, 5, 3, 4, 6}); /* (R,NB,half,k>>1,k&1,l/16,l%16) */
   lo = kiln_reshape(lo, 6, (int64_t[]){R, NB, 2, 4, 2, 16});
   T *qh = kiln_reshape(bytes(b, 128, 192), 5, (int64_t[]){R, NB, 2, 2, 16});
   T *hi = kiln_permute(split_bits(qh, 4, 2), (int[]){0, 1, 2, 4, 3, 5}); /* (R,NB,2,4,2,16) */
   T *q = kiln_binary_s(KILN_SUB, f32(kiln_binary(KILN_OR, lo, u8s(hi, KILN_SHL, 4))), 32);
-  T *sc = kiln_reshape(f32(kiln_bitcast(bytes(b, 192, 208), KILN_I8)), 6, (int64_t[]){R, NB, 2, 4, 2, 1});
+  T *sc = kiln_reshape(f32(kiln_bitcast(bytes(b, 192, 208), KILN_I8)), 6,
+                       (int64_t[]){R, NB, 2, 4, 2, 1});
   T *d = trail(half_at(b, 208), 3);
   return runs16(kiln_mul(kiln_mul(d, sc), q));
 }
@@ -183,7 +200,8 @@ static T *iq4_values(T *q) { /* i32 indices 0..15 -> f32 levels */
   T *u = kiln_cast(q, KILN_U32), *w[4];
   for (int k = 0; k < 4; k++) {
     uint32_t c = 0;
-    for (int i = 0; i < 4; i++) c |= (uint32_t)(iq4_levels[4 * k + i] + 128) << 8 * i;
+    for (int i = 0; i < 4; i++)
+      c |= (uint32_t)(iq4_levels[4 * k + i] + 128) << 8 * i;
     w[k] = kiln_scalar(KILN_U32, c);
   }
   T *lo = kiln_where(u8s(u, KILN_LT, 4), w[0], w[1]);
@@ -201,7 +219,7 @@ static T *deq_iq4_nl(T *b) { /* d f16 | qs[16], nibbles as Q4_0 */
 static T *deq_iq4_xs(T *b) {
   int64_t R = kiln_dim(b, 0), NB = kiln_dim(b, 1);
   T *qs = kiln_reshape(bytes(b, 8, 136), 4, (int64_t[]){R, NB, 8, 16});
-  T *v = iq4_values(split_bits(qs, 2, 4)); /* (R,NB,8,2,16) */
+  T *v = iq4_values(split_bits(qs, 2, 4));                                     /* (R,NB,8,2,16) */
   T *sl = kiln_permute(split_bits(bytes(b, 4, 8), 2, 4), (int[]){0, 1, 3, 2}); /* (R,NB,4,2) */
   T *sh = kiln_permute(split_bits(bytes(b, 2, 4), 4, 2), (int[]){0, 1, 3, 2}); /* (R,NB,2,4) */
   int64_t s8[] = {R, NB, 8};
@@ -215,19 +233,32 @@ typedef T *(*deq_fn)(T *);
 #define QUANT_TYPES "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS"
 static deq_fn block_decoder(int type) {
   switch (type) {
-  case GT_Q4_0: return deq_q4_0;
-  case GT_Q4_1: return deq_q4_1;
-  case GT_Q5_0: return deq_q5_0;
-  case GT_Q5_1: return deq_q5_1;
-  case GT_Q8_0: return deq_q8_0;
-  case GT_Q2_K: return deq_q2_k;
-  case GT_Q3_K: return deq_q3_k;
-  case GT_Q4_K: return deq_q4_k;
-  case GT_Q5_K: return deq_q5_k;
-  case GT_Q6_K: return deq_q6_k;
-  case GT_IQ4_NL: return deq_iq4_nl;
-  case GT_IQ4_XS: return deq_iq4_xs;
-  default: return NULL;
+  case GT_Q4_0:
+    return deq_q4_0;
+  case GT_Q4_1:
+    return deq_q4_1;
+  case GT_Q5_0:
+    return deq_q5_0;
+  case GT_Q5_1:
+    return deq_q5_1;
+  case GT_Q8_0:
+    return deq_q8_0;
+  case GT_Q2_K:
+    return deq_q2_k;
+  case GT_Q3_K:
+    return deq_q3_k;
+  case GT_Q4_K:
+    return deq_q4_k;
+  case GT_Q5_K:
+    return deq_q5_k;
+  case GT_Q6_K:
+    return deq_q6_k;
+  case GT_IQ4_NL:
+    return deq_iq4_nl;
+  case GT_IQ4_XS:
+    return deq_iq4_xs;
+  default:
+    return NULL;
   }
 }
 
@@ -269,26 +300,108 @@ T *kiln_dequantize(T *raw, int type, int64_t rows, int64_t cols) {
   return y ? kiln_reshape(y, 2, (int64_t[]){rows, cols}) : NULL;
 }
 
+/* ---- 8-bit products: a Q4_1 matrix times activations in integers ----
+ * The activations are quantized per block of 32 to int8 with an f32 scale, x = s*q (as ggml
+ * does for these products), so that a block's products are four DOT4s of packed nibbles and
+ * packed int8, exact in i32, scaled once:
+ *   sum_j (d*c_j + m) * s*q_j = d*s * sum_j c_j*q_j + m*s * sum_j q_j.
+ * The matrix is read as its blocks' u32 words (rows, blocks, 5): word 0 holds d (low half) and
+ * m as f16, words 1..4 the 32 nibbles (word k: elements 4k..4k+3 in its low nibbles, 16+4k..
+ * in its high ones), so a word of codes is two masks away from a DOT4 operand. */
+enum { Q4_1_WORDS = 5 };
+
+/* x (n, K) -> packed int8 words (n, K/32, 2, 4) u32 (word (h, k) holds elements 16h+4k.. of its
+ * block, as the nibbles), the scale s (n, K/32, 1) and a quarter of s * the sum of the block's q
+ * (n, K/32, 1): each of a block's 4 terms in the product carries a quarter of its m part. */
+static void q8_blocks(T *x, T **words, T **s, T **ssum) {
+  int64_t n = kiln_dim(x, 0), nb = kiln_dim(x, 1) / 32;
+  T *xb = kiln_reshape(x, 3, (int64_t[]){n, nb, 32});
+  T *amax = kiln_max(kiln_unary(KILN_ABS, xb), 1, (int[]){-1}, true);
+  *s = kiln_binary_s(KILN_MUL, amax, 1.0 / 127);
+  T *inv = kiln_where(kiln_binary_s(KILN_GT, amax, 0), kiln_div(kiln_scalar(KILN_F32, 1), *s),
+                      kiln_scalar(KILN_F32, 0));
+  T *v = kiln_mul(xb, inv); /* rounded half away from zero */
+  T *half = kiln_where(kiln_binary_s(KILN_LT, v, 0), kiln_scalar(KILN_F32, -0.5),
+                       kiln_scalar(KILN_F32, 0.5));
+  T *q = kiln_cast(kiln_add(v, half), KILN_I32);
+  T *qsum = kiln_cast(kiln_sum(q, 1, (int[]){-1}, true), KILN_F32);
+  *ssum = kiln_contiguous(kiln_binary_s(KILN_MUL, kiln_mul(*s, qsum), 0.25));
+  *s = kiln_contiguous(*s);
+  T *bytes =
+      kiln_cast(u8s(kiln_reshape(q, 5, (int64_t[]){n, nb, 2, 4, 4}), KILN_AND, 255), KILN_U32);
+  T *sh = kiln_cast(kiln_binary_s(KILN_MUL, kiln_arange(0, 4, 1, KILN_I32), 8), KILN_U32);
+  *words = kiln_cast(kiln_sum(kiln_binary(KILN_SHL, bytes, sh), 1, (int[]){-1}, false), KILN_U32);
+}
+
+T *kn_linear_words(T *x, T *w, T *b) {
+  if (!x || !w) return NULL;
+  int nd = kiln_ndim(x);
+  int64_t K = kiln_dim(x, -1), R = kiln_dim(w, 0), nb = kiln_dim(w, 1);
+  if (kiln_dtype_of(w) != KILN_U32 || kiln_ndim(w) != 3 || kiln_dim(w, 2) != Q4_1_WORDS ||
+      K != nb * 32) {
+    char a[200], c[200];
+    kn_err("linear: input %s does not match Q4_1 words %s (want (rows, K/32, 5) u32)",
+           kn_shape_str(a, nd, kiln_shape(x)), kn_shape_str(c, kiln_ndim(w), kiln_shape(w)));
+    return NULL;
+  }
+  kiln_scope_begin();
+  int64_t n = kiln_numel(x) / K;
+  T *xw, *s, *ssum;
+  q8_blocks(kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K}), &xw, &s, &ssum);
+  /* (n, 1, nb, ...) activations against (R, nb, ...) weights */
+  xw = kiln_reshape(xw, 5, (int64_t[]){n, 1, nb, 2, 4});
+  s = kiln_reshape(s, 4, (int64_t[]){n, 1, nb, 1});
+  ssum = kiln_reshape(ssum, 4, (int64_t[]){n, 1, nb, 1});
+  T *w0 = kiln_slice(w, 2, 0, 1, 1); /* (R, nb, 1) */
+  T *d = f32(kiln_bitcast(kiln_cast(u8s(w0, KILN_AND, 0xffff), KILN_U16), KILN_F16));
+  T *m = f32(kiln_bitcast(kiln_cast(u8s(w0, KILN_SHR, 16), KILN_U16), KILN_F16));
+  T *qs = kiln_slice(w, 2, 1, 5, 1); /* (R, nb, 4) */
+  T *lo = u8s(qs, KILN_AND, 0x0f0f0f0f), *hi = u8s(u8s(qs, KILN_SHR, 4), KILN_AND, 0x0f0f0f0f);
+  int64_t half[] = {n, 1, nb, 4};
+  T *xlo = kiln_reshape(kiln_slice(xw, 3, 0, 1, 1), 4, half);
+  T *xhi = kiln_reshape(kiln_slice(xw, 3, 1, 2, 1), 4, half);
+  T *dot = kiln_add(kiln_binary(KILN_DOT4, lo, xlo),
+                    kiln_binary(KILN_DOT4, hi, xhi)); /* (n, R, nb, 4) */
+  T *y = kiln_add(kiln_mul(f32(dot), kiln_mul(d, s)), kiln_mul(m, ssum));
+  y = kiln_sum(y, 2, (int[]){2, 3}, false); /* (n, R) */
+  int64_t shape[KILN_MAX_DIMS];
+  memcpy(shape, kiln_shape(x), sizeof(int64_t) * (size_t)nd);
+  shape[nd - 1] = R;
+  y = kiln_reshape(y, nd, shape);
+  if (y && b) y = kiln_add(y, b);
+  kiln_keep(y);
+  kiln_scope_end();
+  return y;
+}
+
 /* A GGUF tensor checked for use; NULL with an error otherwise. */
 static const kiln_gguf_tensor *usable(const kiln_gguf *g, const char *name) {
   const kiln_gguf_tensor *t = g && name ? kiln_gguf_find_tensor(g, name) : NULL;
-  if (!t) kn_err("gguf: no tensor named '%s'", name ? name : "(null)");
+  if (!t)
+    kn_err("gguf: no tensor named '%s'", name ? name : "(null)");
   else if (!kiln_dequantize_supported(t->type)) {
-    kn_err("gguf: tensor '%s' has type %s, which kiln cannot compute with yet (F32, F16, BF16, "
-           QUANT_TYPES " are supported)", name, kiln_ggml_type_name(t->type));
+    kn_err("gguf: tensor '%s' has type %s, which kiln cannot compute with yet (F32, F16, "
+           "BF16, " QUANT_TYPES " are supported)",
+           name, kiln_ggml_type_name(t->type));
     t = NULL;
   }
   return t;
 }
 
 kiln_dtype kn_ggml_storage(int type) {
-  return type == GT_F32 ? KILN_F32 : type == GT_F16 ? KILN_F16 : type == GT_BF16 ? KILN_BF16 : KILN_U8;
+  return type == GT_F32    ? KILN_F32
+         : type == GT_F16  ? KILN_F16
+         : type == GT_BF16 ? KILN_BF16
+                           : KILN_U8;
 }
 
 T *kn_ggml_values(T *raw, int type, int64_t rows, int64_t cols, bool runs) {
   kiln_dtype dt = kn_ggml_storage(type);
-  if (dt == KILN_U8) return runs ? kiln_dequantize_runs(raw, type, rows, cols) : kiln_dequantize(raw, type, rows, cols);
-  T *x = runs ? kiln_reshape(raw, 4, (int64_t[]){rows, cols / 16, 1, 16}) : kiln_reshape(raw, 2, (int64_t[]){rows, cols});
+  if (dt == KILN_U8)
+    return runs ? kiln_dequantize_runs(raw, type, rows, cols)
+                : kiln_dequantize(raw, type, rows, cols);
+  T *x = runs ? kiln_reshape(raw, 4, (int64_t[]){rows, cols / 16, 1, 16})
+              : kiln_reshape(raw, 2, (int64_t[]){rows, cols});
   return dt == KILN_F32 ? x : kiln_cast(x, KILN_F32);
 }
 
@@ -298,8 +411,15 @@ static T *gguf_stored(const kiln_gguf_tensor *t) {
   int64_t cols = t->dims[0], rows = t->numel / cols;
   kiln_dtype dt = kn_ggml_storage(t->type);
   int64_t shape[3] = {rows, cols, 0};
-  if (dt == KILN_U8) shape[1] = cols / kiln_ggml_block_size(t->type), shape[2] = kiln_ggml_type_size(t->type);
+  if (dt == KILN_U8)
+    shape[1] = cols / kiln_ggml_block_size(t->type), shape[2] = kiln_ggml_type_size(t->type);
   return kiln_from_blob(dt, dt == KILN_U8 ? 3 : 2, shape, t->data);
+}
+T *kn_gguf_words(const kiln_gguf *g, const char *name) {
+  const kiln_gguf_tensor *t = kiln_gguf_find_tensor(g, name);
+  if (!t || t->type != GT_Q4_1 || t->ndim != 2 || (uintptr_t)t->data % 4) return NULL;
+  int64_t nb = t->dims[0] / 32;
+  return kiln_from_blob(KILN_U32, 3, (int64_t[]){t->dims[1], nb, Q4_1_WORDS}, t->data);
 }
 T *kn_gguf_stored(const kiln_gguf *g, const char *name) {
   const kiln_gguf_tensor *t = usable(g, name);
@@ -316,7 +436,8 @@ T *kiln_gguf_weight(const kiln_gguf *g, const char *name) {
   const kiln_gguf_tensor *t = usable(g, name);
   if (!t) return NULL;
   int64_t shape[4]; /* GGUF lists the fastest dim first */
-  for (int i = 0; i < t->ndim; i++) shape[i] = t->dims[t->ndim - 1 - i];
+  for (int i = 0; i < t->ndim; i++)
+    shape[i] = t->dims[t->ndim - 1 - i];
   return kiln_reshape(gguf_rows(t, false), t->ndim, shape);
 }
 

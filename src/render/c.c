@@ -71,10 +71,36 @@ const kn_dialect kn_dialect_c = {
     .name = "C",
     .prelude = "#include <stdint.h>\n#include <math.h>",
     /* where the compiler targets F16C, half -> float is one instruction (exact, as kn_h2f) */
-    .postlude = "#ifdef __F16C__\ntypedef short kn_v8hi __attribute__((vector_size(16)));\n"
-                "static inline float kn_h2f_hw(uint16_t h) { return "
-                "__builtin_ia32_vcvtph2ps((kn_v8hi){(short)h})[0]; }\n"
-                "#define kn_h2f kn_h2f_hw\n#endif",
+    .postlude =
+        "#ifdef __F16C__\ntypedef short kn_v8hi __attribute__((vector_size(16)));\n"
+        "static inline float kn_h2f_hw(uint16_t h) { return "
+        "__builtin_ia32_vcvtph2ps((kn_v8hi){(short)h})[0]; }\n"
+        "#define kn_h2f kn_h2f_hw\n#endif\n"
+        /* DOT4 of 4, 8 or 16 lanes in one VNNI instruction (vpdpbusd) where the target
+         * has it */
+        "#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)\n"
+        "typedef int kn_i32x4 __attribute__((vector_size(16)));\n"
+        "typedef int kn_i32x8 __attribute__((vector_size(32)));\n"
+        "#ifdef __clang__\n"
+        "#define kn_dpbusd4(a, b) __builtin_ia32_vpdpbusd128((kn_i32x4){0}, (kn_i32x4)(a), "
+        "(kn_i32x4)(b))\n"
+        "#define kn_dpbusd8(a, b) __builtin_ia32_vpdpbusd256((kn_i32x8){0}, (kn_i32x8)(a), "
+        "(kn_i32x8)(b))\n"
+        "#else\n"
+        "#define kn_dpbusd4(a, b) __builtin_ia32_vpdpbusd_v4si((kn_i32x4){0}, (kn_i32x4)(a), "
+        "(kn_i32x4)(b))\n"
+        "#define kn_dpbusd8(a, b) __builtin_ia32_vpdpbusd_v8si((kn_i32x8){0}, (kn_i32x8)(a), "
+        "(kn_i32x8)(b))\n"
+        "#endif\n#endif\n"
+        "#ifdef __AVX512VNNI__\n"
+        "typedef int kn_i32x16 __attribute__((vector_size(64)));\n"
+        "#ifdef __clang__\n"
+        "#define kn_dpbusd16(a, b) __builtin_ia32_vpdpbusd512((kn_i32x16){0}, "
+        "(kn_i32x16)(a), (kn_i32x16)(b))\n"
+        "#else\n"
+        "#define kn_dpbusd16(a, b) __builtin_ia32_vpdpbusd_v16si((kn_i32x16){0}, "
+        "(kn_i32x16)(a), (kn_i32x16)(b))\n"
+        "#endif\n#endif",
     .bool_type = "_Bool",
     .i64_suffix = "ll",
     .u64_suffix = "ull",
@@ -90,4 +116,5 @@ const kn_dialect kn_dialect_c = {
     .vec_load = c_vec_load,
     .vec_convert = c_vec_convert,
     .vec_shift_bytes_as_16 = true, /* x86 has no byte shifts */
+    .vec_dot4 = "kn_dpbusd%d",
 };

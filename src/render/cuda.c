@@ -36,7 +36,12 @@ const kn_dialect kn_dialect_cuda = {
     /* half -> float in one instruction (exact, as kn_h2f) */
     .postlude = "static __device__ __forceinline__ float kn_h2f_hw(uint16_t h) {\n"
                 "  float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h)); return f;\n}\n"
-                "#define kn_h2f kn_h2f_hw",
+                "#define kn_h2f kn_h2f_hw\n"
+                /* DOT4 in one instruction: bytes of a unsigned, of b signed */
+                "static __device__ __forceinline__ int kn_dot4_hw(unsigned a, unsigned b) {\n"
+                "  int r; asm(\"dp4a.u32.s32 %0, %1, %2, %3;\" : \"=r\"(r) : \"r\"(a), \"r\"(b), "
+                "\"r\"(0)); return r;\n}\n"
+                "#define kn_dot4 kn_dot4_hw",
     .bool_type = "bool",
     .i64_suffix = "ll",
     .u64_suffix = "ull",

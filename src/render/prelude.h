@@ -46,6 +46,12 @@
     if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);              \
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1)) >> 16);                               \
   }                                                                                             \
+  static inline int32_t kn_dot4(uint32_t a, uint32_t b) {                                      \
+    return (int32_t)(a & 255) * ((int32_t)(b << 24) >> 24) +                                    \
+           (int32_t)(a >> 8 & 255) * ((int32_t)(b << 16) >> 24) +                               \
+           (int32_t)(a >> 16 & 255) * ((int32_t)(b << 8) >> 24) +                               \
+           (int32_t)(a >> 24) * ((int32_t)b >> 24);                                             \
+  }                                                                                             \
   static inline float kn_rh(float f) { return kn_h2f(kn_f2h(f)); }                              \
   static inline float kn_rbf(float f) { return kn_bf2f(kn_f2bf(f)); }                           \
   static inline float kn_maxf(float a, float b) { return (a != a || a > b) ? a : b; }           \

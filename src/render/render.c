@@ -93,6 +93,27 @@ static void bits_expr(sbuf *b, int dt, const char *a) {
     put(b, "%s", a);
 }
 
+/* DOT4 of the u32 vectors a and c as `V v<i>` (V: W lanes of i32): the dialect's instruction
+ * where the target has one, else each lane's four byte products. */
+static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *a, const char *c) {
+  char m[32] = "";
+  if (D->vec_dot4) snprintf(m, sizeof m, D->vec_dot4, W);
+  if (*m) put(b, "\n#ifdef %s\n%s v%d = %s(%s, %s);\n#else\n", m, V, i, m, a, c);
+  put(b, "%s v%d = ", V, i);
+  for (int j = 0; j < 4; j++) {
+    char x[96], y[96];
+    snprintf(x, sizeof x, j < 3 ? "(%s >> %d & 255u)" : "(%s >> %d)", a, 8 * j);
+    snprintf(y, sizeof y, "(%s << %d)", c, 24 - 8 * j);
+    put(b, "%s", j ? " + " : "");
+    put(b, D->vec_bitcast, V, x);
+    put(b, " * (");
+    put(b, D->vec_bitcast, V, y);
+    put(b, " >> 24)");
+  }
+  put(b, ";\n");
+  if (*m) put(b, "#endif\n");
+}
+
 /* Vector lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one statement, given
  * its sources' spellings a, c (for L_ACC, a is the initial value) and the chunk of its lane
  * loop being written. */
@@ -130,6 +151,10 @@ static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const 
     break;
   }
   D->vec_type(V, sizeof V, dt, W);
+  if (o->op == N_DOT4) {
+    vec_dot4(b, V, W, i, a, c);
+    return;
+  }
   put(b, "%s v%d = ", V, i);
   static const char *const bin[] = {[N_ADD] = "+", [N_MUL] = "*",  [N_AND] = "&", [N_OR] = "|",
                                     [N_XOR] = "^", [N_SHL] = "<<", [N_SHR] = ">>"};
@@ -248,8 +273,8 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       break;
     case L_RANGE:
       if (o->src[0] >= 0)
-        put(&b, "for (%s v%d = 0; v%d < (%s ? %lld : 0); v%d++) {\n", T, i, i, a,
-            (long long)o->arg, i);
+        put(&b, "for (%s v%d = 0; v%d < (%s ? %lld : 0); v%d++) {\n", T, i, i, a, (long long)o->arg,
+            i);
       else
         put(&b, "for (%s v%d = 0; v%d < %lld; v%d++) {\n", T, i, i, (long long)o->arg, i);
       depth++;
@@ -304,8 +329,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         put(&b, "%s = ", acc);
         int_arith(&b, dt, acc, o->arg == N_ADD ? "+" : "*", c1);
         put(&b, ";\n");
-      }
-      else if (fl)
+      } else if (fl)
         put(&b, "%s = kn_max%s(%s, %s);\n", acc, f32 ? "f" : "d", acc, c1);
       else
         put(&b, "%s = %s > %s ? %s : %s;\n", acc, acc, c1, acc, c1);
@@ -396,6 +420,9 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         break;
       case N_SHR:
         put(&b, "(%s)(%s >> (%s & %d));\n", T, a, c1, kn_dtype_bits(dt) - 1);
+        break;
+      case N_DOT4:
+        put(&b, "kn_dot4(%s, %s);\n", a, c1);
         break;
       case N_WHERE:
         put(&b, "%s ? %s : %s;\n", a, c1, c2);

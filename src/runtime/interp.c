@@ -271,6 +271,9 @@ static val alu(const kn_lop *o, int sdt, val a, val b, val c) {
     else
       r.i = wrapi(dt, (uint64_t)(a.i >> (b.u & (bits - 1))));
     break;
+  case N_DOT4:
+    r.i = kn_dot4((uint32_t)a.u, (uint32_t)b.u);
+    break;
   case N_WHERE:
     return a.i ? b : c;
   default:

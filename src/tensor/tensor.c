@@ -753,7 +753,7 @@ kiln_tensor *kiln_relu(kiln_tensor *x) { return kiln_unary(KILN_RELU, x); }
 /* ---- binary ----------------------------------------------------------------------------- */
 static const char *const binary_names[KILN_NBINARY] = {
     "add", "sub", "mul", "div", "maximum", "minimum", "mod", "and", "or", "xor",
-    "shl", "shr", "pow", "lt",  "le",      "gt",      "ge",  "eq",  "ne"};
+    "shl", "shr", "pow", "lt",  "le",      "gt",      "ge",  "eq",  "ne", "dot4"};
 
 kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
   if (!a || !b) return NULL;
@@ -769,7 +769,8 @@ kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
            kiln_dtype_name(a->node->dtype), kiln_dtype_name(b->node->dtype));
     return NULL;
   }
-  if ((op == KILN_SHL || op == KILN_SHR || op == KILN_MOD) && !kn_dtype_is_int(dt)) {
+  if ((op == KILN_SHL || op == KILN_SHR || op == KILN_MOD || op == KILN_DOT4) &&
+      !kn_dtype_is_int(dt)) {
     kn_err("%s: needs integer operands, got %s and %s", name, kiln_dtype_name(a->node->dtype),
            kiln_dtype_name(b->node->dtype));
     return NULL;
@@ -852,6 +853,14 @@ kiln_tensor *kiln_binary(kiln_binary_op op, kiln_tensor *a, kiln_tensor *b) {
   case KILN_GE:
     r = ew(N_OR, name, lt(b, a), ews(N_XOR, ew(N_CMPNE, name, a, b), 1));
     break;
+  case KILN_DOT4: {
+    kn_node *s[2];
+    if (prep2(name, kiln_cast(a, KILN_U32), kiln_cast(b, KILN_U32), &s[0], &s[1])) {
+      r = wrap(nd_alu(N_DOT4, KILN_I32, 2, s));
+      kn_node_unref(s[0]), kn_node_unref(s[1]);
+    }
+    break;
+  }
   default:
     break;
   }
@@ -1268,9 +1277,9 @@ static T *argext(T *x, int axis, bool keepdim, bool is_min) {
   kiln_scope_begin();
   T *v = x;
   if (is_min) /* an order-reversing map: ~x for integers (-INT_MIN would overflow) */
-    v = x->node->dtype == KILN_BOOL              ? not_(x)
+    v = x->node->dtype == KILN_BOOL           ? not_(x)
         : kiln_dtype_is_float(x->node->dtype) ? un(N_NEG, x)
-                                               : ews(N_XOR, x, all_ones(x->node->dtype));
+                                              : ews(N_XOR, x, all_ones(x->node->dtype));
   T *m = kiln_max(v, 1, &a, true);
   T *hit = ew(N_CMPNE, "argmax", v, m);
   hit = ews(N_XOR, hit, 1);

@@ -18,7 +18,9 @@ only for phi3 LongRoPE files, which choose their rope factors by it (below).
 
 The GGUF file is read with gguf.GGUFReader and every weight is dequantized with
 gguf.quants.dequantize, then widened to float64: all arithmetic is float64. The prompt runs as
-one batch; generated tokens run one at a time against a key/value cache.
+one batch; generated tokens run one at a time against a key/value cache. A Q4_1 matrix is
+multiplied as llama.cpp multiplies it: each row of activations is first quantized per block of
+32 to int8 with one f32 scale (Int8Products below).
 
 Semantics (those of llama.cpp for these architectures; {a} is general.architecture):
   x = token_embd[tokens] (gemma family: times sqrt(n_embd)); per layer, with h = rmsnorm(x) *
@@ -143,6 +145,37 @@ def load_tensor(t):
     return np.asarray(w, dtype=np.float64).reshape(shape)
 
 
+def int8_blocks(x):
+    """x rounded as 8-bit products see it: per block of 32, s = max|x| / 127 (in f32, as
+    max|x| * f32(1/127)) and q = x / s (as x * f32(1 / s)) rounded half away from zero; s * q."""
+    f32 = np.float32
+    xb = np.asarray(x, dtype=f32).reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+    s = np.abs(xb).max(axis=-1, keepdims=True) * f32(1 / 127)
+    inv = np.divide(f32(1), s, out=np.zeros_like(s), where=s > 0)
+    v = xb * inv
+    q = np.trunc(v + np.where(v < 0, f32(-0.5), f32(0.5)))
+    return (q.astype(np.float64) * s.astype(np.float64)).reshape(x.shape)
+
+
+class Int8Products:
+    """A matrix whose products take int8 activations (int8_blocks): x @ w.T, rows w[a:b]."""
+    __array_ufunc__ = None  # x @ self.T comes to __rmatmul__
+
+    def __init__(self, w, transposed=False):
+        self.w, self.transposed = w, transposed
+        self.shape = w.T.shape if transposed else w.shape
+
+    def __getitem__(self, rows):
+        return Int8Products(self.w[rows])
+
+    @property
+    def T(self):
+        return Int8Products(self.w, not self.transposed)
+
+    def __rmatmul__(self, x):
+        return int8_blocks(x) @ (self.w.T if self.transposed else self.w)
+
+
 def sliding_layers(arch, n_layer, window):
     """Which layers attend through the sliding window (none without a positive window)."""
     if not window or window <= 0:
@@ -240,7 +273,7 @@ class Model:
             w = load_tensor(t)
             if w.shape != shape:
                 fail(f"{name}: shape {w.shape} (numpy order), expected {shape}")
-            return w
+            return Int8Products(w) if t.tensor_type == gguf.GGMLQuantizationType.Q4_1 and w.ndim == 2 else w
 
         d, hd, hdv = self.n_embd, self.head_dim, self.head_dim_v
         nq, nk, nv = self.n_head * hd, self.n_head_kv * hd, self.n_head_kv * hdv
@@ -454,7 +487,8 @@ def main():
     ap.add_argument("--tokens", required=True, help="prompt token ids, comma-separated")
     ap.add_argument("--logits", required=True, help="output: float32 logits, n_tokens x n_vocab")
     ap.add_argument("--greedy", type=int, default=0, help="tokens to generate greedily")
-    ap.add_argument("--ids", help="output: the generated ids, space-separated")
+    ap.add_argument("--ids", help="output: the generated ids, space-separated, then a line of "
+                    "each step's top-2 logit gap")
     ap.add_argument("--ctx", type=int, help="the engine's context size (default: the file's "
                     "context_length); picks a LongRoPE file's factor set")
     ap.add_argument("--show", action="store_true", help="print the decoded text to stderr")
@@ -481,18 +515,20 @@ def main():
     logits = m.forward(tokens, 0, cache)
     logits.astype("<f4").tofile(args.logits)
 
-    gen, margin = [], (math.inf, -1)
+    gen, gaps, margin = [], [], (math.inf, -1)
     last = logits[-1]
     for step in range(args.greedy):
         nxt = int(np.argmax(last))  # the first maximum: ties go to the lowest id
         top2 = np.partition(last, -2)[-2:] if m.n_vocab > 1 else [last[0], -math.inf]
-        margin = min(margin, (float(top2[1] - top2[0]), step))
+        gaps.append(float(top2[1] - top2[0]))
+        margin = min(margin, (gaps[-1], step))
         gen.append(nxt)
         if step + 1 < args.greedy:
             last = m.forward([nxt], len(tokens) + step, cache)[-1]
     if args.ids:
         with open(args.ids, "w") as f:
             f.write(" ".join(str(i) for i in gen) + "\n")
+            f.write(" ".join(f"{g:.9g}" for g in gaps) + "\n")  # top-2 logit gap of each step
     t2 = time.time()
     if args.greedy:
         print(f"ref_llama.py: smallest top-2 logit gap {margin[0]:.6g} at step {margin[1]}",
