@@ -255,6 +255,9 @@ enum {
   KN_OPT_PADTO,  /* global dim axis launched as the next multiple of amt (work-items past the
                     end compute a clamped index and do not store), so UPCAST, LOCAL and BLOCK
                     apply to sizes they do not divide */
+  KN_OPT_LANES,  /* global dim axis walked amt outputs at a time as the lanes of one accumulator
+                    array: the innermost reduce loop runs over them (vector code where the
+                    reduce's operands are contiguous along that dim) */
   KN_NOPT_KINDS
 };
 #define KN_OPT_BIT(x) (1u << (x))
@@ -303,11 +306,12 @@ void kn_kernel_print(FILE *f, const kn_kernel *k);
 void kn_opts_format(const kn_opts *o, char *out, size_t n);
 int kn_opts_parse(const char *s, kn_opts *o); /* < 0 if s is not such a list */
 bool kn_opts_equal(const kn_opts *a, const kn_opts *b);
-/* The list with upcast factor up[g] for each global dim, then SPLIT (lanes 0: as the heuristic
- * picks it, 1: none, k: k lanes where they divide the innermost reduce axis) and BLOCK as the
- * heuristic picks them for those factors. */
+/* The list with upcast factor up[g] for each global dim, then LANES of global dim lanes_dim
+ * (>= 0) or else SPLIT (lanes 0: as the heuristic picks it, 1: none, k: k lanes where they
+ * divide the innermost reduce axis), and BLOCK as the heuristic picks them for those factors. */
 void kn_opts_complete(const kn_sched_item *it, const struct kn_devcaps_ *caps, const int64_t *up,
-                      int64_t lanes, kn_opts *out);
+                      int64_t lanes, int lanes_dim, kn_opts *out);
+enum { KN_OUT_LANES = 8 }; /* outputs per accumulator array where the heuristic picks LANES */
 
 /* ---- renderers -------------------------------------------------------------------------- */
 /* A dialect: how one C-like language spells what the low-level program says (render/). */
@@ -327,10 +331,11 @@ kiln_tensor *kn_ggml_values(kiln_tensor *raw, int type, int64_t rows, int64_t co
  * with an error if absent or of a type kiln cannot compute with. */
 struct kiln_gguf;
 kiln_tensor *kn_gguf_stored(const struct kiln_gguf *g, const char *name);
-/* A Q4_1 matrix of the file as its blocks' u32 words (rows, blocks, 5), read in place; NULL
- * (no error) when the tensor is of another type or not 4-byte aligned. */
+/* A Q4_1 or Q8_0 matrix of the file repacked for 8-bit products: u32 words (rows/8, blocks,
+ * 6 or 10, 8), 8 rows interleaved (nn/quant.c); NULL (no error) when the tensor is of another
+ * type or its rows are not a multiple of 8. */
 kiln_tensor *kn_gguf_words(const struct kiln_gguf *g, const char *name);
-/* x (..., K) times the transpose of Q4_1 words w (rows, K/32, 5), plus b (or NULL): the
+/* x (..., K) times the transpose of words w (rows/8, K/32, 6 or 10, 8), plus b (or NULL): the
  * activations quantized to 8 bits per block of 32 and the products summed as DOT4s. */
 kiln_tensor *kn_linear_words(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b);
 

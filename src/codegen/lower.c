@@ -7,10 +7,11 @@
 
 typedef struct {
   kn_lop op;
-  int level;      /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
-  uint8_t stage;  /* 0: before and in the reduce loops; 1: after them (reads an accumulator);
-                     2: the group's combine (GROUP); 3: after it */
-  int64_t lo, hi; /* value range of integer lops */
+  int level;       /* loop depth it must live in: 0 outside loops, 1..G globals, G+1.. reduces */
+  uint8_t stage;   /* 0: before and in the reduce loops; 1: after them (reads an accumulator);
+                      2: the group's combine (GROUP); 3: after it */
+  int64_t lo, hi;  /* value range of integer lops */
+  bool lane_const; /* LANES: the constant lane of an output index (not folded as a constant) */
 } blop;
 
 typedef struct {
@@ -40,7 +41,15 @@ typedef struct {
   int lid, comb_range; /* the work-item's index in the group; the combine loop */
   int unroll_axis;     /* reduce axis unrolled (UNROLL), or -1 */
   int64_t unroll;
-  bool read_index; /* strides (heuristic): a value read from memory counts as its address */
+  bool read_index;  /* strides (heuristic): a value read from memory counts as its address */
+  int lanes_dim;    /* global dim whose outputs are accumulator lanes (LANES), or -1 */
+  int cur_lane;     /* LANES: the lane of the output being lowered */
+  struct lane_acc { /* LANES: a reduce lowered (its index with the lane loop's variable) */
+    kn_node *n;
+    int idx[KILN_MAX_DIMS], valid, acc;
+  } * lane_acc;
+  int nlane_acc;
+  bool failed; /* an opt turned out not to apply while lowering (the error is set) */
 } lb;
 
 #define IMIN INT64_MIN
@@ -85,7 +94,7 @@ static int push(lb *L, kn_lop o, int level, int stage, int64_t lo, int64_t hi, b
     L->cap = L->cap ? L->cap * 2 : 256;
     L->b = kn_xrealloc(L->b, sizeof(blop) * L->cap);
   }
-  L->b[L->n] = (blop){o, level, (uint8_t)stage, lo, hi};
+  L->b[L->n] = (blop){o, level, (uint8_t)stage, lo, hi, false};
   if (cse)
     for (size_t j = h;; j++)
       if (!L->ht[j & (L->htcap - 1)]) {
@@ -124,7 +133,9 @@ static int cval(lb *L, int dt, double v) {
     return cint(L, dt, (int64_t)kn_d2u(v, 1.8446744073709552e19));
   return cint(L, dt, (int64_t)v);
 }
-static bool is_const(lb *L, int i) { return i >= 0 && L->b[i].op.op == L_CONST; }
+static bool is_const(lb *L, int i) {
+  return i >= 0 && L->b[i].op.op == L_CONST && !L->b[i].lane_const;
+}
 static bool is_ci(lb *L, int i, int64_t v) {
   return is_const(L, i) && is_intlike(L->b[i].op.dtype) && L->b[i].op.ival == v;
 }
@@ -311,6 +322,53 @@ static int lower(lb *L, kn_node *n, const int *idx, int valid);
  * the work-items of a group in turn (element j * group + lid), each into its own accumulator;
  * the partial results meet in local memory after a barrier, and every work-item combines them
  * in the same order. */
+/* LANES: index lop i with the output's constant lane put back as the lane loop's variable,
+ * rebuilt through alu (so it simplifies as the original did); -2 where i depends on the lane
+ * through more than index arithmetic. memo: per lop, its rebuilt form + 3. */
+static int relane(lb *L, int i, int *memo) {
+  if (i < 0 || memo[i]) return i < 0 ? i : memo[i] - 3;
+  const blop *b = &L->b[i];
+  int r = i, s[3];
+  if (b->lane_const)
+    r = L->lane_range;
+  else {
+    bool changed = false;
+    for (int q = 0; q < 3; q++) {
+      s[q] = relane(L, b->op.src[q], memo);
+      if (s[q] == -2) r = -2;
+      changed = changed || s[q] != b->op.src[q];
+    }
+    if (r != -2 && changed)
+      r = kn_is_alu(b->op.op) ? alu(L, b->op.op, b->op.dtype, s[0], s[1], s[2]) : -2;
+  }
+  memo[i] = r + 3;
+  return r;
+}
+
+/* LANES: the reduce n at (idx, valid) of the current lane, as that lane of the accumulator
+ * array all lanes share; -1 the first time (the caller lowers it into *lidx, *lvalid). */
+static int lane_of_reduce(lb *L, kn_node *n, const int *idx, int valid, int *lidx, int *lvalid) {
+  int *memo = kn_xcalloc((size_t)L->n, sizeof(int));
+  bool ok = (*lvalid = relane(L, valid, memo)) != -2;
+  for (int i = 0; i < n->ndim && ok; i++)
+    ok = (lidx[i] = relane(L, idx[i], memo)) != -2;
+  free(memo);
+  if (!ok) {
+    kn_err("codegen: LANES: the reduce's index depends on the lane through more than index "
+           "arithmetic");
+    L->failed = true;
+    return cint(L, KILN_I64, 0);
+  }
+  for (int e = 0; e < L->nlane_acc; e++) {
+    struct lane_acc *a = &L->lane_acc[e];
+    if (a->n == n && a->valid == *lvalid && !memcmp(a->idx, lidx, sizeof(int) * n->ndim)) {
+      kn_lop rd = {.op = L_LANE, .dtype = n->dtype, .src = {a->acc, -1, -1}, .arg = L->cur_lane};
+      return push(L, rd, L->nglobal, 1, L->b[a->acc].lo, L->b[a->acc].hi, false);
+    }
+  }
+  return -1;
+}
+
 static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
   kn_node *s = n->src[0];
   int rop = (int)n->arg[0];
@@ -324,8 +382,15 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
       if ((n->arg[1] >> i & 1) && bound != 1)
         L->red_range[i] = range(L, bound, L->nglobal + 1 + L->nred++);
     }
-    if (L->split_axis >= 0) L->lane_range = range(L, L->lanes, L->nglobal + 1 + L->nred++);
+    if (L->split_axis >= 0 || L->lanes_dim >= 0)
+      L->lane_range = range(L, L->lanes, L->nglobal + 1 + L->nred++);
     L->red_ready = true;
+  }
+  int lidx[KILN_MAX_DIMS];
+  if (L->lanes_dim >= 0) {
+    int got = lane_of_reduce(L, n, idx, valid, lidx, &valid);
+    if (got >= 0) return got;
+    idx = lidx;
   }
   int sidx[KILN_MAX_DIMS];
   for (int i = 0; i < s->ndim; i++)
@@ -334,7 +399,7 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
                                      : cint(L, KILN_I64, 0);
   if (L->group_axis >= 0)
     sidx[L->group_axis] = add(L, mul(L, sidx[L->group_axis], L->group), L->lid);
-  int lane = -1;
+  int lane = L->lanes_dim >= 0 ? L->lane_range : -1;
   if (L->split_axis >= 0) {
     lane = L->lane_range;
     sidx[L->split_axis] = add(L, mul(L, sidx[L->split_axis], L->lanes), lane);
@@ -368,6 +433,14 @@ static int lower_reduce(lb *L, kn_node *n, const int *idx, int valid) {
     push(L, up, L->nglobal + L->nred, 0, lo, hi, false);
   }
   int r = a;
+  if (L->lanes_dim >= 0) { /* this lane of it; the other lanes find it in lane_acc */
+    L->lane_acc = kn_xrealloc(L->lane_acc, sizeof(struct lane_acc) * (size_t)(L->nlane_acc + 1));
+    struct lane_acc *e = &L->lane_acc[L->nlane_acc++];
+    e->n = n, e->valid = valid, e->acc = a;
+    memcpy(e->idx, idx, sizeof(int) * n->ndim);
+    kn_lop rd = {.op = L_LANE, .dtype = n->dtype, .src = {a, -1, -1}, .arg = L->cur_lane};
+    return push(L, rd, L->nglobal, 1, lo, hi, false);
+  }
   if (lane >= 0) {
     int part[16];
     for (int64_t c = 0; c < L->lanes; c++) {
@@ -648,7 +721,8 @@ static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, in
  * whole-row tiles allowed (a CPU's registers hold them). */
 static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stride)[KILN_MAX_DIMS],
                            int64_t (*rowstride)[KILN_MAX_DIMS], const int64_t *rstride,
-                           const int64_t *size, int64_t rlen, bool rows, int64_t *up) {
+                           const int64_t *size, int64_t rlen, bool rows, int64_t *up,
+                           int *lanes_dim) {
   bool fits[KILN_MAX_DIMS]; /* a dim an upcast of 4 divides, with some loop left */
   for (int g = 0; g < ng; g++)
     fits[g] = gshape[g] % 4 == 0 && gshape[g] >= 8;
@@ -663,6 +737,28 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
                     dim (through an index read from memory, maybe: rowstride), its rows */
   for (int l = 0; l < nl; l++)
     if (most < 0 || size[l] > size[most]) most = l;
+  /* the biggest buffer contiguous along an output dim and not along the reduce, with nothing
+   * of a comparable size read along the reduce (SPLIT would not vectorize): that dim's outputs
+   * as vector lanes, LANES (column-major weights, weights repacked with rows interleaved),
+   * and a few rows (of the operand it ignores) sharing each vector it reads */
+  int w = -1; /* the biggest buffer read along the reduce (tables of the outputs aside) */
+  for (int l = 0; l < nl; l++)
+    if (rstride[l] != 0 && (w < 0 || size[l] > size[w])) w = l;
+  bool no_lanes = w < 0 || rstride[w] == 1;
+  for (int l = 0; l < nl && !no_lanes; l++)
+    no_lanes = rstride[l] == 1 && size[l] * 8 >= size[w];
+  for (int g = 0; g < ng && !no_lanes; g++) /* not where it is read through an index */
+    no_lanes = rowstride[w][g] != stride[w][g];
+  for (int g = 0; rows && !no_lanes && g < ng; g++)
+    if (stride[w][g] == 1 && gshape[g] % KN_OUT_LANES == 0) {
+      *lanes_dim = g;
+      for (int d = 0; d < ng; d++)
+        if (d != g && stride[w][d] == 0 && (fits[d] || gshape[d] <= 4)) {
+          up[d] = fits[d] ? 4 : gshape[d];
+          break;
+        }
+      return;
+    }
   for (int g = 0; rows && most >= 0 && rstride[most] != 1 && g < ng; g++)
     if (rowstride[most][g] == 1 && row_tile(ng, gshape, rowstride[most], g, up)) return;
   int big = -1; /* the biggest buffer read contiguously along the reduce axis */
@@ -706,9 +802,10 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
 }
 
 static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, const int64_t *gshape,
-                         bool rows, int64_t *up) {
+                         bool rows, int64_t *up, int *lanes_dim) {
   for (int i = 0; i < ng; i++)
     up[i] = 1;
+  *lanes_dim = -1;
   if (!it->reduce || ng < 1) return;
   kn_node *r = it->reduce, *s = r->src[0];
   int64_t rsize = 1;
@@ -726,7 +823,8 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
           .group_axis = -1,
           .comb_range = -1,
           .unroll_axis = -1,
-          .unroll = 1};
+          .unroll = 1,
+          .lanes_dim = -1};
   kn_node *out = it->out;
   int idx[KILN_MAX_DIMS], var[KILN_MAX_DIMS];
   for (int i = 0; i < out->ndim; i++)
@@ -755,7 +853,7 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     size[l] = kn_numel(in->ndim, in->shape);
   }
   choose_upcasts(ng, gshape, nl, stride, rowstride, rstride, size, rax >= 0 ? s->shape[rax] : 0,
-                 rows, up);
+                 rows, up, lanes_dim);
   free(loads), free(stride), free(rowstride), free(rstride), free(size), free(rv), free(memo),
       free(done);
   free(T.b), free(T.ht), free(T.memo), free(T.memoht);
@@ -824,7 +922,7 @@ static bool pick_grouped(const kn_sched_item *it, const kn_devcaps *caps, int ng
 }
 
 void kn_opts_complete(const kn_sched_item *it, const kn_devcaps *caps, const int64_t *up,
-                      int64_t lanes, kn_opts *o) {
+                      int64_t lanes, int lanes_dim, kn_opts *o) {
   int gdim_of[KILN_MAX_DIMS];
   int64_t gshape[KILN_MAX_DIMS];
   int ng = global_dims(it->out, gdim_of, gshape);
@@ -833,7 +931,10 @@ void kn_opts_complete(const kn_sched_item *it, const kn_devcaps *caps, const int
   for (int g = 0; g < ng; g++)
     if (up[g] > 1) opt_add(o, KN_OPT_UPCAST, g, up[g]), ncombo *= up[g];
   int ax = inner_reduce_axis(it);
-  if (ax >= 0 && (caps->opts & KN_OPT_BIT(KN_OPT_SPLIT)) &&
+  bool out_lanes = lanes_dim >= 0 && lanes_dim < ng && (caps->opts & KN_OPT_BIT(KN_OPT_LANES)) &&
+                   gshape[lanes_dim] % (up[lanes_dim] * KN_OUT_LANES) == 0;
+  if (out_lanes) opt_add(o, KN_OPT_LANES, lanes_dim, KN_OUT_LANES);
+  if (!out_lanes && ax >= 0 && (caps->opts & KN_OPT_BIT(KN_OPT_SPLIT)) &&
       (it->reduce->arg[0] == N_ADD || it->reduce->arg[0] == N_MAX)) {
     int64_t len = it->reduce->src[0]->shape[ax];
     if (lanes > 1 && lanes <= 16 && len % lanes == 0) opt_add(o, KN_OPT_SPLIT, 0, lanes);
@@ -869,19 +970,19 @@ int kn_lower_gshape(const kn_sched_item *it, int64_t *gshape) {
 void kn_heuristic(const kn_sched_item *it, const kn_devcaps *caps, kn_opts *o) {
   int gdim_of[KILN_MAX_DIMS];
   int64_t gshape[KILN_MAX_DIMS], up[KILN_MAX_DIMS];
-  int ng = global_dims(it->out, gdim_of, gshape);
+  int ng = global_dims(it->out, gdim_of, gshape), lanes_dim = -1;
   memset(o, 0, sizeof *o);
   if (pick_grouped(it, caps, ng, gshape, o)) return;
   if (caps->opts & KN_OPT_BIT(KN_OPT_UPCAST))
-    pick_upcasts(it, ng, gdim_of, gshape, caps->pool, up); /* whole rows: CPU registers */
+    pick_upcasts(it, ng, gdim_of, gshape, caps->pool, up, &lanes_dim); /* rows: CPU registers */
   else
     for (int g = 0; g < ng; g++)
       up[g] = 1;
-  kn_opts_complete(it, caps, up, 0, o);
+  kn_opts_complete(it, caps, up, 0, lanes_dim, o);
 }
 
 const char *const kn_opt_names[KN_NOPT_KINDS] = {"UPCAST", "SPLIT",  "BLOCK", "GROUP",
-                                                 "LOCAL",  "UNROLL", "PADTO"};
+                                                 "LOCAL",  "UNROLL", "PADTO", "LANES"};
 void kn_opts_format(const kn_opts *o, char *out, size_t n) {
   size_t w = 0;
   out[0] = 0;
@@ -924,6 +1025,8 @@ typedef struct {
   int64_t bound, mult, local;
 } gloop;
 
+static int64_t lanes_of(const lb *L, int g) { return g >= 0 && g == L->lanes_dim ? L->lanes : 1; }
+
 /* Applies opts to L and the launch loops (gshape, the global dims' sizes, comes back padded
  * by PADTO); false with an error when one does not apply. */
 static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int ng, int64_t *gshape,
@@ -941,13 +1044,13 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
     bool ok = o->op < KN_NOPT_KINDS && (caps->opts & KN_OPT_BIT(o->op)) && amt >= 1;
     switch (o->op) {
     case KN_OPT_UPCAST:
-      ok = ok && ax < ng && amt <= 64 && gshape[ax] % (up[ax] * amt) == 0;
+      ok = ok && ax < ng && amt <= 64 && gshape[ax] % (up[ax] * amt * lanes_of(L, ax)) == 0;
       if (ok) up[ax] *= amt;
       break;
     case KN_OPT_SPLIT:
       ax = inner_reduce_axis(it);
-      ok = ok && ax >= 0 && L->split_axis < 0 && amt >= 2 && amt <= 16 && s->shape[ax] % amt == 0 &&
-           ax != L->group_axis && ax != L->unroll_axis &&
+      ok = ok && ax >= 0 && L->split_axis < 0 && L->lanes_dim < 0 && amt >= 2 && amt <= 16 &&
+           s->shape[ax] % amt == 0 && ax != L->group_axis && ax != L->unroll_axis &&
            (r->arg[0] == N_ADD || r->arg[0] == N_MAX);
       if (ok) L->split_axis = ax, L->lanes = amt;
       break;
@@ -956,9 +1059,10 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
       if (ok) *blk = amt;
       break;
     case KN_OPT_GROUP:
-      ok = ok && r && ax < s->ndim && (r->arg[1] >> ax & 1) && L->group_axis < 0 && amt >= 2 &&
-           amt <= caps->max_local && s->shape[ax] % amt == 0 && ax != L->split_axis &&
-           ax != L->unroll_axis && amt * (int64_t)sizeof(double) <= caps->local_mem;
+      ok = ok && r && ax < s->ndim && (r->arg[1] >> ax & 1) && L->group_axis < 0 &&
+           L->lanes_dim < 0 && amt >= 2 && amt <= caps->max_local && s->shape[ax] % amt == 0 &&
+           ax != L->split_axis && ax != L->unroll_axis &&
+           amt * (int64_t)sizeof(double) <= caps->local_mem;
       if (ok) L->group_axis = ax, L->group = amt;
       break;
     case KN_OPT_LOCAL:
@@ -971,9 +1075,14 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
       if (ok) L->unroll_axis = ax, L->unroll = amt;
       break;
     case KN_OPT_PADTO: /* before what it is for: nothing may have split the dim yet */
-      ok = ok && ax < ng && !padded[ax] && up[ax] == 1 && local[ax] == 1 && amt >= 2 &&
-           amt <= 256 && gshape[ax] % amt != 0;
+      ok = ok && ax < ng && !padded[ax] && up[ax] == 1 && local[ax] == 1 && ax != L->lanes_dim &&
+           amt >= 2 && amt <= 256 && gshape[ax] % amt != 0;
       if (ok) padded[ax] = true, gshape[ax] = (gshape[ax] + amt - 1) / amt * amt;
+      break;
+    case KN_OPT_LANES:
+      ok = ok && r && ax < ng && L->lanes_dim < 0 && L->split_axis < 0 && L->group_axis < 0 &&
+           amt >= 2 && amt <= 16 && gshape[ax] % (up[ax] * amt) == 0;
+      if (ok) L->lanes_dim = ax, L->lanes = amt;
       break;
     default:
       ok = false;
@@ -987,8 +1096,8 @@ static bool apply_opts(lb *L, const kn_devcaps *caps, const kn_opts *opts, int n
     }
   }
   for (int g = 0; g < ng; g++) /* what the upcasts leave of a dim its groups must divide */
-    if ((gshape[g] / up[g]) % local[g] || (L->group_axis >= 0 && local[g] > 1) ||
-        (g == 0 && *blk > 1 && (gshape[0] / up[0]) % *blk)) {
+    if ((gshape[g] / up[g] / lanes_of(L, g)) % local[g] || (L->group_axis >= 0 && local[g] > 1) ||
+        (g == 0 && *blk > 1 && (gshape[0] / up[0] / lanes_of(L, 0)) % *blk)) {
       kn_err("codegen: LOCAL, BLOCK or GROUP do not divide global dim %d or do not combine", g);
       return false;
     }
@@ -1047,7 +1156,8 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
           .group = 1,
           .comb_range = -1,
           .unroll_axis = -1,
-          .unroll = 1};
+          .unroll = 1,
+          .lanes_dim = -1};
   kn_node *out = it->out;
   kn_opts heur;
   if (!given) kn_heuristic(it, caps, &heur);
@@ -1075,12 +1185,15 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
    * A kernel of one output element that GROUP spreads over a group has one loop of 1. */
   gloop loops[KILN_MAX_DIMS + 2];
   int nl = 0;
+  int64_t upl[KILN_MAX_DIMS]; /* outputs per step of a dim's loop: its upcast and lanes */
+  for (int g = 0; g < ng; g++)
+    upl[g] = up[g] * lanes_of(&L, g);
   for (int g = 0; g < ng; g++) /* a dim its upcast takes whole needs no loop (and must not
                                   be the pool's dim 0, with one slice for all threads) */
-    if (gpad[g] / up[g] > 1) loops[nl++] = (gloop){g, gpad[g] / up[g], up[g], glocal[g]};
+    if (gpad[g] / upl[g] > 1) loops[nl++] = (gloop){g, gpad[g] / upl[g], upl[g], glocal[g]};
   if (blk > 1) {
     loops[0].bound /= blk, loops[0].mult *= blk;
-    loops[nl++] = (gloop){0, blk, up[0], 1};
+    loops[nl++] = (gloop){0, blk, upl[0], 1};
   }
   if (!nl && L.group_axis >= 0) loops[nl++] = (gloop){-1, 1, 1, 1};
   /* launch dims: one per loop, or, past the device's limit, the outermost loops merged into
@@ -1124,24 +1237,34 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
     }
   }
   k->nglobal = nlaunch;
-  /* every combination of upcast offsets is one unrolled copy of the body */
-  int64_t ncombo = 1;
+  /* every combination of upcast offsets is one unrolled copy of the body; with LANES each
+   * lane's output is stored from its lane of the accumulators the combination shares */
+  int64_t ncombo = 1, nlane = lanes_of(&L, L.lanes_dim);
   for (int g = 0; g < ng; g++)
     ncombo *= up[g];
   L.ncombo = ncombo;
+  int lane_of[16];
+  for (int l = 0; l < nlane && nlane > 1; l++) {
+    /* arg 1: never equal to a plain constant (the CSE table holds every lop once grown) */
+    kn_lop lc = {.op = L_CONST, .dtype = KILN_I64, .src = {-1, -1, -1}, .arg = 1, .ival = l};
+    lane_of[l] = push(&L, lc, 0, 0, l, l, false);
+    L.b[lane_of[l]].lane_const = true;
+  }
   /* with GROUP, one work-item of the group stores */
   int guard =
       L.group_axis >= 0 ? alu(&L, N_CMPLT, KILN_BOOL, L.lid, cint(&L, KILN_I64, 1), -1) : -1;
-  for (int64_t c = 0; c < ncombo; c++) {
+  for (int64_t cl = 0; cl < ncombo * nlane; cl++) {
     int idx[KILN_MAX_DIMS];
-    int64_t rem = c;
+    int64_t c = cl / nlane, rem = c;
+    L.cur_lane = (int)(cl % nlane);
     for (int i = 0; i < out->ndim; i++)
       idx[i] = cint(&L, KILN_I64, 0);
     int store_guard = guard;
     for (int g = ng - 1; g >= 0; g--) {
       int64_t off = rem % up[g];
       rem /= up[g];
-      int x = add(&L, base[g], cint(&L, KILN_I64, off));
+      int x = add(&L, base[g], cint(&L, KILN_I64, off * lanes_of(&L, g)));
+      if (g == L.lanes_dim) x = add(&L, x, lane_of[L.cur_lane]);
       if (gpad[g] != gshape[g]) { /* PADTO: past the end, compute the last index, store nothing */
         int n = cint(&L, KILN_I64, gshape[g]), in = alu(&L, N_CMPLT, KILN_BOOL, x, n, -1);
         x = alu(&L, N_WHERE, KILN_I64, in, x, cint(&L, KILN_I64, gshape[g] - 1));
@@ -1158,6 +1281,19 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
     }
     kn_lop st = {.op = L_STORE, .dtype = out->dtype, .src = {flat, v, store_guard}, .arg = 0};
     push(&L, st, nlaunch, stage_of(&L, v), 0, 0, false);
+  }
+  if (L.failed) {
+    kn_kernel_free(k), free(L.b), free(L.ht), free(L.memo), free(L.memoht), free(L.lane_acc);
+    if (given) return NULL;
+    /* the heuristic's LANES on a reduce whose index reads memory along the lanes (rows picked
+     * by index): the same list without it */
+    kiln_clear_error();
+    kn_opts o = {0};
+    for (int i = 0; i < heur.n; i++)
+      if (heur.o[i].op != KN_OPT_LANES) o.o[o.n++] = heur.o[i];
+    kn_kernel *k2 = kn_lower(it, caps, &o);
+    KN_ASSERT(k2, "the heuristic's optimizations do not apply: %s", kiln_error());
+    return k2;
   }
   if (caps->index32) narrow_indices(&L);
   /* ---- linearize: loops open outermost first; each lop goes to its level, then its stage ---- */
@@ -1259,6 +1395,7 @@ kn_kernel *kn_lower(const kn_sched_item *it, const kn_devcaps *caps, const kn_op
   free(L.ht);
   free(L.memo);
   free(L.memoht);
+  free(L.lane_acc);
   return k;
 }
 

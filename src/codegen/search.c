@@ -202,17 +202,19 @@ static double search_tiles(const kn_sched_item *it, kn_device *d, const kn_kerne
   int64_t gs[KILN_MAX_DIMS], up0[KILN_MAX_DIMS];
   int ng = kn_lower_gshape(it, gs);
   bool split = false;
+  int lanes_dim = -1; /* the heuristic's LANES, kept in every candidate */
   for (int g = 0; g < ng; g++)
     up0[g] = 1;
   for (int i = 0; i < k0->opts.n; i++) {
     if (k0->opts.o[i].op == KN_OPT_UPCAST) up0[k0->opts.o[i].axis] *= k0->opts.o[i].amt;
-    split = split || k0->opts.o[i].op == KN_OPT_SPLIT;
+    if (k0->opts.o[i].op == KN_OPT_LANES) lanes_dim = k0->opts.o[i].axis;
+    split = split || k0->opts.o[i].op == KN_OPT_SPLIT || k0->opts.o[i].op == KN_OPT_LANES;
   }
   cand *c = kn_xmalloc(sizeof(*c) * TUNE_MAX);
   int nc = candidates(ng, gs, up0, split, c);
   for (int i = 0; i < nc; i++) {
     kn_opts o;
-    kn_opts_complete(it, &d->caps, c[i].up, c[i].lanes, &o);
+    kn_opts_complete(it, &d->caps, c[i].up, c[i].lanes, lanes_dim, &o);
     if (kn_opts_equal(&o, &k0->opts)) continue;
     double t = time_opts(it, d, &o);
     if (t >= 0 && t < 0.95 * tbest)
@@ -242,6 +244,9 @@ static int actions(const kn_sched_item *it, const kn_devcaps *caps, kn_opt *a) {
       if (gs[g] % f && gs[g] > f) a[n++] = (kn_opt){KN_OPT_PADTO, (uint8_t)g, f};
   for (int f = 4; f <= 16; f *= 2)
     a[n++] = (kn_opt){KN_OPT_SPLIT, 0, f};
+  for (int g = 0; g < ng && (caps->opts & KN_OPT_BIT(KN_OPT_LANES)); g++)
+    for (int f = 8; f <= 16; f *= 2)
+      if (gs[g] % f == 0) a[n++] = (kn_opt){KN_OPT_LANES, (uint8_t)g, f};
   for (int f = 4; f <= 16; f *= 2)
     a[n++] = (kn_opt){KN_OPT_BLOCK, 0, f};
   for (int i = 0; s && i < s->ndim; i++)

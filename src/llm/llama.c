@@ -208,6 +208,14 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
 
 /* rows [r0, r1) of a (rows, ...) weight */
 static T *row_range(T *w, int64_t r0, int64_t r1) {
+  if (w && kiln_dtype_of(w) == KILN_U32) { /* Q4_1 words: groups of 8 rows */
+    if (r0 % 8 || r1 % 8) {
+      kn_err("llm: rows %lld..%lld of a fused Q4_1 weight do not start on a group of 8",
+             (long long)r0, (long long)r1);
+      return NULL;
+    }
+    r0 /= 8, r1 /= 8;
+  }
   return w ? kiln_persist(kiln_slice(w, 0, r0, r1, 1)) : NULL;
 }
 
@@ -538,7 +546,10 @@ static kiln_llm *load_rest(kiln_llm *m, int rc, int64_t n_ctx, int n_seq) {
     /* a file's table as stored: the embedding rows and, when tied, the output matrix are both
      * views of it, so a device without host memory holds it once */
     T *table = rc == 0 && m->g ? kn_gguf_stored(m->g, "token_embd.weight") : NULL;
-    if (rc == 0 && !m->output)
+    T *words = rc == 0 && !m->output && m->g ? kn_gguf_words(m->g, "token_embd.weight") : NULL;
+    if (words) /* the output matrix repacked for 8-bit products, the embedding rows as stored */
+      m->output = kiln_persist(words);
+    else if (rc == 0 && !m->output)
       m->output = m->g ? kiln_persist(kn_ggml_values(table, m->tok_embd->type, m->n_vocab,
                                                      m->n_embd, as_runs(m->n_embd)))
                        : weight(m, "token_embd.weight", m->n_vocab, m->n_embd, false);
@@ -830,6 +841,9 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
     T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){N, Hk, hv});
     if (L->q_norm) q = kiln_rms_norm(q, L->q_norm, m->eps), k = kiln_rms_norm(k, L->k_norm, m->eps);
     int r = L->swa && cs[1] ? 1 : 0;
+    if (kiln_dtype_of(L->wq) == KILN_U32) /* 8-bit products take 8 adjacent outputs at once:
+                                              stored before the rope pairs them otherwise */
+      q = kiln_contiguous(q), k = kiln_contiguous(k);
     q = rope(m, q, cs[r], sn[r]), k = rope(m, k, cs[r], sn[r]);
     /* the new rows are outputs of the step (copied into the cache after it) and inputs of
      * this layer's attention */

@@ -2,6 +2,7 @@
  * its blocks; dequantization is a lazy expression (shifts, masks, bitcasts, casts) that fuses
  * into whatever reads the weights, so no f32 copy of a model is ever made. */
 #include "internal.h"
+#include "render/prelude.h"
 
 typedef kiln_tensor T;
 
@@ -300,35 +301,38 @@ T *kiln_dequantize(T *raw, int type, int64_t rows, int64_t cols) {
   return y ? kiln_reshape(y, 2, (int64_t[]){rows, cols}) : NULL;
 }
 
-/* ---- 8-bit products: a Q4_1 matrix times activations in integers ----
+/* ---- 8-bit products: a Q4_1 or Q8_0 matrix times activations in integers ----
  * The activations are quantized per block of 32 to int8 with an f32 scale, x = s*q (as ggml
- * does for these products), so that a block's products are four DOT4s of packed nibbles and
+ * does for these products), so that a block's products are eight DOT4s of unsigned codes and
  * packed int8, exact in i32, scaled once:
  *   sum_j (d*c_j + m) * s*q_j = d*s * sum_j c_j*q_j + m*s * sum_j q_j.
- * The matrix is read as its blocks' u32 words (rows, blocks, 5): word 0 holds d (low half) and
- * m as f16, words 1..4 the 32 nibbles (word k: elements 4k..4k+3 in its low nibbles, 16+4k..
- * in its high ones), so a word of codes is two masks away from a DOT4 operand. */
-enum { Q4_1_WORDS = 5 };
+ * Q4_1 stores w = d*c + m with c in 0..15; Q8_0 stores w = d*c' with c' in -128..127, taken as
+ * c = c' + 128 (unsigned, as DOT4 wants) and m = -128*d. The matrix is repacked at load, 8 rows
+ * interleaved: words (rows/8, blocks, W, 8) u32, for each group of 8 rows and block: the 8 rows'
+ * d, their m (f32 bits), then the codes of each row: Q4_1 (W = 6) 4 words (word k: elements
+ * 4k..4k+3 of the block in its low nibbles, 16+4k.. in its high ones, as the file stores them),
+ * Q8_0 (W = 10) 8 words of 4 bytes. Read along the 8 rows, every operand of a block is one
+ * contiguous vector, so the product's 8 outputs are the lanes of one accumulator (codegen's
+ * LANES). */
+enum { Q4_1_WORDS = 6, Q8_0_WORDS = 10, WORD_ROWS = 8 };
 
-/* x (n, K) -> packed int8 words (n, K/32, 2, 4) u32 (word (h, k) holds elements 16h+4k.. of its
- * block, as the nibbles), the scale s (n, K/32, 1) and a quarter of s * the sum of the block's q
- * (n, K/32, 1): each of a block's 4 terms in the product carries a quarter of its m part. */
+/* x (n, K) -> packed int8 words (n, K/32, 8) u32 (word 4h+k holds elements 16h+4k.. of its
+ * block, as the codes do), the scale s (n, K/32) and s * the sum of the block's q (n, K/32). */
 static void q8_blocks(T *x, T **words, T **s, T **ssum) {
   int64_t n = kiln_dim(x, 0), nb = kiln_dim(x, 1) / 32;
   T *xb = kiln_reshape(x, 3, (int64_t[]){n, nb, 32});
   T *amax = kiln_max(kiln_unary(KILN_ABS, xb), 1, (int[]){-1}, true);
-  *s = kiln_binary_s(KILN_MUL, amax, 1.0 / 127);
-  T *inv = kiln_where(kiln_binary_s(KILN_GT, amax, 0), kiln_div(kiln_scalar(KILN_F32, 1), *s),
+  T *sc = kiln_binary_s(KILN_MUL, amax, 1.0 / 127);
+  T *inv = kiln_where(kiln_binary_s(KILN_GT, amax, 0), kiln_div(kiln_scalar(KILN_F32, 1), sc),
                       kiln_scalar(KILN_F32, 0));
   T *v = kiln_mul(xb, inv); /* rounded half away from zero */
   T *half = kiln_where(kiln_binary_s(KILN_LT, v, 0), kiln_scalar(KILN_F32, -0.5),
                        kiln_scalar(KILN_F32, 0.5));
   T *q = kiln_cast(kiln_add(v, half), KILN_I32);
   T *qsum = kiln_cast(kiln_sum(q, 1, (int[]){-1}, true), KILN_F32);
-  *ssum = kiln_contiguous(kiln_binary_s(KILN_MUL, kiln_mul(*s, qsum), 0.25));
-  *s = kiln_contiguous(*s);
-  T *bytes =
-      kiln_cast(u8s(kiln_reshape(q, 5, (int64_t[]){n, nb, 2, 4, 4}), KILN_AND, 255), KILN_U32);
+  *ssum = kiln_contiguous(kiln_reshape(kiln_mul(sc, qsum), 2, (int64_t[]){n, nb}));
+  *s = kiln_contiguous(kiln_reshape(sc, 2, (int64_t[]){n, nb}));
+  T *bytes = kiln_cast(u8s(kiln_reshape(q, 4, (int64_t[]){n, nb, 8, 4}), KILN_AND, 255), KILN_U32);
   T *sh = kiln_cast(kiln_binary_s(KILN_MUL, kiln_arange(0, 4, 1, KILN_I32), 8), KILN_U32);
   *words = kiln_cast(kiln_sum(kiln_binary(KILN_SHL, bytes, sh), 1, (int[]){-1}, false), KILN_U32);
 }
@@ -336,11 +340,12 @@ static void q8_blocks(T *x, T **words, T **s, T **ssum) {
 T *kn_linear_words(T *x, T *w, T *b) {
   if (!x || !w) return NULL;
   int nd = kiln_ndim(x);
-  int64_t K = kiln_dim(x, -1), R = kiln_dim(w, 0), nb = kiln_dim(w, 1);
-  if (kiln_dtype_of(w) != KILN_U32 || kiln_ndim(w) != 3 || kiln_dim(w, 2) != Q4_1_WORDS ||
-      K != nb * 32) {
+  int64_t K = kiln_dim(x, -1), G = kiln_dim(w, 0), nb = kiln_dim(w, 1), R = G * WORD_ROWS;
+  int W = kiln_ndim(w) == 4 ? (int)kiln_dim(w, 2) : 0;
+  if (kiln_dtype_of(w) != KILN_U32 || (W != Q4_1_WORDS && W != Q8_0_WORDS) ||
+      kiln_dim(w, 3) != WORD_ROWS || K != nb * 32) {
     char a[200], c[200];
-    kn_err("linear: input %s does not match Q4_1 words %s (want (rows, K/32, 5) u32)",
+    kn_err("linear: input %s does not match the words %s (want (rows/8, K/32, 6 or 10, 8) u32)",
            kn_shape_str(a, nd, kiln_shape(x)), kn_shape_str(c, kiln_ndim(w), kiln_shape(w)));
     return NULL;
   }
@@ -348,22 +353,30 @@ T *kn_linear_words(T *x, T *w, T *b) {
   int64_t n = kiln_numel(x) / K;
   T *xw, *s, *ssum;
   q8_blocks(kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K}), &xw, &s, &ssum);
-  /* (n, 1, nb, ...) activations against (R, nb, ...) weights */
-  xw = kiln_reshape(xw, 5, (int64_t[]){n, 1, nb, 2, 4});
-  s = kiln_reshape(s, 4, (int64_t[]){n, 1, nb, 1});
-  ssum = kiln_reshape(ssum, 4, (int64_t[]){n, 1, nb, 1});
-  T *w0 = kiln_slice(w, 2, 0, 1, 1); /* (R, nb, 1) */
-  T *d = f32(kiln_bitcast(kiln_cast(u8s(w0, KILN_AND, 0xffff), KILN_U16), KILN_F16));
-  T *m = f32(kiln_bitcast(kiln_cast(u8s(w0, KILN_SHR, 16), KILN_U16), KILN_F16));
-  T *qs = kiln_slice(w, 2, 1, 5, 1); /* (R, nb, 4) */
-  T *lo = u8s(qs, KILN_AND, 0x0f0f0f0f), *hi = u8s(u8s(qs, KILN_SHR, 4), KILN_AND, 0x0f0f0f0f);
-  int64_t half[] = {n, 1, nb, 4};
-  T *xlo = kiln_reshape(kiln_slice(xw, 3, 0, 1, 1), 4, half);
-  T *xhi = kiln_reshape(kiln_slice(xw, 3, 1, 2, 1), 4, half);
-  T *dot = kiln_add(kiln_binary(KILN_DOT4, lo, xlo),
-                    kiln_binary(KILN_DOT4, hi, xhi)); /* (n, R, nb, 4) */
-  T *y = kiln_add(kiln_mul(f32(dot), kiln_mul(d, s)), kiln_mul(m, ssum));
-  y = kiln_sum(y, 2, (int[]){2, 3}, false); /* (n, R) */
+  /* activations (n, 1, 1, nb) against weights (G, 8, nb): outputs (n, G, 8), reduce over nb */
+  int64_t xs[] = {n, 1, 1, nb};
+  T *wv = kiln_permute(w, (int[]){0, 3, 1, 2}); /* (G, 8, nb, W) */
+  T *word[Q8_0_WORDS], *xk[8];
+  for (int k = 0; k < W; k++)
+    word[k] = kiln_reshape(kiln_slice(wv, 3, k, k + 1, 1), 3, (int64_t[]){G, WORD_ROWS, nb});
+  for (int k = 0; k < 8; k++) /* elements 4k..4k+3 of each block */
+    xk[k] = kiln_reshape(kiln_slice(xw, 2, k, k + 1, 1), 4, xs);
+  T *dot = NULL; /* the block's 32 products, summed in i32 */
+  for (int k = 0; k < 4; k++) {
+    T *t;
+    if (W == Q4_1_WORDS) {
+      T *lo = u8s(word[2 + k], KILN_AND, 0x0f0f0f0f);
+      T *hi = u8s(u8s(word[2 + k], KILN_SHR, 4), KILN_AND, 0x0f0f0f0f);
+      t = kiln_add(kiln_binary(KILN_DOT4, lo, xk[k]), kiln_binary(KILN_DOT4, hi, xk[4 + k]));
+    } else
+      t = kiln_add(kiln_binary(KILN_DOT4, word[2 + 2 * k], xk[2 * k]),
+                   kiln_binary(KILN_DOT4, word[3 + 2 * k], xk[2 * k + 1]));
+    dot = dot ? kiln_add(dot, t) : t;
+  }
+  T *d = kiln_bitcast(word[0], KILN_F32), *m = kiln_bitcast(word[1], KILN_F32);
+  T *y = kiln_add(kiln_mul(f32(dot), kiln_mul(d, kiln_reshape(s, 4, xs))),
+                  kiln_mul(m, kiln_reshape(ssum, 4, xs)));
+  y = kiln_sum(y, 1, (int[]){3}, false); /* (n, G, 8) */
   int64_t shape[KILN_MAX_DIMS];
   memcpy(shape, kiln_shape(x), sizeof(int64_t) * (size_t)nd);
   shape[nd - 1] = R;
@@ -417,9 +430,32 @@ static T *gguf_stored(const kiln_gguf_tensor *t) {
 }
 T *kn_gguf_words(const kiln_gguf *g, const char *name) {
   const kiln_gguf_tensor *t = kiln_gguf_find_tensor(g, name);
-  if (!t || t->type != GT_Q4_1 || t->ndim != 2 || (uintptr_t)t->data % 4) return NULL;
-  int64_t nb = t->dims[0] / 32;
-  return kiln_from_blob(KILN_U32, 3, (int64_t[]){t->dims[1], nb, Q4_1_WORDS}, t->data);
+  if (!t || (t->type != GT_Q4_1 && t->type != GT_Q8_0) || t->ndim != 2 || t->dims[1] % WORD_ROWS)
+    return NULL;
+  bool q8 = t->type == GT_Q8_0;
+  int W = q8 ? Q8_0_WORDS : Q4_1_WORDS, bs = q8 ? 34 : 20; /* block bytes */
+  int64_t nb = t->dims[0] / 32, G = t->dims[1] / WORD_ROWS;
+  uint32_t *p = malloc(sizeof(uint32_t) * (size_t)(G * nb * W * WORD_ROWS));
+  if (!p) return NULL;
+  const uint8_t *src = t->data;
+  for (int64_t r = 0; r < G * WORD_ROWS; r++)
+    for (int64_t j = 0; j < nb; j++) {
+      const uint8_t *blk = src + (r * nb + j) * bs; /* d f16 | Q4_1: m f16 | codes */
+      uint32_t *o = p + ((r / WORD_ROWS * nb + j) * W) * WORD_ROWS + r % WORD_ROWS;
+      kn_fu d = {.f = kn_h2f((uint16_t)(blk[0] | blk[1] << 8))}, m;
+      m.f = q8 ? -128 * d.f : kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
+      const uint8_t *c = blk + (q8 ? 2 : 4);
+      o[0] = d.u, o[WORD_ROWS] = m.u;
+      for (int k = 0; k < W - 2; k++) { /* Q8_0: int8 codes + 128 */
+        uint32_t v = 0;
+        for (int b = 0; b < 4; b++)
+          v |= (uint32_t)(uint8_t)(c[4 * k + b] + (q8 ? 128 : 0)) << 8 * b;
+        o[(2 + k) * WORD_ROWS] = v;
+      }
+    }
+  T *w = kiln_from_data(KILN_U32, 4, (int64_t[]){G, nb, W, WORD_ROWS}, p);
+  free(p);
+  return w;
 }
 T *kn_gguf_stored(const kiln_gguf *g, const char *name) {
   const kiln_gguf_tensor *t = usable(g, name);

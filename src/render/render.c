@@ -101,7 +101,7 @@ static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *a, const 
   if (*m) put(b, "\n#ifdef %s\n%s v%d = %s(%s, %s);\n#else\n", m, V, i, m, a, c);
   put(b, "%s v%d = ", V, i);
   for (int j = 0; j < 4; j++) {
-    char x[96], y[96];
+    char x[192], y[192];
     snprintf(x, sizeof x, j < 3 ? "(%s >> %d & 255u)" : "(%s >> %d)", a, 8 * j);
     snprintf(y, sizeof y, "(%s << %d)", c, 24 - 8 * j);
     put(b, "%s", j ? " + " : "");
@@ -151,7 +151,11 @@ static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const 
     break;
   }
   D->vec_type(V, sizeof V, dt, W);
-  if (o->op == N_DOT4) {
+  if (o->op == N_DOT4) { /* a lane-invariant operand (an activation word) splat first */
+    char U[32], sa[128], sc[128];
+    D->vec_type(U, sizeof U, KILN_U32, W);
+    if (!k->ops[o->src[0]].vec) snprintf(sa, sizeof sa, D->vec_splat, U, a), a = sa;
+    if (!k->ops[o->src[1]].vec) snprintf(sc, sizeof sc, D->vec_splat, U, c), c = sc;
     vec_dot4(b, V, W, i, a, c);
     return;
   }

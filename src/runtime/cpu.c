@@ -554,7 +554,7 @@ static void run_kernel(kfn fn, const kn_kernel *k, void *const *bufs) {
   {                                                                                                \
     .max_dims = 2 * KILN_MAX_DIMS, .max_local = 1,                                                 \
     .opts = KN_OPT_BIT(KN_OPT_UPCAST) | KN_OPT_BIT(KN_OPT_SPLIT) | KN_OPT_BIT(KN_OPT_BLOCK) |      \
-            KN_OPT_BIT(KN_OPT_UNROLL) | KN_OPT_BIT(KN_OPT_PADTO),                                  \
+            KN_OPT_BIT(KN_OPT_UNROLL) | KN_OPT_BIT(KN_OPT_PADTO) | KN_OPT_BIT(KN_OPT_LANES),       \
     .vec_width = 8, .host_memory = true, .pool = true                                              \
   }
 kn_device kn_dev_cpu = {.name = "CPU",

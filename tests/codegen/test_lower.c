@@ -321,7 +321,7 @@ TEST(codegen_opts_refused) {
       {"LOCAL on the CPU", &kn_dev_cpu.caps, {1, {{KN_OPT_LOCAL, 0, 8}}}},
       {"UNROLL of a kept axis", &gpu_caps, {1, {{KN_OPT_UNROLL, 0, 2}}}},
       {"UNROLL not dividing", &gpu_caps, {1, {{KN_OPT_UNROLL, 1, 3}}}},
-      {"UNROLL of the GROUP axis", &gpu_caps, {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 1, 4}}}},
+      {"UNROLL of the GROUP axis", &gpu_caps, {2, {{KN_OPT_GROUP, 1, 16}, {KN_OPT_UNROLL, 2, 4}}}},
       {"PADTO of a dim it divides", &gpu_caps, {1, {{KN_OPT_PADTO, 0, 4}}}},
       {"PADTO after an UPCAST of the dim",
        &gpu_caps,
@@ -415,6 +415,73 @@ TEST(codegen_vector_lanes) {
   REQUIRE(km);
   CHECKF(count_vec(km, -1) == 0, "a max reduce: %d lops marked", count_vec(km, -1));
   kn_kernel_free(km);
+  kn_schedule_free(&o.s);
+  test_set_context("%s", "");
+  kiln_set_device("CPU");
+}
+
+/* LANES: the outputs along a global dim as the lanes of one accumulator array. A matrix
+ * product whose second operand is contiguous along the output's columns, with a bias read per
+ * column after the reduce: with 8 lanes (beside upcasts of both dims, UNROLL, BLOCK) the lane
+ * loop is vector code (the column operand's loads, the accumulators and their updates), and
+ * every output is what the plain lowering computes on the interpreter, the CPU and CL. A list
+ * with SPLIT beside it, or lanes that do not divide the dim, is refused. */
+TEST(codegen_output_lanes) {
+  REQUIRE(kiln_set_device("INTERP") >= 0);
+  one_kernel o;
+  kiln_tensor *a = rand_input(KILN_F32, 2, (int64_t[]){12, 64}, 41);
+  kiln_tensor *b = rand_input(KILN_F32, 2, (int64_t[]){64, 48}, 42);
+  kiln_tensor *bias = rand_input(KILN_F32, 1, (int64_t[]){48}, 43);
+  REQUIRE(schedule_one(kiln_binary_s(KILN_MUL, kiln_add(kiln_matmul(a, b), bias), 0.5), &o));
+  const struct {
+    const char *what;
+    kn_opts o;
+  } cases[] = {
+      {"LANES(1,8)", {1, {{KN_OPT_LANES, 1, 8}}}},
+      {"LANES(1,8) UPCAST(0,4)", {2, {{KN_OPT_LANES, 1, 8}, {KN_OPT_UPCAST, 0, 4}}}},
+      {"UPCAST(1,2) LANES(1,8) UPCAST(0,3) UNROLL(2,4)",
+       {4,
+        {{KN_OPT_UPCAST, 1, 2},
+         {KN_OPT_LANES, 1, 8},
+         {KN_OPT_UPCAST, 0, 3},
+         {KN_OPT_UNROLL, 2, 4}}}},
+      {"LANES(1,16) BLOCK(0,2)", {2, {{KN_OPT_LANES, 1, 16}, {KN_OPT_BLOCK, 0, 2}}}},
+  };
+  kn_devcaps caps = kn_dev_cpu.caps;
+  caps.vec_width = 8;
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    test_set_context("%s", cases[c].what);
+    kn_kernel *k = check_opts_lowering(o.it, &caps, &cases[c].o, 1e-5);
+    if (!k) continue;
+    int lanes = cases[c].o.o[cases[c].o.o[0].op == KN_OPT_LANES ? 0 : 1].amt;
+    CHECKF(count_vec(k, L_RANGE) == 1 && count_vec(k, L_ACC) >= 1 && count_vec(k, L_ACCUP) >= 1 &&
+               count_vec(k, L_LOAD) >= 1,
+           "%d loops, %d accumulators, %d updates, %d loads as vectors", count_vec(k, L_RANGE),
+           count_vec(k, L_ACC), count_vec(k, L_ACCUP), count_vec(k, L_LOAD));
+    CHECKF(count_op(k, L_LANE) == count_op(k, L_STORE) && count_op(k, L_STORE) % lanes == 0,
+           "%d lane reads for %d stores", count_op(k, L_LANE), count_op(k, L_STORE));
+    void *cl = run_on("CL", k, o.it), *want = NULL;
+    if (cl) {
+      kn_kernel *ref = kn_lower(o.it, &kn_dev_interp.caps, &(kn_opts){0});
+      want = run_interp(ref, o.it);
+      compare("CL", KILN_F32, cl, want, k->buf_numel[0], 1e-5);
+      kn_kernel_free(ref);
+    }
+    free(cl), free(want);
+    kn_kernel_free(k);
+  }
+  const kn_opts bad[] = {{2, {{KN_OPT_LANES, 1, 8}, {KN_OPT_SPLIT, 0, 8}}},
+                         {1, {{KN_OPT_LANES, 1, 5}}},
+                         {2, {{KN_OPT_UPCAST, 1, 4}, {KN_OPT_LANES, 1, 16}}}};
+  for (size_t c = 0; c < sizeof bad / sizeof *bad; c++) {
+    char t[128];
+    kn_opts_format(&bad[c], t, sizeof t);
+    test_set_context("%s", t);
+    kiln_clear_error();
+    kn_kernel *k = kn_lower(o.it, &caps, &bad[c]);
+    CHECKF(!k && strstr(test_errmsg(), "does not apply"), "lowered, or error '%s'", test_errmsg());
+    kn_kernel_free(k);
+  }
   kn_schedule_free(&o.s);
   test_set_context("%s", "");
   kiln_set_device("CPU");

@@ -18,9 +18,10 @@ only for phi3 LongRoPE files, which choose their rope factors by it (below).
 
 The GGUF file is read with gguf.GGUFReader and every weight is dequantized with
 gguf.quants.dequantize, then widened to float64: all arithmetic is float64. The prompt runs as
-one batch; generated tokens run one at a time against a key/value cache. A Q4_1 matrix is
-multiplied as llama.cpp multiplies it: each row of activations is first quantized per block of
-32 to int8 with one f32 scale (Int8Products below).
+one batch; generated tokens run one at a time against a key/value cache. A Q4_1 or Q8_0 matrix
+(rows a multiple of 8) is multiplied as llama.cpp multiplies it: each row of activations is first
+quantized per block of 32 to int8 with one f32 scale (Int8Products below); so is the output
+matrix when token_embd (so stored) stands in for it.
 
 Semantics (those of llama.cpp for these architectures; {a} is general.architecture):
   x = token_embd[tokens] (gemma family: times sqrt(n_embd)); per layer, with h = rmsnorm(x) *
@@ -176,6 +177,12 @@ class Int8Products:
         return int8_blocks(x) @ (self.w.T if self.transposed else self.w)
 
 
+def int8_products(t, w):
+    """w, or Int8Products(w) where kiln takes 8-bit products with the matrix of tensor t."""
+    q = t.tensor_type in (gguf.GGMLQuantizationType.Q4_1, gguf.GGMLQuantizationType.Q8_0)
+    return Int8Products(w) if q and w.ndim == 2 and w.shape[0] % 8 == 0 else w
+
+
 def sliding_layers(arch, n_layer, window):
     """Which layers attend through the sliding window (none without a positive window)."""
     if not window or window <= 0:
@@ -273,7 +280,7 @@ class Model:
             w = load_tensor(t)
             if w.shape != shape:
                 fail(f"{name}: shape {w.shape} (numpy order), expected {shape}")
-            return Int8Products(w) if t.tensor_type == gguf.GGMLQuantizationType.Q4_1 and w.ndim == 2 else w
+            return int8_products(t, w)
 
         d, hd, hdv = self.n_embd, self.head_dim, self.head_dim_v
         nq, nk, nv = self.n_head * hd, self.n_head_kv * hd, self.n_head_kv * hdv
@@ -322,7 +329,7 @@ class Model:
         self.out_norm = get("output_norm.weight", (d,))
         self.out = get("output.weight", (v, d), optional=True)
         if self.out is None:
-            self.out = self.tok_embd
+            self.out = int8_products(tensors["token_embd.weight"], self.tok_embd)
         self.rope_freqs = get("rope_freqs.weight", (self.n_rot // 2,), optional=True)
         self.rope_set = None
         if longrope:
