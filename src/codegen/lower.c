@@ -752,11 +752,14 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
   for (int g = 0; rows && !no_lanes && g < ng; g++)
     if (stride[w][g] == 1 && gshape[g] % KN_OUT_LANES == 0) {
       *lanes_dim = g;
-      for (int d = 0; d < ng; d++)
-        if (d != g && stride[w][d] == 0 && (fits[d] || gshape[d] <= 4)) {
-          up[d] = fits[d] ? 4 : gshape[d];
-          break;
-        }
+      int64_t acc = 1; /* accumulator arrays: independent chains of updates */
+      for (int d = 0; d < ng && acc == 1; d++)
+        if (d != g && stride[w][d] == 0 && (fits[d] || gshape[d] <= 4))
+          acc = up[d] = fits[d] ? 4 : gshape[d];
+      for (int e = -1; e < ng && acc < 4; e++) /* too few rows: more outputs of the matrix, */
+        for (int64_t f = 4 / acc, d = e < 0 ? g : e; f >= 2 && up[d] == 1; f /= 2) /* g first */
+          if (gshape[d] % (f * (d == g ? KN_OUT_LANES : 1)) == 0 && gshape[d] > f)
+            up[d] = f, acc *= f;
       return;
     }
   for (int g = 0; rows && most >= 0 && rstride[most] != 1 && g < ng; g++)

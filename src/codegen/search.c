@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CODEGEN_VERSION 3  /* bump when a lowering changes what a verdict means */
+#define CODEGEN_VERSION 4  /* bump when a lowering changes what a verdict means */
 #define TUNE_MIN_FLOPS 2e8 /* about 5 ms and more: training convolutions, not decode steps */
 #define BEAM_MIN_FLOPS 1e6 /* what BEAM=N also searches */
 #define TUNE_MAX 16        /* candidates of the default search */

@@ -361,16 +361,16 @@ T *kn_linear_words(T *x, T *w, T *b) {
     word[k] = kiln_reshape(kiln_slice(wv, 3, k, k + 1, 1), 3, (int64_t[]){G, WORD_ROWS, nb});
   for (int k = 0; k < 8; k++) /* elements 4k..4k+3 of each block */
     xk[k] = kiln_reshape(kiln_slice(xw, 2, k, k + 1, 1), 4, xs);
-  T *dot = NULL; /* the block's 32 products, summed in i32 */
-  for (int k = 0; k < 4; k++) {
+  /* the block's 32 products summed in i32, one DOT4 after another (each add of one is one
+   * accumulating instruction on CPUs with VNNI) */
+  T *dot = NULL;
+  for (int k = 0; k < 8; k++) {
     T *t;
-    if (W == Q4_1_WORDS) {
-      T *lo = u8s(word[2 + k], KILN_AND, 0x0f0f0f0f);
-      T *hi = u8s(u8s(word[2 + k], KILN_SHR, 4), KILN_AND, 0x0f0f0f0f);
-      t = kiln_add(kiln_binary(KILN_DOT4, lo, xk[k]), kiln_binary(KILN_DOT4, hi, xk[4 + k]));
-    } else
-      t = kiln_add(kiln_binary(KILN_DOT4, word[2 + 2 * k], xk[2 * k]),
-                   kiln_binary(KILN_DOT4, word[3 + 2 * k], xk[2 * k + 1]));
+    if (W == Q4_1_WORDS) /* low nibbles: elements 4k.. (k < 4), high: 16 + 4(k - 4).. */
+      t = u8s(k < 4 ? word[2 + k] : u8s(word[k - 2], KILN_SHR, 4), KILN_AND, 0x0f0f0f0f);
+    else
+      t = word[2 + k];
+    t = kiln_binary(KILN_DOT4, t, xk[k]);
     dot = dot ? kiln_add(dot, t) : t;
   }
   T *d = kiln_bitcast(word[0], KILN_F32), *m = kiln_bitcast(word[1], KILN_F32);

@@ -34,8 +34,8 @@ struct kn_dialect {
   void (*vec_convert)(kn_sbuf *b, const char *to, int to_dt, int from_dt, int W, const char *a);
   bool vec_shift_bytes_as_16;
   /* the name of a function-like macro, given the width W (printf %d), that the dialect's
-   * prelude defines as DOT4 of two W-lane u32 vectors where the target has an instruction for
-   * it (or NULL) */
+   * prelude defines as s + DOT4(a, b) (s: W lanes of i32, a and b: of u32) where the target has
+   * an instruction for it (or NULL) */
   const char *vec_dot4;
   /* work-groups (NULL in a language without them): the group's index and the work-item's
    * index in it along launch dims 0..2, the qualifier of local memory, the barrier */

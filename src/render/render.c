@@ -93,13 +93,15 @@ static void bits_expr(sbuf *b, int dt, const char *a) {
     put(b, "%s", a);
 }
 
-/* DOT4 of the u32 vectors a and c as `V v<i>` (V: W lanes of i32): the dialect's instruction
- * where the target has one, else each lane's four byte products. */
-static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *a, const char *c) {
-  char m[32] = "";
+/* s + DOT4 of the u32 vectors a and c as `V v<i>` (V: W lanes of i32; s NULL: 0): the
+ * dialect's instruction where the target has one, else each lane's four byte products. */
+static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *s, const char *a,
+                     const char *c) {
+  char m[32] = "", z[64];
   if (D->vec_dot4) snprintf(m, sizeof m, D->vec_dot4, W);
-  if (*m) put(b, "\n#ifdef %s\n%s v%d = %s(%s, %s);\n#else\n", m, V, i, m, a, c);
-  put(b, "%s v%d = ", V, i);
+  if (!s) snprintf(z, sizeof z, D->vec_splat, V, "0"), s = z;
+  if (*m) put(b, "\n#ifdef %s\n%s v%d = %s(%s, %s, %s);\n#else\n", m, V, i, m, s, a, c);
+  put(b, "%s v%d = %s + ", V, i, s);
   for (int j = 0; j < 4; j++) {
     char x[192], y[192];
     snprintf(x, sizeof x, j < 3 ? "(%s >> %d & 255u)" : "(%s >> %d)", a, 8 * j);
@@ -112,6 +114,24 @@ static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *a, const 
   }
   put(b, ";\n");
   if (*m) put(b, "#endif\n");
+}
+
+/* Vector lop i is the one read of a DOT4 that it adds to its other source: the DOT4 is
+ * written in it, one instruction that accumulates (where the dialect has one). Returns which
+ * source (0, 1) of the add is that DOT4, or -1. */
+static int folded_dot4(const kn_kernel *k, int i) {
+  const kn_lop *o = &k->ops[i];
+  if (!D->vec_dot4 || !o->vec || o->op != N_ADD) return -1;
+  for (int s = 1; s >= 0; s--) {
+    int d = o->src[s];
+    if (d < 0 || k->ops[d].op != N_DOT4 || !k->ops[d].vec || o->src[1 - s] == d) continue;
+    int uses = 0;
+    for (int j = d + 1; j < k->nops && uses < 2; j++)
+      for (int q = 0; q < 3; q++)
+        uses += k->ops[j].src[q] == d && k->ops[j].op != L_END;
+    if (uses == 1) return s;
+  }
+  return -1;
 }
 
 /* Vector lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one statement, given
@@ -151,12 +171,15 @@ static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const 
     break;
   }
   D->vec_type(V, sizeof V, dt, W);
-  if (o->op == N_DOT4) { /* a lane-invariant operand (an activation word) splat first */
-    char U[32], sa[128], sc[128];
+  int f = o->op == N_ADD ? folded_dot4(k, i) : -1;
+  if (o->op == N_DOT4 || f >= 0) { /* a lane-invariant operand (an activation word) splat */
+    const kn_lop *d = f >= 0 ? &k->ops[o->src[f]] : o;
+    char U[32], sa[128], sc[128], x[64], y[64];
     D->vec_type(U, sizeof U, KILN_U32, W);
-    if (!k->ops[o->src[0]].vec) snprintf(sa, sizeof sa, D->vec_splat, U, a), a = sa;
-    if (!k->ops[o->src[1]].vec) snprintf(sc, sizeof sc, D->vec_splat, U, c), c = sc;
-    vec_dot4(b, V, W, i, a, c);
+    const char *da = val(k, d->src[0], x), *dc = val(k, d->src[1], y);
+    if (!k->ops[d->src[0]].vec) snprintf(sa, sizeof sa, D->vec_splat, U, da), da = sa;
+    if (!k->ops[d->src[1]].vec) snprintf(sc, sizeof sc, D->vec_splat, U, dc), dc = sc;
+    vec_dot4(b, V, W, i, f < 0 ? NULL : f ? a : c, da, dc);
     return;
   }
   put(b, "%s v%d = ", V, i);
@@ -212,6 +235,11 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
     KN_ASSERT(D->vec_type, "%s has no vector types", D->name);
     if (D->vec_decls) D->vec_decls(&b, W);
   }
+  bool *folded = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)); /* DOT4s written in an add */
+  for (int i = 0; i < k->nops; i++) {
+    int f = folded_dot4(k, i);
+    if (f >= 0) folded[k->ops[i].src[f]] = true;
+  }
   int vloop = -1, chunk = 0; /* the lane loop being written, and its chunk */
   int depth = 1;
   char x[64], y[64], z[64];
@@ -234,6 +262,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         vloop = -1, chunk = 0;
       continue;
     }
+    if (folded[i]) continue;
     if (o->vec || (o->op == L_LANE && k->ops[o->src[0]].vec)) { /* a vector value */
       kn_lop init = {.op = L_CONST, .dtype = dt, .ival = o->ival, .fval = o->fval};
       const char *va = o->op == L_ACC   ? val(&(kn_kernel){.ops = &init}, 0, x)
@@ -440,5 +469,6 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   while (opened--)
     put(&b, "%*s}\n", --depth * 2, "");
   put(&b, "}\n");
+  free(folded);
   return b.s;
 }
