@@ -264,7 +264,7 @@ static bool in_list(const entry *e, int n, const kn_opts *o) {
 }
 static double search_beam(const kn_sched_item *it, kn_device *d, const kn_kernel *k0, int width,
                           kn_opts *best, double tbest) {
-  kn_opt act[256]; /* at most 9 per global dim, 6, and 8 per reduce axis */
+  kn_opt act[256]; /* at most 11 per global dim, 6, and 8 per reduce axis */
   int na = actions(it, &d->caps, act);
   entry *beam = kn_xcalloc((size_t)width + 1, sizeof(entry));
   entry *seen = kn_xmalloc(sizeof(entry) * 4096);

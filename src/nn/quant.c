@@ -305,11 +305,13 @@ T *kiln_dequantize(T *raw, int type, int64_t rows, int64_t cols) {
  * The activations are quantized per block of 32 to int8 with an f32 scale, x = s*q (as ggml
  * does for these products), so that a block's products are eight DOT4s of unsigned codes and
  * packed int8, exact in i32, scaled once:
- *   sum_j (d*c_j + m) * s*q_j = d*s * sum_j c_j*q_j + m*s * sum_j q_j.
+ *   sum_j (d*c_j + m) * s*q_j = (sum_j c_j*q_j + (m/d) * sum_j q_j) * d*s,
+ * two multiply-adds per block and row (a block with d = 0 is stored as d = m, codes 1, m/d = 0:
+ * the same weights).
  * Q4_1 stores w = d*c + m with c in 0..15; Q8_0 stores w = d*c' with c' in -128..127, taken as
  * c = c' + 128 (unsigned, as DOT4 wants) and m = -128*d. The matrix is repacked at load, 8 rows
  * interleaved: words (rows/8, blocks, W, 8) u32, for each group of 8 rows and block: the 8 rows'
- * d, their m (f32 bits), then the codes of each row: Q4_1 (W = 6) 4 words (word k: elements
+ * d, their m/d (f32 bits), then the codes of each row: Q4_1 (W = 6) 4 words (word k: elements
  * 4k..4k+3 of the block in its low nibbles, 16+4k.. in its high ones, as the file stores them),
  * Q8_0 (W = 10) 8 words of 4 bytes. Read along the 8 rows, every operand of a block is one
  * contiguous vector, so the product's 8 outputs are the lanes of one accumulator (codegen's
@@ -317,8 +319,8 @@ T *kiln_dequantize(T *raw, int type, int64_t rows, int64_t cols) {
 enum { Q4_1_WORDS = 6, Q8_0_WORDS = 10, WORD_ROWS = 8 };
 
 /* x (n, K) -> packed int8 words (n, K/32, 8) u32 (word 4h+k holds elements 16h+4k.. of its
- * block, as the codes do), the scale s (n, K/32) and s * the sum of the block's q (n, K/32). */
-static void q8_blocks(T *x, T **words, T **s, T **ssum) {
+ * block, as the codes do), the scale s (n, K/32) and the sum of the block's q (n, K/32). */
+static void q8_blocks(T *x, T **words, T **s, T **qs) {
   int64_t n = kiln_dim(x, 0), nb = kiln_dim(x, 1) / 32;
   T *xb = kiln_reshape(x, 3, (int64_t[]){n, nb, 32});
   T *amax = kiln_max(kiln_unary(KILN_ABS, xb), 1, (int[]){-1}, true);
@@ -330,7 +332,7 @@ static void q8_blocks(T *x, T **words, T **s, T **ssum) {
                        kiln_scalar(KILN_F32, 0.5));
   T *q = kiln_cast(kiln_add(v, half), KILN_I32);
   T *qsum = kiln_cast(kiln_sum(q, 1, (int[]){-1}, true), KILN_F32);
-  *ssum = kiln_contiguous(kiln_reshape(kiln_mul(sc, qsum), 2, (int64_t[]){n, nb}));
+  *qs = kiln_contiguous(kiln_reshape(qsum, 2, (int64_t[]){n, nb}));
   *s = kiln_contiguous(kiln_reshape(sc, 2, (int64_t[]){n, nb}));
   T *bytes = kiln_cast(u8s(kiln_reshape(q, 4, (int64_t[]){n, nb, 8, 4}), KILN_AND, 255), KILN_U32);
   T *sh = kiln_cast(kiln_binary_s(KILN_MUL, kiln_arange(0, 4, 1, KILN_I32), 8), KILN_U32);
@@ -351,8 +353,8 @@ T *kn_linear_words(T *x, T *w, T *b) {
   }
   kiln_scope_begin();
   int64_t n = kiln_numel(x) / K;
-  T *xw, *s, *ssum;
-  q8_blocks(kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K}), &xw, &s, &ssum);
+  T *xw, *s, *qs;
+  q8_blocks(kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K}), &xw, &s, &qs);
   /* activations (n, 1, 1, nb) against weights (G, 8, nb): outputs (n, G, 8), reduce over nb */
   int64_t xs[] = {n, 1, 1, nb};
   T *wv = kiln_permute(w, (int[]){0, 3, 1, 2}); /* (G, 8, nb, W) */
@@ -373,9 +375,9 @@ T *kn_linear_words(T *x, T *w, T *b) {
     t = kiln_binary(KILN_DOT4, t, xk[k]);
     dot = dot ? kiln_add(dot, t) : t;
   }
-  T *d = kiln_bitcast(word[0], KILN_F32), *m = kiln_bitcast(word[1], KILN_F32);
-  T *y = kiln_add(kiln_mul(f32(dot), kiln_mul(d, kiln_reshape(s, 4, xs))),
-                  kiln_mul(m, kiln_reshape(ssum, 4, xs)));
+  T *d = kiln_bitcast(word[0], KILN_F32), *md = kiln_bitcast(word[1], KILN_F32);
+  T *y = kiln_mul(kiln_add(f32(dot), kiln_mul(md, kiln_reshape(qs, 4, xs))),
+                  kiln_mul(d, kiln_reshape(s, 4, xs)));
   y = kiln_sum(y, 1, (int[]){3}, false); /* (n, G, 8) */
   int64_t shape[KILN_MAX_DIMS];
   memcpy(shape, kiln_shape(x), sizeof(int64_t) * (size_t)nd);
@@ -442,14 +444,17 @@ T *kn_gguf_words(const kiln_gguf *g, const char *name) {
     for (int64_t j = 0; j < nb; j++) {
       const uint8_t *blk = src + (r * nb + j) * bs; /* d f16 | Q4_1: m f16 | codes */
       uint32_t *o = p + ((r / WORD_ROWS * nb + j) * W) * WORD_ROWS + r % WORD_ROWS;
-      kn_fu d = {.f = kn_h2f((uint16_t)(blk[0] | blk[1] << 8))}, m;
-      m.f = q8 ? -128 * d.f : kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
+      kn_fu d = {.f = kn_h2f((uint16_t)(blk[0] | blk[1] << 8))}, md;
+      float m = q8 ? -128 * d.f : kn_h2f((uint16_t)(blk[2] | blk[3] << 8));
       const uint8_t *c = blk + (q8 ? 2 : 4);
-      o[0] = d.u, o[WORD_ROWS] = m.u;
+      bool flat = d.f == 0; /* every weight m: codes 1 times d = m, plus 0 */
+      md.f = flat ? 0 : m / d.f;
+      if (flat) d.f = m;
+      o[0] = d.u, o[WORD_ROWS] = md.u;
       for (int k = 0; k < W - 2; k++) { /* Q8_0: int8 codes + 128 */
         uint32_t v = 0;
         for (int b = 0; b < 4; b++)
-          v |= (uint32_t)(uint8_t)(c[4 * k + b] + (q8 ? 128 : 0)) << 8 * b;
+          v |= (uint32_t)(uint8_t)(flat ? (q8 ? 1 : 0x11) : c[4 * k + b] + (q8 ? 128 : 0)) << 8 * b;
         o[(2 + k) * WORD_ROWS] = v;
       }
     }

@@ -134,6 +134,39 @@ static int folded_dot4(const kn_kernel *k, int i) {
   return -1;
 }
 
+/* Lop i is a float sum (an add, or an accumulator's update) of a product read nowhere else:
+ * the product is written in its statement, `acc += a * b`, `c + a * b`, which a compiler
+ * fuses into one multiply-add even where it fuses only within statements (clang here: see
+ * runtime/cpu.c). Returns the product's lop, or -1; *which: the source it is. */
+static int folded_mul_src(const kn_kernel *k, int i, int *which) {
+  const kn_lop *o = &k->ops[i];
+  bool acc = o->op == L_ACCUP && o->arg == N_ADD;
+  if ((!acc && o->op != N_ADD) || (o->dtype != KILN_F32 && o->dtype != KILN_F64)) return -1;
+  for (int s = 1; s >= (acc ? 1 : 0); s--) {
+    int m = o->src[s], uses = 0;
+    if (m < 0 || k->ops[m].op != N_MUL || k->ops[m].dtype != o->dtype ||
+        !k->ops[m].vec != !o->vec || (!acc && o->src[1 - s] == m))
+      continue;
+    for (int j = m + 1; j < k->nops && uses < 2; j++)
+      for (int q = 0; q < 3; q++)
+        uses += k->ops[j].src[q] == m && k->ops[j].op != L_END;
+    if (uses == 1) {
+      *which = s;
+      return m;
+    }
+  }
+  return -1;
+}
+static int folded_mul(const kn_kernel *k, int i) {
+  int s;
+  return folded_mul_src(k, i, &s);
+}
+static const char *mul_expr(const kn_kernel *k, int m, char *buf, size_t n) {
+  char x[64], y[64];
+  snprintf(buf, n, "(%s * %s)", val(k, k->ops[m].src[0], x), val(k, k->ops[m].src[1], y));
+  return buf;
+}
+
 /* Vector lop i (kn_lop.vec > 0, or an L_LANE of a vector accumulator) as one statement, given
  * its sources' spellings a, c (for L_ACC, a is the initial value) and the chunk of its lane
  * loop being written. */
@@ -164,9 +197,12 @@ static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const 
     D->vec_type(V, sizeof V, k->buf_dtype[o->arg], W);
     D->vec_load(b, V, W, i, (int)o->arg, a);
     return;
-  case L_ACCUP:
-    put(b, "v%d[%d] += %s;\n", o->src[0], chunk, c);
+  case L_ACCUP: {
+    char e[160];
+    int m = folded_mul(k, i);
+    put(b, "v%d[%d] += %s;\n", o->src[0], chunk, m >= 0 ? mul_expr(k, m, e, sizeof e) : c);
     return;
+  }
   default:
     break;
   }
@@ -183,6 +219,12 @@ static void render_vec(sbuf *b, const kn_kernel *k, int i, const char *a, const 
     return;
   }
   put(b, "%s v%d = ", V, i);
+  int fs, fm = folded_mul_src(k, i, &fs);
+  char e[160];
+  if (fm >= 0) { /* c + a * b in one statement */
+    put(b, "%s + %s;\n", fs ? a : c, mul_expr(k, fm, e, sizeof e));
+    return;
+  }
   static const char *const bin[] = {[N_ADD] = "+", [N_MUL] = "*",  [N_AND] = "&", [N_OR] = "|",
                                     [N_XOR] = "^", [N_SHL] = "<<", [N_SHR] = ">>"};
   switch (o->op) {
@@ -237,8 +279,9 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   }
   bool *folded = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)); /* DOT4s written in an add */
   for (int i = 0; i < k->nops; i++) {
-    int f = folded_dot4(k, i);
+    int f = folded_dot4(k, i), m = folded_mul(k, i);
     if (f >= 0) folded[k->ops[i].src[f]] = true;
+    if (m >= 0) folded[m] = true;
   }
   int vloop = -1, chunk = 0; /* the lane loop being written, and its chunk */
   int depth = 1;
@@ -353,7 +396,9 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
       break;
     }
     case L_ACCUP: {
-      char acc[64];
+      char acc[64], e[160];
+      int m = folded_mul(k, i);
+      if (m >= 0) c1 = mul_expr(k, m, e, sizeof e);
       if (o->src[2] >= 0)
         snprintf(acc, sizeof acc, "%s[%s]", a, c2);
       else
@@ -412,9 +457,16 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
         put(&b, ";\n");
         break;
       case N_ADD:
-      case N_MUL:
-        int_arith(&b, dt, a, o->op == N_ADD ? "+" : "*", c1), put(&b, ";\n");
+      case N_MUL: {
+        int fs, fm = folded_mul_src(k, i, &fs);
+        char e[160];
+        if (fm >= 0) /* c + a * b in one statement */
+          int_arith(&b, dt, fs ? a : c1, "+", mul_expr(k, fm, e, sizeof e));
+        else
+          int_arith(&b, dt, a, o->op == N_ADD ? "+" : "*", c1);
+        put(&b, ";\n");
         break;
+      }
       case N_MAX:
         if (fl)
           put(&b, "kn_max%s(%s, %s);\n", f32 ? "f" : "d", a, c1);

@@ -153,10 +153,18 @@ static const char *alt_compiler(void) {
   return have ? "cc" : NULL;
 }
 /* one list: it builds the command line and is part of the cache key */
-static const char *const cflags[] = {
-    "-O2", "-march=native", "-fPIC", "-shared", "-fwrapv", "-fno-math-errno", "-ffp-contract=fast",
-    "-w"};
+static const char *const cflags[] = {"-O2",     "-march=native",   "-fPIC", "-shared",
+                                     "-fwrapv", "-fno-math-errno", "-w"};
 #define NCFLAGS ((int)(sizeof cflags / sizeof cflags[0]))
+/* Multiply-adds fused across statements (-ffp-contract=fast) with gcc, which decides it per
+ * product, the same in every unrolled copy of a kernel's body. clang's choice across
+ * statements depends on how its code generator orders the copies, so the rows of one batched
+ * decode step rounded differently (with 8-bit activations a sequence's tokens then depended on
+ * its row): clang fuses within a statement only, where the renderer writes an accumulator's
+ * `acc += a * b` as one (render.c, folded_mul). */
+static const char *contract_flag(const char *cc) {
+  return strstr(cc, "clang") ? "-ffp-contract=on" : "-ffp-contract=fast";
+}
 
 /* Starts cc on src_path; the child's pid, or -1. */
 static pid_t spawn_compiler(const char *cc, const char *src_path, const char *so_path) {
@@ -164,11 +172,12 @@ static pid_t spawn_compiler(const char *cc, const char *src_path, const char *so
   if (pid < 0) kn_err("CPU: cannot start the compiler (fork: %s)", strerror(errno));
   if (pid == 0) {
     /* argv from the fixed flags; paths are ours (hex names in the cache dir) */
-    const char *argv[NCFLAGS + 6];
+    const char *argv[NCFLAGS + 7];
     int n = 0;
     argv[n++] = cc;
     for (int i = 0; i < NCFLAGS; i++)
       argv[n++] = cflags[i];
+    argv[n++] = contract_flag(cc);
     argv[n++] = "-o", argv[n++] = so_path, argv[n++] = src_path, argv[n++] = "-lm", argv[n] = NULL;
     execvp(cc, (char *const *)argv);
     _exit(127);
@@ -211,6 +220,7 @@ static uint64_t build_paths(const char *src, const char *cc, char *so, char *tmp
   key = kn_hash_bytes(key, cc, strlen(cc));
   for (int i = 0; i < NCFLAGS; i++)
     key = kn_hash_bytes(key, cflags[i], strlen(cflags[i]) + 1);
+  key = kn_hash_bytes(key, contract_flag(cc), strlen(contract_flag(cc)) + 1);
   kn_cache_path(so, 1200, "cpu", key, ".so");
   snprintf(tmpc, 1300, "%s.tmp-%d.c", so, (int)getpid());
   snprintf(tmpso, 1300, "%s.tmp-%d", so, (int)getpid());

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#define CHUNK 64         /* prompt tokens a slot feeds per scheduler step */
+#define CHUNK 64 /* prompt tokens a slot feeds per scheduler step (the engine's biggest chunk) */
 #define MAX_QUEUE 1024   /* waiting jobs beyond this are refused (503) */
 #define DEFAULT_CTX 4096 /* tokens per slot unless told */
 
@@ -21,7 +21,8 @@ typedef struct {
   int seq;        /* its sequence of the worker's model */
   int32_t *cache; /* the tokens its KV cache holds: cache[0..n_cache), n_ctx entries */
   int64_t n_cache;
-  float *logits; /* n_vocab: the last position's, valid in DECODE */
+  int64_t n_whole; /* cache[0..n_whole) was read in whole chunks from position 0 (below) */
+  float *logits;   /* n_vocab: the last position's, valid in DECODE */
   slot_state state;
   ks_job *job;
   bool fresh;         /* job assigned, not yet set up (engine work happens unlocked) */
@@ -146,15 +147,28 @@ static int64_t common_prefix(const int32_t *a, int64_t na, const int32_t *b, int
   return i;
 }
 
-/* The free slot whose cache shares the longest prefix with j's prompt (ties: least recently
- * used), or NULL. Under the lock. */
+/* How much of a slot's cache a prompt may keep: its common prefix, cut to the whole chunks
+ * read from position 0, and at least one token short of the prompt. Those are the positions
+ * that reading the prompt afresh computes the same way (whole chunks of CHUNK from position
+ * 0): the keys and values of a shorter chunk or of a decode step are the same numbers from
+ * other kernels, whose last bits may differ, and with 8-bit activations one such bit can
+ * change a token. So an answer is the same however the slot was used before. */
+static int64_t reusable(const slot *s, const ks_job *j) {
+  int64_t keep = common_prefix(s->cache, s->n_cache, j->prompt, j->n_prompt);
+  if (keep > s->n_whole) keep = s->n_whole;
+  if (keep >= j->n_prompt) keep = j->n_prompt - 1; /* the last token's logits are needed */
+  return keep - keep % CHUNK;
+}
+
+/* The free slot whose cache shares the longest reusable prefix with j's prompt (ties: least
+ * recently used), or NULL. Under the lock. */
 static slot *pick_slot(ks_worker *w, const ks_job *j) {
   slot *best = NULL;
   int64_t best_len = -1;
   for (int i = 0; i < w->nslots; i++) {
     slot *s = &w->slots[i];
     if (s->job) continue;
-    int64_t len = common_prefix(s->cache, s->n_cache, j->prompt, j->n_prompt);
+    int64_t len = reusable(s, j);
     if (len > best_len || (len == best_len && s->last_used < best->last_used))
       best = s, best_len = len;
   }
@@ -165,10 +179,9 @@ static slot *pick_slot(ks_worker *w, const ks_job *j) {
  * and stop matcher. The job's reference now belongs to the slot. */
 static int slot_begin(ks_worker *w, slot *s) {
   ks_job *j = s->job;
-  int64_t keep = common_prefix(s->cache, s->n_cache, j->prompt, j->n_prompt);
-  if (keep >= j->n_prompt) keep = j->n_prompt - 1; /* the last token's logits are needed */
+  int64_t keep = reusable(s, j);
   if (kiln_llm_seq_rewind(w->m, s->seq, keep) < 0) return -1;
-  s->n_cache = keep;
+  s->n_cache = s->n_whole = keep;
   s->smp = kiln_sampler_new(&j->sp);
   s->dt = kiln_detok_new(w->tok, false);
   if (!s->smp || !s->dt) return -1;
@@ -202,7 +215,7 @@ static void slot_fail(ks_worker *w, slot *s) {
   snprintf(msg, sizeof msg, "%s", kiln_error());
   kiln_clear_error();
   kiln_llm_seq_rewind(w->m, s->seq, 0);
-  s->n_cache = 0;
+  s->n_cache = s->n_whole = 0;
   pthread_mutex_lock(&w->mu);
   slot_end(s, NULL, msg[0] ? msg : "engine error");
   pthread_mutex_unlock(&w->mu);
@@ -215,6 +228,7 @@ static int slot_feed(ks_worker *w, slot *s) {
   if (n > CHUNK) n = CHUNK;
   if (kiln_llm_seq_eval(w->m, s->seq, j->prompt + s->n_cache, n, s->logits, false) < 0) return -1;
   memcpy(s->cache + s->n_cache, j->prompt + s->n_cache, sizeof(int32_t) * (size_t)n);
+  if (n == CHUNK && s->n_whole == s->n_cache) s->n_whole += n;
   s->n_cache += n;
   if (s->n_cache == j->n_prompt) s->state = DECODE;
   return 0;
