@@ -721,7 +721,7 @@ static bool row_tile(int ng, const int64_t *gshape, const int64_t *rs, int g, in
  * whole-row tiles allowed (a CPU's registers hold them). */
 static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stride)[KILN_MAX_DIMS],
                            int64_t (*rowstride)[KILN_MAX_DIMS], const int64_t *rstride,
-                           const int64_t *size, int64_t rlen, bool rows, int64_t *up,
+                           const int64_t *size, int64_t rlen, bool rows, bool dot4, int64_t *up,
                            int *lanes_dim) {
   bool fits[KILN_MAX_DIMS]; /* a dim an upcast of 4 divides, with some loop left */
   for (int g = 0; g < ng; g++)
@@ -749,7 +749,7 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
     no_lanes = rstride[l] == 1 && size[l] * 8 >= size[w];
   for (int g = 0; g < ng && !no_lanes; g++) /* not where it is read through an index */
     no_lanes = rowstride[w][g] != stride[w][g];
-  for (int g = 0; rows && !no_lanes && g < ng; g++)
+  for (int g = 0; rows && dot4 && !no_lanes && g < ng; g++) /* 8-bit products, for now */
     if (stride[w][g] == 1 && gshape[g] % KN_OUT_LANES == 0) {
       *lanes_dim = g;
       int64_t acc = 1; /* accumulator arrays: independent chains of updates */
@@ -855,8 +855,12 @@ static void pick_upcasts(const kn_sched_item *it, int ng, const int *gdim_of, co
     kn_node *in = it->inputs[T.b[loads[l]].op.arg - 1];
     size[l] = kn_numel(in->ndim, in->shape);
   }
+  bool dot4 = false; /* LANES by default only for 8-bit products: f32 kernels keep their tiles
+                       (the beam search tries LANES on them) */
+  for (int i = 0; i < T.n && !dot4; i++)
+    dot4 = T.b[i].op.op == N_DOT4;
   choose_upcasts(ng, gshape, nl, stride, rowstride, rstride, size, rax >= 0 ? s->shape[rax] : 0,
-                 rows, up, lanes_dim);
+                 rows, dot4, up, lanes_dim);
   free(loads), free(stride), free(rowstride), free(rstride), free(size), free(rv), free(memo),
       free(done);
   free(T.b), free(T.ht), free(T.memo), free(T.memoht);
@@ -948,7 +952,10 @@ void kn_opts_complete(const kn_sched_item *it, const kn_devcaps *caps, const int
           break;
         }
   }
-  int64_t blk = caps->opts & KN_OPT_BIT(KN_OPT_BLOCK) ? pick_block(it, ng, gshape, up) : 1;
+  int64_t upl[KILN_MAX_DIMS]; /* outputs per step of each dim's loop */
+  for (int g = 0; g < ng; g++)
+    upl[g] = up[g] * (out_lanes && g == lanes_dim ? KN_OUT_LANES : 1);
+  int64_t blk = caps->opts & KN_OPT_BIT(KN_OPT_BLOCK) ? pick_block(it, ng, gshape, upl) : 1;
   if (blk > 1) opt_add(o, KN_OPT_BLOCK, 0, blk);
 }
 
