@@ -756,7 +756,10 @@ static void choose_upcasts(int ng, const int64_t *gshape, int nl, int64_t (*stri
       for (int d = 0; d < ng && acc == 1; d++)
         if (d != g && stride[w][d] == 0 && (fits[d] || gshape[d] <= 4))
           acc = up[d] = fits[d] ? 4 : gshape[d];
-      for (int e = -1; e < ng && acc < 4; e++) /* too few rows: more outputs of the matrix, */
+      int64_t nout = 1;
+      for (int d = 0; d < ng; d++)
+        nout *= gshape[d];
+      for (int e = -1; e < ng && acc < 4 && nout >= 512; e++) /* too few rows: more outputs, */
         for (int64_t f = 4 / acc, d = e < 0 ? g : e; f >= 2 && up[d] == 1; f /= 2) /* g first */
           if (gshape[d] % (f * (d == g ? KN_OUT_LANES : 1)) == 0 && gshape[d] > f)
             up[d] = f, acc *= f;
