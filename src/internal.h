@@ -335,9 +335,16 @@ kiln_tensor *kn_gguf_stored(const struct kiln_gguf *g, const char *name);
  * 6 or 10, 8), 8 rows interleaved (nn/quant.c); NULL (no error) when the tensor is of another
  * type or its rows are not a multiple of 8. */
 kiln_tensor *kn_gguf_words(const struct kiln_gguf *g, const char *name);
-/* x (..., K) times the transpose of words w (rows/8, K/32, 6 or 10, 8), plus b (or NULL): the
- * activations quantized to 8 bits per block of 32 and the products summed as DOT4s. */
-kiln_tensor *kn_linear_words(kiln_tensor *x, kiln_tensor *w, kiln_tensor *b);
+/* Activations quantized to 8 bits per block of 32 (kn_quantize8, nn/quant.c): packed words,
+ * scales and sums of the rows of x (all NULL with an error when x's rows do not split into
+ * blocks), made once for every product that reads x. */
+typedef struct {
+  kiln_tensor *words, *s, *qs;
+} kn_act8;
+kn_act8 kn_quantize8(kiln_tensor *x);
+/* x (..., K) times the transpose of words w (rows/8, K/32, 6 or 10, 8), plus b (or NULL), the
+ * products summed as DOT4s; xa: x already quantized (kn_quantize8), or NULL. */
+kiln_tensor *kn_linear_words(kiln_tensor *x, const kn_act8 *xa, kiln_tensor *w, kiln_tensor *b);
 
 /* ---- runtime: the device interface -------------------------------------------------------
  * A device's memory is opaque to everything above the runtime: a handle is whatever the

@@ -201,16 +201,16 @@ static T *weight(kiln_llm *m, const char *name, int64_t d0, int64_t d1, bool opt
            t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->dims[1] : 0LL, want);
     return NULL;
   }
-  T *w = d1 ? kn_gguf_words(m->g, name) : NULL; /* Q4_1: 8-bit products */
+  T *w = d1 ? kn_gguf_words(m->g, name) : NULL; /* Q4_1, Q8_0: 8-bit products */
   if (!w) w = as_runs(d1) ? kiln_gguf_weight_runs(m->g, name) : kiln_gguf_weight(m->g, name);
   return w ? kiln_persist(w) : NULL;
 }
 
 /* rows [r0, r1) of a (rows, ...) weight */
 static T *row_range(T *w, int64_t r0, int64_t r1) {
-  if (w && kiln_dtype_of(w) == KILN_U32) { /* Q4_1 words: groups of 8 rows */
+  if (w && kiln_dtype_of(w) == KILN_U32) { /* 8-bit product words: groups of 8 rows */
     if (r0 % 8 || r1 % 8) {
-      kn_err("llm: rows %lld..%lld of a fused Q4_1 weight do not start on a group of 8",
+      kn_err("llm: rows %lld..%lld of a fused 8-bit weight do not start on a group of 8",
              (long long)r0, (long long)r1);
       return NULL;
     }
@@ -711,9 +711,15 @@ static T *causal_mask(T *pos, int64_t S, int64_t n, int64_t B, int64_t W) {
   return kiln_reshape(kiln_contiguous(mask), 5, (int64_t[]){S, 1, 1, n, B + n});
 }
 
-/* x @ w^T + b for a weight in any of its layouts (rows, runs, Q4_1 words) */
-static T *linear(T *x, T *w, T *b) {
-  if (kiln_dtype_of(w) == KILN_U32) return kn_linear_words(x, w, b);
+/* x quantized for the 8-bit products of w (words), else nothing (NULLs) */
+static kn_act8 act8(T *x, T *w) {
+  return kiln_dtype_of(w) == KILN_U32 ? kn_quantize8(x) : (kn_act8){0};
+}
+
+/* x @ w^T + b for a weight in any of its layouts (rows, runs, 8-bit product words); xa: x
+ * quantized for 8-bit products already (act8), or NULL */
+static T *linear(T *x, const kn_act8 *xa, T *w, T *b) {
+  if (kiln_dtype_of(w) == KILN_U32) return kn_linear_words(x, xa, w, b);
   return kiln_ndim(w) > 2 ? kiln_linear_runs(x, w, b) : kiln_linear(x, w, b);
 }
 
@@ -836,9 +842,10 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
     /* the normed input feeds several matrix products: store it once rather than recompute
      * it for every output row of each */
     T *h = kiln_contiguous(kiln_rms_norm(x, L->attn_norm, m->eps));
-    T *q = kiln_reshape(linear(h, L->wq, L->bq), 3, (int64_t[]){N, H, hd});
-    T *k = kiln_reshape(linear(h, L->wk, L->bk), 3, (int64_t[]){N, Hk, hd});
-    T *v = kiln_reshape(linear(h, L->wv, L->bv), 3, (int64_t[]){N, Hk, hv});
+    kn_act8 hq = act8(h, L->wq); /* h quantized once for its three products */
+    T *q = kiln_reshape(linear(h, &hq, L->wq, L->bq), 3, (int64_t[]){N, H, hd});
+    T *k = kiln_reshape(linear(h, &hq, L->wk, L->bk), 3, (int64_t[]){N, Hk, hd});
+    T *v = kiln_reshape(linear(h, &hq, L->wv, L->bv), 3, (int64_t[]){N, Hk, hv});
     if (L->q_norm) q = kiln_rms_norm(q, L->q_norm, m->eps), k = kiln_rms_norm(k, L->k_norm, m->eps);
     int r = L->swa && cs[1] ? 1 : 0;
     if (kiln_dtype_of(L->wq) == KILN_U32) /* 8-bit products take 8 adjacent outputs at once:
@@ -849,19 +856,20 @@ static int build_step(kiln_llm *m, step *st, bool capture) {
      * this layer's attention */
     st->outs[2 * l] = kiln_reshape(k, 2, (int64_t[]){N, Hk * hd});
     st->outs[2 * l + 1] = kiln_reshape(v, 2, (int64_t[]){N, Hk * hv});
-    T *o = linear(attention(m, L, q, k, v, S, B, st->seqs, mask[L->swa]), L->wo, NULL);
+    T *o = linear(attention(m, L, q, k, v, S, B, st->seqs, mask[L->swa]), NULL, L->wo, NULL);
     if (L->post_attn) o = kiln_rms_norm(o, L->post_attn, m->eps);
     x = kiln_add(x, o);
     h = kiln_contiguous(kiln_rms_norm(x, L->ffn_norm, m->eps));
-    T *g = linear(h, L->wg, NULL);
+    hq = act8(h, L->wg);
+    T *g = linear(h, &hq, L->wg, NULL);
     g = a->act == ACT_GELU ? kiln_gelu(g) : kiln_silu(g);
-    T *f = linear(kiln_mul(g, linear(h, L->wu, NULL)), L->wd, NULL);
+    T *f = linear(kiln_mul(g, linear(h, &hq, L->wu, NULL)), NULL, L->wd, NULL);
     if (L->post_ffn) f = kiln_rms_norm(f, L->post_ffn, m->eps);
     x = kiln_add(x, f);
   }
   if (!st->all) /* each sequence's last real token (a padded chunk's is not its last row) */
     x = kiln_take(x, st->last);
-  T *logits = linear(kiln_rms_norm(x, m->out_norm, m->eps), m->output, NULL);
+  T *logits = linear(kiln_rms_norm(x, m->out_norm, m->eps), NULL, m->output, NULL);
   st->outs[2 * m->n_layer] = m->final_softcap > 0 ? softcap(logits, m->final_softcap) : logits;
   int nout = (int)(2 * m->n_layer + 1);
   bool ok = true;

@@ -318,10 +318,18 @@ T *kiln_dequantize(T *raw, int type, int64_t rows, int64_t cols) {
  * LANES). */
 enum { Q4_1_WORDS = 6, Q8_0_WORDS = 10, WORD_ROWS = 8 };
 
-/* x (n, K) -> packed int8 words (n, K/32, 8) u32 (word 4h+k holds elements 16h+4k.. of its
- * block, as the codes do), the scale s (n, K/32) and the sum of the block's q (n, K/32). */
-static void q8_blocks(T *x, T **words, T **s, T **qs) {
-  int64_t n = kiln_dim(x, 0), nb = kiln_dim(x, 1) / 32;
+/* x (..., K) as 8-bit products read it: packed int8 words (n, K/32, 8) u32 (word 4h+k holds
+ * elements 16h+4k.. of its block, as the codes do), the scale s (n, K/32) and the sum of the
+ * block's q (n, K/32), n the rows of x. In the caller's scope: several products of one input
+ * share them. */
+kn_act8 kn_quantize8(T *x) {
+  kn_act8 a = {0};
+  int64_t K = kiln_dim(x, -1), n = kiln_numel(x) / K, nb = K / 32;
+  if (K % 32) {
+    kn_err("linear: 8-bit products want rows of a multiple of 32 values, not %lld", (long long)K);
+    return a;
+  }
+  x = kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K});
   T *xb = kiln_reshape(x, 3, (int64_t[]){n, nb, 32});
   T *amax = kiln_max(kiln_unary(KILN_ABS, xb), 1, (int[]){-1}, true);
   T *sc = kiln_binary_s(KILN_MUL, amax, 1.0 / 127);
@@ -332,14 +340,15 @@ static void q8_blocks(T *x, T **words, T **s, T **qs) {
                        kiln_scalar(KILN_F32, 0.5));
   T *q = kiln_cast(kiln_add(v, half), KILN_I32);
   T *qsum = kiln_cast(kiln_sum(q, 1, (int[]){-1}, true), KILN_F32);
-  *qs = kiln_contiguous(kiln_reshape(qsum, 2, (int64_t[]){n, nb}));
-  *s = kiln_contiguous(kiln_reshape(sc, 2, (int64_t[]){n, nb}));
+  a.qs = kiln_contiguous(kiln_reshape(qsum, 2, (int64_t[]){n, nb}));
+  a.s = kiln_contiguous(kiln_reshape(sc, 2, (int64_t[]){n, nb}));
   T *bytes = kiln_cast(u8s(kiln_reshape(q, 4, (int64_t[]){n, nb, 8, 4}), KILN_AND, 255), KILN_U32);
   T *sh = kiln_cast(kiln_binary_s(KILN_MUL, kiln_arange(0, 4, 1, KILN_I32), 8), KILN_U32);
-  *words = kiln_cast(kiln_sum(kiln_binary(KILN_SHL, bytes, sh), 1, (int[]){-1}, false), KILN_U32);
+  a.words = kiln_cast(kiln_sum(kiln_binary(KILN_SHL, bytes, sh), 1, (int[]){-1}, false), KILN_U32);
+  return a;
 }
 
-T *kn_linear_words(T *x, T *w, T *b) {
+T *kn_linear_words(T *x, const kn_act8 *xa, T *w, T *b) {
   if (!x || !w) return NULL;
   int nd = kiln_ndim(x);
   int64_t K = kiln_dim(x, -1), G = kiln_dim(w, 0), nb = kiln_dim(w, 1), R = G * WORD_ROWS;
@@ -353,8 +362,8 @@ T *kn_linear_words(T *x, T *w, T *b) {
   }
   kiln_scope_begin();
   int64_t n = kiln_numel(x) / K;
-  T *xw, *s, *qs;
-  q8_blocks(kiln_reshape(kiln_cast(x, KILN_F32), 2, (int64_t[]){n, K}), &xw, &s, &qs);
+  kn_act8 own = xa && xa->words ? *xa : kn_quantize8(x);
+  T *xw = own.words, *s = own.s, *qs = own.qs;
   /* activations (n, 1, 1, nb) against weights (G, 8, nb): outputs (n, G, 8), reduce over nb */
   int64_t xs[] = {n, 1, 1, nb};
   T *wv = kiln_permute(w, (int[]){0, 3, 1, 2}); /* (G, 8, nb, W) */
@@ -435,14 +444,15 @@ T *kn_gguf_words(const kiln_gguf *g, const char *name) {
   if (!t || (t->type != GT_Q4_1 && t->type != GT_Q8_0) || t->ndim != 2 || t->dims[1] % WORD_ROWS)
     return NULL;
   bool q8 = t->type == GT_Q8_0;
-  int W = q8 ? Q8_0_WORDS : Q4_1_WORDS, bs = q8 ? 34 : 20; /* block bytes */
+  int W = q8 ? Q8_0_WORDS : Q4_1_WORDS;
+  size_t bs = kiln_ggml_type_size(t->type); /* block bytes */
   int64_t nb = t->dims[0] / 32, G = t->dims[1] / WORD_ROWS;
   uint32_t *p = malloc(sizeof(uint32_t) * (size_t)(G * nb * W * WORD_ROWS));
   if (!p) return NULL;
   const uint8_t *src = t->data;
   for (int64_t r = 0; r < G * WORD_ROWS; r++)
     for (int64_t j = 0; j < nb; j++) {
-      const uint8_t *blk = src + (r * nb + j) * bs; /* d f16 | Q4_1: m f16 | codes */
+      const uint8_t *blk = src + (size_t)(r * nb + j) * bs; /* d f16 | Q4_1: m f16 | codes */
       uint32_t *o = p + ((r / WORD_ROWS * nb + j) * W) * WORD_ROWS + r % WORD_ROWS;
       kn_fu d = {.f = kn_h2f((uint16_t)(blk[0] | blk[1] << 8))}, md;
       float m = q8 ? -128 * d.f : kn_h2f((uint16_t)(blk[2] | blk[3] << 8));

@@ -93,6 +93,15 @@ static void bits_expr(sbuf *b, int dt, const char *a) {
     put(b, "%s", a);
 }
 
+/* Reads of each lop of the kernel being rendered (by other lops; a loop's END aside). */
+static int *nuse;
+static void count_uses(const kn_kernel *k) {
+  nuse = kn_xcalloc((size_t)k->nops + 1, sizeof(int));
+  for (int j = 0; j < k->nops; j++)
+    for (int q = 0; q < 3 && k->ops[j].op != L_END; q++)
+      if (k->ops[j].src[q] >= 0) nuse[k->ops[j].src[q]]++;
+}
+
 /* s + DOT4 of the u32 vectors a and c as `V v<i>` (V: W lanes of i32; s NULL: 0): the
  * dialect's instruction where the target has one, else each lane's four byte products. */
 static void vec_dot4(sbuf *b, const char *V, int W, int i, const char *s, const char *a,
@@ -124,12 +133,7 @@ static int folded_dot4(const kn_kernel *k, int i) {
   if (!D->vec_dot4 || !o->vec || o->op != N_ADD) return -1;
   for (int s = 1; s >= 0; s--) {
     int d = o->src[s];
-    if (d < 0 || k->ops[d].op != N_DOT4 || !k->ops[d].vec || o->src[1 - s] == d) continue;
-    int uses = 0;
-    for (int j = d + 1; j < k->nops && uses < 2; j++)
-      for (int q = 0; q < 3; q++)
-        uses += k->ops[j].src[q] == d && k->ops[j].op != L_END;
-    if (uses == 1) return s;
+    if (d >= 0 && k->ops[d].op == N_DOT4 && k->ops[d].vec && nuse[d] == 1) return s;
   }
   return -1;
 }
@@ -143,14 +147,9 @@ static int folded_mul_src(const kn_kernel *k, int i, int *which) {
   bool acc = o->op == L_ACCUP && o->arg == N_ADD;
   if ((!acc && o->op != N_ADD) || (o->dtype != KILN_F32 && o->dtype != KILN_F64)) return -1;
   for (int s = 1; s >= (acc ? 1 : 0); s--) {
-    int m = o->src[s], uses = 0;
-    if (m < 0 || k->ops[m].op != N_MUL || k->ops[m].dtype != o->dtype ||
-        !k->ops[m].vec != !o->vec || (!acc && o->src[1 - s] == m))
-      continue;
-    for (int j = m + 1; j < k->nops && uses < 2; j++)
-      for (int q = 0; q < 3; q++)
-        uses += k->ops[j].src[q] == m && k->ops[j].op != L_END;
-    if (uses == 1) {
+    int m = o->src[s];
+    if (m >= 0 && k->ops[m].op == N_MUL && k->ops[m].dtype == o->dtype &&
+        !k->ops[m].vec == !o->vec && nuse[m] == 1) {
       *which = s;
       return m;
     }
@@ -277,7 +276,8 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
     KN_ASSERT(D->vec_type, "%s has no vector types", D->name);
     if (D->vec_decls) D->vec_decls(&b, W);
   }
-  bool *folded = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)); /* DOT4s written in an add */
+  count_uses(k);
+  bool *folded = kn_xcalloc((size_t)k->nops + 1, sizeof(bool)); /* written in their reader */
   for (int i = 0; i < k->nops; i++) {
     int f = folded_dot4(k, i), m = folded_mul(k, i);
     if (f >= 0) folded[k->ops[i].src[f]] = true;
@@ -521,6 +521,7 @@ char *kn_render(const kn_dialect *dialect, const kn_kernel *k) {
   while (opened--)
     put(&b, "%*s}\n", --depth * 2, "");
   put(&b, "}\n");
-  free(folded);
+  free(folded), free(nuse);
+  nuse = NULL;
   return b.s;
 }
